@@ -1,0 +1,3 @@
+from edge_sdk.toolchain.cli import main
+
+raise SystemExit(main())

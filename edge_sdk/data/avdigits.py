@@ -1,0 +1,200 @@
+"""AV-Digits: scenes of handwritten digits with the sound of one of them being spoken.
+
+A scene is an S x S image with K handwritten digits of distinct classes at random,
+non-overlapping positions and scales on a textured background; its sound is a real
+recording of one of those digits, at the model's sample rate. Evaluation uses the box of
+the spoken digit; the learner only ever sees which sound came with which scene.
+
+The clip variant renders T frames at ``fps`` in which the spoken digit's scale follows
+its own loudness envelope, so audio-visual synchrony is learnable (for the temporal
+objective of Owens & Efros, 2018). Every item is a pure function of (seed, epoch, index).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from edge_sdk.data.bank import DigitBank
+from edge_sdk.spec import ModelSpec
+
+__all__ = ["AVDigits", "AVDigitClips", "render_single", "place_sound"]
+
+
+def _background(rng: np.random.Generator, s: int) -> np.ndarray:
+    noise = np.zeros((s, s), np.float32)
+    for cells, weight in ((3, 0.5), (8, 0.3), (24, 0.2)):
+        noise += weight * cv2.resize(rng.random((cells, cells), dtype=np.float32), (s, s), interpolation=cv2.INTER_CUBIC)
+    c1, c2 = rng.uniform(0, 120, 3), rng.uniform(0, 120, 3)
+    return c1 + (c2 - c1) * np.clip(noise, 0, 1)[..., None]
+
+
+def _paste(canvas: np.ndarray, glyph: np.ndarray, x: int, y: int, size: int, color: np.ndarray) -> np.ndarray:
+    """Alpha-blend a 28x28 glyph scaled to ``size`` at (x, y); return the tight box of its ink."""
+    g = cv2.resize(glyph, (size, size), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
+    h, w = canvas.shape[:2]
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + size, w), min(y + size, h)
+    a = g[y0 - y : y1 - y, x0 - x : x1 - x, None]
+    canvas[y0:y1, x0:x1] = canvas[y0:y1, x0:x1] * (1 - a) + color * a
+    ys, xs = np.nonzero(g > 0.3)
+    if len(xs) == 0:
+        return np.array([x0, y0, x1, y1], np.float32)
+    return np.array([max(x + xs.min(), 0), max(y + ys.min(), 0), min(x + xs.max() + 1, w), min(y + ys.max() + 1, h)], np.float32)
+
+
+def _layout(rng: np.random.Generator, s: int, k: int, lo: int, hi: int) -> list[tuple[int, int, int]]:
+    """K non-overlapping squares (x, y, size) inside an s x s canvas."""
+    for _ in range(1000):
+        boxes = []
+        for _ in range(k):
+            for _ in range(50):
+                size = int(rng.integers(lo, hi + 1))
+                x, y = (int(v) for v in rng.integers(0, s - size + 1, 2))
+                if all(x + size <= bx or bx + bs <= x or y + size <= by or by + bs <= y for bx, by, bs in boxes):
+                    boxes.append((x, y, size))
+                    break
+        if len(boxes) == k:
+            return boxes
+    raise ValueError(f"cannot place {k} digits of {lo}-{hi} px in a {s} px image")
+
+
+def _color(rng: np.random.Generator) -> np.ndarray:
+    c = rng.uniform(150, 255, 3)
+    c[rng.integers(3)] = 255.0
+    return c
+
+
+def place_sound(sound: np.ndarray, n: int, rng: np.random.Generator, train: bool) -> np.ndarray:
+    """Put one utterance into an n-sample window: random offset, gain, speed and noise when training."""
+    x = sound
+    if train:
+        speed = rng.uniform(0.88, 1.12)
+        m = max(2, int(len(x) / speed))
+        x = np.interp(np.linspace(0, len(x) - 1, m), np.arange(len(x)), x).astype(np.float32)
+    if len(x) > n:
+        start = (len(x) - n) // 2
+        x = x[start : start + n]
+    out = np.zeros(n, np.float32)
+    slack = n - len(x)
+    offset = int(rng.integers(0, slack + 1)) if train else slack // 2
+    peak = np.abs(x).max() + 1e-6
+    gain = (10 ** (rng.uniform(-10, 0) / 20) if train else 0.5) / peak
+    out[offset : offset + len(x)] = x * gain
+    noise = 10 ** (rng.uniform(-4, -2.5) if train else -3.5)
+    return out + rng.normal(0, noise, n).astype(np.float32)
+
+
+def render_single(bank: DigitBank, idx: int, s: int, rng: np.random.Generator) -> np.ndarray:
+    """One digit image, centred at a mid scale on a background: the retrieval gallery item."""
+    canvas = _background(rng, s)
+    size = int(s * 0.5)
+    _paste(canvas, bank.images[idx], (s - size) // 2, (s - size) // 2, size, _color(rng))
+    return np.clip(canvas, 0, 255).astype(np.uint8)
+
+
+class AVDigits:
+    """Map-style data set of scenes; ``set_epoch`` draws a fresh set of scenes each epoch."""
+
+    def __init__(self, bank: DigitBank, spec: ModelSpec, length: int, k: int = 3, seed: int = 0, train: bool = True):
+        if not 1 <= k <= 10:
+            raise ValueError("k must be 1..10 (digits in a scene have distinct classes)")
+        self.bank, self.spec, self.length, self.k, self.seed, self.train = bank, spec, length, k, seed, train
+        self.epoch = 0
+        s = spec.image.size
+        self.size_range = (int(s * 0.22), int(s * 0.40)) if k > 1 else (int(s * 0.3), int(s * 0.6))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _rng(self, i: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, i])
+
+    def _scene(self, rng: np.random.Generator, sizes=None):
+        s = self.spec.image.size
+        digits = rng.choice(10, self.k, replace=False)
+        layout = _layout(rng, s, self.k, *self.size_range)
+        canvas = _background(rng, s)
+        glyphs = [int(rng.choice(self.bank.images_of(d))) for d in digits]
+        return canvas, digits, layout, glyphs
+
+    def __getitem__(self, i: int) -> dict:
+        if not 0 <= i < self.length:
+            raise IndexError(i)
+        rng = self._rng(i)
+        canvas, digits, layout, glyphs = self._scene(rng)
+        boxes = np.stack([_paste(canvas, self.bank.images[g], x, y, sz, _color(rng)) for g, (x, y, sz) in zip(glyphs, layout)])
+        spoken = int(rng.integers(self.k))
+        sound = self.bank.sounds[int(rng.choice(self.bank.sounds_of(int(digits[spoken]))))]
+        return {
+            "image": np.clip(canvas, 0, 255).astype(np.uint8).transpose(2, 0, 1).astype(np.float32),
+            "wave": place_sound(sound, self.spec.audio.num_samples, rng, self.train),
+            "label": np.int64(digits[spoken]),
+            "box": boxes[spoken],
+            "digits": digits.astype(np.int64),
+        }
+
+
+class AVDigitClips(AVDigits):
+    """T frames at ``fps``; the spoken digit's scale pulses with its loudness envelope.
+
+    ``item(i)`` is the whole clip: ``frames`` [T, 3, S, S], ``track`` (audio long enough that
+    every frame has a full window ending at its time) and ``frame_end`` [T], the sample at
+    which frame t's window ends. ``__getitem__(i)`` is the training view of one random frame:
+    ``image``, ``wave`` (its aligned window) and ``wave_shifted`` [M, N] (windows ending
+    ``shifts`` seconds earlier or later: the negatives of the synchrony objective).
+    """
+
+    def __init__(self, bank: DigitBank, spec: ModelSpec, length: int, k: int = 3, seed: int = 0,
+                 train: bool = True, frames: int = 12, fps: float = 10.0, shifts: tuple[float, ...] = (-0.6, -0.3, 0.3, 0.6)):
+        super().__init__(bank, spec, length, k, seed, train)
+        self.frames, self.fps, self.shifts = frames, fps, shifts
+
+    def _clip(self, i: int):
+        if not 0 <= i < self.length:
+            raise IndexError(i)
+        rng = self._rng(i)
+        sr, n = self.spec.audio.sample_rate, self.spec.audio.num_samples
+        span = int(self.frames / self.fps * sr)
+        pad = int(max(abs(s) for s in self.shifts) * sr) + 1
+        canvas, digits, layout, glyphs = self._scene(rng)
+        spoken = int(rng.integers(self.k))
+        sound = self.bank.sounds[int(rng.choice(self.bank.sounds_of(int(digits[spoken]))))]
+        track = np.zeros(pad + n + span + pad, np.float32)
+        first = pad + n  # where frame 0's window ends
+        lead = sr // 5  # speech may start up to 0.2 s before the first frame
+        track[first - lead : first + span] = place_sound(sound, span + lead, rng, self.train)
+        frame_end = first + (np.arange(self.frames) * sr / self.fps).astype(np.int64)
+        hop = max(1, int(0.05 * sr))  # loudness over the last 50 ms before each frame
+        env = np.array([np.sqrt(np.mean(track[e - hop : e] ** 2)) for e in frame_end])
+        env = env / (env.max() + 1e-6)
+        colors = [_color(rng) for _ in digits]
+
+        def render(t: int):
+            img = canvas.copy()
+            box = None
+            for j, (g, (x, y, sz)) in enumerate(zip(glyphs, layout)):
+                grow = int(round(sz * 0.45 * env[t])) if j == spoken else 0
+                b = _paste(img, self.bank.images[g], x - grow // 2, y - grow // 2, sz + grow, colors[j])
+                box = b if j == spoken else box
+            return np.clip(img, 0, 255).astype(np.uint8).transpose(2, 0, 1).astype(np.float32), box
+
+        return rng, track, frame_end, render, digits, spoken
+
+    def item(self, i: int) -> dict:
+        _, track, frame_end, render, digits, spoken = self._clip(i)
+        frames, boxes = zip(*(render(t) for t in range(self.frames)))
+        return {"frames": np.stack(frames), "track": track, "frame_end": frame_end,
+                "label": np.int64(digits[spoken]), "boxes": np.stack(boxes), "digits": digits.astype(np.int64)}
+
+    def __getitem__(self, i: int) -> dict:
+        rng, track, frame_end, render, digits, spoken = self._clip(i)
+        t = int(rng.integers(self.frames))
+        n, sr = self.spec.audio.num_samples, self.spec.audio.sample_rate
+        end = int(frame_end[t])
+        image, box = render(t)
+        shifted = np.stack([track[end + int(s * sr) - n : end + int(s * sr)] for s in self.shifts])
+        return {"image": image, "wave": track[end - n : end].copy(), "wave_shifted": shifted,
+                "label": np.int64(digits[spoken]), "box": box, "digits": digits.astype(np.int64)}

@@ -1,0 +1,1 @@
+"""Evaluation of audio-visual models on AV-Digits (speaker- and image-disjoint)."""

@@ -1,0 +1,63 @@
+"""AVNet: an audio tower and an image tower that meet in one embedding space.
+
+Inputs are raw (waveform [B, N] in [-1, 1]; RGB [B, 3, S, S] in [0, 255]); outputs are
+L2-normalised ``audio_emb`` [B, D], ``image_emb`` [B, D] and ``image_map`` [B, D, h, w],
+the per-position image embedding used for sound-source localization (the dense map of
+Arandjelovic & Zisserman, "Objects that Sound", 2018).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from edge_sdk.models.frontend import ImageNormalize, LogMel
+from edge_sdk.models.towers import ConvTower
+from edge_sdk.spec import ModelSpec
+
+__all__ = ["AVNet", "OUTPUT_NAMES"]
+
+OUTPUT_NAMES = ("audio_emb", "image_emb", "image_map")
+
+
+class AudioEncoder(nn.Module):
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.frontend = LogMel(spec.audio)
+        self.tower = ConvTower(spec.audio_tower, 1)
+        # BatchNorm before the L2 norm centres the embeddings: at initialisation every
+        # (mostly silent) clip pools to nearly the same vector, which stalls contrastive learning.
+        self.proj = nn.Sequential(nn.Linear(self.tower.out_channels, spec.embed_dim), nn.BatchNorm1d(spec.embed_dim))
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        mel = self.frontend(wave)
+        # Per-utterance standardisation: invariant to level, no running statistics.
+        mel = (mel - mel.mean(dim=(2, 3), keepdim=True)) / (mel.std(dim=(2, 3), keepdim=True) + 1e-5)
+        feat = self.tower(mel).mean(dim=(2, 3))
+        return F.normalize(self.proj(feat), dim=-1)
+
+
+class ImageEncoder(nn.Module):
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.normalize = ImageNormalize(spec.image)
+        self.tower = ConvTower(spec.image_tower, 3)
+        self.proj = nn.Sequential(nn.Conv2d(self.tower.out_channels, spec.embed_dim, 1), nn.BatchNorm2d(spec.embed_dim))
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fmap = self.proj(self.tower(self.normalize(image)))  # [B, D, h, w]
+        image_emb = F.normalize(fmap.mean(dim=(2, 3)), dim=-1)
+        return image_emb, F.normalize(fmap, dim=1)
+
+
+class AVNet(nn.Module):
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.spec = spec
+        self.audio = AudioEncoder(spec)
+        self.image = ImageEncoder(spec)
+
+    def forward(self, wave: torch.Tensor, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        image_emb, image_map = self.image(image)
+        return {"audio_emb": self.audio(wave), "image_emb": image_emb, "image_map": image_map}

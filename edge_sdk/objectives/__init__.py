@@ -1,0 +1,21 @@
+"""Self-supervised audio-visual objectives, each a module returning a scalar loss.
+
+Every objective takes ``(out, batch, model)``: the model outputs for the batch, the batch
+itself (tensors) and the model (for objectives that run extra forwards). Recipes combine
+them with weights; see :mod:`edge_sdk.recipe`.
+"""
+
+from edge_sdk.objectives.avc import AVCorrespondence
+from edge_sdk.objectives.byol_audio import BYOLAudio
+from edge_sdk.objectives.contrastive import GlobalInfoNCE, MILContrastive
+from edge_sdk.objectives.sync import TemporalSync
+
+OBJECTIVES = {
+    "avc": AVCorrespondence,
+    "mil_nce": MILContrastive,
+    "infonce": GlobalInfoNCE,
+    "sync": TemporalSync,
+    "byol_audio": BYOLAudio,
+}
+
+__all__ = ["OBJECTIVES", "AVCorrespondence", "MILContrastive", "GlobalInfoNCE", "TemporalSync", "BYOLAudio"]

@@ -1,0 +1,235 @@
+"""One trainer for every recipe: single process or DDP under ``torchrun``.
+
+Determinism makes resume exact: every batch is a pure function of (seed, epoch, index),
+torch's RNG is re-seeded from the global step, and the learning-rate schedule is a
+function of the step; a checkpoint (weights, objective heads, optimizer moments, step)
+is written every ``checkpoint_every`` steps, so a run killed mid-epoch continues with
+``resume=True`` exactly where its last checkpoint left it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge_sdk.checkpoint import atomic_write_text, load_tensors, save_model, save_tensors
+from edge_sdk.errors import EdgeSDKError
+from edge_sdk.recipe import Recipe
+from edge_sdk.spec import get_spec
+
+__all__ = ["pretrain", "TrainModule", "build_train_data"]
+
+log = logging.getLogger(__name__)
+
+
+class TrainModule(nn.Module):
+    """The model plus its objectives' heads: what the optimizer (and DDP) sees."""
+
+    def __init__(self, model: nn.Module, recipe: Recipe):
+        from edge_sdk.objectives import OBJECTIVES
+
+        super().__init__()
+        self.model = model
+        self.objectives = nn.ModuleDict({n: OBJECTIVES[n](model, **c.params) for n, c in recipe.objectives.items()})
+        self.cfg = recipe.objectives
+
+    def forward(self, batch: dict, epoch: int) -> dict[str, torch.Tensor]:
+        out = self.model(batch["wave"], batch["image"])
+        losses = {n: obj(out, batch, self.model) for n, obj in self.objectives.items() if epoch >= self.cfg[n].start_epoch}
+        losses["loss"] = sum(self.cfg[n].weight * v for n, v in losses.items())
+        return losses
+
+    def after_step(self) -> None:
+        for obj in self.objectives.values():
+            if hasattr(obj, "update_target"):
+                obj.update_target(self.model)
+
+
+def build_train_data(recipe: Recipe, spec, fsdd, mnist, split: str = "train", length: int | None = None, seed: int | None = None):
+    """The recipe's data set: real AV-Digits when both folders are given, else the generated fallback."""
+    from edge_sdk.data.avdigits import AVDigitClips, AVDigits
+    from edge_sdk.data.bank import load_bank, synthetic_bank
+
+    if fsdd and mnist:
+        bank = load_bank(fsdd, mnist, split, spec.audio.sample_rate, tuple(recipe.data.test_speakers))
+    else:
+        log.warning("no --fsdd/--mnist given: using generated shapes and tones instead of AV-Digits")
+        bank = synthetic_bank(split, spec.audio.sample_rate)
+    d = recipe.data
+    length = length or d.scenes_per_epoch
+    seed = recipe.train.seed if seed is None else seed
+    if d.kind == "clips":
+        return AVDigitClips(bank, spec, length, d.k, seed, split == "train", d.frames, d.fps)
+    return AVDigits(bank, spec, length, d.k, seed, split == "train")
+
+
+def _collate(items: list[dict], device) -> dict[str, torch.Tensor]:
+    keys = [k for k in items[0] if k in ("image", "wave", "wave_shifted")]
+    return {k: torch.from_numpy(np.stack([it[k] for it in items])).to(device) for k in keys}
+
+
+def _lr(step: int, total: int, cfg) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+def _optim_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    out = {}
+    for i, st in opt.state_dict()["state"].items():
+        for k, v in st.items():
+            out[f"optim.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    return out
+
+
+def _load_optim(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    sd = opt.state_dict()
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        if key.startswith("optim."):
+            _, i, k = key.split(".", 2)
+            state.setdefault(int(i), {})[k] = v
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+
+def _dist() -> tuple[int, int]:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    if torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def pretrain(recipe: Recipe, out: str | Path, fsdd=None, mnist=None, device: str = "auto",
+             resume: bool = False, progress: bool = True, max_steps: int | None = None) -> dict:
+    """Train ``recipe`` into ``out``; returns a report (steps, final losses, paths)."""
+    from edge_sdk.models.avnet import AVNet
+
+    out = Path(out)
+    ckpt_dir = out / "checkpoints"
+    if (ckpt_dir / "last.json").exists() and not resume:
+        raise EdgeSDKError(f"{out} already holds a training run", "pass --resume to continue it, or choose another --out folder")
+    rank, world = _dist()
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    if dev.type == "cuda" and world > 1:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    spec = get_spec(recipe.model.spec)
+    cfg = recipe.train
+    if cfg.batch_size % world:
+        raise EdgeSDKError(f"batch_size {cfg.batch_size} does not split over {world} processes", "use a batch_size divisible by the process count")
+    data = build_train_data(recipe, spec, fsdd, mnist)
+    torch.manual_seed(cfg.seed)
+    module = TrainModule(AVNet(spec), recipe).to(dev)
+    opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, len(data) // cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs if max_steps is None else min(max_steps, steps_per_epoch * cfg.epochs)
+    step = 0
+    if resume and (ckpt_dir / "last.json").exists():
+        state = json.loads((ckpt_dir / "last.json").read_text())
+        tensors = load_tensors(ckpt_dir / "last.safetensors")
+        module.load_state_dict({k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")})
+        _load_optim(opt, tensors)
+        step = state["step"]
+        log.info("resuming %s at step %d", out, step)
+    wrapped = module
+    if world > 1:
+        wrapped = nn.parallel.DistributedDataParallel(module, device_ids=[dev.index] if dev.type == "cuda" else None)
+    if rank == 0:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "recipe.json", json.dumps(recipe.to_dict(), indent=2))
+    local = cfg.batch_size // world
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=step, desc=f"pretrain {recipe.name}", unit="step", dynamic_ncols=True)
+    started, t_last, deadline = time.time(), time.time(), time.time() + cfg.max_minutes * 60 if cfg.max_minutes else None
+    metrics_path = out / "metrics.jsonl"
+    module.train()
+    while step < total:
+        epoch, j = divmod(step, steps_per_epoch)
+        data.set_epoch(epoch)
+        torch.manual_seed(cfg.seed * 1_000_003 + step * world + rank)
+        first = j * cfg.batch_size + rank * local
+        batch = _collate([data[first + t] for t in range(local)], dev)
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, total, cfg)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            losses = wrapped(batch, epoch)
+        if not torch.isfinite(losses["loss"]):
+            raise EdgeSDKError(f"loss became {losses['loss'].item()} at step {step}", "lower [train] lr in the recipe, or resume from the last checkpoint")
+        opt.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        opt.step()
+        module.after_step()
+        step += 1
+        if rank == 0:
+            if bar:
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses['loss'].item():.3f}", epoch=epoch)
+            if step % cfg.log_every == 0 or step == total:
+                now = time.time()
+                rec = {"step": step, "epoch": epoch, "lr": opt.param_groups[0]["lr"], "time_s": round(now - started, 2),
+                       "samples_per_s": round(cfg.log_every * cfg.batch_size / max(now - t_last, 1e-9), 1),
+                       **{k: round(v.item(), 5) for k, v in losses.items()}}
+                t_last = now
+                with metrics_path.open("a") as f:
+                    f.write(json.dumps(rec) + "\n")
+            stop = deadline is not None and time.time() > deadline
+            if step % cfg.checkpoint_every == 0 or step == total or stop:
+                _checkpoint(ckpt_dir, module, opt, step, recipe)
+        if deadline is not None and time.time() > deadline:
+            log.warning("stopping at step %d: max_minutes=%s reached", step, cfg.max_minutes)
+            break
+    if bar:
+        bar.close()
+    report = {"recipe": recipe.name, "spec": spec.name, "steps": step, "total_steps": total, "world_size": world,
+              "minutes": round((time.time() - started) / 60, 2)}
+    if rank == 0:
+        report["model"] = str(save_model(out / "model.safetensors", module.model.cpu(), recipe.to_dict(), {"train": report}))
+        module.model.to(dev)
+        _plot_losses(metrics_path, out / "loss.png")
+    if world > 1:
+        torch.distributed.barrier()
+    return report
+
+
+def _checkpoint(ckpt_dir: Path, module: TrainModule, opt, step: int, recipe: Recipe) -> None:
+    tensors = {f"module.{k}": v for k, v in module.state_dict().items()}
+    tensors.update(_optim_tensors(opt))
+    save_tensors(ckpt_dir / "last.safetensors", tensors)
+    atomic_write_text(ckpt_dir / "last.json", json.dumps({"step": step, "recipe": recipe.to_dict()}))
+
+
+def _plot_losses(metrics_path: Path, png: Path) -> None:
+    if not metrics_path.exists():
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    keys = sorted({k for r in rows for k in r} - {"step", "epoch", "lr", "time_s", "samples_per_s"})
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for k in keys:
+        pts = [(r["step"], r[k]) for r in rows if k in r]
+        ax.plot(*zip(*pts), label=k, lw=2 if k == "loss" else 1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
