@@ -30,6 +30,7 @@ class ModelCfg:
 class DataCfg:
     kind: str = "scenes"  # "scenes" or "clips"
     k: int = 3
+    k_curriculum: list[int] = field(default_factory=list)  # digits per scene in the first epochs, then k
     scenes_per_epoch: int = 4096
     test_speakers: list[str] = field(default_factory=lambda: ["george"])
     frames: int = 12  # clips only
@@ -99,6 +100,8 @@ class Recipe:
             raise ConfigError(f"{source}: [data] kind = {self.data.kind!r}", "use \"scenes\" or \"clips\"")
         if "sync" in self.objectives and self.data.kind != "clips":
             raise ConfigError(f"{source}: the sync objective needs clips", "set [data] kind = \"clips\"")
+        if any(not 1 <= k <= 10 for k in [self.data.k, *self.data.k_curriculum]):
+            raise ConfigError(f"{source}: [data] k and k_curriculum must be 1..10", "scenes hold distinct digits, at most 10")
         if self.train.batch_size < 2:
             raise ConfigError(f"{source}: batch_size {self.train.batch_size}", "contrastive objectives need batch_size >= 2")
         for name, cfg in self.objectives.items():
@@ -119,7 +122,8 @@ def _build(cls, values, where: str):
         ok = {"int": isinstance(value, int) and not isinstance(value, bool),
               "float": isinstance(value, (int, float)) and not isinstance(value, bool),
               "str": isinstance(value, str), "dict": isinstance(value, dict),
-              "list[str]": isinstance(value, list) and all(isinstance(v, str) for v in value)}.get(want, True)
+              "list[str]": isinstance(value, list) and all(isinstance(v, str) for v in value),
+              "list[int]": isinstance(value, list) and all(isinstance(v, int) for v in value)}.get(want, True)
         if not ok:
             raise ConfigError(f"{where} {key} = {value!r} is not a {want}", f"give {key} a {want} value")
     return cls(**values)

@@ -98,9 +98,14 @@ class AVDigits:
     def __init__(self, bank: DigitBank, spec: ModelSpec, length: int, k: int = 3, seed: int = 0, train: bool = True):
         if not 1 <= k <= 10:
             raise ValueError("k must be 1..10 (digits in a scene have distinct classes)")
-        self.bank, self.spec, self.length, self.k, self.seed, self.train = bank, spec, length, k, seed, train
+        self.bank, self.spec, self.length, self.seed, self.train = bank, spec, length, seed, train
         self.epoch = 0
-        s = spec.image.size
+        self.set_k(k)
+
+    def set_k(self, k: int) -> None:
+        """Digits per scene; one digit is drawn larger (the easy scenes of a curriculum)."""
+        s = self.spec.image.size
+        self.k = k
         self.size_range = (int(s * 0.22), int(s * 0.40)) if k > 1 else (int(s * 0.3), int(s * 0.6))
 
     def set_epoch(self, epoch: int) -> None:

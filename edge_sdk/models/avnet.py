@@ -26,15 +26,15 @@ class AudioEncoder(nn.Module):
         super().__init__()
         self.frontend = LogMel(spec.audio)
         self.tower = ConvTower(spec.audio_tower, 1)
-        # BatchNorm before the L2 norm centres the embeddings: at initialisation every
-        # (mostly silent) clip pools to nearly the same vector, which stalls contrastive learning.
-        self.proj = nn.Sequential(nn.Linear(self.tower.out_channels, spec.embed_dim), nn.BatchNorm1d(spec.embed_dim))
+        self.proj = nn.Linear(self.tower.out_channels, spec.embed_dim)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         mel = self.frontend(wave)
         # Per-utterance standardisation: invariant to level, no running statistics.
         mel = (mel - mel.mean(dim=(2, 3), keepdim=True)) / (mel.std(dim=(2, 3), keepdim=True) + 1e-5)
-        feat = self.tower(mel).mean(dim=(2, 3))
+        # Max pooling: the word fills a fraction of the window, the digit a fraction of the
+        # image; mean pooling drowns both in background and stalls contrastive learning.
+        feat = self.tower(mel).amax(dim=(2, 3))
         return F.normalize(self.proj(feat), dim=-1)
 
 
@@ -43,11 +43,11 @@ class ImageEncoder(nn.Module):
         super().__init__()
         self.normalize = ImageNormalize(spec.image)
         self.tower = ConvTower(spec.image_tower, 3)
-        self.proj = nn.Sequential(nn.Conv2d(self.tower.out_channels, spec.embed_dim, 1), nn.BatchNorm2d(spec.embed_dim))
+        self.proj = nn.Conv2d(self.tower.out_channels, spec.embed_dim, 1)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fmap = self.proj(self.tower(self.normalize(image)))  # [B, D, h, w]
-        image_emb = F.normalize(fmap.mean(dim=(2, 3)), dim=-1)
+        image_emb = F.normalize(fmap.amax(dim=(2, 3)), dim=-1)
         return image_emb, F.normalize(fmap, dim=1)
 
 

@@ -144,7 +144,10 @@ def pretrain(recipe: Recipe, out: str | Path, fsdd=None, mnist=None, device: str
         log.info("resuming %s at step %d", out, step)
     wrapped = module
     if world > 1:
-        wrapped = nn.parallel.DistributedDataParallel(module, device_ids=[dev.index] if dev.type == "cuda" else None)
+        # Objectives switched on in later epochs leave parameters unused before then.
+        scheduled = any(c.start_epoch > 0 for c in recipe.objectives.values())
+        wrapped = nn.parallel.DistributedDataParallel(module, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                                      find_unused_parameters=scheduled)
     if rank == 0:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "recipe.json", json.dumps(recipe.to_dict(), indent=2))
@@ -160,6 +163,7 @@ def pretrain(recipe: Recipe, out: str | Path, fsdd=None, mnist=None, device: str
     while step < total:
         epoch, j = divmod(step, steps_per_epoch)
         data.set_epoch(epoch)
+        data.set_k(recipe.data.k_curriculum[epoch] if epoch < len(recipe.data.k_curriculum) else recipe.data.k)
         torch.manual_seed(cfg.seed * 1_000_003 + step * world + rank)
         first = j * cfg.batch_size + rank * local
         batch = _collate([data[first + t] for t in range(local)], dev)
@@ -198,8 +202,9 @@ def pretrain(recipe: Recipe, out: str | Path, fsdd=None, mnist=None, device: str
               "minutes": round((time.time() - started) / 60, 2)}
     if rank == 0:
         report["model"] = str(save_model(out / "model.safetensors", module.model.cpu(), recipe.to_dict(), {"train": report}))
-        module.model.to(dev)
         _plot_losses(metrics_path, out / "loss.png")
+        _plot_heatmaps(module.model, recipe, fsdd, mnist, out / "heatmaps.png")
+        module.model.to(dev)
     if world > 1:
         torch.distributed.barrier()
     return report
@@ -210,6 +215,20 @@ def _checkpoint(ckpt_dir: Path, module: TrainModule, opt, step: int, recipe: Rec
     tensors.update(_optim_tensors(opt))
     save_tensors(ckpt_dir / "last.safetensors", tensors)
     atomic_write_text(ckpt_dir / "last.json", json.dumps({"step": step, "recipe": recipe.to_dict()}))
+
+
+def _plot_heatmaps(model, recipe: Recipe, fsdd, mnist, png: Path, n: int = 8) -> None:
+    """Example localization heatmaps on held-out scenes (test speakers and images)."""
+    from edge_sdk.eval.evaluate import TorchEmbedder, heatmaps, save_heatmap_grid
+
+    data = build_train_data(recipe, model.spec, fsdd, mnist, split="test", length=n, seed=recipe.train.seed + 1)
+    data.set_k(recipe.data.k)
+    items = [data[i] for i in range(n)]
+    images, waves = np.stack([it["image"] for it in items]), np.stack([it["wave"] for it in items])
+    emb = TorchEmbedder(model)
+    heat = heatmaps(emb.embed_audio(waves), emb.embed_image(images)[1], model.spec.image.size)
+    save_heatmap_grid(png, images, heat, np.stack([it["box"] for it in items]), np.array([it["label"] for it in items]))
+    model.train()
 
 
 def _plot_losses(metrics_path: Path, png: Path) -> None:

@@ -1,0 +1,1 @@
+"""Model code (torch): the front end, the towers, AVNet, and the shipped checkpoints."""

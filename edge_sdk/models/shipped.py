@@ -1,0 +1,72 @@
+"""Shipped checkpoints and the model table of ``edge-sdk info``.
+
+Shipped models live in ``edge_sdk/assets/models/<spec name>.safetensors`` with their JSON
+sidecar (spec, recipe, the metrics measured when they were trained). MACs are counted by
+running the model once under ``torch.utils.flop_counter`` (MACs = FLOPs / 2 of the
+convolutions and matrix products), never estimated by hand.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edge_sdk.checkpoint import load_model
+from edge_sdk.errors import ModelFileError
+from edge_sdk.spec import ModelSpec, list_specs
+
+__all__ = ["ASSETS", "shipped_models", "resolve_model", "count_macs", "model_table"]
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "models"
+
+
+def shipped_models() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(ASSETS.glob("*.safetensors"))}
+
+
+def resolve_model(name_or_path: str):
+    """A checkpoint path or a shipped model name -> (model, sidecar metadata)."""
+    path = Path(name_or_path)
+    if path.suffix == ".safetensors" or path.exists():
+        return load_model(path)
+    shipped = shipped_models()
+    if name_or_path in shipped:
+        return load_model(shipped[name_or_path])
+    raise ModelFileError(f"no model file or shipped model named {name_or_path!r}",
+                         f"pass a .safetensors path, or one of: {', '.join(shipped) or '(none shipped)'}")
+
+
+def count_macs(model) -> int:
+    """Multiply-accumulates of one inference at batch 1 (both towers, front end included)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    spec: ModelSpec = model.spec
+    wave = torch.zeros(1, spec.audio.num_samples)
+    image = torch.zeros(1, 3, spec.image.size, spec.image.size)
+    model.eval()
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(wave, image)
+    return counter.get_total_flops() // 2
+
+
+def model_table() -> list[dict]:
+    """Every registered spec: role, parameters, MACs, output shapes, and its shipped file if any."""
+    import torch
+
+    from edge_sdk.models.avnet import AVNet
+
+    shipped = shipped_models()
+    rows = []
+    for spec in list_specs():
+        torch.manual_seed(0)
+        model = AVNet(spec).eval()
+        with torch.inference_mode():
+            out = model(torch.zeros(1, spec.audio.num_samples), torch.zeros(1, 3, spec.image.size, spec.image.size))
+        rows.append({
+            "name": spec.name, "role": spec.role,
+            "params": sum(p.numel() for p in model.parameters()),
+            "macs": count_macs(model),
+            "outputs": {k: list(v.shape) for k, v in out.items()},
+            "path": str(shipped[spec.name]) if spec.name in shipped else None,
+        })
+    return rows

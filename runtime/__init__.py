@@ -1,0 +1,1 @@
+"""The streaming runtime (sources, aligner, backends, tasks, sinks). Not yet implemented: see the README's status."""

@@ -1,0 +1,62 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from edge_sdk.toolchain.cli import EXAMPLES
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "edge_sdk", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("command", sorted(EXAMPLES))
+def test_every_command_has_help_with_an_example(command):
+    out = _run(command, "--help")
+    assert out.returncode == 0 and "example:" in out.stdout and EXAMPLES[command] in out.stdout
+
+
+def test_info_json_lists_every_registered_spec_with_params_and_macs():
+    out = _run("info", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = {r["name"]: r for r in json.loads(out.stdout)["models"]}
+    assert {"avnet_t.avdigits", "avnet_s.avdigits", "avnet_xs.avdigits"} <= set(rows)
+    t = rows["avnet_t.avdigits"]
+    assert t["role"] == "teacher" and t["params"] > 1e6 and t["macs"] > 1e8
+    assert t["outputs"]["image_map"] == [1, 128, 12, 12]
+
+
+def test_doctor_reports_backends_and_devices():
+    out = _run("doctor", "--json")
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["backends"]["onnxruntime-cpu"] is True and "microphones" in r and "cameras" in r
+
+
+@pytest.mark.parametrize("args, match", [
+    (["eval", "no/such/model.safetensors"], "does not exist"),
+    (["eval", "not_a_model"], "no model file or shipped model"),
+    (["pretrain", "--recipe", "nope", "--out", "x"], "recipe nope not found"),
+    (["eval", "x.safetensors", "--fsdd", "a"], "go together"),
+])
+def test_user_errors_are_one_line_and_exit_2(args, match):
+    out = _run(*args)
+    assert out.returncode == 2
+    assert match in out.stderr and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_checkpoint_of_another_spec_is_refused(tmp_path):
+    from edge_sdk.checkpoint import save_model
+    from edge_sdk.models.avnet import AVNet
+    from edge_sdk.spec import get_spec
+
+    path = save_model(tmp_path / "m.safetensors", AVNet(get_spec("avnet_xs.avdigits")))
+    side = json.loads(path.with_suffix(".json").read_text())
+    side["spec"] = get_spec("avnet_s.avdigits").to_dict()
+    path.with_suffix(".json").write_text(json.dumps(side))
+    out = _run("eval", str(path), "--synthetic")
+    assert out.returncode == 2 and "does not match spec avnet_s.avdigits" in out.stderr
+    path.write_bytes(path.read_bytes()[:100])
+    out = _run("eval", str(path), "--synthetic")
+    assert out.returncode == 2 and "not a readable safetensors" in out.stderr

@@ -1,0 +1,40 @@
+import numpy as np
+import torch
+
+from edge_sdk.models.frontend import ImageNormalize, LogMel, mel_filterbank
+from edge_sdk.spec import AudioSpec, ImageSpec
+
+
+def test_logmel_matches_numpy_stft_reference():
+    spec = AudioSpec()
+    rng = np.random.default_rng(0)
+    t = np.arange(spec.num_samples) / spec.sample_rate
+    x = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.01 * rng.normal(size=t.size)).astype(np.float32)
+    got = LogMel(spec)(torch.from_numpy(x)[None])[0, 0].numpy()
+
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(spec.n_fft) / spec.n_fft)
+    frames = np.stack([x[i : i + spec.n_fft] for i in range(0, spec.num_samples - spec.n_fft + 1, spec.hop_length)])
+    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
+    fb = mel_filterbank(spec, LogMel(spec).n_bins)
+    want = np.log(power[:, : fb.shape[1]] @ fb.T + 1e-6).T
+    assert got.shape == (spec.n_mels, spec.num_frames)
+    np.testing.assert_allclose(got, want, atol=2e-3, rtol=1e-3)
+
+
+def test_logmel_peaks_at_the_tone_frequency():
+    spec = AudioSpec()
+    t = np.arange(spec.num_samples) / spec.sample_rate
+    low = LogMel(spec)(torch.from_numpy(np.sin(2 * np.pi * 300 * t).astype(np.float32))[None])[0, 0].mean(1)
+    high = LogMel(spec)(torch.from_numpy(np.sin(2 * np.pi * 2500 * t).astype(np.float32))[None])[0, 0].mean(1)
+    assert int(low.argmax()) < int(high.argmax())
+
+
+def test_mel_filters_are_all_non_empty_and_normalised():
+    fb = mel_filterbank(AudioSpec(), 66)
+    assert (fb.sum(1) > 0.99).all() and (fb >= 0).all()
+
+
+def test_image_normalize_uses_the_spec():
+    spec = ImageSpec(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    x = torch.full((1, 3, 4, 4), 255.0)
+    assert torch.allclose(ImageNormalize(spec)(x), torch.full_like(x, 2.0))

@@ -1,0 +1,89 @@
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from edge_sdk.models.avnet import AVNet
+from edge_sdk.objectives import OBJECTIVES
+from edge_sdk.objectives.contrastive import mil_similarity
+from edge_sdk.spec import get_spec
+
+SPEC = get_spec("avnet_xs.avdigits")
+
+
+def _batch(b=4, shifted=True):
+    torch.manual_seed(0)
+    batch = {"wave": torch.randn(b, SPEC.audio.num_samples) * 0.1, "image": torch.rand(b, 3, SPEC.image.size, SPEC.image.size) * 255}
+    if shifted:
+        batch["wave_shifted"] = torch.randn(b, 2, SPEC.audio.num_samples) * 0.1
+    return batch
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+def test_every_objective_gives_a_finite_loss_with_gradients(name):
+    model = AVNet(SPEC).train()
+    obj = OBJECTIVES[name](model)
+    batch = _batch()
+    loss = obj(model(batch["wave"], batch["image"]), batch, model)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_mil_similarity_is_max_over_positions():
+    a = F.normalize(torch.randn(3, 8), dim=-1)
+    m = F.normalize(torch.randn(2, 8, 4, 5), dim=1)
+    want = torch.stack([torch.stack([(a[i][:, None, None] * m[j]).sum(0).max() for j in range(2)]) for i in range(3)])
+    assert torch.allclose(mil_similarity(a, m), want, atol=1e-6)
+
+
+def _out(a, v):
+    return {"audio_emb": a, "image_emb": v, "image_map": v[:, :, None, None].expand(-1, -1, 2, 2)}
+
+
+@pytest.mark.parametrize("name", ["infonce", "mil_nce"])
+def test_contrastive_loss_is_chance_for_constant_and_low_for_matched(name):
+    obj = OBJECTIVES[name](AVNet(SPEC))
+    b, d = 8, SPEC.embed_dim
+    const = F.normalize(torch.ones(b, d), dim=-1)
+    assert math.isclose(obj(_out(const, const), {}, None).item(), math.log(b), rel_tol=1e-4)
+    matched = F.normalize(torch.eye(b, d), dim=-1)
+    assert obj(_out(matched, matched), {}, None).item() < 0.01
+
+
+def test_avc_head_learns_to_separate_matched_pairs():
+    model = AVNet(SPEC)
+    obj = OBJECTIVES["avc"](model)
+    opt = torch.optim.Adam(obj.parameters(), 1e-2)
+    e = F.normalize(torch.randn(16, SPEC.embed_dim), dim=-1)
+    first = None
+    for _ in range(60):
+        loss = obj(_out(e, e), {}, None)
+        first = first or loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first
+
+
+def test_sync_needs_clips():
+    model = AVNet(SPEC)
+    batch = _batch(shifted=False)
+    with pytest.raises(ValueError, match="clips"):
+        OBJECTIVES["sync"](model)(model(batch["wave"], batch["image"]), batch, model)
+
+
+def test_byol_target_is_an_ema_of_the_online_encoder():
+    model = AVNet(SPEC)
+    obj = OBJECTIVES["byol_audio"](model, momentum=0.5)
+    target_before = [p.clone() for p in obj.target.parameters()]
+    with torch.no_grad():
+        for p in model.audio.parameters():
+            p.add_(1.0)
+    obj.update_target(model)
+    online = list(model.audio.parameters())
+    for before, after, o in zip(target_before, obj.target[0].parameters(), online):
+        assert torch.allclose(after, 0.5 * before + 0.5 * o)
+    assert not any(p.requires_grad for p in obj.target.parameters())

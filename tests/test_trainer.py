@@ -1,0 +1,117 @@
+"""The trainer end to end on generated data with the smallest spec: outputs, exact resume, DDP."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from edge_sdk.checkpoint import load_model
+from edge_sdk.errors import EdgeSDKError
+from edge_sdk.recipe import load_recipe
+from edge_sdk.train.trainer import pretrain
+
+TINY = """
+name = "tiny"
+[model]
+spec = "avnet_xs.avdigits"
+[data]
+k = 2
+k_curriculum = [1]
+scenes_per_epoch = {scenes}
+[train]
+epochs = {epochs}
+batch_size = 8
+lr = 1e-3
+warmup_steps = 2
+checkpoint_every = 1
+log_every = 1
+[objectives.infonce]
+[objectives.mil_nce]
+start_epoch = 1
+[objectives.byol_audio]
+weight = 0.5
+"""
+
+
+def _recipe(tmp_path, scenes=16, epochs=3):
+    p = tmp_path / "tiny.toml"
+    p.write_text(TINY.format(scenes=scenes, epochs=epochs))
+    return p
+
+
+def _cli(*args, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "edge_sdk", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_pretrain_writes_model_metrics_and_plot(tmp_path):
+    report = pretrain(load_recipe(_recipe(tmp_path)), tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    assert report["steps"] == 6
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 7))
+    assert "mil_nce" not in rows[0] and "mil_nce" in rows[-1] and "byol_audio" in rows[0]
+    assert (run / "loss.png").stat().st_size > 1000 and (run / "heatmaps.png").stat().st_size > 1000
+    model, meta = load_model(run / "model.safetensors")
+    assert meta["recipe"]["name"] == "tiny" and model.spec.name == "avnet_xs.avdigits"
+    assert not list(run.rglob("*.pt")) and not list(run.rglob("*.pkl"))
+
+
+def test_existing_run_is_never_overwritten_without_resume(tmp_path):
+    recipe = load_recipe(_recipe(tmp_path, epochs=1))
+    pretrain(recipe, tmp_path / "run", progress=False)
+    before = (tmp_path / "run" / "model.safetensors").read_bytes()
+    with pytest.raises(EdgeSDKError, match="--resume"):
+        pretrain(recipe, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == before
+
+
+def _weights(path):
+    model, _ = load_model(path)
+    return model.state_dict()
+
+
+def test_resume_after_kill_mid_epoch_is_exact(tmp_path):
+    recipe = _recipe(tmp_path, scenes=64, epochs=6)  # 8 steps an epoch, 48 steps
+    ref = _cli("pretrain", "--recipe", str(recipe), "--synthetic", "--quiet", "--out", str(tmp_path / "ref"))
+    assert ref.wait(timeout=300) == 0, ref.stderr.read()
+
+    run = tmp_path / "killed"
+    proc = _cli("pretrain", "--recipe", str(recipe), "--synthetic", "--quiet", "--out", str(run))
+    last = run / "checkpoints" / "last.json"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if last.exists() and json.loads(last.read_text())["step"] >= 11:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads(last.read_text())["step"]
+    assert 11 <= killed_at < 48 and killed_at % 8, f"kill landed at step {killed_at}, not mid-run/mid-epoch"
+    assert not (run / "model.safetensors").exists()
+
+    resumed = _cli("pretrain", "--recipe", str(recipe), "--synthetic", "--quiet", "--out", str(run), "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    a, b = _weights(tmp_path / "ref" / "model.safetensors"), _weights(run / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+
+
+def test_ddp_two_processes_on_cpu(tmp_path):
+    recipe = _recipe(tmp_path, scenes=16, epochs=2)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "edge_sdk", "pretrain", "--recipe", str(recipe), "--synthetic", "--quiet", "--out", str(tmp_path / "ddp")]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count('"world_size": 2') == 2 and out.stdout.count('"steps": 4') == 2  # both ranks report
+    rows = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 4  # only rank 0 logs
+    model, _ = load_model(tmp_path / "ddp" / "model.safetensors")
+    assert model.spec.name == "avnet_xs.avdigits"

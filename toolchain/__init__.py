@@ -1,0 +1,1 @@
+"""The ``edge-sdk`` command line and the machine report (``doctor``)."""

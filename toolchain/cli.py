@@ -1,0 +1,151 @@
+"""The ``edge-sdk`` command line: one subcommand per stage, each calling the public function.
+
+Heavy libraries are imported inside the commands, so ``edge-sdk --help`` and ``doctor``
+start fast and work without torch. Errors a user can fix print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from edge_sdk.errors import EdgeSDKError
+
+__all__ = ["main", "build_parser"]
+
+EXAMPLES = {
+    "pretrain": "edge-sdk pretrain --recipe teacher --fsdd ../shared/data/fsdd/recordings --mnist ../shared/data/mnist --out runs/teacher",
+    "eval": "edge-sdk eval avnet_t.avdigits --fsdd ../shared/data/fsdd/recordings --mnist ../shared/data/mnist --json eval.json",
+    "info": "edge-sdk info --json",
+    "doctor": "edge-sdk doctor",
+}
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fsdd", help="folder of FSDD {digit}_{speaker}_{index}.wav recordings (default: ../shared/data/fsdd/recordings if present)")
+    p.add_argument("--mnist", help="folder with MNIST images-idx3-ubyte.gz and labels-idx1-ubyte.gz (default: ../shared/data/mnist if present)")
+    p.add_argument("--synthetic", action="store_true", help="use generated shapes and tones instead of real data")
+
+
+def _resolve_data(args) -> tuple[str | None, str | None]:
+    from edge_sdk.data.sources import default_data_dir
+
+    if args.synthetic:
+        return None, None
+    if bool(args.fsdd) != bool(args.mnist):
+        raise EdgeSDKError("--fsdd and --mnist go together", "give both folders, or --synthetic for generated data")
+    if args.fsdd:
+        return args.fsdd, args.mnist
+    root = default_data_dir()
+    if root is None:
+        logging.getLogger("edge_sdk").warning("no --fsdd/--mnist and no ../shared/data: using generated data (--synthetic)")
+        return None, None
+    return str(root / "fsdd" / "recordings"), str(root / "mnist")
+
+
+def cmd_pretrain(args) -> int:
+    from edge_sdk.recipe import load_recipe
+    from edge_sdk.train.trainer import pretrain
+
+    recipe = load_recipe(args.recipe)
+    if args.max_minutes is not None:
+        recipe.train.max_minutes = args.max_minutes
+    fsdd, mnist = _resolve_data(args)
+    report = pretrain(recipe, args.out, fsdd, mnist, device=args.device, resume=args.resume, progress=not args.quiet)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from edge_sdk.eval.evaluate import EvalConfig, TorchEmbedder, evaluate, format_table
+    from edge_sdk.models.shipped import resolve_model
+
+    fsdd, mnist = _resolve_data(args)
+    model, meta = resolve_model(args.model)
+    test_speakers = tuple(args.test_speakers.split(",")) if args.test_speakers else tuple((meta.get("recipe") or {}).get("data", {}).get("test_speakers", ["george"]))
+    cfg = EvalConfig(scenes=args.scenes, k=args.k, seed=args.seed, test_speakers=test_speakers)
+    res = evaluate(TorchEmbedder(model), model.spec, fsdd, mnist, cfg, heatmap_png=args.heatmaps)
+    res["model"] = args.model
+    print(format_table({Path(args.model).name: res}))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2))
+    return 0
+
+
+def cmd_info(args) -> int:
+    from edge_sdk.models.shipped import model_table
+
+    rows = model_table()
+    if args.json:
+        print(json.dumps({"models": rows}, indent=2))
+    else:
+        print(f"{'name':<22}{'role':<9}{'params':>10}{'MMACs':>9}  outputs / path")
+        for r in rows:
+            shapes = ", ".join(f"{k}{v}" for k, v in r["outputs"].items())
+            print(f"{r['name']:<22}{r['role']:<9}{r['params']:>10,}{r['macs'] / 1e6:>9.1f}  {shapes}  {r['path'] or '(not shipped)'}")
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from edge_sdk.toolchain.doctor import format_report, machine_report
+
+    report = machine_report()
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-sdk", description="Audio-visual models from pretraining to live edge apps.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name, fn, help_):
+        p = sub.add_parser(name, help=help_, description=help_, epilog=f"example:\n  {EXAMPLES[name]}", formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(fn=fn)
+        return p
+
+    p = add("pretrain", cmd_pretrain, "Pretrain audio-visual towers with self-supervised objectives.")
+    p.add_argument("--recipe", required=True, help="a shipped recipe name (teacher, ...) or a .toml path")
+    p.add_argument("--out", required=True, help="run folder: checkpoints, metrics.jsonl, loss.png, model.safetensors")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _data_args(p)
+
+    p = add("eval", cmd_eval, "Evaluate a model on speaker- and image-disjoint AV-Digits.")
+    p.add_argument("model", help="a .safetensors checkpoint or a shipped model name (edge-sdk info)")
+    p.add_argument("--scenes", type=int, default=500, help="test scenes (default 500)")
+    p.add_argument("--k", type=int, default=3, help="digits per scene (default 3)")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--test-speakers", help="comma-separated held-out speakers (default: the model recipe's)")
+    p.add_argument("--json", help="write the metrics here")
+    p.add_argument("--heatmaps", help="write a PNG of example localization heatmaps here")
+    _data_args(p)
+
+    p = add("info", cmd_info, "List registered and shipped models (parameters, MACs, outputs).")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = add("doctor", cmd_doctor, "Report backends, devices and packages on this machine.")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.fn(args)
+    except EdgeSDKError as e:
+        print(f"edge-sdk {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"edge-sdk {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
