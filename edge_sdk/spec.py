@@ -134,13 +134,13 @@ register(ModelSpec(
 ))
 register(ModelSpec(
     name="avnet_s.avdigits", role="student", embed_dim=128,
-    image_tower=TowerSpec(block="dw", stem=16, channels=(24, 48, 96), depths=(1, 2, 2), expand=3),
-    audio_tower=TowerSpec(block="dw", stem=16, channels=(32, 64, 128), depths=(1, 1, 1), expand=3),
-    description="Student S: MobileNetV2-style inverted residual towers.",
+    image_tower=TowerSpec(block="dw", stem=16, channels=(16, 32, 96), depths=(1, 2, 2), expand=3),
+    audio_tower=TowerSpec(block="dw", stem=16, channels=(24, 48, 96), depths=(1, 1, 1), expand=3),
+    description="Student S: MobileNetV2-style inverted residual towers, 1/10 of the teacher's MACs.",
 ))
 register(ModelSpec(
     name="avnet_xs.avdigits", role="student", embed_dim=64,
-    image_tower=TowerSpec(block="dw", stem=8, channels=(16, 24, 48), depths=(1, 1, 1), expand=2),
-    audio_tower=TowerSpec(block="dw", stem=8, channels=(16, 32, 64), depths=(1, 1, 1), expand=2),
-    description="Student XS: the smallest inverted residual towers.",
+    image_tower=TowerSpec(block="dw", stem=8, channels=(8, 24, 48), depths=(1, 1, 1), expand=2),
+    audio_tower=TowerSpec(block="dw", stem=8, channels=(8, 24, 48), depths=(1, 1, 1), expand=2),
+    description="Student XS: the smallest inverted residual towers, under 1/40 of the teacher's MACs.",
 ))

@@ -37,3 +37,30 @@ def test_shipped_teacher_localizes_and_retrieves_on_real_held_out_data(fsdd, mni
     cfg = EvalConfig(scenes=120, gallery_per_class=10, probe_images=500, sync_clips=20)
     res = evaluate(TorchEmbedder(model), model.spec, fsdd, mnist, cfg)
     assert res["pointing_acc"] >= 0.8 and res["a2i_r1"] >= 0.75 and res["probe_audio_acc"] >= 0.8, res
+
+
+def test_upsampled_map_puts_each_cell_where_its_features_are_centred():
+    from edge_sdk.eval.evaluate import upsample_map
+
+    sim = np.zeros((12, 12), np.float32)
+    sim[2, 3] = 1.0
+    up = upsample_map(sim, 96)
+    assert np.unravel_index(up.argmax(), up.shape) == (16, 24)  # stride 8: cell j -> pixel 8 j
+
+
+def test_cell_centres_match_the_towers_receptive_fields():
+    """A bright dot at pixel (8j, 8i) excites cell (i, j) the most in an untrained image tower."""
+    from edge_sdk.models.towers import ConvTower
+
+    spec = get_spec("avnet_t.avdigits")
+    torch.manual_seed(0)
+    tower = ConvTower(spec.image_tower, 3).eval()
+    with torch.no_grad():
+        for m in tower.modules():  # averaging filters: the response peaks where the dot is centred
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.fill_(1.0 / m.weight[0].numel())
+        blank = tower(torch.zeros(1, 3, 96, 96)).sum(1)[0]
+        img = torch.zeros(1, 3, 96, 96)
+        img[..., 40, 56] = 100.0
+        resp = tower(img).sum(1)[0] - blank
+    assert np.unravel_index(int(resp.argmax()), resp.shape) == (5, 7)

@@ -52,3 +52,11 @@ def test_import_edge_sdk_does_not_import_torch():
     code = "import sys, edge_sdk, edge_sdk.spec, edge_sdk.errors; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_student_macs_fit_the_edge_budgets():
+    from edge_sdk.models.shipped import count_macs
+
+    teacher = count_macs(AVNet(get_spec("avnet_t.avdigits")))
+    assert count_macs(AVNet(get_spec("avnet_s.avdigits"))) * 10 <= teacher
+    assert count_macs(AVNet(get_spec("avnet_xs.avdigits"))) * 40 <= teacher

@@ -53,6 +53,8 @@ def cmd_pretrain(args) -> int:
     recipe = load_recipe(args.recipe)
     if args.max_minutes is not None:
         recipe.train.max_minutes = args.max_minutes
+    if args.epochs is not None:
+        recipe.train.epochs = args.epochs
     fsdd, mnist = _resolve_data(args)
     report = pretrain(recipe, args.out, fsdd, mnist, device=args.device, resume=args.resume, progress=not args.quiet)
     print(json.dumps(report, indent=2))
@@ -113,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
+    p.add_argument("--epochs", type=int, help="override the recipe's [train] epochs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _data_args(p)
 

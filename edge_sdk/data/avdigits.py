@@ -67,10 +67,12 @@ def _color(rng: np.random.Generator) -> np.ndarray:
 def place_sound(sound: np.ndarray, n: int, rng: np.random.Generator, train: bool) -> np.ndarray:
     """Put one utterance into an n-sample window: random offset, gain, speed and noise when training."""
     x = sound
-    if train:
-        speed = rng.uniform(0.88, 1.12)
+    if train:  # speaker and microphone variation: speed (pitch and tempo) and spectral tilt
+        speed = rng.uniform(0.85, 1.15)
         m = max(2, int(len(x) / speed))
         x = np.interp(np.linspace(0, len(x) - 1, m), np.arange(len(x)), x).astype(np.float32)
+        tilt = rng.uniform(-0.6, 0.6)
+        x = x + tilt * np.concatenate([[0.0], x[:-1]]).astype(np.float32)
     if len(x) > n:
         start = (len(x) - n) // 2
         x = x[start : start + n]

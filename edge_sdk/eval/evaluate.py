@@ -19,7 +19,7 @@ from edge_sdk.data.bank import DEFAULT_TEST_SPEAKERS, DigitBank, load_bank, synt
 from edge_sdk.eval import metrics as M
 from edge_sdk.spec import ModelSpec
 
-__all__ = ["EvalConfig", "evaluate", "TorchEmbedder", "heatmaps", "save_heatmap_grid", "format_table"]
+__all__ = ["EvalConfig", "evaluate", "TorchEmbedder", "heatmaps", "upsample_map", "save_heatmap_grid", "format_table"]
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +59,22 @@ class EvalConfig:
     sync_clips: int = 200
 
 
+def upsample_map(sim: np.ndarray, size: int) -> np.ndarray:
+    """[h, w] map -> [size, size] image, with each cell at the pixel its features are centred on.
+
+    The towers downsample with 3x3 stride-2 convolutions (padding 1), so cell j is centred
+    on pixel ``stride * j``, not on the middle of its ``stride``-pixel block as a plain
+    resize assumes; that would shift every heatmap by (stride - 1) / 2 pixels.
+    """
+    stride = size / sim.shape[1]
+    m = np.array([[stride, 0, 0], [0, size / sim.shape[0], 0]], np.float32)
+    return cv2.warpAffine(sim.astype(np.float32), m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
 def heatmaps(audio_emb: np.ndarray, image_map: np.ndarray, size: int) -> np.ndarray:
     """Cosine similarity of each audio embedding with its image's positions, upsampled to size x size."""
     sim = np.einsum("bd,bdhw->bhw", audio_emb, image_map)
-    return np.stack([cv2.resize(s, (size, size), interpolation=cv2.INTER_LINEAR) for s in sim])
+    return np.stack([upsample_map(s, size) for s in sim])
 
 
 def _mil_scores(audio_emb: np.ndarray, image_map: np.ndarray) -> np.ndarray:
