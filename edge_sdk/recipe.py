@@ -28,7 +28,8 @@ class ModelCfg:
 
 @dataclass
 class DataCfg:
-    kind: str = "scenes"  # "scenes" or "clips"
+    kind: str = "scenes"  # "scenes", "clips" (AV-Digits) or "video" (a folder of your own clips)
+    video_dir: str = ""  # kind = "video" only (or --videos DIR on the command line)
     k: int = 3
     k_curriculum: list[int] = field(default_factory=list)  # digits per scene in the first epochs, then k
     scenes_per_epoch: int = 4096
@@ -96,8 +97,8 @@ class Recipe:
 
         if not self.objectives:
             raise ConfigError(f"{source}: no objectives", "add at least one [objectives.NAME] table, e.g. [objectives.infonce]")
-        if self.data.kind not in ("scenes", "clips"):
-            raise ConfigError(f"{source}: [data] kind = {self.data.kind!r}", "use \"scenes\" or \"clips\"")
+        if self.data.kind not in ("scenes", "clips", "video"):
+            raise ConfigError(f"{source}: [data] kind = {self.data.kind!r}", "use \"scenes\", \"clips\" or \"video\"")
         if "sync" in self.objectives and self.data.kind != "clips":
             raise ConfigError(f"{source}: the sync objective needs clips", "set [data] kind = \"clips\"")
         if any(not 1 <= k <= 10 for k in [self.data.k, *self.data.k_curriculum]):

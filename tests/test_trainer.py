@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -115,3 +116,19 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     assert len(rows) == 4  # only rank 0 logs
     model, _ = load_model(tmp_path / "ddp" / "model.safetensors")
     assert model.spec.name == "avnet_xs.avdigits"
+
+
+def test_pretrain_on_a_folder_of_real_videos(tmp_path, data_dir):
+    import shutil
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(data_dir / "video" / "example2.mp4", videos)
+    shutil.copy(data_dir / "video" / "chaplin.mp4", videos)
+    recipe = load_recipe(_recipe(tmp_path, scenes=16, epochs=1))
+    recipe.data.kind, recipe.data.video_dir = "video", str(videos)
+    recipe.objectives.pop("mil_nce")
+    report = pretrain(recipe, tmp_path / "run", progress=False, max_steps=2)
+    assert report["steps"] == 2
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["loss"]) for r in rows)

@@ -55,6 +55,8 @@ def cmd_pretrain(args) -> int:
         recipe.train.max_minutes = args.max_minutes
     if args.epochs is not None:
         recipe.train.epochs = args.epochs
+    if args.videos:
+        recipe.data.kind, recipe.data.video_dir = "video", args.videos
     fsdd, mnist = _resolve_data(args)
     report = pretrain(recipe, args.out, fsdd, mnist, device=args.device, resume=args.resume, progress=not args.quiet)
     print(json.dumps(report, indent=2))
@@ -116,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
     p.add_argument("--epochs", type=int, help="override the recipe's [train] epochs")
+    p.add_argument("--videos", help="pretrain on a folder of your own clips with sound (mp4, webm, mkv, ...) instead of AV-Digits")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _data_args(p)
 

@@ -151,19 +151,21 @@ def evaluate(embedder, spec: ModelSpec, fsdd=None, mnist=None, cfg: EvalConfig |
     res["sync_acc"] = M.sync_accuracy(aligned, shifted)
 
     if heatmap_png:
-        save_heatmap_grid(heatmap_png, images[:8], heat[:8], boxes[:8], labels[:8])
+        save_heatmap_grid(heatmap_png, images[:8], heat[:8], boxes[:8], [f"said {x}" for x in labels[:8]])
     return res
 
 
-def save_heatmap_grid(png: str | Path, images: np.ndarray, heat: np.ndarray, boxes: np.ndarray, labels: np.ndarray) -> None:
-    """Scenes with the audio-driven heatmap overlaid, the spoken digit's box in white."""
+def save_heatmap_grid(png: str | Path, images: np.ndarray, heat: np.ndarray, boxes: np.ndarray | None, captions: list[str]) -> None:
+    """Images with the audio-driven heatmap overlaid; the ground-truth box in white when there is one."""
     tiles = []
-    for img, h, (x0, y0, x1, y1), lab in zip(images, heat, boxes.astype(int), labels):
+    for i, (img, h, caption) in enumerate(zip(images, heat, captions)):
         rgb = img.transpose(1, 2, 0).astype(np.uint8)
         hn = ((h - h.min()) / (np.ptp(h) + 1e-9) * 255).astype(np.uint8)
         over = cv2.addWeighted(rgb, 0.5, cv2.applyColorMap(hn, cv2.COLORMAP_JET)[:, :, ::-1], 0.5, 0)
-        cv2.rectangle(over, (x0, y0), (x1 - 1, y1 - 1), (255, 255, 255), 1)
-        cv2.putText(over, f"said {lab}", (2, 10), cv2.FONT_HERSHEY_SIMPLEX, 0.3, (255, 255, 255), 1)
+        if boxes is not None:
+            x0, y0, x1, y1 = boxes[i].astype(int)
+            cv2.rectangle(over, (x0, y0), (x1 - 1, y1 - 1), (255, 255, 255), 1)
+        cv2.putText(over, caption, (2, 10), cv2.FONT_HERSHEY_SIMPLEX, 0.3, (255, 255, 255), 1)
         tiles.append(np.concatenate([rgb, over], 0))
     grid = cv2.resize(np.concatenate(tiles, 1), None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
     cv2.imwrite(str(png), grid[:, :, ::-1])

@@ -58,6 +58,12 @@ def build_train_data(recipe: Recipe, spec, fsdd, mnist, split: str = "train", le
     from edge_sdk.data.avdigits import AVDigitClips, AVDigits
     from edge_sdk.data.bank import load_bank, synthetic_bank
 
+    if recipe.data.kind == "video":
+        from edge_sdk.data.video import VideoFolderDataset
+
+        if not recipe.data.video_dir:
+            raise EdgeSDKError("[data] kind = \"video\" needs a folder of clips", "set [data] video_dir in the recipe or pass --videos DIR")
+        return _Shuffled(VideoFolderDataset(recipe.data.video_dir, spec), recipe.train.seed)
     if fsdd and mnist:
         bank = load_bank(fsdd, mnist, split, spec.audio.sample_rate, tuple(recipe.data.test_speakers))
     else:
@@ -69,6 +75,26 @@ def build_train_data(recipe: Recipe, spec, fsdd, mnist, split: str = "train", le
     if d.kind == "clips":
         return AVDigitClips(bank, spec, length, d.k, seed, split == "train", d.frames, d.fps)
     return AVDigits(bank, spec, length, d.k, seed, split == "train")
+
+
+class _Shuffled:
+    """A fixed data set seen in a fresh order each epoch (frames of one clip are near-duplicates:
+    kept together they would be false negatives for each other in a contrastive batch)."""
+
+    def __init__(self, data, seed: int):
+        self.data, self.seed, self.order = data, seed, np.arange(len(data))
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.order = np.random.default_rng([self.seed, epoch]).permutation(len(self.data))
+
+    def set_k(self, k: int) -> None:
+        pass  # real clips have what they have
+
+    def __getitem__(self, i: int) -> dict:
+        return self.data[int(self.order[i])]
 
 
 def _collate(items: list[dict], device) -> dict[str, torch.Tensor]:
@@ -223,11 +249,13 @@ def _plot_heatmaps(model, recipe: Recipe, fsdd, mnist, png: Path, n: int = 8) ->
 
     data = build_train_data(recipe, model.spec, fsdd, mnist, split="test", length=n, seed=recipe.train.seed + 1)
     data.set_k(recipe.data.k)
-    items = [data[i] for i in range(n)]
+    items = [data[i] for i in np.linspace(0, len(data) - 1, min(n, len(data))).astype(int)]
     images, waves = np.stack([it["image"] for it in items]), np.stack([it["wave"] for it in items])
     emb = TorchEmbedder(model)
     heat = heatmaps(emb.embed_audio(waves), emb.embed_image(images)[1], model.spec.image.size)
-    save_heatmap_grid(png, images, heat, np.stack([it["box"] for it in items]), np.array([it["label"] for it in items]))
+    labelled = "box" in items[0]  # AV-Digits has ground truth; real videos do not
+    save_heatmap_grid(png, images, heat, np.stack([it["box"] for it in items]) if labelled else None,
+                      [f"said {it['label']}" for it in items] if labelled else [f"{it['pts_s']:.1f} s" for it in items])
     model.train()
 
 
