@@ -18,7 +18,7 @@ from edge_sdk.errors import ConfigError
 __all__ = ["Recipe", "ModelCfg", "DataCfg", "TrainCfg", "ObjectiveCfg", "load_recipe", "recipe_path", "list_recipes"]
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
-OBJECTIVE_NAMES = ("avc", "mil_nce", "infonce", "sync", "byol_audio")
+OBJECTIVE_NAMES = ("avc", "mil_nce", "infonce", "sync", "byol_audio", "zoom_eq")
 
 
 @dataclass

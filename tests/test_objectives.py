@@ -87,3 +87,32 @@ def test_byol_target_is_an_ema_of_the_online_encoder():
     for before, after, o in zip(target_before, obj.target[0].parameters(), online):
         assert torch.allclose(after, 0.5 * before + 0.5 * o)
     assert not any(p.requires_grad for p in obj.target.parameters())
+
+
+def test_zoom_equivariance_is_zero_for_an_equivariant_map_and_positive_for_an_offset_one():
+    """A map that is a fixed function of the pixel under each cell is zoom-equivariant."""
+    obj = OBJECTIVES["zoom_eq"](AVNet(SPEC), fraction=1.0)
+    s, h = SPEC.image.size, SPEC.map_size
+
+    class FakeImage(torch.nn.Module):
+        def __init__(self, shift):
+            super().__init__()
+            self.shift = shift
+
+        def forward(self, image):  # sample the image at each cell centre (pixel 8 j), shifted
+            idx = (torch.arange(h) * (s // h) + self.shift).clamp(0, s - 1)
+            fmap = image[:, :, idx][:, :, :, idx]
+            return None, F.normalize(fmap, dim=1)
+
+    class Fake:
+        pass
+
+    yy, xx = torch.meshgrid(torch.arange(s) * 6.28 / 64, torch.arange(s) * 6.28 / 64, indexing="ij")
+    image = torch.stack([torch.sin(xx), torch.cos(yy), torch.sin(xx + yy)], 0)[None].repeat(2, 1, 1, 1)
+    losses = {}
+    for shift in (0, -6):
+        fake = Fake()
+        fake.image = FakeImage(shift)
+        _, fmap = fake.image(image)
+        losses[shift] = obj({"image_map": fmap}, {"image": image}, fake).item()
+    assert losses[0] < 0.01 and losses[-6] > 10 * losses[0], losses

@@ -69,6 +69,9 @@ def test_existing_run_is_never_overwritten_without_resume(tmp_path):
     before = (tmp_path / "run" / "model.safetensors").read_bytes()
     with pytest.raises(EdgeSDKError, match="--resume"):
         pretrain(recipe, tmp_path / "run", progress=False)
+    recipe.train.lr = 0.5
+    with pytest.raises(EdgeSDKError, match="another recipe .*train"):
+        pretrain(recipe, tmp_path / "run", progress=False, resume=True)
     assert (tmp_path / "run" / "model.safetensors").read_bytes() == before
 
 
@@ -98,6 +101,8 @@ def test_resume_after_kill_mid_epoch_is_exact(tmp_path):
 
     resumed = _cli("pretrain", "--recipe", str(recipe), "--synthetic", "--quiet", "--out", str(run), "--resume")
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 49)), "metrics of redone steps must not be logged twice"
     a, b = _weights(tmp_path / "ref" / "model.safetensors"), _weights(run / "model.safetensors")
     assert a.keys() == b.keys()
     for k in a:

@@ -20,7 +20,7 @@ rows = {}
 for r in ("ablation_avc", "ablation_mil_nce", "ablation_infonce", "teacher"):
     res = json.loads((out / r / "eval.json").read_text())
     train = json.loads((out / r / "model.json").read_text())["train"]
-    rows[f"{r} ({train['steps']} steps, {train['minutes']} min)"] = res
+    rows[f"{r} ({train['steps']} steps)"] = res
 (out / "table.md").write_text(format_table(rows) + "\n")
 print(format_table(rows))
 PY

@@ -30,16 +30,22 @@ def _background(rng: np.random.Generator, s: int) -> np.ndarray:
 
 
 def _paste(canvas: np.ndarray, glyph: np.ndarray, x: int, y: int, size: int, color: np.ndarray) -> np.ndarray:
-    """Alpha-blend a 28x28 glyph scaled to ``size`` at (x, y); return the tight box of its ink."""
+    """Alpha-blend a 28x28 glyph scaled to ``size`` at (x, y); return the digit's box.
+
+    The box is the glyph's bounding box of non-zero pixels (the usual MNIST digit box),
+    scaled into the scene: integer pixel edges, x0/y0 inclusive, x1/y1 exclusive.
+    """
     g = cv2.resize(glyph, (size, size), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
     h, w = canvas.shape[:2]
     x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + size, w), min(y + size, h)
     a = g[y0 - y : y1 - y, x0 - x : x1 - x, None]
     canvas[y0:y1, x0:x1] = canvas[y0:y1, x0:x1] * (1 - a) + color * a
-    ys, xs = np.nonzero(g > 0.3)
+    ys, xs = np.nonzero(glyph)
     if len(xs) == 0:
         return np.array([x0, y0, x1, y1], np.float32)
-    return np.array([max(x + xs.min(), 0), max(y + ys.min(), 0), min(x + xs.max() + 1, w), min(y + ys.max() + 1, h)], np.float32)
+    f = size / glyph.shape[0]
+    box = [x + np.floor(xs.min() * f), y + np.floor(ys.min() * f), x + np.ceil((xs.max() + 1) * f), y + np.ceil((ys.max() + 1) * f)]
+    return np.clip(np.array(box, np.float32), 0, [w, h, w, h])
 
 
 def _layout(rng: np.random.Generator, s: int, k: int, lo: int, hi: int) -> list[tuple[int, int, int]]:

@@ -30,8 +30,10 @@ class AudioEncoder(nn.Module):
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         mel = self.frontend(wave)
-        # Per-utterance standardisation: invariant to level, no running statistics.
-        mel = (mel - mel.mean(dim=(2, 3), keepdim=True)) / (mel.std(dim=(2, 3), keepdim=True) + 1e-5)
+        # Per-utterance mean normalisation of each mel band (CMN), then of the variance:
+        # removes the level and the stationary spectral colour of speaker and microphone.
+        mel = mel - mel.mean(dim=3, keepdim=True)
+        mel = mel / (mel.std(dim=(2, 3), keepdim=True) + 1e-5)
         # Max pooling: the word fills a fraction of the window, the digit a fraction of the
         # image; mean pooling drowns both in background and stalls contrastive learning.
         feat = self.tower(mel).amax(dim=(2, 3))

@@ -9,6 +9,7 @@ from edge_sdk.objectives.avc import AVCorrespondence
 from edge_sdk.objectives.byol_audio import BYOLAudio
 from edge_sdk.objectives.contrastive import GlobalInfoNCE, MILContrastive
 from edge_sdk.objectives.sync import TemporalSync
+from edge_sdk.objectives.zoom_equivariance import ZoomEquivariance
 
 OBJECTIVES = {
     "avc": AVCorrespondence,
@@ -16,6 +17,7 @@ OBJECTIVES = {
     "infonce": GlobalInfoNCE,
     "sync": TemporalSync,
     "byol_audio": BYOLAudio,
+    "zoom_eq": ZoomEquivariance,
 }
 
-__all__ = ["OBJECTIVES", "AVCorrespondence", "MILContrastive", "GlobalInfoNCE", "TemporalSync", "BYOLAudio"]
+__all__ = ["OBJECTIVES", "AVCorrespondence", "MILContrastive", "GlobalInfoNCE", "TemporalSync", "BYOLAudio", "ZoomEquivariance"]

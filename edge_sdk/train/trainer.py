@@ -163,11 +163,18 @@ def pretrain(recipe: Recipe, out: str | Path, fsdd=None, mnist=None, device: str
     step = 0
     if resume and (ckpt_dir / "last.json").exists():
         state = json.loads((ckpt_dir / "last.json").read_text())
+        if state["recipe"] != recipe.to_dict():
+            changed = sorted(k for k in recipe.to_dict() if state["recipe"].get(k) != recipe.to_dict()[k])
+            raise EdgeSDKError(f"{out} was trained with another recipe (sections differ: {', '.join(changed)})",
+                               "resume with the same recipe and overrides, or start a new --out folder")
         tensors = load_tensors(ckpt_dir / "last.safetensors")
         module.load_state_dict({k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")})
         _load_optim(opt, tensors)
         step = state["step"]
         log.info("resuming %s at step %d", out, step)
+        if rank == 0 and (out / "metrics.jsonl").exists():  # drop rows of steps that will be redone
+            rows = (out / "metrics.jsonl").read_text().splitlines()
+            atomic_write_text(out / "metrics.jsonl", "".join(r + "\n" for r in rows if r.strip() and json.loads(r)["step"] <= step))
     wrapped = module
     if world > 1:
         # Objectives switched on in later epochs leave parameters unused before then.
