@@ -125,7 +125,7 @@ class AVDigits:
     def _rng(self, i: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, i])
 
-    def _scene(self, rng: np.random.Generator, sizes=None):
+    def _scene(self, rng: np.random.Generator):
         s = self.spec.image.size
         digits = rng.choice(10, self.k, replace=False)
         layout = _layout(rng, s, self.k, *self.size_range)

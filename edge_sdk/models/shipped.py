@@ -14,13 +14,30 @@ from edge_sdk.checkpoint import load_model
 from edge_sdk.errors import ModelFileError
 from edge_sdk.spec import ModelSpec, list_specs
 
-__all__ = ["ASSETS", "shipped_models", "resolve_model", "count_macs", "model_table"]
+__all__ = ["ASSETS", "shipped_models", "resolve_model", "ship_model", "count_macs", "model_table"]
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "models"
 
 
 def shipped_models() -> dict[str, Path]:
     return {p.stem: p for p in sorted(ASSETS.glob("*.safetensors"))}
+
+
+def ship_model(model_path: str | Path, metrics: dict) -> Path:
+    """Copy a trained checkpoint into the package assets under its spec name, with its
+    training report and the metrics of ``edge-sdk eval`` in the sidecar."""
+    import json
+    import shutil
+
+    from edge_sdk.checkpoint import atomic_write_text, read_sidecar
+
+    model, meta = load_model(model_path)
+    ASSETS.mkdir(parents=True, exist_ok=True)
+    dest = ASSETS / f"{model.spec.name}.safetensors"
+    shutil.copyfile(Path(model_path).with_suffix(".safetensors"), dest)
+    meta = {**read_sidecar(model_path), "metrics": metrics, "params": sum(p.numel() for p in model.parameters()), "macs": count_macs(model)}
+    atomic_write_text(dest.with_suffix(".json"), json.dumps(meta, indent=2))
+    return dest
 
 
 def resolve_model(name_or_path: str):
