@@ -143,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "eval":  # a 20 s job: say which stage it is in
+        logging.getLogger("edge_sdk.eval").setLevel(logging.INFO)
     try:
         return args.fn(args)
     except EdgeSDKError as e:

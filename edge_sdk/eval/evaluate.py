@@ -106,6 +106,7 @@ def evaluate(embedder, spec: ModelSpec, fsdd=None, mnist=None, cfg: EvalConfig |
     res: dict = {"data": test.source, "scenes": cfg.scenes, "k": cfg.k, "seed": cfg.seed, "test_speakers": list(cfg.test_speakers)}
 
     # Localization and correspondence on K-digit scenes.
+    log.info("eval: %d scenes (K=%d) from %s", cfg.scenes, cfg.k, test.source)
     ds = AVDigits(test, spec, cfg.scenes, cfg.k, cfg.seed, train=False)
     items = [ds[i] for i in range(len(ds))]
     images = np.stack([it["image"] for it in items])
@@ -127,6 +128,7 @@ def evaluate(embedder, spec: ModelSpec, fsdd=None, mnist=None, cfg: EvalConfig |
     res["avc_acc"] = M.balanced_pair_accuracy(pos, neg)
 
     # Cross-modal retrieval: spoken digits vs single-digit images, class-level.
+    log.info("eval: retrieval and probes")
     test_sounds = embedder.embed_audio(_centered_sounds(test, n, cfg.seed))
     gallery, gallery_labels = _singles(test, cfg.gallery_per_class, s, cfg.seed)
     gallery_emb, _ = embedder.embed_image(gallery)
@@ -141,6 +143,7 @@ def evaluate(embedder, spec: ModelSpec, fsdd=None, mnist=None, cfg: EvalConfig |
     res["probe_image_acc"] = M.linear_probe(embedder.embed_image(probe_imgs)[0], probe_labels, gallery_emb, gallery_labels, 10)
 
     # Synchrony on pulsing clips: the aligned window must outscore every shifted one.
+    log.info("eval: synchrony on %d clips", cfg.sync_clips)
     clips = AVDigitClips(test, spec, cfg.sync_clips, cfg.k, cfg.seed, train=False)
     views = [clips[i] for i in range(len(clips))]
     _, cmap = embedder.embed_image(np.stack([v["image"] for v in views]))
