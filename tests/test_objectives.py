@@ -7,6 +7,7 @@ from torch.nn import functional as F
 from edge_sdk.models.avnet import AVNet
 from edge_sdk.objectives import OBJECTIVES
 from edge_sdk.objectives.contrastive import mil_similarity
+from edge_sdk.objectives.zoom_equivariance import estimate_map_offset
 from edge_sdk.spec import get_spec
 
 SPEC = get_spec("avnet_xs.avdigits")
@@ -89,7 +90,7 @@ def test_byol_target_is_an_ema_of_the_online_encoder():
     assert not any(p.requires_grad for p in obj.target.parameters())
 
 
-def test_zoom_equivariance_is_zero_for_an_equivariant_map_and_positive_for_an_offset_one():
+def test_zoom_equivariance_loss_and_offset_estimate():
     """A map that is a fixed function of the pixel under each cell is zoom-equivariant."""
     obj = OBJECTIVES["zoom_eq"](AVNet(SPEC), fraction=1.0)
     s, h = SPEC.image.size, SPEC.map_size
@@ -104,15 +105,19 @@ def test_zoom_equivariance_is_zero_for_an_equivariant_map_and_positive_for_an_of
             fmap = image[:, :, idx][:, :, :, idx]
             return None, F.normalize(fmap, dim=1)
 
-    class Fake:
-        pass
+    class Fake(torch.nn.Module):
+        def __init__(self, shift):
+            super().__init__()
+            self.image = FakeImage(shift)
 
     yy, xx = torch.meshgrid(torch.arange(s) * 6.28 / 64, torch.arange(s) * 6.28 / 64, indexing="ij")
     image = torch.stack([torch.sin(xx), torch.cos(yy), torch.sin(xx + yy)], 0)[None].repeat(2, 1, 1, 1)
     losses = {}
+    for shift in (0, 5):
+        fake = Fake(shift)
+        assert estimate_map_offset(fake, image, radius=6) == (shift, shift)  # measured without labels
     for shift in (0, -6):
-        fake = Fake()
-        fake.image = FakeImage(shift)
+        fake = Fake(shift)
         _, fmap = fake.image(image)
         losses[shift] = obj({"image_map": fmap}, {"image": image}, fake).item()
     assert losses[0] < 0.01 and losses[-6] > 10 * losses[0], losses

@@ -64,14 +64,15 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from edge_sdk.eval.evaluate import EvalConfig, TorchEmbedder, evaluate, format_table
+    from edge_sdk.eval.evaluate import EvalConfig, TorchEmbedder, evaluate, format_table, map_offset_of
     from edge_sdk.models.shipped import resolve_model
 
     fsdd, mnist = _resolve_data(args)
     model, meta = resolve_model(args.model)
     test_speakers = tuple(args.test_speakers.split(",")) if args.test_speakers else tuple((meta.get("recipe") or {}).get("data", {}).get("test_speakers", ["george"]))
+    offset = meta.get("map_offset_px") or map_offset_of(model, fsdd, mnist, test_speakers=test_speakers)
     cfg = EvalConfig(scenes=args.scenes, k=args.k, seed=args.seed, test_speakers=test_speakers)
-    res = evaluate(TorchEmbedder(model), model.spec, fsdd, mnist, cfg, heatmap_png=args.heatmaps)
+    res = evaluate(TorchEmbedder(model, map_offset=offset), model.spec, fsdd, mnist, cfg, heatmap_png=args.heatmaps)
     res["model"] = args.model
     print(format_table({Path(args.model).name: res}))
     if args.json:

@@ -19,7 +19,7 @@ from edge_sdk.data.bank import DEFAULT_TEST_SPEAKERS, DigitBank, load_bank, synt
 from edge_sdk.eval import metrics as M
 from edge_sdk.spec import ModelSpec
 
-__all__ = ["EvalConfig", "evaluate", "TorchEmbedder", "heatmaps", "upsample_map", "save_heatmap_grid", "format_table"]
+__all__ = ["EvalConfig", "evaluate", "TorchEmbedder", "heatmaps", "upsample_map", "map_offset_of", "save_heatmap_grid", "format_table"]
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 class TorchEmbedder:
     """Runs a PyTorch AVNet in batches on numpy inputs."""
 
-    def __init__(self, model, batch_size: int = 64):
+    def __init__(self, model, batch_size: int = 64, map_offset: tuple[int, int] = (0, 0)):
         self.model, self.spec, self.batch_size = model.eval(), model.spec, batch_size
+        self.map_offset = tuple(map_offset)  # (dy, dx): see estimate_map_offset
 
     def _run(self, fn, x: np.ndarray):
         import torch
@@ -59,22 +60,34 @@ class EvalConfig:
     sync_clips: int = 200
 
 
-def upsample_map(sim: np.ndarray, size: int) -> np.ndarray:
+def upsample_map(sim: np.ndarray, size: int, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
     """[h, w] map -> [size, size] image, with each cell at the pixel its features are centred on.
 
-    The towers downsample with 3x3 stride-2 convolutions (padding 1), so cell j is centred
-    on pixel ``stride * j``, not on the middle of its ``stride``-pixel block as a plain
-    resize assumes; that would shift every heatmap by (stride - 1) / 2 pixels.
+    Cell j of the towers' map has its receptive field centred on pixel ``stride * j`` (3x3
+    stride-2 convolutions, padding 1); a trained model may answer ``offset`` = (dy, dx)
+    pixels from there, which :func:`estimate_map_offset` measures without labels.
     """
     stride = size / sim.shape[1]
-    m = np.array([[stride, 0, 0], [0, size / sim.shape[0], 0]], np.float32)
+    m = np.array([[stride, 0, offset[1]], [0, size / sim.shape[0], offset[0]]], np.float32)
     return cv2.warpAffine(sim.astype(np.float32), m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def heatmaps(audio_emb: np.ndarray, image_map: np.ndarray, size: int) -> np.ndarray:
+def heatmaps(audio_emb: np.ndarray, image_map: np.ndarray, size: int, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
     """Cosine similarity of each audio embedding with its image's positions, upsampled to size x size."""
     sim = np.einsum("bd,bdhw->bhw", audio_emb, image_map)
-    return np.stack([upsample_map(s, size) for s in sim])
+    return np.stack([upsample_map(s, size, offset) for s in sim])
+
+
+def map_offset_of(model, fsdd=None, mnist=None, n: int = 48, test_speakers=DEFAULT_TEST_SPEAKERS) -> tuple[int, int]:
+    """Measure a model's map offset on unlabeled *training* scenes (no test data, no labels)."""
+    import torch
+
+    from edge_sdk.objectives.zoom_equivariance import estimate_map_offset
+
+    sr = model.spec.audio.sample_rate
+    bank = load_bank(fsdd, mnist, "train", sr, tuple(test_speakers)) if fsdd and mnist else synthetic_bank("train", sr)
+    ds = AVDigits(bank, model.spec, n, seed=7)
+    return estimate_map_offset(model, torch.from_numpy(np.stack([ds[i]["image"] for i in range(n)])))
 
 
 def _mil_scores(audio_emb: np.ndarray, image_map: np.ndarray) -> np.ndarray:
@@ -115,7 +128,8 @@ def evaluate(embedder, spec: ModelSpec, fsdd=None, mnist=None, cfg: EvalConfig |
     boxes = np.stack([it["box"] for it in items])
     a = embedder.embed_audio(waves)
     _, fmap = embedder.embed_image(images)
-    heat = heatmaps(a, fmap, s)
+    heat = heatmaps(a, fmap, s, embedder.map_offset)
+    res["map_offset_px"] = list(embedder.map_offset)
     res["pointing_acc"] = float(M.pointing_hits(heat, boxes).mean())
     gt = np.zeros((len(boxes), s, s), np.float64)
     for g, (x0, y0, x1, y1) in zip(gt, boxes.astype(int)):

@@ -36,6 +36,7 @@ def ship_model(model_path: str | Path, metrics: dict) -> Path:
     dest = ASSETS / f"{model.spec.name}.safetensors"
     shutil.copyfile(Path(model_path).with_suffix(".safetensors"), dest)
     meta = {**read_sidecar(model_path), "metrics": metrics, "params": sum(p.numel() for p in model.parameters()), "macs": count_macs(model)}
+    meta["map_offset_px"] = metrics.get("map_offset_px", meta.get("map_offset_px"))  # what the metrics were measured with
     atomic_write_text(dest.with_suffix(".json"), json.dumps(meta, indent=2))
     return dest
 

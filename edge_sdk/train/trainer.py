@@ -234,9 +234,11 @@ def pretrain(recipe: Recipe, out: str | Path, fsdd=None, mnist=None, device: str
     report = {"recipe": recipe.name, "spec": spec.name, "steps": step, "total_steps": total, "world_size": world,
               "minutes": round((time.time() - started) / 60, 2)}
     if rank == 0:
-        report["model"] = str(save_model(out / "model.safetensors", module.model.cpu(), recipe.to_dict(), {"train": report}))
+        model = module.model.cpu()
+        offset = _map_offset(model, data)
+        report["model"] = str(save_model(out / "model.safetensors", model, recipe.to_dict(), {"train": report, "map_offset_px": offset}))
         _plot_losses(metrics_path, out / "loss.png")
-        _plot_heatmaps(module.model, recipe, fsdd, mnist, out / "heatmaps.png")
+        _plot_heatmaps(model, recipe, fsdd, mnist, out / "heatmaps.png", offset)
         module.model.to(dev)
     if world > 1:
         torch.distributed.barrier()
@@ -250,7 +252,17 @@ def _checkpoint(ckpt_dir: Path, module: TrainModule, opt, step: int, recipe: Rec
     atomic_write_text(ckpt_dir / "last.json", json.dumps({"step": step, "recipe": recipe.to_dict()}))
 
 
-def _plot_heatmaps(model, recipe: Recipe, fsdd, mnist, png: Path, n: int = 8) -> None:
+def _map_offset(model, data, n: int = 48) -> list[int]:
+    """Where the trained map's cells sit, measured on training images without labels."""
+    from edge_sdk.objectives.zoom_equivariance import estimate_map_offset
+
+    images = torch.from_numpy(np.stack([data[i]["image"] for i in range(min(n, len(data)))]))
+    offset = list(estimate_map_offset(model, images))
+    model.train()
+    return offset
+
+
+def _plot_heatmaps(model, recipe: Recipe, fsdd, mnist, png: Path, offset, n: int = 8) -> None:
     """Example localization heatmaps on held-out scenes (test speakers and images)."""
     from edge_sdk.eval.evaluate import TorchEmbedder, heatmaps, save_heatmap_grid
 
@@ -259,7 +271,7 @@ def _plot_heatmaps(model, recipe: Recipe, fsdd, mnist, png: Path, n: int = 8) ->
     items = [data[i] for i in np.linspace(0, len(data) - 1, min(n, len(data))).astype(int)]
     images, waves = np.stack([it["image"] for it in items]), np.stack([it["wave"] for it in items])
     emb = TorchEmbedder(model)
-    heat = heatmaps(emb.embed_audio(waves), emb.embed_image(images)[1], model.spec.image.size)
+    heat = heatmaps(emb.embed_audio(waves), emb.embed_image(images)[1], model.spec.image.size, offset)
     labelled = "box" in items[0]  # AV-Digits has ground truth; real videos do not
     save_heatmap_grid(png, images, heat, np.stack([it["box"] for it in items]) if labelled else None,
                       [f"said {it['label']}" for it in items] if labelled else [f"{it['pts_s']:.1f} s" for it in items])
