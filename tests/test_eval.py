@@ -35,7 +35,7 @@ def test_shipped_teacher_localizes_and_retrieves_on_real_held_out_data(fsdd, mni
 
     model, meta = resolve_model("avnet_t.avdigits")
     cfg = EvalConfig(scenes=120, gallery_per_class=10, probe_images=500, sync_clips=20)
-    res = evaluate(TorchEmbedder(model), model.spec, fsdd, mnist, cfg)
+    res = evaluate(TorchEmbedder(model, map_offset=meta["map_offset_px"]), model.spec, fsdd, mnist, cfg)
     # Regression guard under the shipped numbers (README; this smaller gallery scores lower),
     # far above chance (~0.1).
     assert res["pointing_acc"] >= 0.8 and res["a2i_r1"] >= 0.65 and res["probe_audio_acc"] >= 0.8, res
