@@ -15,10 +15,11 @@ from pathlib import Path
 
 from edge_sdk.errors import ConfigError
 
-__all__ = ["Recipe", "ModelCfg", "DataCfg", "TrainCfg", "ObjectiveCfg", "load_recipe", "recipe_path", "list_recipes"]
+__all__ = ["Recipe", "ModelCfg", "DataCfg", "TrainCfg", "DistillCfg", "ObjectiveCfg", "load_recipe", "recipe_path", "list_recipes"]
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
-OBJECTIVE_NAMES = ("avc", "mil_nce", "infonce", "sync", "byol_audio", "zoom_eq")
+OBJECTIVE_NAMES = ("avc", "mil_nce", "infonce", "sync", "byol_audio", "zoom_eq", "kd_embed", "kd_relation", "kd_map")
+DISTILL_NAMES = ("kd_embed", "kd_relation", "kd_map")
 
 
 @dataclass
@@ -52,6 +53,11 @@ class TrainCfg:
 
 
 @dataclass
+class DistillCfg:
+    teacher: str = ""  # a checkpoint path or a shipped model name; empty = no distillation
+
+
+@dataclass
 class ObjectiveCfg:
     weight: float = 1.0
     start_epoch: int = 0  # switched on from this epoch (e.g. after a global InfoNCE warm-up)
@@ -64,6 +70,7 @@ class Recipe:
     model: ModelCfg = field(default_factory=ModelCfg)
     data: DataCfg = field(default_factory=DataCfg)
     train: TrainCfg = field(default_factory=TrainCfg)
+    distill: DistillCfg = field(default_factory=DistillCfg)
     objectives: dict[str, ObjectiveCfg] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -73,7 +80,7 @@ class Recipe:
     def from_dict(cls, d: dict, source: str = "recipe") -> "Recipe":
         d = dict(d)
         objectives = d.pop("objectives", {})
-        sections = {"model": ModelCfg, "data": DataCfg, "train": TrainCfg}
+        sections = {"model": ModelCfg, "data": DataCfg, "train": TrainCfg, "distill": DistillCfg}
         kw = {"name": d.pop("name", Path(source).stem)}
         for key in list(d):
             if key not in sections:
@@ -103,10 +110,13 @@ class Recipe:
             raise ConfigError(f"{source}: the sync objective needs clips", "set [data] kind = \"clips\"")
         if any(not 1 <= k <= 10 for k in [self.data.k, *self.data.k_curriculum]):
             raise ConfigError(f"{source}: [data] k and k_curriculum must be 1..10", "scenes hold distinct digits, at most 10")
+        kd = sorted(set(self.objectives) & set(DISTILL_NAMES))
+        if kd and not self.distill.teacher:
+            raise ConfigError(f"{source}: {', '.join(kd)} need a teacher", "add [distill] teacher = \"avnet_t.avdigits\" (or pass --teacher)")
         if self.train.batch_size < 2:
             raise ConfigError(f"{source}: batch_size {self.train.batch_size}", "contrastive objectives need batch_size >= 2")
         for name, cfg in self.objectives.items():
-            allowed = [p for p in inspect.signature(OBJECTIVES[name].__init__).parameters if p not in ("self", "model")]
+            allowed = [p for p in inspect.signature(OBJECTIVES[name].__init__).parameters if p not in ("self", "model", "teacher")]
             bad = sorted(set(cfg.params) - set(allowed))
             if bad:
                 raise ConfigError(f"{source}: [objectives.{name}] unknown key(s) {bad}", f"allowed: weight, start_epoch, {', '.join(allowed)}")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from edge_sdk.errors import ConfigError
 
-__all__ = ["AudioSpec", "ImageSpec", "TowerSpec", "ModelSpec", "register", "get_spec", "list_specs"]
+__all__ = ["AudioSpec", "ImageSpec", "TowerSpec", "ModelSpec", "ALIASES", "register", "get_spec", "list_specs"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,7 @@ class TowerSpec:
     channels: tuple[int, ...] = (32, 64, 128)
     depths: tuple[int, ...] = (1, 2, 2)
     expand: int = 4  # only for "dw" blocks
+    stem_stride: int = 2  # 4 = a 4x4 "patchify" stem: fewer positions, wider layers (INT8 kernels like width)
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,8 @@ class ModelSpec:
 
     @property
     def map_size(self) -> int:
-        """Side of ``image_map``: the image tower downsamples by 2 in the stem and each later stage."""
-        return self.image.size // (2 ** len(self.image_tower.channels))
+        """Side of ``image_map``: the image tower downsamples by ``stem_stride`` in the stem and 2 in each later stage."""
+        return self.image.size // (self.image_tower.stem_stride * 2 ** (len(self.image_tower.channels) - 1))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -115,11 +116,15 @@ def register(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
+# Role names users type (``edge-sdk distill --student student_s``) -> registered specs.
+ALIASES = {"teacher": "avnet_t.avdigits", "student_s": "avnet_s.avdigits", "student_xs": "avnet_xs.avdigits"}
+
+
 def get_spec(name: str) -> ModelSpec:
     try:
-        return _REGISTRY[name]
+        return _REGISTRY[ALIASES.get(name, name)]
     except KeyError:
-        raise ConfigError(f"unknown model spec {name!r}", f"use one of: {', '.join(sorted(_REGISTRY))}") from None
+        raise ConfigError(f"unknown model spec {name!r}", f"use one of: {', '.join(sorted([*_REGISTRY, *ALIASES]))}") from None
 
 
 def list_specs(role: str | None = None) -> list[ModelSpec]:
@@ -134,9 +139,10 @@ register(ModelSpec(
 ))
 register(ModelSpec(
     name="avnet_s.avdigits", role="student", embed_dim=128,
-    image_tower=TowerSpec(block="dw", stem=16, channels=(16, 32, 96), depths=(1, 2, 2), expand=3),
-    audio_tower=TowerSpec(block="dw", stem=16, channels=(24, 48, 96), depths=(1, 1, 1), expand=3),
-    description="Student S: MobileNetV2-style inverted residual towers, 1/10 of the teacher's MACs.",
+    image_tower=TowerSpec(block="basic", stem=32, channels=(32, 64), depths=(1, 1), stem_stride=4),
+    audio_tower=TowerSpec(block="basic", stem=32, channels=(32, 64, 96), depths=(1, 1, 1), stem_stride=4),
+    description="Student S: dense 3x3 towers behind a 4x4 patchify stem (few positions, wide layers: "
+                "what INT8 kernels run fast), under 1/10 of the teacher's MACs.",
 ))
 register(ModelSpec(
     name="avnet_xs.avdigits", role="student", embed_dim=64,

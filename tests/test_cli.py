@@ -39,6 +39,10 @@ def test_doctor_reports_backends_and_devices():
     (["eval", "not_a_model"], "no model file or shipped model"),
     (["pretrain", "--recipe", "nope", "--out", "x"], "recipe nope not found"),
     (["eval", "x.safetensors", "--fsdd", "a"], "go together"),
+    (["distill", "--student", "student_m", "--out", "x"], "unknown model spec 'student_m'"),
+    (["quantize", "avnet_t.avdigits", "--calib", "no/such/dir", "--out", "x"], "calibration folder no/such/dir does not exist"),
+    (["quantize", "avnet_t.avdigits", "--target", "coreml", "--calib", "d", "--out", "x"], "unknown target(s) ['coreml']"),
+    (["eval", "."], "has no manifest.json"),
 ])
 def test_user_errors_are_one_line_and_exit_2(args, match):
     out = _run(*args)

@@ -18,7 +18,10 @@ __all__ = ["main", "build_parser"]
 
 EXAMPLES = {
     "pretrain": "edge-sdk pretrain --recipe teacher --fsdd ../shared/data/fsdd/recordings --mnist ../shared/data/mnist --out runs/teacher",
+    "distill": "edge-sdk distill --teacher avnet_t.avdigits --student student_s --recipe distill_s --out runs/student_s",
     "eval": "edge-sdk eval avnet_t.avdigits --fsdd ../shared/data/fsdd/recordings --mnist ../shared/data/mnist --json eval.json",
+    "calib": "edge-sdk calib --out runs/calib --n 256",
+    "quantize": "edge-sdk quantize runs/student_s/model.safetensors --target all --calib runs/calib --out runs/student_s_int8",
     "info": "edge-sdk info --json",
     "doctor": "edge-sdk doctor",
 }
@@ -46,21 +49,76 @@ def _resolve_data(args) -> tuple[str | None, str | None]:
     return str(root / "fsdd" / "recordings"), str(root / "mnist")
 
 
-def cmd_pretrain(args) -> int:
-    from edge_sdk.recipe import load_recipe
-    from edge_sdk.train.trainer import pretrain
-
-    recipe = load_recipe(args.recipe)
+def _train_overrides(recipe, args):
     if args.max_minutes is not None:
         recipe.train.max_minutes = args.max_minutes
     if args.epochs is not None:
         recipe.train.epochs = args.epochs
     if args.videos:
         recipe.data.kind, recipe.data.video_dir = "video", args.videos
+    return recipe
+
+
+def cmd_pretrain(args) -> int:
+    from edge_sdk.recipe import load_recipe
+    from edge_sdk.train.trainer import pretrain
+
+    recipe = _train_overrides(load_recipe(args.recipe), args)
     fsdd, mnist = _resolve_data(args)
     report = pretrain(recipe, args.out, fsdd, mnist, device=args.device, resume=args.resume, progress=not args.quiet)
     print(json.dumps(report, indent=2))
     return 0
+
+
+def cmd_distill(args) -> int:
+    from edge_sdk.recipe import load_recipe
+    from edge_sdk.spec import get_spec
+    from edge_sdk.train.trainer import distill
+
+    recipe = _train_overrides(load_recipe(args.recipe), args)
+    if args.teacher:
+        recipe.distill.teacher = args.teacher
+    if args.student:
+        recipe.model.spec = get_spec(args.student).name
+    fsdd, mnist = _resolve_data(args)
+    report = distill(recipe, args.out, fsdd, mnist, device=args.device, resume=args.resume, progress=not args.quiet)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_calib(args) -> int:
+    from edge_sdk.quant.calib import write_calib_set
+    from edge_sdk.spec import get_spec
+
+    fsdd, mnist = _resolve_data(args)
+    out = write_calib_set(args.out, get_spec(args.spec), args.n, fsdd, mnist, seed=args.seed)
+    print(f"wrote {args.n} calibration pairs (training speakers and images) to {out}")
+    return 0
+
+
+def cmd_quantize(args) -> int:
+    from edge_sdk.eval.evaluate import EvalConfig
+    from edge_sdk.export.int8 import TARGETS
+    from edge_sdk.export.quantize import format_report, quantize
+
+    fsdd, mnist = _resolve_data(args)
+    targets = list(TARGETS) if args.target == "all" else args.target.split(",")
+    report = quantize(args.model, targets, args.calib, args.out, method=args.method, teacher=args.teacher or None,
+                      fsdd=fsdd, mnist=mnist, eval_cfg=EvalConfig(scenes=args.scenes), threshold=args.threshold,
+                      budget=args.budget, qat=args.qat, fp16=not args.no_fp16)
+    print(format_report(report))
+    print(f"bundle, report.json and report.md in {args.out}")
+    return 0
+
+
+def _bundle_embedder(path: str, backend: str | None, precision: str | None):
+    from edge_sdk.bundle import read_bundle
+    from edge_sdk.runtime.backends import ExecuTorchTowers, OrtTowers
+
+    bundle = read_bundle(path)
+    towers = bundle.find(backend, precision)
+    cls = ExecuTorchTowers if towers["audio"].suffix == ".pte" else OrtTowers
+    return cls(towers["audio"], towers["image"], bundle.spec, bundle.map_offset), bundle
 
 
 def cmd_eval(args) -> int:
@@ -68,6 +126,15 @@ def cmd_eval(args) -> int:
     from edge_sdk.models.shipped import resolve_model
 
     fsdd, mnist = _resolve_data(args)
+    if Path(args.model).is_dir():  # a bundle: run it through its own runtime
+        embedder, bundle = _bundle_embedder(args.model, args.backend, args.precision)
+        cfg = EvalConfig(scenes=args.scenes, k=args.k, seed=args.seed, test_speakers=tuple(args.test_speakers.split(",")) if args.test_speakers else EvalConfig.test_speakers)
+        res = evaluate(embedder, bundle.spec, fsdd, mnist, cfg, heatmap_png=args.heatmaps)
+        res.update(model=args.model, backend=args.backend, precision=args.precision)
+        print(format_table({Path(args.model).name: res}))
+        if args.json:
+            Path(args.json).write_text(json.dumps(res, indent=2))
+        return 0
     model, meta = resolve_model(args.model)
     test_speakers = tuple(args.test_speakers.split(",")) if args.test_speakers else tuple((meta.get("recipe") or {}).get("data", {}).get("test_speakers", ["george"]))
     offset = meta.get("map_offset_px") or map_offset_of(model, fsdd, mnist, test_speakers=test_speakers)
@@ -102,6 +169,16 @@ def cmd_doctor(args) -> int:
     return 0
 
 
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
+    p.add_argument("--epochs", type=int, help="override the recipe's [train] epochs")
+    p.add_argument("--videos", help="train on a folder of your own clips with sound (mp4, webm, mkv, ...) instead of AV-Digits")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _data_args(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-sdk", description="Audio-visual models from pretraining to live edge apps.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -115,16 +192,40 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("pretrain", cmd_pretrain, "Pretrain audio-visual towers with self-supervised objectives.")
     p.add_argument("--recipe", required=True, help="a shipped recipe name (teacher, ...) or a .toml path")
     p.add_argument("--out", required=True, help="run folder: checkpoints, metrics.jsonl, loss.png, model.safetensors")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
-    p.add_argument("--epochs", type=int, help="override the recipe's [train] epochs")
-    p.add_argument("--videos", help="pretrain on a folder of your own clips with sound (mp4, webm, mkv, ...) instead of AV-Digits")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _train_args(p)
+
+    p = add("distill", cmd_distill, "Distil a teacher into a small student, without labels.")
+    p.add_argument("--teacher", help="teacher checkpoint or shipped model name (default: the recipe's [distill] teacher)")
+    p.add_argument("--student", help="student spec: student_s, student_xs or a registered name (default: the recipe's)")
+    p.add_argument("--recipe", default="distill_s", help="a shipped recipe name (distill_s, distill_xs) or a .toml path")
+    p.add_argument("--out", required=True, help="run folder: checkpoints, metrics.jsonl, loss.png, model.safetensors")
+    _train_args(p)
+
+    p = add("calib", cmd_calib, "Write a calibration set of real AV-Digits training pairs (.npz) for INT8.")
+    p.add_argument("--out", required=True, help="new folder for the pairs")
+    p.add_argument("--n", type=int, default=256, help="pairs to write (default 256; at least 32 are needed)")
+    p.add_argument("--spec", default="avnet_s.avdigits", help="spec whose preprocessing the pairs follow (all shipped specs share it)")
+    p.add_argument("--seed", type=int, default=11)
+    _data_args(p)
+
+    p = add("quantize", cmd_quantize, "INT8 PTQ (and QAT when needed) per target, with sensitivity analysis and a report.")
+    p.add_argument("model", help="a .safetensors checkpoint or a shipped model name")
+    p.add_argument("--target", default="all", help="onnxruntime, xnnpack, tensorrt, a comma list, or all")
+    p.add_argument("--calib", required=True, help="calibration folder: .npz pairs (edge-sdk calib) or clips with sound")
+    p.add_argument("--method", default="percentile", choices=["minmax", "percentile", "entropy"], help="activation calibration (default percentile)")
+    p.add_argument("--out", required=True, help="new bundle folder: model files, manifest.json, report.json, report.md")
+    p.add_argument("--teacher", default="avnet_t.avdigits", help="teacher row of the report ('' to skip)")
+    p.add_argument("--qat", default="auto", choices=["auto", "always", "off"], help="QAT when PTQ loses more than --budget (default auto)")
+    p.add_argument("--budget", type=float, default=0.01, help="largest allowed INT8 drop on pointing_acc, a2i_r1, probe_audio_acc (default 0.01)")
+    p.add_argument("--threshold", type=float, default=0.02, help="sensitivity above which a layer stays float (1 - cosine, default 0.02)")
+    p.add_argument("--scenes", type=int, default=500, help="eval scenes per row (default 500)")
+    p.add_argument("--no-fp16", action="store_true", help="skip the FP16 graphs for GPU targets")
     _data_args(p)
 
     p = add("eval", cmd_eval, "Evaluate a model on speaker- and image-disjoint AV-Digits.")
-    p.add_argument("model", help="a .safetensors checkpoint or a shipped model name (edge-sdk info)")
+    p.add_argument("model", help="a .safetensors checkpoint, a shipped model name (edge-sdk info) or a bundle folder")
+    p.add_argument("--backend", help="bundles: onnxruntime, xnnpack or tensorrt (default: the first with both towers)")
+    p.add_argument("--precision", help="bundles: fp32, fp16 or int8")
     p.add_argument("--scenes", type=int, default=500, help="test scenes (default 500)")
     p.add_argument("--k", type=int, default=3, help="digits per scene (default 3)")
     p.add_argument("--seed", type=int, default=1234)

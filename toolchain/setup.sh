@@ -13,5 +13,5 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -c constraints.txt -e ".[train,export,live,dev]"
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[train,export,executorch,live,dev]"
 echo "setup: ready (.venv)"

@@ -21,12 +21,21 @@ __all__ = ["AVNet", "OUTPUT_NAMES"]
 OUTPUT_NAMES = ("audio_emb", "image_emb", "image_map")
 
 
+def global_max_pool(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """[B, C, H, W] -> [B, C]: a max pool over the whole (H, W) = ``size`` map, with the
+    kernel a constant (as every exporter wants); XNNPACK, ONNX and TensorRT run it natively."""
+    return F.max_pool2d(x, kernel_size=size).flatten(1)
+
+
 class AudioEncoder(nn.Module):
     def __init__(self, spec: ModelSpec):
         super().__init__()
         self.frontend = LogMel(spec.audio)
         self.tower = ConvTower(spec.audio_tower, 1)
         self.proj = nn.Linear(self.tower.out_channels, spec.embed_dim)
+        with torch.no_grad():  # the tower's output grid for one window, fixed by the spec
+            self.grid = tuple(self.tower.eval()(self.frontend(torch.zeros(1, spec.audio.num_samples))).shape[-2:])
+        self.tower.train()
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         mel = self.frontend(wave)
@@ -36,7 +45,7 @@ class AudioEncoder(nn.Module):
         mel = mel / (mel.std(dim=(2, 3), keepdim=True) + 1e-5)
         # Max pooling: the word fills a fraction of the window, the digit a fraction of the
         # image; mean pooling drowns both in background and stalls contrastive learning.
-        feat = self.tower(mel).amax(dim=(2, 3))
+        feat = global_max_pool(self.tower(mel), self.grid)
         return F.normalize(self.proj(feat), dim=-1)
 
 
@@ -46,10 +55,11 @@ class ImageEncoder(nn.Module):
         self.normalize = ImageNormalize(spec.image)
         self.tower = ConvTower(spec.image_tower, 3)
         self.proj = nn.Conv2d(self.tower.out_channels, spec.embed_dim, 1)
+        self.grid = (spec.map_size, spec.map_size)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fmap = self.proj(self.tower(self.normalize(image)))  # [B, D, h, w]
-        image_emb = F.normalize(fmap.amax(dim=(2, 3)), dim=-1)
+        image_emb = F.normalize(global_max_pool(fmap, self.grid), dim=-1)
         return image_emb, F.normalize(fmap, dim=1)
 
 

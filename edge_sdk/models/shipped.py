@@ -14,7 +14,7 @@ from edge_sdk.checkpoint import load_model
 from edge_sdk.errors import ModelFileError
 from edge_sdk.spec import ModelSpec, list_specs
 
-__all__ = ["ASSETS", "shipped_models", "resolve_model", "ship_model", "count_macs", "model_table"]
+__all__ = ["ASSETS", "shipped_models", "model_path", "resolve_model", "ship_model", "count_macs", "model_table"]
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "models"
 
@@ -41,16 +41,21 @@ def ship_model(model_path: str | Path, metrics: dict) -> Path:
     return dest
 
 
-def resolve_model(name_or_path: str):
-    """A checkpoint path or a shipped model name -> (model, sidecar metadata)."""
+def model_path(name_or_path: str) -> Path:
+    """A checkpoint path or a shipped model name -> the .safetensors path."""
     path = Path(name_or_path)
     if path.suffix == ".safetensors" or path.exists():
-        return load_model(path)
+        return path.with_suffix(".safetensors")
     shipped = shipped_models()
     if name_or_path in shipped:
-        return load_model(shipped[name_or_path])
+        return shipped[name_or_path]
     raise ModelFileError(f"no model file or shipped model named {name_or_path!r}",
                          f"pass a .safetensors path, or one of: {', '.join(shipped) or '(none shipped)'}")
+
+
+def resolve_model(name_or_path: str):
+    """A checkpoint path or a shipped model name -> (model, sidecar metadata)."""
+    return load_model(model_path(name_or_path))
 
 
 def count_macs(model) -> int:

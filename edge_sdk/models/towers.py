@@ -22,6 +22,11 @@ def _conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act:
     return nn.Sequential(*layers)
 
 
+def _patchify(cin: int, cout: int, stride: int) -> nn.Sequential:
+    """Non-overlapping ``stride`` x ``stride`` patches to ``cout`` channels (ConvNeXt's stem)."""
+    return nn.Sequential(nn.Conv2d(cin, cout, stride, stride, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
 class BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, expand: int = 1):
         super().__init__()
@@ -56,7 +61,8 @@ class ConvTower(nn.Module):
         if spec.block not in _BLOCKS:
             raise ValueError(f"unknown block {spec.block!r}; use one of {sorted(_BLOCKS)}")
         block = _BLOCKS[spec.block]
-        layers: list[nn.Module] = [_conv_bn(in_channels, spec.stem, 3, 2)]
+        stem = _conv_bn(in_channels, spec.stem, 3, 2) if spec.stem_stride == 2 else _patchify(in_channels, spec.stem, spec.stem_stride)
+        layers: list[nn.Module] = [stem]
         cin = spec.stem
         for i, (cout, depth) in enumerate(zip(spec.channels, spec.depths)):
             for j in range(depth):

@@ -8,6 +8,7 @@ them with weights; see :mod:`edge_sdk.recipe`.
 from edge_sdk.objectives.avc import AVCorrespondence
 from edge_sdk.objectives.byol_audio import BYOLAudio
 from edge_sdk.objectives.contrastive import GlobalInfoNCE, MILContrastive
+from edge_sdk.objectives.distill import DISTILL_OBJECTIVES, EmbedCosine, MapKD, RelationKD
 from edge_sdk.objectives.sync import TemporalSync
 from edge_sdk.objectives.zoom_equivariance import ZoomEquivariance
 
@@ -18,6 +19,7 @@ OBJECTIVES = {
     "sync": TemporalSync,
     "byol_audio": BYOLAudio,
     "zoom_eq": ZoomEquivariance,
+    **DISTILL_OBJECTIVES,  # built with (student, teacher, **params); need a [distill] teacher
 }
 
-__all__ = ["OBJECTIVES", "AVCorrespondence", "MILContrastive", "GlobalInfoNCE", "TemporalSync", "BYOLAudio", "ZoomEquivariance"]
+__all__ = ["OBJECTIVES", "DISTILL_OBJECTIVES", "EmbedCosine", "RelationKD", "MapKD", "AVCorrespondence", "MILContrastive", "GlobalInfoNCE", "TemporalSync", "BYOLAudio", "ZoomEquivariance"]

@@ -25,24 +25,34 @@ from edge_sdk.errors import EdgeSDKError
 from edge_sdk.recipe import Recipe
 from edge_sdk.spec import get_spec
 
-__all__ = ["pretrain", "TrainModule", "build_train_data"]
+__all__ = ["pretrain", "distill", "TrainModule", "build_train_data", "load_teacher"]
 
 log = logging.getLogger(__name__)
 
 
 class TrainModule(nn.Module):
-    """The model plus its objectives' heads: what the optimizer (and DDP) sees."""
+    """The model plus its objectives' heads: what the optimizer (and DDP) sees.
 
-    def __init__(self, model: nn.Module, recipe: Recipe):
-        from edge_sdk.objectives import OBJECTIVES
+    A distillation teacher is held frozen beside it, in eval mode and outside the module
+    tree, so it is neither trained, nor checkpointed, nor synchronised by DDP.
+    """
+
+    def __init__(self, model: nn.Module, recipe: Recipe, teacher: nn.Module | None = None):
+        from edge_sdk.objectives import DISTILL_OBJECTIVES, OBJECTIVES
 
         super().__init__()
         self.model = model
-        self.objectives = nn.ModuleDict({n: OBJECTIVES[n](model, **c.params) for n, c in recipe.objectives.items()})
+        self.objectives = nn.ModuleDict({
+            n: OBJECTIVES[n](model, teacher, **c.params) if n in DISTILL_OBJECTIVES else OBJECTIVES[n](model, **c.params)
+            for n, c in recipe.objectives.items()})
         self.cfg = recipe.objectives
+        self._teacher = [teacher.eval().requires_grad_(False)] if teacher is not None else []
 
     def forward(self, batch: dict, epoch: int) -> dict[str, torch.Tensor]:
         out = self.model(batch["wave"], batch["image"])
+        if self._teacher:
+            with torch.no_grad():
+                batch = {**batch, "teacher": self._teacher[0](batch["wave"], batch["image"])}
         losses = {n: obj(out, batch, self.model) for n, obj in self.objectives.items() if epoch >= self.cfg[n].start_epoch}
         losses["loss"] = sum(self.cfg[n].weight * v for n, v in losses.items())
         return losses
@@ -154,9 +164,12 @@ def pretrain(recipe: Recipe, out: str | Path, fsdd=None, mnist=None, device: str
     cfg = recipe.train
     if cfg.batch_size % world:
         raise EdgeSDKError(f"batch_size {cfg.batch_size} does not split over {world} processes", "use a batch_size divisible by the process count")
+    teacher = load_teacher(recipe.distill.teacher, spec) if recipe.distill.teacher else None
     data = build_train_data(recipe, spec, fsdd, mnist)
     torch.manual_seed(cfg.seed)
-    module = TrainModule(AVNet(spec), recipe).to(dev)
+    module = TrainModule(AVNet(spec), recipe, teacher).to(dev)
+    if teacher is not None:
+        teacher.to(dev)
     opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, len(data) // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs if max_steps is None else min(max_steps, steps_per_epoch * cfg.epochs)
@@ -189,7 +202,8 @@ def pretrain(recipe: Recipe, out: str | Path, fsdd=None, mnist=None, device: str
     if progress and rank == 0:
         from tqdm import tqdm
 
-        bar = tqdm(total=total, initial=step, desc=f"pretrain {recipe.name}", unit="step", dynamic_ncols=True)
+        stage = "distill" if teacher is not None else "pretrain"
+        bar = tqdm(total=total, initial=step, desc=f"{stage} {recipe.name}", unit="step", dynamic_ncols=True)
     started, t_last, deadline = time.time(), time.time(), time.time() + cfg.max_minutes * 60 if cfg.max_minutes else None
     metrics_path = out / "metrics.jsonl"
     module.train()
@@ -243,6 +257,25 @@ def pretrain(recipe: Recipe, out: str | Path, fsdd=None, mnist=None, device: str
     if world > 1:
         torch.distributed.barrier()
     return report
+
+
+def distill(recipe: Recipe, out: str | Path, fsdd=None, mnist=None, **kw) -> dict:
+    """Distil ``recipe.distill.teacher`` into the recipe's student spec (same trainer as pretraining)."""
+    if not recipe.distill.teacher:
+        raise EdgeSDKError(f"recipe {recipe.name} names no teacher", "set [distill] teacher in the recipe, or pass --teacher")
+    return pretrain(recipe, out, fsdd, mnist, **kw)
+
+
+def load_teacher(name_or_path: str, student_spec) -> nn.Module:
+    """The frozen teacher; its preprocessing must be the student's (they see the same batch)."""
+    from edge_sdk.models.shipped import resolve_model
+
+    teacher, _ = resolve_model(name_or_path)
+    diff = teacher.spec.preprocessing_mismatch(student_spec)
+    if diff:
+        raise EdgeSDKError(f"teacher {name_or_path} ({teacher.spec.name}) and student {student_spec.name} disagree on preprocessing: {'; '.join(diff)}",
+                           "distil into a student spec with the teacher's audio and image contract (edge-sdk info lists specs)")
+    return teacher
 
 
 def _checkpoint(ckpt_dir: Path, module: TrainModule, opt, step: int, recipe: Recipe) -> None:

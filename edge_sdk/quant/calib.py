@@ -1,0 +1,131 @@
+"""Calibration sets: real audio-visual pairs that INT8 ranges are measured on.
+
+A calibration set is a folder. Two kinds are read:
+
+- ``.npz`` pairs (what ``edge-sdk calib`` writes from AV-Digits training scenes, and what
+  the runtime records live): each file holds ``wave`` (float32 mono in [-1, 1]),
+  ``image`` (uint8 H x W x 3 RGB) and ``sample_rate``;
+- video files with sound (mp4, webm, mkv, ...), decoded into (frame, audio window) pairs
+  with :class:`~edge_sdk.data.video.VideoFolderDataset`.
+
+The set's hash (sha256 over file names and bytes, in sorted order) is recorded with every
+quantized model, so a result can be traced to the exact data it was calibrated on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_sdk.errors import DataError
+from edge_sdk.spec import ModelSpec
+
+__all__ = ["CalibSet", "MIN_CLIPS", "load_calib_set", "write_calib_set", "hash_files"]
+
+MIN_CLIPS = 32  # fewer pairs give unstable activation ranges (percentile/entropy need a histogram)
+
+
+@dataclass
+class CalibSet:
+    waves: np.ndarray  # [n, num_samples] float32
+    images: np.ndarray  # [n, 3, S, S] float32 in [0, 255]
+    sha256: str
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.waves)
+
+    def describe(self) -> dict:
+        return {"source": self.source, "pairs": len(self), "sha256": self.sha256}
+
+
+def hash_files(files: list[Path], root: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(files):
+        h.update(str(f.relative_to(root)).encode() + b"\0")
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def write_calib_set(out: str | Path, spec: ModelSpec, n: int = 256, fsdd=None, mnist=None, seed: int = 11,
+                    test_speakers: tuple[str, ...] = ("george",)) -> Path:
+    """Write ``n`` AV-Digits *training* scenes (never test speakers or images) as .npz pairs."""
+    from edge_sdk.data.avdigits import AVDigits
+    from edge_sdk.data.bank import load_bank, synthetic_bank
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise DataError(f"{out} is not empty", "choose a new folder for the calibration set")
+    sr = spec.audio.sample_rate
+    bank = load_bank(fsdd, mnist, "train", sr, tuple(test_speakers)) if fsdd and mnist else synthetic_bank("train", sr)
+    ds = AVDigits(bank, spec, n, seed=seed, train=False)
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        it = ds[i]
+        np.savez(out / f"scene_{i:05d}.npz", wave=it["wave"].astype(np.float32),
+                 image=it["image"].transpose(1, 2, 0).astype(np.uint8), sample_rate=np.int64(sr))
+    return out
+
+
+def load_calib_set(folder: str | Path, spec: ModelSpec, min_clips: int = MIN_CLIPS, max_pairs: int = 512) -> CalibSet:
+    """Read and check a calibration folder against the model's preprocessing contract."""
+    from edge_sdk.data.video import VIDEO_EXTENSIONS
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"calibration folder {root} does not exist", "create one with `edge-sdk calib --out DIR` or pass a folder of clips with sound")
+    npz = sorted(root.glob("*.npz"))
+    videos = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
+    if npz:
+        waves, images = _read_npz(npz[:max_pairs], spec)
+        files, source = npz, f"{root} ({len(npz)} .npz pairs)"
+    elif videos:
+        waves, images = _read_videos(root, spec, max_pairs)
+        files, source = videos, f"{root} ({len(videos)} video files)"
+    else:
+        raise DataError(f"calibration folder {root} holds no .npz pairs or video files",
+                        f"put at least {min_clips} pairs there (`edge-sdk calib --out {root}`) or clips with sound")
+    if len(waves) < min_clips:
+        raise DataError(f"calibration set {root} has {len(waves)} pairs; at least {min_clips} are needed",
+                        f"add pairs (`edge-sdk calib --n 256 --out DIR`) or longer clips")
+    for name, a in (("wave", waves), ("image", images)):
+        if not np.all(np.isfinite(a)):
+            raise DataError(f"calibration set {root}: a {name} holds NaN or inf", "re-record or regenerate the calibration set")
+    return CalibSet(np.ascontiguousarray(waves), np.ascontiguousarray(images), hash_files(files, root), source)
+
+
+def _read_npz(files: list[Path], spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
+    a, s = spec.audio, spec.image.size
+    waves, images = [], []
+    for f in files:
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                wave, image, rate = z["wave"], z["image"], int(z["sample_rate"])
+        except Exception as e:  # noqa: BLE001 - zip, key and value errors all mean a bad file
+            raise DataError(f"{f}: not a calibration pair ({e.__class__.__name__}: {e})",
+                            "each .npz needs wave, image and sample_rate; regenerate it with `edge-sdk calib`") from None
+        if rate != a.sample_rate:
+            raise DataError(f"{f}: audio at {rate} Hz, the model takes {a.sample_rate} Hz",
+                            f"record or resample the calibration set at {a.sample_rate} Hz")
+        if wave.shape != (a.num_samples,):
+            raise DataError(f"{f}: wave has shape {wave.shape}, expected ({a.num_samples},)",
+                            f"store {a.window_seconds:g} s windows of mono audio")
+        if image.shape != (s, s, 3):
+            raise DataError(f"{f}: image has shape {image.shape}, expected ({s}, {s}, 3)", f"store {s}x{s} RGB frames")
+        waves.append(wave.astype(np.float32))
+        images.append(image.transpose(2, 0, 1).astype(np.float32))
+    return np.stack(waves), np.stack(images)
+
+
+def _read_videos(root: Path, spec: ModelSpec, max_pairs: int) -> tuple[np.ndarray, np.ndarray]:
+    from edge_sdk.data.video import VideoFolderDataset
+
+    ds = VideoFolderDataset(root, spec)
+    idx = np.linspace(0, len(ds) - 1, min(max_pairs, len(ds))).astype(int) if len(ds) else []
+    items = [ds[int(i)] for i in idx]
+    if not items:
+        return np.zeros((0, spec.audio.num_samples), np.float32), np.zeros((0, 3, spec.image.size, spec.image.size), np.float32)
+    return np.stack([it["wave"] for it in items]), np.stack([it["image"] for it in items])

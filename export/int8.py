@@ -1,0 +1,142 @@
+"""INT8 post-training quantization, one recipe per target, each through the toolchain
+that target really runs:
+
+- ``onnxruntime``: static QDQ quantization of the towers' ONNX graphs
+  (``onnxruntime.quantization.quantize_static``), weights per channel;
+- ``xnnpack``: PT2E (``torch.export`` -> ``prepare_pt2e`` with ``XNNPACKQuantizer`` ->
+  calibrate -> ``convert_pt2e``) lowered to ExecuTorch ``.pte`` programs;
+- ``tensorrt``: explicit Q/DQ from NVIDIA Model Optimizer, exported to ONNX, which
+  TensorRT 10 and 11 both build INT8 engines from (on this CPU the same graph is run and
+  measured with ONNX Runtime).
+
+Layers named in ``exclude`` (from the sensitivity analysis) stay in float on every target.
+Each function writes its files into ``out`` and returns their artifact records.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge_sdk.errors import ConfigError
+from edge_sdk.export.onnx import TOWERS, export_tower, module_nodes
+
+__all__ = ["TARGETS", "quantize_onnxruntime", "quantize_xnnpack", "quantize_tensorrt", "float_nodes"]
+
+log = logging.getLogger(__name__)
+
+
+def _artifact(path: Path, tower: str, fmt: str, backend: str, precision: str, **extra) -> dict:
+    return {"file": path.name, "tower": tower, "format": fmt, "backend": backend, "precision": precision,
+            "inputs": TOWERS[tower]["inputs"], "outputs": TOWERS[tower]["outputs"], **extra}
+
+
+def _tower_layers(exclude, tower: str) -> list[str]:
+    """AVNet layer names of one tower, relative to the tower module (``image.tower.x`` -> ``tower.x``)."""
+    return [n.split(".", 1)[1] for n in exclude if n.split(".", 1)[0] == tower]
+
+
+def float_nodes(onnx_path: Path, layers: list[str]) -> list[str]:
+    """ONNX nodes to keep in float: ``layers`` and everything outside the conv tower and the
+    projection (front end, per-utterance normalisation, pooling, L2 norms). Quantizing the
+    front end's power spectrum before its log costs the audio embedding most of its accuracy."""
+    found = module_nodes(onnx_path, layers)
+    found["outside"] = module_nodes(onnx_path, [""], ops=None)[""]
+    missing = [layer for layer in layers if not found[layer]]
+    if missing:
+        raise ConfigError(f"layer(s) {missing} have no node in {onnx_path.name}", "report this: the exporter's node naming changed")
+    return sorted({n for nodes in found.values() for n in nodes})
+
+
+class _Reader:
+    """ONNX Runtime calibration reader over one tower's calibration inputs, in equal batches
+    (ORT's histogram calibrators stack per-batch outputs; a short last batch is dropped)."""
+
+    def __init__(self, name: str, data: np.ndarray, batch: int = 8):
+        self.items = iter([{name: data[i : i + batch]} for i in range(0, len(data) - batch + 1, batch)])
+
+    def get_next(self):
+        return next(self.items, None)
+
+
+def quantize_onnxruntime(model, calib, method: str, exclude: tuple[str, ...], out: Path) -> list[dict]:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}
+    # x86 with VNNI runs u8 x s8 fastest; ARM cores prefer symmetric s8 activations (ORT's guidance).
+    act = QuantType.QUInt8 if platform.machine().lower() in ("x86_64", "amd64") else QuantType.QInt8
+    arts = []
+    for tower, data in (("audio", calib.waves), ("image", calib.images)):
+        fp32 = export_tower(model, tower, out / f"{tower}.fp32.onnx")
+        dest = out / f"{tower}.int8.onnx"
+        excluded = float_nodes(fp32, _tower_layers(exclude, tower))
+        quantize_static(str(fp32), str(dest), _Reader(TOWERS[tower]["inputs"][0], data), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=act, weight_type=QuantType.QInt8, calibrate_method=methods[method],
+                        nodes_to_exclude=excluded, extra_options={"CalibPercentile": 99.99, "CalibMovingAverage": False})
+        arts.append(_artifact(fp32, tower, "onnx", "onnxruntime", "fp32"))
+        arts.append(_artifact(dest, tower, "onnx", "onnxruntime", "int8", activations=str(act).split(".")[-1], float_nodes=excluded))
+    return arts
+
+
+def quantize_tensorrt(model, calib, method: str, exclude: tuple[str, ...], out: Path, qmodel=None) -> list[dict]:
+    """Q/DQ ONNX graphs from a Model Optimizer fake-quant model (PTQ, or the QAT result)."""
+    from edge_sdk.quant.fakequant import fake_quantize
+
+    qmodel = qmodel if qmodel is not None else fake_quantize(model, calib, method, exclude)
+    arts = []
+    for tower in ("audio", "image"):
+        dest = export_tower(qmodel, tower, out / f"{tower}.int8.qdq.onnx", dynamo=False)
+        arts.append(_artifact(dest, tower, "onnx", "tensorrt", "int8", note="explicit Q/DQ (TensorRT 10 and 11); runs in ONNX Runtime here"))
+    return arts
+
+
+def _pt2e_units(module: nn.Module, excluded: list[str]) -> list[str]:
+    """Module names of a tower to annotate for PT2E: each block of ``tower.layers`` whole
+    (its residual add included) when none of its layers is excluded, else each kept
+    conv+bn(+relu) unit of it; then the projection. The front end stays float."""
+    layers = [n for n, m in module.named_modules() if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Linear))]
+    units = []
+    for name, _ in module.get_submodule("tower.layers").named_children():
+        block = f"tower.layers.{name}"
+        mine = [n for n in layers if n.startswith(block + ".")]
+        if not any(n in excluded for n in mine):
+            units.append(block)
+        else:
+            units += [n.rsplit(".", 1)[0] if n.endswith(".0") else n for n in mine if n not in excluded]
+    return units  # "proj" stays float: its output feeds an L2 normalisation (see quantize_xnnpack)
+
+
+def quantize_xnnpack(model, calib, method: str, exclude: tuple[str, ...], out: Path) -> list[dict]:
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from edge_sdk.export.executorch import lower_to_pte
+    from edge_sdk.quant.pt2e_observers import activation_config
+
+    if method == "entropy":
+        raise ConfigError("the xnnpack target (PT2E) has no entropy calibrator", "use --method percentile or minmax for xnnpack")
+    arts = []
+    for tower, data in (("audio", calib.waves), ("image", calib.images)):
+        module = copy.deepcopy(getattr(model, tower)).eval()  # prepare_pt2e folds batch norms into the graph's weights
+        example = (torch.from_numpy(np.ascontiguousarray(data[:1])),)  # NCHW: programs keep the example's dim order
+        exported = torch.export.export(module, example).module()
+        quantizer = XNNPACKQuantizer()
+        config = activation_config(get_symmetric_quantization_config(is_per_channel=True), method)
+        for unit in _pt2e_units(module, _tower_layers(exclude, tower)):
+            quantizer.set_module_name(unit, config)
+        prepared = prepare_pt2e(exported, quantizer)
+        for i in range(len(data)):
+            prepared(torch.from_numpy(np.ascontiguousarray(data[i : i + 1])))
+        converted = convert_pt2e(prepared)
+        dest, delegated = lower_to_pte(converted, example, out / f"{tower}.int8.pte")
+        arts.append(_artifact(dest, tower, "executorch", "xnnpack", "int8", delegated=delegated))
+    return arts
+
+
+TARGETS = {"onnxruntime": quantize_onnxruntime, "xnnpack": quantize_xnnpack, "tensorrt": quantize_tensorrt}

@@ -1,0 +1,86 @@
+"""Calibration sets: written from training scenes, hashed, and checked against the spec."""
+
+import numpy as np
+import pytest
+
+from edge_sdk.errors import DataError
+from edge_sdk.quant.calib import MIN_CLIPS, load_calib_set, write_calib_set
+from edge_sdk.spec import get_spec
+
+SPEC = get_spec("student_s")
+
+
+@pytest.fixture(scope="module")
+def calib_dir(tmp_path_factory):
+    return write_calib_set(tmp_path_factory.mktemp("calib") / "set", SPEC, n=40)
+
+
+def test_written_set_loads_with_a_stable_hash(calib_dir):
+    a, b = load_calib_set(calib_dir, SPEC), load_calib_set(calib_dir, SPEC)
+    assert len(a) == 40 and a.sha256 == b.sha256 and len(a.sha256) == 64
+    assert a.waves.shape == (40, SPEC.audio.num_samples) and a.images.shape == (40, 3, 96, 96)
+    assert a.images.max() > 100 and np.abs(a.waves).max() > 0.01
+
+
+def test_hash_changes_when_a_pair_changes(calib_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(calib_dir, copy)
+    with np.load(copy / "scene_00000.npz") as z:
+        d = dict(z)
+    d["wave"][0] += 0.01
+    np.savez(copy / "scene_00000.npz", **d)
+    assert load_calib_set(copy, SPEC).sha256 != load_calib_set(calib_dir, SPEC).sha256
+
+
+def test_too_small_a_set_says_how_many_are_needed(calib_dir, tmp_path):
+    import shutil
+
+    small = tmp_path / "small"
+    small.mkdir()
+    for f in sorted(calib_dir.glob("*.npz"))[:5]:
+        shutil.copy(f, small)
+    with pytest.raises(DataError, match=f"has 5 pairs; at least {MIN_CLIPS} are needed"):
+        load_calib_set(small, SPEC)
+
+
+def test_another_sample_rate_is_refused_naming_the_file(calib_dir, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(calib_dir, bad)
+    with np.load(bad / "scene_00003.npz") as z:
+        d = dict(z)
+    d["sample_rate"] = np.int64(8000)
+    np.savez(bad / "scene_00003.npz", **d)
+    with pytest.raises(DataError, match=r"scene_00003.npz: audio at 8000 Hz, the model takes 16000 Hz"):
+        load_calib_set(bad, SPEC)
+
+
+def test_missing_empty_and_corrupt_sets(tmp_path, calib_dir):
+    import shutil
+
+    with pytest.raises(DataError, match="does not exist"):
+        load_calib_set(tmp_path / "nope", SPEC)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no .npz pairs or video files"):
+        load_calib_set(tmp_path / "empty", SPEC)
+    broken = tmp_path / "broken"
+    shutil.copytree(calib_dir, broken)
+    (broken / "scene_00001.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="scene_00001.npz: not a calibration pair"):
+        load_calib_set(broken, SPEC)
+
+
+def test_refuses_to_write_into_a_non_empty_folder(calib_dir):
+    with pytest.raises(DataError, match="is not empty"):
+        write_calib_set(calib_dir, SPEC, n=4)
+
+
+def test_a_folder_of_real_clips_is_a_calibration_set(data_dir):
+    video = data_dir / "video"
+    if not any(video.iterdir()):
+        pytest.skip("no clips in ../shared/data/video")
+    calib = load_calib_set(video, SPEC, max_pairs=64)
+    assert len(calib) >= MIN_CLIPS and "video files" in calib.source

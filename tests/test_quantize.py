@@ -1,0 +1,142 @@
+"""INT8 per target, run through each target's real runtime, plus sensitivity and bundles."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from edge_sdk.bundle import read_bundle, write_manifest
+from edge_sdk.errors import ConfigError, ModelFileError
+from edge_sdk.export.int8 import quantize_onnxruntime, quantize_tensorrt, quantize_xnnpack
+from edge_sdk.models.shipped import resolve_model, shipped_models
+from edge_sdk.quant.calib import load_calib_set, write_calib_set
+from edge_sdk.quant.fakequant import fake_quantize, layer_sensitivity, quantizable_layers
+from edge_sdk.runtime.backends import ExecuTorchTowers, OrtTowers
+
+
+@pytest.fixture(scope="module")
+def model():
+    if "avnet_s.avdigits" not in shipped_models():
+        pytest.skip("the distilled student_s is not shipped in this checkout")
+    return resolve_model("avnet_s.avdigits")[0]
+
+
+@pytest.fixture(scope="module")
+def calib(tmp_path_factory, model):
+    return load_calib_set(write_calib_set(tmp_path_factory.mktemp("c") / "set", model.spec, n=48), model.spec)
+
+
+def _cosine(a, b):
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    return float(np.mean(np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))))
+
+
+def _reference(model, calib, n=16):
+    with torch.no_grad():
+        out = model(torch.from_numpy(calib.waves[:n]), torch.from_numpy(calib.images[:n]))
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def _agree(towers, model, calib, floor):
+    ref = _reference(model, calib)
+    emb, fmap = towers.embed_image(calib.images[:16])
+    got = {"audio_emb": towers.embed_audio(calib.waves[:16]), "image_emb": emb, "image_map": fmap}
+    for k in ref:
+        assert got[k].shape == ref[k].shape
+        assert _cosine(got[k], ref[k]) > floor, k
+
+
+def test_sensitivity_covers_every_layer_and_exclusion_keeps_float(model, calib):
+    rows = layer_sensitivity(model, calib, "percentile", n=16)
+    assert sorted(r["layer"] for r in rows) == sorted(quantizable_layers(model))
+    assert all(r["error"] >= 0 for r in rows) and rows[0]["error"] >= rows[-1]["error"] > 0
+    worst = rows[0]["layer"]
+    q = fake_quantize(model, calib, "minmax", exclude=(worst,))
+    assert not q.get_submodule(worst).weight_quantizer.is_enabled
+    assert q.get_submodule(rows[-1]["layer"]).weight_quantizer.is_enabled
+
+
+def test_onnxruntime_qdq_int8_runs_and_matches_float(model, calib, tmp_path):
+    exclude = ("audio.tower.layers.0.0",)
+    arts = quantize_onnxruntime(model, calib, "percentile", exclude, tmp_path)
+    int8 = {a["tower"]: tmp_path / a["file"] for a in arts if a["precision"] == "int8"}
+    graph = onnx.load(str(int8["image"])).graph
+    assert sum(n.op_type == "QuantizeLinear" for n in graph.node) > 5
+    # the excluded stem conv and the whole front end keep float weights and inputs
+    audio = onnx.load(str(int8["audio"])).graph
+    kept = set([a for a in arts if a["tower"] == "audio" and a["precision"] == "int8"][0]["float_nodes"])
+    convs = {n.name: n for n in audio.node if n.op_type == "Conv"}
+    inits = {i.name for i in audio.initializer}
+    assert len(kept & set(convs)) == 2  # the DFT conv of the front end and the stem
+    assert all(convs[n].input[1] in inits for n in kept & set(convs))  # float weights, no DequantizeLinear
+    assert sum(n.input[1] not in inits for n in convs.values()) >= 5  # the other convs are int8
+    _agree(OrtTowers(int8["audio"], int8["image"], model.spec), model, calib, 0.995)
+    assert (int8["image"].stat().st_size * 2.5) < (tmp_path / "image.fp32.onnx").stat().st_size  # int8 weights; graph overhead stays
+
+
+def test_xnnpack_pt2e_int8_program_runs_in_executorch(model, calib, tmp_path):
+    arts = quantize_xnnpack(model, calib, "percentile", (), tmp_path)
+    assert all(a["delegated"]["delegated_nodes"] > 0 for a in arts)
+    pte = {a["tower"]: tmp_path / a["file"] for a in arts}
+    towers = ExecuTorchTowers(pte["audio"], pte["image"], model.spec)
+    _agree(towers, model, calib, 0.99)
+    # a channels-last array (what HWC frames transposed to CHW are) must give the same answer
+    channels_last = calib.images[:4].transpose(0, 2, 3, 1).copy().transpose(0, 3, 1, 2)
+    assert np.allclose(towers.embed_image(channels_last)[1], towers.embed_image(calib.images[:4])[1])
+    with pytest.raises(ConfigError, match="no entropy calibrator"):
+        quantize_xnnpack(model, calib, "entropy", (), tmp_path)
+
+
+def test_tensorrt_qdq_graph_from_modelopt(model, calib, tmp_path):
+    arts = quantize_tensorrt(model, calib, "entropy", (), tmp_path)
+    paths = {a["tower"]: tmp_path / a["file"] for a in arts}
+    ops = [n.op_type for n in onnx.load(str(paths["image"])).graph.node]
+    assert ops.count("QuantizeLinear") > 5 and ops.count("DequantizeLinear") >= ops.count("QuantizeLinear")
+    _agree(OrtTowers(paths["audio"], paths["image"], model.spec), model, calib, 0.99)
+
+
+def test_bundle_hashes_schema_and_paths_are_checked(tmp_path, model):
+    (tmp_path / "a.onnx").write_bytes(b"audio")
+    (tmp_path / "i.onnx").write_bytes(b"image")
+    arts = [{"file": "a.onnx", "tower": "audio", "format": "onnx", "backend": "onnxruntime", "precision": "int8"},
+            {"file": "i.onnx", "tower": "image", "format": "onnx", "backend": "onnxruntime", "precision": "int8"}]
+    write_manifest(tmp_path, model.spec, arts)
+    b = read_bundle(tmp_path)
+    assert b.find("onnxruntime", "int8")["audio"].name == "a.onnx"
+    with pytest.raises(ModelFileError, match="--backend onnxruntime --precision int8"):
+        b.find("xnnpack")
+    (tmp_path / "a.onnx").write_bytes(b"audiX")
+    with pytest.raises(ModelFileError, match="a.onnx does not match its sha256"):
+        read_bundle(tmp_path)
+    m = json.loads((tmp_path / "manifest.json").read_text())
+    m["schema"] = 99
+    (tmp_path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ModelFileError, match="schema 99"):
+        read_bundle(tmp_path)
+    m["schema"], m["artifacts"][0]["file"] = 1, "../a.onnx"
+    (tmp_path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ModelFileError, match="outside the bundle"):
+        read_bundle(tmp_path)
+
+
+def test_quantize_run_writes_bundle_report_and_tries_qat(model, tmp_path):
+    from edge_sdk.eval.evaluate import EvalConfig
+    from edge_sdk.export.quantize import quantize
+
+    calib_dir = write_calib_set(tmp_path / "calib", model.spec, n=40)
+    cfg = EvalConfig(scenes=40, gallery_per_class=5, probe_images=200, sync_clips=10)
+    report = quantize("avnet_s.avdigits", ["onnxruntime"], calib_dir, tmp_path / "b", teacher=None, eval_cfg=cfg,
+                      qat="always", qat_steps=4, fp16=True)
+    rows = report["rows"]
+    assert [(r["backend"], r["precision"]) for r in rows][0] == ("torch", "fp32")
+    assert rows[1]["precision"] == "int8" and rows[1]["method"] in ("ptq", "qat") and "delta" in rows[1]
+    assert any("QAT" in n for n in report["notes"])
+    assert report["calibration"]["pairs"] == 40 and len(report["calibration"]["sha256"]) == 64
+    bundle = read_bundle(tmp_path / "b")
+    assert bundle.find("onnxruntime", "int8")["image"].suffix == ".onnx"
+    assert {a["precision"] for a in bundle.manifest["artifacts"]} >= {"fp32", "int8", "fp16"}
+    assert "| avnet_s.avdigits | onnxruntime | int8 |" in (tmp_path / "b" / "report.md").read_text()
+    with pytest.raises(Exception, match="already holds a bundle"):
+        quantize("avnet_s.avdigits", ["onnxruntime"], calib_dir, tmp_path / "b", teacher=None, eval_cfg=cfg)
