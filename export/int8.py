@@ -112,6 +112,17 @@ def _pt2e_units(module: nn.Module, excluded: list[str]) -> list[str]:
     return units  # "proj" stays float: its output feeds an L2 normalisation (see quantize_xnnpack)
 
 
+def _drop_unused_state(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Delete the float parameters a converted PT2E graph no longer reads (its weights now
+    live in folded int8 constants): ``torch.export`` would carry them into the program."""
+    used = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
+    for name, _ in list(gm.named_parameters()) + list(gm.named_buffers()):
+        if name not in used:
+            owner, _, attr = name.rpartition(".")
+            delattr(gm.get_submodule(owner) if owner else gm, attr)
+    return gm
+
+
 def quantize_xnnpack(model, calib, method: str, exclude: tuple[str, ...], out: Path) -> list[dict]:
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -133,7 +144,7 @@ def quantize_xnnpack(model, calib, method: str, exclude: tuple[str, ...], out: P
         prepared = prepare_pt2e(exported, quantizer)
         for i in range(len(data)):
             prepared(torch.from_numpy(np.ascontiguousarray(data[i : i + 1])))
-        converted = convert_pt2e(prepared)
+        converted = _drop_unused_state(convert_pt2e(prepared))
         dest, delegated = lower_to_pte(converted, example, out / f"{tower}.int8.pte")
         arts.append(_artifact(dest, tower, "executorch", "xnnpack", "int8", delegated=delegated))
     return arts
