@@ -140,3 +140,13 @@ def test_quantize_run_writes_bundle_report_and_tries_qat(model, tmp_path):
     assert "| avnet_s.avdigits | onnxruntime | int8 |" in (tmp_path / "b" / "report.md").read_text()
     with pytest.raises(Exception, match="already holds a bundle"):
         quantize("avnet_s.avdigits", ["onnxruntime"], calib_dir, tmp_path / "b", teacher=None, eval_cfg=cfg)
+    # the CLI evaluates the bundle through its own runtime, with the checkpoint's JSON keys
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "edge_sdk", "eval", str(tmp_path / "b"), "--backend", "onnxruntime",
+                          "--precision", "int8", "--scenes", "20", "--synthetic", "--json", str(tmp_path / "e.json")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-1500:]
+    res = json.loads((tmp_path / "e.json").read_text())
+    assert {"pointing_acc", "a2i_r1", "probe_audio_acc", "sync_acc"} <= set(res) and res["backend"] == "onnxruntime"
