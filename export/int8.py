@@ -96,22 +96,6 @@ def quantize_tensorrt(model, calib, method: str, exclude: tuple[str, ...], out: 
     return arts
 
 
-def _pt2e_units(module: nn.Module, excluded: list[str]) -> list[str]:
-    """Module names of a tower to annotate for PT2E: each block of ``tower.layers`` whole
-    (its residual add included) when none of its layers is excluded, else each kept
-    conv+bn(+relu) unit of it; then the projection. The front end stays float."""
-    layers = [n for n, m in module.named_modules() if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Linear))]
-    units = []
-    for name, _ in module.get_submodule("tower.layers").named_children():
-        block = f"tower.layers.{name}"
-        mine = [n for n in layers if n.startswith(block + ".")]
-        if not any(n in excluded for n in mine):
-            units.append(block)
-        else:
-            units += [n.rsplit(".", 1)[0] if n.endswith(".0") else n for n in mine if n not in excluded]
-    return units  # "proj" stays float: its output feeds an L2 normalisation (see quantize_xnnpack)
-
-
 def _drop_unused_state(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     """Delete the float parameters a converted PT2E graph no longer reads (its weights now
     live in folded int8 constants): ``torch.export`` would carry them into the program."""
@@ -130,17 +114,25 @@ def quantize_xnnpack(model, calib, method: str, exclude: tuple[str, ...], out: P
     from edge_sdk.export.executorch import lower_to_pte
     from edge_sdk.quant.pt2e_observers import activation_config
 
+    from edge_sdk.models.frontend import LogMel
+
     if method == "entropy":
         raise ConfigError("the xnnpack target (PT2E) has no entropy calibrator", "use --method percentile or minmax for xnnpack")
+    if exclude:
+        # PT2E loses the module path of convs it folds batch norms into, so per-layer
+        # exclusion would silently leave those convs unquantized: say so instead.
+        raise ConfigError(f"the xnnpack target cannot keep single layers in float ({', '.join(exclude)})",
+                          "raise --threshold so no layer is excluded, or use --target onnxruntime/tensorrt for this model")
     arts = []
     for tower, data in (("audio", calib.waves), ("image", calib.images)):
         module = copy.deepcopy(getattr(model, tower)).eval()  # prepare_pt2e folds batch norms into the graph's weights
         example = (torch.from_numpy(np.ascontiguousarray(data[:1])),)  # NCHW: programs keep the example's dim order
         exported = torch.export.export(module, example).module()
-        quantizer = XNNPACKQuantizer()
-        config = activation_config(get_symmetric_quantization_config(is_per_channel=True), method)
-        for unit in _pt2e_units(module, _tower_layers(exclude, tower)):
-            quantizer.set_module_name(unit, config)
+        # Global config: every conv/linear (weights per channel), add, pool of the tower; the
+        # log-mel front end stays float (its products feed a log). Per-module configs lost
+        # the convs whose batch norms PT2E folds: weights stayed float (measured).
+        quantizer = XNNPACKQuantizer().set_global(activation_config(get_symmetric_quantization_config(is_per_channel=True), method))
+        quantizer.set_module_type(LogMel, None)
         prepared = prepare_pt2e(exported, quantizer)
         for i in range(len(data)):
             prepared(torch.from_numpy(np.ascontiguousarray(data[i : i + 1])))

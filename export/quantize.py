@@ -88,7 +88,11 @@ def quantize(model_ref: str, targets: list[str], calib_dir: str | Path, out: str
     artifacts, notes = [], []
     for target in targets:
         log.info("quantize: %s PTQ (%s calibration)", target, method)
-        arts = TARGETS[target](model, calib, method, exclude, out)
+        try:
+            arts = TARGETS[target](model, calib, method, exclude, out)
+        except ConfigError as e:  # a target that cannot honour the float layers is skipped, and says why
+            notes.append(f"{target}: skipped, {e.problem} ({e.fix})")
+            continue
         artifacts += arts
         int8 = [a for a in arts if a["precision"] == "int8"]
         metrics = evaluate(_open(out, int8, spec, offset), spec, fsdd, mnist, cfg)

@@ -80,6 +80,8 @@ def test_xnnpack_pt2e_int8_program_runs_in_executorch(model, calib, tmp_path):
     arts = quantize_xnnpack(model, calib, "percentile", (), tmp_path)
     assert all(a["delegated"]["delegated_nodes"] > 0 for a in arts)
     pte = {a["tower"]: tmp_path / a["file"] for a in arts}
+    float_bytes = 4 * sum(p.numel() for p in model.image.parameters())
+    assert pte["image"].stat().st_size < 0.5 * float_bytes  # int8 weights really reach the program
     towers = ExecuTorchTowers(pte["audio"], pte["image"], model.spec)
     _agree(towers, model, calib, 0.99)
     # a channels-last array (what HWC frames transposed to CHW are) must give the same answer
@@ -87,6 +89,8 @@ def test_xnnpack_pt2e_int8_program_runs_in_executorch(model, calib, tmp_path):
     assert np.allclose(towers.embed_image(channels_last)[1], towers.embed_image(calib.images[:4])[1])
     with pytest.raises(ConfigError, match="no entropy calibrator"):
         quantize_xnnpack(model, calib, "entropy", (), tmp_path)
+    with pytest.raises(ConfigError, match="cannot keep single layers in float"):
+        quantize_xnnpack(model, calib, "minmax", ("image.proj",), tmp_path)
 
 
 def test_tensorrt_qdq_graph_from_modelopt(model, calib, tmp_path):
