@@ -24,7 +24,7 @@ from torch import nn
 
 from edge_sdk.errors import ConfigError
 
-__all__ = ["METHODS", "quantizable_layers", "fake_quantize", "set_enabled_layers", "layer_sensitivity", "mean_error", "fake_quant_state"]
+__all__ = ["METHODS", "PERCENTILE", "quantizable_layers", "fake_quantize", "set_enabled_layers", "layer_sensitivity"]
 
 log = logging.getLogger(__name__)
 
@@ -92,17 +92,6 @@ def set_enabled_layers(qmodel: nn.Module, layers) -> None:
             (q.enable if name.rsplit(".", 1)[0] in keep else q.disable)()
 
 
-def fake_quant_state(qmodel: nn.Module) -> dict:
-    """Which layers are quantized, with their activation ranges (for the report)."""
-    from modelopt.torch.quantization.nn import TensorQuantizer
-
-    out = {}
-    for name, q in qmodel.named_modules():
-        if isinstance(q, TensorQuantizer) and name.endswith("input_quantizer") and q.is_enabled and q.amax is not None:
-            out[name.rsplit(".", 1)[0]] = round(float(q.amax.max()), 5)
-    return out
-
-
 def _errors(ref: dict, out: dict) -> dict:
     """Output error of a quantized forward against float: 1 - cosine of each output, mean over items."""
     res = {}
@@ -132,8 +121,3 @@ def layer_sensitivity(model: nn.Module, calib, method: str = "percentile", n: in
                      "error": round(max(err["audio_emb"] if tower == "audio" else max(err["image_emb"], err["image_map"]), 0.0), 6)})
     return sorted(rows, key=lambda r: -r["error"])
 
-
-def mean_error(model: nn.Module, qmodel: nn.Module, calib, n: int = 64) -> dict:
-    waves, images = torch.from_numpy(calib.waves[:n]), torch.from_numpy(calib.images[:n])
-    with torch.no_grad():
-        return {k: round(v, 6) for k, v in _errors(model.eval()(waves, images), qmodel(waves, images)).items()}

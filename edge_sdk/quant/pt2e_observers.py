@@ -12,9 +12,9 @@ import dataclasses
 import torch
 from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
 
-__all__ = ["PercentileObserver", "activation_config"]
+from edge_sdk.quant.fakequant import PERCENTILE
 
-PERCENTILE = 99.99
+__all__ = ["PercentileObserver", "activation_config"]
 
 
 class PercentileObserver(HistogramObserver):
