@@ -9,21 +9,20 @@ comfortably). Where ONNX Runtime's CPU kernels run the FP16 graph, it is evaluat
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import onnx
 
 __all__ = ["to_fp16", "fp16_towers"]
 
-log = logging.getLogger(__name__)
-
 
 def to_fp16(src: Path, dest: Path) -> Path:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
+    from edge_sdk.export.onnx import module_nodes
+
     model = onnx.load(str(src))
-    block = [n.name for n in model.graph.node if n.name.startswith("/frontend/")]
+    block = module_nodes(src, ["frontend"], ops=None)["frontend"]  # empty for the image tower
     half = convert_float_to_float16(model, keep_io_types=True, node_block_list=block)
     onnx.save(half, str(dest))
     return dest

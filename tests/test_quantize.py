@@ -154,3 +154,6 @@ def test_quantize_run_writes_bundle_report_and_tries_qat(model, tmp_path):
     assert out.returncode == 0, out.stderr[-1500:]
     res = json.loads((tmp_path / "e.json").read_text())
     assert {"pointing_acc", "a2i_r1", "probe_audio_acc", "sync_acc"} <= set(res) and res["backend"] == "onnxruntime"
+    # the FP16 audio graph keeps the front end's DFT basis in float32, the tower's weights in float16
+    half = {i.name: i.data_type for i in onnx.load(str(tmp_path / "b" / "audio.fp16.onnx")).graph.initializer}
+    assert half["frontend.dft"] == onnx.TensorProto.FLOAT and onnx.TensorProto.FLOAT16 in half.values()
