@@ -1,27 +1,35 @@
-"""Bundles: a folder of model files (one per tower, backend and precision) and a
-``manifest.json`` that says what each file is and proves it is unchanged.
+"""Bundles: a folder (or the same folder as a ``.zip``) of model files, one per graph,
+backend and precision, and a ``manifest.json`` that says what each file is and proves it
+is unchanged.
 
 The manifest holds the schema version, the model spec with its preprocessing, each
-artifact's tower, format, backend, precision, input/output names and sha256, the library
-versions that produced it, the calibration-data hash and the metrics measured when it was
-written. Reading a bundle checks the schema and every hash; no pickle is ever loaded.
-Torch-free: the runtime reads bundles without it.
+artifact's graph (``audio``, ``image``, or ``av`` for the whole model), format, backend,
+precision, input/output names and shapes, sha256 and size, the library versions that
+produced it, the calibration-data hash and the metrics and parity measured when it was
+written. Reading a bundle checks the schema and every hash; no pickle is ever loaded; zip
+members that would land outside the target folder are refused. Torch-free: the runtime
+reads bundles without it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import zipfile
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 from edge_sdk.errors import ModelFileError
 from edge_sdk.spec import ModelSpec
 
-__all__ = ["SCHEMA", "MANIFEST", "Bundle", "sha256_file", "library_versions", "write_manifest", "read_bundle"]
+__all__ = ["SCHEMA", "MANIFEST", "BUNDLES", "Bundle", "Choice", "sha256_file", "library_versions", "write_manifest", "read_bundle",
+           "pack_zip", "unpack_zip", "shipped_bundles"]
 
 SCHEMA = 1
 MANIFEST = "manifest.json"
+BUNDLES = Path(__file__).resolve().parent / "assets" / "bundles"
 _LIBS = ("torch", "onnx", "onnxruntime", "executorch", "torchao", "nvidia-modelopt", "tensorrt", "numpy")
 
 
@@ -55,6 +63,16 @@ def write_manifest(folder: str | Path, spec: ModelSpec, artifacts: list[dict], *
     return folder / MANIFEST
 
 
+@dataclass(frozen=True)
+class Choice:
+    """One runnable backend/precision of a bundle: its format and its files by graph."""
+
+    backend: str
+    precision: str
+    format: str
+    files: dict[str, Path]
+
+
 class Bundle:
     """A verified bundle folder: ``spec``, ``manifest`` and :meth:`find` for its artifacts."""
 
@@ -63,23 +81,32 @@ class Bundle:
         self.spec = ModelSpec.from_dict(manifest["spec"])
         self.map_offset = tuple(manifest.get("map_offset_px") or (0, 0))
 
-    def find(self, backend: str | None = None, precision: str | None = None) -> dict[str, Path]:
-        """``{"audio": path, "image": path}`` of the first backend/precision that has both towers."""
-        choices: dict[tuple[str, str], dict[str, Path]] = {}
+    def choices(self) -> list[Choice]:
+        """Every backend/precision that can run the model: both towers, or the whole model (``av``)
+        for PyTorch weights. The whole-model ONNX graph is listed beside its towers, not on its own."""
+        groups: dict[tuple[str, str], dict] = {}
         for a in self.manifest["artifacts"]:
-            if (backend is None or a["backend"] == backend) and (precision is None or a["precision"] == precision):
-                choices.setdefault((a["backend"], a["precision"]), {})[a["tower"]] = self.folder / a["file"]
-        for towers in choices.values():
-            if set(towers) >= {"audio", "image"}:
-                return towers
-        have = sorted({(a["backend"], a["precision"]) for a in self.manifest["artifacts"]})
-        raise ModelFileError(f"{self.folder} has no {backend or 'any'} {precision or ''} model for both towers".replace("  ", " "),
-                             f"choose one it has: {', '.join(f'--backend {b} --precision {p}' for b, p in have)}")
+            g = groups.setdefault((a["backend"], a["precision"]), {"format": a["format"], "files": {}})
+            g["files"][a["tower"]] = self.folder / a["file"]
+        return [Choice(b, p, g["format"], g["files"]) for (b, p), g in groups.items()
+                if {"audio", "image"} <= set(g["files"]) or (g["format"] == "safetensors" and "av" in g["files"])]
+
+    def find(self, backend: str | None = None, precision: str | None = None) -> Choice:
+        """The first choice matching ``backend`` and ``precision`` (any when None)."""
+        for c in self.choices():
+            if (backend is None or c.backend == backend) and (precision is None or c.precision == precision):
+                return c
+        have = sorted((c.backend, c.precision) for c in self.choices())
+        raise ModelFileError(f"{self.folder} has no {backend or 'any'} {precision or ''} model".replace("  ", " "),
+                             f"choose one it has: {', '.join(f'--backend {b} --precision {p}' for b, p in have) or '(none)'}, "
+                             "or export the missing one: edge-sdk export MODEL --format ... --precision ...")
 
 
 def read_bundle(folder: str | Path) -> Bundle:
-    """Read a bundle folder and verify its schema and every file's sha256."""
+    """Read a bundle (folder or ``.zip``) and verify its schema and every file's sha256."""
     folder = Path(folder)
+    if folder.suffix == ".zip":
+        folder = unpack_zip(folder)
     path = folder / MANIFEST
     if not path.is_file():
         raise ModelFileError(f"{folder} has no {MANIFEST}", "pass a bundle folder written by edge-sdk quantize or export")
@@ -100,3 +127,57 @@ def read_bundle(folder: str | Path) -> Bundle:
         if sha256_file(f) != a["sha256"]:
             raise ModelFileError(f"{f} does not match its sha256 in {MANIFEST} (truncated or modified)", "re-export the bundle or copy it again")
     return Bundle(folder, manifest)
+
+
+def pack_zip(folder: str | Path, dest: str | Path | None = None) -> Path:
+    """Zip a verified bundle folder (manifest, its artifacts and reports) into ``dest``
+    (default: ``<folder>.zip``), written atomically."""
+    bundle = read_bundle(folder)
+    dest = Path(dest) if dest else bundle.folder.with_suffix(".zip")
+    names = sorted({MANIFEST, *(a["file"] for a in bundle.manifest["artifacts"]),
+                    *(p.name for p in bundle.folder.glob("report.*"))})
+    tmp = dest.with_name(dest.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for name in names:
+            z.write(bundle.folder / name, name)
+    tmp.replace(dest)
+    return dest
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("EDGE_SDK_CACHE", Path.home() / ".cache" / "edge_sdk"))
+
+
+def unpack_zip(path: str | Path, dest: str | Path | None = None) -> Path:
+    """Extract a zipped bundle (default: into the cache, one folder per zip hash) and return
+    the folder. Members with absolute paths, ``..`` or links are refused before anything is
+    written."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"bundle {path} does not exist", "pass a bundle folder or .zip written by edge-sdk export")
+    dest = Path(dest) if dest else _cache_dir() / "bundles" / f"{path.stem}-{sha256_file(path)[:16]}"
+    if (dest / MANIFEST).is_file():
+        return dest
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                name = info.filename
+                target = (dest / name).resolve()
+                is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
+                if name.startswith(("/", "\\")) or ".." in Path(name).parts or is_link or not target.is_relative_to(dest.resolve()):
+                    raise ModelFileError(f"{path}: member {name!r} would be written outside the bundle folder",
+                                         "the zip is malicious or damaged: do not use it; re-export the bundle")
+            tmp = dest.with_name(dest.name + ".partial")
+            z.extractall(tmp)
+    except zipfile.BadZipFile as e:
+        raise ModelFileError(f"{path}: not a readable zip ({e})", "the download is truncated or damaged: copy it again") from None
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        raise ModelFileError(f"{dest} exists without a manifest", f"remove {dest} and retry")
+    tmp.replace(dest)
+    return dest
+
+
+def shipped_bundles() -> dict[str, Path]:
+    """Bundles shipped with the package: name -> folder."""
+    return {p.parent.name: p.parent for p in sorted(BUNDLES.glob(f"*/{MANIFEST}"))}

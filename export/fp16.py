@@ -22,25 +22,50 @@ def to_fp16(src: Path, dest: Path) -> Path:
     from edge_sdk.export.onnx import module_nodes
 
     model = onnx.load(str(src))
-    block = module_nodes(src, ["frontend"], ops=None)["frontend"]  # empty for the image tower
+    found = module_nodes(src, ["frontend", "audio.frontend"], ops=None)  # a tower's graph, or the whole model's
+    block = found["frontend"] + found["audio.frontend"]  # empty for the image tower
     half = convert_float_to_float16(model, keep_io_types=True, node_block_list=block)
+    _toposort(half.graph)  # the converter appends its input casts last; onnx.checker wants producers first
+    onnx.checker.check_model(half)
     onnx.save(half, str(dest))
     return dest
+
+
+def _toposort(graph) -> None:
+    """Reorder ``graph.node`` so every node comes after the producers of its inputs."""
+    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        rest = []
+        for node in pending:
+            if all(i in ready for i in node.input):
+                ordered.append(node)
+                ready.update(node.output)
+            else:
+                rest.append(node)
+        if len(rest) == len(pending):
+            raise ValueError(f"graph has a cycle or undefined inputs at {rest[0].name}")
+        pending = rest
+    copies = [type(n)() for n in ordered]
+    for c, n in zip(copies, ordered):
+        c.CopyFrom(n)
+    del graph.node[:]
+    graph.node.extend(copies)
 
 
 def fp16_towers(model, out: Path, spec, offset, fsdd, mnist, cfg, macs: int):
     """Write ``{tower}.fp16.onnx``; returns (report rows, artifacts, note)."""
     from edge_sdk.errors import ModelFileError
     from edge_sdk.eval.evaluate import evaluate
-    from edge_sdk.export.onnx import export_tower
+    from edge_sdk.export.int8 import fp32_graph
     from edge_sdk.export.quantize import _row, _size_mb
     from edge_sdk.runtime.backends import OrtTowers
 
     arts = []
     for tower in ("audio", "image"):
-        fp32 = out / f"{tower}.fp32.onnx"
-        if not fp32.exists():  # the onnxruntime target lists it when it ran; else list it here
-            export_tower(model, tower, fp32)
+        listed = (out / f"{tower}.fp32.onnx").exists()  # the onnxruntime target lists it when it ran; else list it here
+        fp32 = fp32_graph(model, tower, out)
+        if not listed:
             arts.append({"file": fp32.name, "tower": tower, "format": "onnx", "backend": "onnxruntime", "precision": "fp32"})
         dest = to_fp16(fp32, out / f"{tower}.fp16.onnx")
         arts.append({"file": dest.name, "tower": tower, "format": "onnx", "backend": "onnxruntime", "precision": "fp16"})

@@ -25,26 +25,25 @@ import torch
 from torch import nn
 
 from edge_sdk.errors import ConfigError
-from edge_sdk.export.onnx import TOWERS, export_tower, module_nodes
+from edge_sdk.export.formats import artifact
+from edge_sdk.export.onnx import OPSET, TOWERS, export_tower, module_nodes
 
-__all__ = ["TARGETS", "quantize_onnxruntime", "quantize_xnnpack", "quantize_tensorrt", "float_nodes"]
+__all__ = ["TARGETS", "quantize_onnxruntime", "quantize_xnnpack", "quantize_tensorrt", "float_nodes", "fp32_graph", "calib_inputs"]
 
 log = logging.getLogger(__name__)
 
 
-def _artifact(path: Path, tower: str, fmt: str, backend: str, precision: str, **extra) -> dict:
-    return {"file": path.name, "tower": tower, "format": fmt, "backend": backend, "precision": precision,
-            "inputs": TOWERS[tower]["inputs"], "outputs": TOWERS[tower]["outputs"], **extra}
-
-
-def _tower_layers(exclude, tower: str) -> list[str]:
-    """AVNet layer names of one tower, relative to the tower module (``image.tower.x`` -> ``tower.x``)."""
-    return [n.split(".", 1)[1] for n in exclude if n.split(".", 1)[0] == tower]
+def _graph_layers(exclude, graph: str) -> list[str]:
+    """AVNet layer names as module paths of one graph: relative to a tower (``image.tower.x``
+    -> ``tower.x``), unchanged for the whole-model graph ``av``."""
+    if graph == "av":
+        return list(exclude)
+    return [n.split(".", 1)[1] for n in exclude if n.split(".", 1)[0] == graph]
 
 
 def float_nodes(onnx_path: Path, layers: list[str]) -> list[str]:
-    """ONNX nodes to keep in float: ``layers`` and everything outside the conv tower and the
-    projection (front end, per-utterance normalisation, pooling, L2 norms). Quantizing the
+    """ONNX nodes to keep in float: ``layers`` and everything outside the conv towers and
+    projections (front end, per-utterance normalisation, pooling, L2 norms). Quantizing the
     front end's power spectrum before its log costs the audio embedding most of its accuracy."""
     found = module_nodes(onnx_path, layers)
     found["outside"] = module_nodes(onnx_path, [""], ops=None)[""]
@@ -54,45 +53,58 @@ def float_nodes(onnx_path: Path, layers: list[str]) -> list[str]:
     return sorted({n for nodes in found.values() for n in nodes})
 
 
+def calib_inputs(calib, graph: str) -> dict[str, np.ndarray]:
+    """The calibration arrays a graph's inputs take."""
+    arrays = {"wave": calib.waves, "image": calib.images}
+    return {name: arrays[name] for name in TOWERS[graph]["inputs"]}
+
+
 class _Reader:
-    """ONNX Runtime calibration reader over one tower's calibration inputs, in equal batches
+    """ONNX Runtime calibration reader over a graph's calibration inputs, in equal batches
     (ORT's histogram calibrators stack per-batch outputs; a short last batch is dropped)."""
 
-    def __init__(self, name: str, data: np.ndarray, batch: int = 8):
-        self.items = iter([{name: data[i : i + batch]} for i in range(0, len(data) - batch + 1, batch)])
+    def __init__(self, data: dict[str, np.ndarray], batch: int = 8):
+        n = len(next(iter(data.values())))
+        self.items = iter([{k: v[i : i + batch] for k, v in data.items()} for i in range(0, n - batch + 1, batch)])
 
     def get_next(self):
         return next(self.items, None)
 
 
-def quantize_onnxruntime(model, calib, method: str, exclude: tuple[str, ...], out: Path) -> list[dict]:
+def fp32_graph(model, graph: str, out: Path, opset: int = OPSET) -> Path:
+    """``{graph}.fp32.onnx`` in ``out``, exported once and reused by every precision and format."""
+    path = out / f"{graph}.fp32.onnx"
+    return path if path.exists() else export_tower(model, graph, path, opset=opset)
+
+
+def quantize_onnxruntime(model, calib, method: str, exclude: tuple[str, ...], out: Path, graphs=("audio", "image")) -> list[dict]:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}
     # x86 with VNNI runs u8 x s8 fastest; ARM cores prefer symmetric s8 activations (ORT's guidance).
     act = QuantType.QUInt8 if platform.machine().lower() in ("x86_64", "amd64") else QuantType.QInt8
     arts = []
-    for tower, data in (("audio", calib.waves), ("image", calib.images)):
-        fp32 = export_tower(model, tower, out / f"{tower}.fp32.onnx")
-        dest = out / f"{tower}.int8.onnx"
-        excluded = float_nodes(fp32, _tower_layers(exclude, tower))
-        quantize_static(str(fp32), str(dest), _Reader(TOWERS[tower]["inputs"][0], data), quant_format=QuantFormat.QDQ,
+    for graph in graphs:
+        fp32 = fp32_graph(model, graph, out)
+        dest = out / f"{graph}.int8.onnx"
+        excluded = float_nodes(fp32, _graph_layers(exclude, graph))
+        quantize_static(str(fp32), str(dest), _Reader(calib_inputs(calib, graph)), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=act, weight_type=QuantType.QInt8, calibrate_method=methods[method],
                         nodes_to_exclude=excluded, extra_options={"CalibPercentile": 99.99, "CalibMovingAverage": False})
-        arts.append(_artifact(fp32, tower, "onnx", "onnxruntime", "fp32"))
-        arts.append(_artifact(dest, tower, "onnx", "onnxruntime", "int8", activations=str(act).split(".")[-1], float_nodes=excluded))
+        arts.append(artifact(fp32, graph, "onnx", "onnxruntime", "fp32"))
+        arts.append(artifact(dest, graph, "onnx", "onnxruntime", "int8", activations=str(act).split(".")[-1], float_nodes=excluded))
     return arts
 
 
-def quantize_tensorrt(model, calib, method: str, exclude: tuple[str, ...], out: Path, qmodel=None) -> list[dict]:
+def quantize_tensorrt(model, calib, method: str, exclude: tuple[str, ...], out: Path, qmodel=None, graphs=("audio", "image")) -> list[dict]:
     """Q/DQ ONNX graphs from a Model Optimizer fake-quant model (PTQ, or the QAT result)."""
     from edge_sdk.quant.fakequant import fake_quantize
 
     qmodel = qmodel if qmodel is not None else fake_quantize(model, calib, method, exclude)
     arts = []
-    for tower in ("audio", "image"):
+    for tower in graphs:
         dest = export_tower(qmodel, tower, out / f"{tower}.int8.qdq.onnx", dynamo=False)
-        arts.append(_artifact(dest, tower, "onnx", "tensorrt", "int8", note="explicit Q/DQ (TensorRT 10 and 11); runs in ONNX Runtime here"))
+        arts.append(artifact(dest, tower, "onnx", "tensorrt", "int8", note="explicit Q/DQ (TensorRT 10 and 11); runs in ONNX Runtime here"))
     return arts
 
 
@@ -138,7 +150,7 @@ def quantize_xnnpack(model, calib, method: str, exclude: tuple[str, ...], out: P
             prepared(torch.from_numpy(np.ascontiguousarray(data[i : i + 1])))
         converted = _drop_unused_state(convert_pt2e(prepared))
         dest, delegated = lower_to_pte(converted, example, out / f"{tower}.int8.pte")
-        arts.append(_artifact(dest, tower, "executorch", "xnnpack", "int8", delegated=delegated))
+        arts.append(artifact(dest, tower, "executorch", "executorch", "int8", delegate="xnnpack", delegated=delegated))
     return arts
 
 

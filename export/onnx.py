@@ -1,9 +1,11 @@
-"""ONNX export of the two towers, front end baked in.
+"""ONNX export of a model's graphs, front end baked in.
 
-Each tower is its own graph, so an app can run audio and vision at different rates:
+Each tower is its own graph, so an app can run audio and vision at different rates, and
+the whole model is one more graph for apps that run both together:
 
 - ``audio``: ``wave`` [B, num_samples] float32 -> ``audio_emb`` [B, D]
 - ``image``: ``image`` [B, 3, S, S] float32 RGB in [0, 255] -> ``image_emb`` [B, D], ``image_map`` [B, D, h, w]
+- ``av``: ``wave``, ``image`` -> ``audio_emb``, ``image_emb``, ``image_map``
 
 The batch axis is dynamic. Float graphs come from the ``torch.export`` (dynamo) exporter:
 batch norms folded into initializers, which ONNX Runtime's QDQ quantizer needs to fuse
@@ -21,34 +23,41 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["TOWERS", "OPSET", "export_tower", "tower_inputs", "module_nodes"]
+__all__ = ["TOWERS", "OPSET", "export_tower", "example_inputs", "input_shapes", "module_nodes"]
 
 OPSET = 18
 TOWERS = {
     "audio": {"inputs": ["wave"], "outputs": ["audio_emb"]},
     "image": {"inputs": ["image"], "outputs": ["image_emb", "image_map"]},
+    "av": {"inputs": ["wave", "image"], "outputs": ["audio_emb", "image_emb", "image_map"]},
 }
 
 
-def tower_inputs(spec, tower: str, batch: int = 1) -> torch.Tensor:
-    """A zero input of the tower's shape (for tracing; never used to validate)."""
-    if tower == "audio":
-        return torch.zeros(batch, spec.audio.num_samples)
-    return torch.zeros(batch, 3, spec.image.size, spec.image.size)
+def input_shapes(spec) -> dict[str, tuple[int, ...]]:
+    """Each input's shape without the batch axis, from the spec."""
+    return {"wave": (spec.audio.num_samples,), "image": (3, spec.image.size, spec.image.size)}
+
+
+def example_inputs(spec, graph: str, batch: int = 1) -> tuple[torch.Tensor, ...]:
+    """Zero inputs of a graph's shapes (for tracing; never used to validate)."""
+    shapes = input_shapes(spec)
+    return tuple(torch.zeros(batch, *shapes[name]) for name in TOWERS[graph]["inputs"])
 
 
 def export_tower(model, tower: str, path: str | Path, opset: int = OPSET, dynamo: bool = True) -> Path:
-    """Write one tower of an AVNet (``dynamo=False`` for a Model Optimizer fake-quant copy) as ONNX."""
+    """Write one graph of an AVNet (a tower, or ``av`` for the whole model; ``dynamo=False``
+    for a Model Optimizer fake-quant copy) as ONNX."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    module = getattr(model, tower).eval()
+    module = (model if tower == "av" else getattr(model, tower)).eval()
     names = TOWERS[tower]
-    example = (tower_inputs(model.spec, tower, 2),)
+    example = example_inputs(model.spec, tower, 2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # exporter deprecation and registration notices
         if dynamo:
+            batch = torch.export.Dim("batch")
             torch.onnx.export(module, example, str(path), input_names=names["inputs"], output_names=names["outputs"],
-                              dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=opset, dynamo=True,
+                              dynamic_shapes=tuple({0: batch} for _ in example), opset_version=opset, dynamo=True,
                               external_data=False, verbose=False)  # one self-contained file per graph
         else:
             with torch.inference_mode():
@@ -65,9 +74,18 @@ def _scopes(node) -> list[str]:
     return []
 
 
+def _in_tower(scope: str) -> bool:
+    """Whether a module path lies in a conv tower or projection (``tower.x``, ``audio.proj``, ...)."""
+    parts = scope.split(".")
+    if parts[0] in ("audio", "image"):
+        parts = parts[1:]
+    return bool(parts) and parts[0] in ("tower", "proj")
+
+
 def module_nodes(onnx_path: str | Path, modules: list[str], ops=("Conv", "Gemm", "MatMul")) -> dict[str, list[str]]:
     """Names of the ``ops`` nodes (all nodes when ``ops`` is None) each module (a path
-    inside the tower, or "" for nodes outside every submodule) exported to.
+    inside the exported module, or "" for nodes outside every conv tower and projection)
+    exported to.
 
     A conv followed by a batch norm is exported as one Conv carrying the norm's scope, so
     ``x.0`` (the conv of a conv-bn pair) also matches nodes scoped ``x.1``.
@@ -79,8 +97,7 @@ def module_nodes(onnx_path: str | Path, modules: list[str], ops=("Conv", "Gemm",
     out = {}
     for m in modules:
         if m == "":
-            out[m] = [name for name, scopes in scoped if not scopes - {"", "_empty_nn_module_stack_from_metadata_hook"} or
-                      not any(s.split(".")[0] in ("tower", "proj") for s in scopes if s)]
+            out[m] = [name for name, scopes in scoped if not any(_in_tower(s) for s in scopes if s)]
             continue
         alias = {m} | ({m[:-2] + ".1"} if m.endswith(".0") else set())
         out[m] = [name for name, scopes in scoped if scopes & alias]

@@ -7,6 +7,11 @@ so ``edge-sdk eval``, the benchmark and the live pipeline run any of them unchan
 - :class:`OrtTowers` -- ONNX Runtime (FP32, FP16 or Q/DQ INT8 graphs); no torch needed.
 - :class:`ExecuTorchTowers` -- ExecuTorch ``.pte`` programs through ``executorch.runtime``
   (its Python bindings take torch tensors, so this one imports torch).
+- :class:`TorchTowers` -- the bundle's PyTorch weights (safetensors), eager FP32.
+- ``TrtTowers`` (:mod:`.tensorrt`) -- TensorRT engines, built from the bundle's ONNX on
+  the device they run on and cached.
+
+:func:`open_towers` picks the class for a bundle's backend and precision.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import numpy as np
 from edge_sdk.errors import ModelFileError
 from edge_sdk.spec import ModelSpec
 
-__all__ = ["OrtTowers", "ExecuTorchTowers"]
+__all__ = ["OrtTowers", "ExecuTorchTowers", "TorchTowers", "open_towers", "ort_load_error"]
 
 
 class _Towers:
@@ -36,32 +41,69 @@ class _Towers:
         emb, fmap = self._batched(self._run_image, images)
         return emb, fmap
 
+    concurrent = False  # whether the towers may run side by side (their runs release the GIL)
+
+    def embed_both(self, waves: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``audio_emb, image_emb, image_map`` of paired inputs; the towers run side by side where
+        the backend allows it."""
+        if not self.concurrent:
+            return (self.embed_audio(waves), *self.embed_image(images))
+        if getattr(self, "_pool", None) is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="edge_sdk-audio")
+        audio = self._pool.submit(self.embed_audio, waves)
+        emb, fmap = self.embed_image(images)
+        return audio.result(), emb, fmap
+
 
 class OrtTowers(_Towers):
-    """Two ONNX graphs (``audio``: wave -> audio_emb; ``image``: image -> image_emb, image_map)."""
+    """Two ONNX graphs (``audio``: wave -> audio_emb; ``image``: image -> image_emb, image_map).
+
+    Each session gets half the cores (``threads`` overrides) and :meth:`embed_both` runs the
+    towers side by side. Two sessions with a pool of every core each fight: one pool's
+    threads spin after its run while the other's start, which cost the FP32 towers 40% of
+    their throughput on 2 cores (measured); ORT's process-wide pool would avoid that but
+    binds every other session in the process to it.
+    """
 
     def __init__(self, audio: str | Path, image: str | Path, spec: ModelSpec, map_offset=(0, 0),
                  providers: list[str] | None = None, threads: int = 0, batch_size: int = 64):
+        import os
+
         import onnxruntime as ort
 
         super().__init__(spec, map_offset, batch_size)
         opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
+        opts.intra_op_num_threads = threads or max(1, (os.cpu_count() or 2) // 2)
         providers = providers or ["CPUExecutionProvider"]
         self.sessions = {}
         for tower, path in (("audio", audio), ("image", image)):
             try:
                 self.sessions[tower] = ort.InferenceSession(str(path), opts, providers=providers)
             except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
-                raise ModelFileError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:200]})",
-                                     "the file is damaged or needs a newer onnxruntime: re-export it, or upgrade onnxruntime") from None
+                raise ort_load_error(path, e) from None
+
+    concurrent = True
 
     def _run_audio(self, x):
         return self.sessions["audio"].run(["audio_emb"], {"wave": x})
 
     def _run_image(self, x):
         return self.sessions["image"].run(["image_emb", "image_map"], {"image": x})
+
+
+def ort_load_error(path, e: Exception) -> ModelFileError:
+    """A clear error for a graph ONNX Runtime refused: an opset it lacks, or a damaged file."""
+    import onnxruntime as ort
+
+    msg = str(e)
+    first = msg.splitlines()[0][:200]
+    if "opset" in msg.lower():
+        return ModelFileError(f"{path}: uses an ONNX opset this onnxruntime {ort.__version__} does not have ({first})",
+                              "upgrade onnxruntime (pip install -U onnxruntime), or re-export with a lower --opset (18 is the default)")
+    return ModelFileError(f"{path}: ONNX Runtime cannot load it ({first})",
+                          "the file is damaged or needs a newer onnxruntime: re-export it, or upgrade onnxruntime")
 
 
 class ExecuTorchTowers(_Towers):
@@ -93,3 +135,63 @@ class ExecuTorchTowers(_Towers):
 
     def _run_image(self, x):
         return self._execute("image", x)
+
+
+class TorchTowers(_Towers):
+    """A bundle's PyTorch weights (``model.safetensors``, never a pickle), run eagerly in FP32."""
+
+    def __init__(self, weights: str | Path, spec: ModelSpec, map_offset=(0, 0), batch_size: int = 64, threads: int = 0):
+        import torch
+
+        from edge_sdk.checkpoint import load_tensors
+        from edge_sdk.models.avnet import AVNet
+
+        super().__init__(spec, map_offset, batch_size)
+        if threads:
+            torch.set_num_threads(threads)
+        self.model = AVNet(spec).eval()
+        state = load_tensors(Path(weights))
+        try:
+            self.model.load_state_dict(state)
+        except RuntimeError as e:
+            raise ModelFileError(f"{weights}: the weights do not fit spec {spec.name} ({str(e).splitlines()[0][:160]})",
+                                 "the bundle is inconsistent: re-export it") from None
+
+    def _call(self, fn, x):
+        import torch
+
+        with torch.inference_mode():
+            out = fn(torch.from_numpy(x))
+        return [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
+
+    def _run_audio(self, x):
+        return self._call(self.model.audio, x)
+
+    def _run_image(self, x):
+        return self._call(self.model.image, x)
+
+
+def open_towers(bundle, backend: str | None = None, precision: str | None = None, *, threads: int = 0,
+                batch_size: int | None = None, build_engines: bool = True) -> _Towers:
+    """The runner for one backend/precision of a verified bundle (the first one it has when not given).
+
+    ``tensorrt`` artifacts are engine sources (ONNX): their engines are built on this GPU
+    and cached (``build_engines``), since an engine only runs on the GPU and TensorRT
+    version it was built with.
+    """
+    choice = bundle.find(backend, precision)
+    files, spec, offset = choice.files, bundle.spec, bundle.map_offset
+    extra = {"batch_size": batch_size} if batch_size else {}
+    if choice.format == "safetensors":
+        return TorchTowers(files["av"], spec, offset, threads=threads, **extra)
+    if choice.format == "executorch":
+        return ExecuTorchTowers(files["audio"], files["image"], spec, offset)
+    if choice.backend == "tensorrt":
+        from edge_sdk.runtime.tensorrt import TrtTowers, load_or_build
+
+        if not build_engines:
+            raise ModelFileError(f"{bundle.folder} holds TensorRT engine sources (ONNX), and engine builds are off",
+                                 "pass build_engines=True (the engines are built once for this GPU and cached)")
+        engines = {t: load_or_build(files[t], t, choice.precision) for t in ("audio", "image")}
+        return TrtTowers(engines["audio"], engines["image"], spec, offset, **extra)
+    return OrtTowers(files["audio"], files["image"], spec, offset, threads=threads, **extra)

@@ -108,7 +108,7 @@ def test_bundle_hashes_schema_and_paths_are_checked(tmp_path, model):
             {"file": "i.onnx", "tower": "image", "format": "onnx", "backend": "onnxruntime", "precision": "int8"}]
     write_manifest(tmp_path, model.spec, arts)
     b = read_bundle(tmp_path)
-    assert b.find("onnxruntime", "int8")["audio"].name == "a.onnx"
+    assert b.find("onnxruntime", "int8").files["audio"].name == "a.onnx"
     with pytest.raises(ModelFileError, match="--backend onnxruntime --precision int8"):
         b.find("xnnpack")
     (tmp_path / "a.onnx").write_bytes(b"audiX")
@@ -139,7 +139,7 @@ def test_quantize_run_writes_bundle_report_and_tries_qat(model, tmp_path):
     assert any("QAT" in n for n in report["notes"])
     assert report["calibration"]["pairs"] == 40 and len(report["calibration"]["sha256"]) == 64
     bundle = read_bundle(tmp_path / "b")
-    assert bundle.find("onnxruntime", "int8")["image"].suffix == ".onnx"
+    assert bundle.find("onnxruntime", "int8").files["image"].suffix == ".onnx"
     assert {a["precision"] for a in bundle.manifest["artifacts"]} >= {"fp32", "int8", "fp16"}
     assert "| avnet_s.avdigits | onnxruntime | int8 |" in (tmp_path / "b" / "report.md").read_text()
     with pytest.raises(Exception, match="already holds a bundle"):

@@ -22,6 +22,8 @@ EXAMPLES = {
     "eval": "edge-sdk eval avnet_t.avdigits --fsdd ../shared/data/fsdd/recordings --mnist ../shared/data/mnist --json eval.json",
     "calib": "edge-sdk calib --out runs/calib --n 256",
     "quantize": "edge-sdk quantize runs/student_s/model.safetensors --target all --calib runs/calib --out runs/student_s_int8",
+    "export": "edge-sdk export student_s --format onnx,executorch --precision fp32,int8 --calib runs/calib --out runs/bundle --zip",
+    "bench": "edge-sdk bench edge_sdk/assets/bundles/avnet_s-demo --json bench.json --md bench.md --png bench.png",
     "info": "edge-sdk info --json",
     "doctor": "edge-sdk doctor",
 }
@@ -111,14 +113,43 @@ def cmd_quantize(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from edge_sdk.eval.evaluate import EvalConfig
+    from edge_sdk.export.engine import export_bundle, format_export_report
+
+    fsdd, mnist = _resolve_data(args)
+    report = export_bundle(args.model, args.out, args.format, args.precision, calib=args.calib, method=args.method,
+                           fsdd=fsdd, mnist=mnist, eval_cfg=EvalConfig(scenes=args.scenes), opset=args.opset,
+                           allow_mismatch=args.allow_mismatch, zip_bundle=args.zip, name=args.name)
+    print(format_export_report(report))
+    print(f"bundle in {args.out}" + (f" and {report['zip']}" if report.get("zip") else ""))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from edge_sdk.eval.evaluate import EvalConfig
+    from edge_sdk.export.bench import bench_bundle, format_bench, plot_bench
+
+    fsdd, mnist = _resolve_data(args)
+    report = bench_bundle(args.bundle, teacher=args.teacher or None, batch=args.batch, seconds=args.seconds, fsdd=fsdd, mnist=mnist,
+                          eval_cfg=EvalConfig(scenes=args.scenes), only=args.only.split(",") if args.only else None)
+    text = format_bench(report)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report["rows"], indent=2))
+    if args.md:
+        Path(args.md).write_text(text)
+    if args.png:
+        plot_bench(report, args.png)
+    return 0
+
+
 def _bundle_embedder(path: str, backend: str | None, precision: str | None):
     from edge_sdk.bundle import read_bundle
-    from edge_sdk.runtime.backends import ExecuTorchTowers, OrtTowers
+    from edge_sdk.runtime.backends import open_towers
 
     bundle = read_bundle(path)
-    towers = bundle.find(backend, precision)
-    cls = ExecuTorchTowers if towers["audio"].suffix == ".pte" else OrtTowers
-    return cls(towers["audio"], towers["image"], bundle.spec, bundle.map_offset), bundle
+    return open_towers(bundle, backend, precision), bundle
 
 
 def cmd_eval(args) -> int:
@@ -126,7 +157,7 @@ def cmd_eval(args) -> int:
     from edge_sdk.models.shipped import resolve_model
 
     fsdd, mnist = _resolve_data(args)
-    if Path(args.model).is_dir():  # a bundle: run it through its own runtime
+    if Path(args.model).is_dir() or args.model.endswith(".zip"):  # a bundle: run it through its own runtime
         embedder, bundle = _bundle_embedder(args.model, args.backend, args.precision)
         cfg = EvalConfig(scenes=args.scenes, k=args.k, seed=args.seed, test_speakers=tuple(args.test_speakers.split(",")) if args.test_speakers else EvalConfig.test_speakers)
         res = evaluate(embedder, bundle.spec, fsdd, mnist, cfg, heatmap_png=args.heatmaps)
@@ -147,17 +178,44 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def format_bundle(bundle) -> str:
+    """A bundle's manifest for people: the model, every file with its backend, precision, size and parity."""
+    m = bundle.manifest
+    lines = [f"bundle {m.get('name', bundle.folder.name)} (schema {m['schema']}) at {bundle.folder}",
+             f"spec {bundle.spec.name}: audio {bundle.spec.audio.sample_rate} Hz x {bundle.spec.audio.num_samples} samples, "
+             f"image {bundle.spec.image.size}x{bundle.spec.image.size} RGB, embedding {bundle.spec.embed_dim}",
+             f"{'file':<26}{'graph':<7}{'backend':<13}{'precision':<10}{'MB':>7}  parity  sha256"]
+    for a in m["artifacts"]:
+        lines.append(f"{a['file']:<26}{a['tower']:<7}{a['backend']:<13}{a['precision']:<10}{a['bytes'] / 1e6:>7.2f}  "
+                     f"{a.get('parity', '-'):<7} {a['sha256'][:12]}")
+    for key, metrics in (m.get("metrics") or {}).items():
+        lines.append(f"metrics {key}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k in ("pointing_acc", "a2i_r1", "probe_audio_acc")))
+    if m.get("calibration"):
+        lines.append(f"calibration: {m['calibration'].get('pairs')} pairs, sha256 {m['calibration'].get('sha256', '')[:16]}")
+    lines.append("made with " + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items()))
+    return "\n".join(lines)
+
+
 def cmd_info(args) -> int:
+    from edge_sdk.bundle import read_bundle, shipped_bundles
+
+    if args.bundle:
+        bundle = read_bundle(args.bundle)
+        print(json.dumps(bundle.manifest, indent=2) if args.json else format_bundle(bundle))
+        return 0
     from edge_sdk.models.shipped import model_table
 
     rows = model_table()
+    bundles = [{"name": n, "path": str(p)} for n, p in shipped_bundles().items()]
     if args.json:
-        print(json.dumps({"models": rows}, indent=2))
+        print(json.dumps({"models": rows, "bundles": bundles}, indent=2))
     else:
         print(f"{'name':<22}{'role':<9}{'params':>10}{'MMACs':>9}  outputs / path")
         for r in rows:
             shapes = ", ".join(f"{k}{v}" for k, v in r["outputs"].items())
             print(f"{r['name']:<22}{r['role']:<9}{r['params']:>10,}{r['macs'] / 1e6:>9.1f}  {shapes}  {r['path'] or '(not shipped)'}")
+        for b in bundles:
+            print(f"bundle {b['name']:<15} {b['path']}")
     return 0
 
 
@@ -222,9 +280,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fp16", action="store_true", help="skip the FP16 graphs for GPU targets")
     _data_args(p)
 
+    p = add("export", cmd_export, "Export to ONNX, TensorRT and ExecuTorch: a bundle validated on real data.")
+    p.add_argument("model", help="a .safetensors checkpoint or a shipped model name (student_s, avnet_s.avdigits, ...)")
+    p.add_argument("--format", default="all", help="onnx, tensorrt, executorch, a comma list, or all (default)")
+    p.add_argument("--precision", default="all", help="fp32, fp16, int8, a comma list, or all (default)")
+    p.add_argument("--calib", help="calibration folder for int8 (edge-sdk calib --out DIR)")
+    p.add_argument("--method", default="percentile", choices=["minmax", "percentile", "entropy"], help="int8 activation calibration")
+    p.add_argument("--out", required=True, help="new bundle folder: model files, manifest.json, report.json, report.md")
+    p.add_argument("--zip", action="store_true", help="also write OUT.zip")
+    p.add_argument("--name", help="bundle name in the manifest (default SPEC-bundle)")
+    p.add_argument("--opset", type=int, help="ONNX opset (default 18)")
+    p.add_argument("--scenes", type=int, default=500, help="eval scenes per row (default 500)")
+    p.add_argument("--allow-mismatch", action="store_true", help="keep a bundle whose parity missed its tolerance (recorded in the manifest)")
+    _data_args(p)
+
+    p = add("bench", cmd_bench, "Benchmark every format/precision/backend of a bundle, with parity and metrics, in one table.")
+    p.add_argument("bundle", help="a bundle folder or .zip (edge-sdk info lists the shipped ones)")
+    p.add_argument("--teacher", default="teacher", help="teacher row, PyTorch eager FP32 ('' to skip)")
+    p.add_argument("--batch", type=int, default=32, help="throughput batch (default 32; ExecuTorch programs run batch 1)")
+    p.add_argument("--seconds", type=float, default=2.0, help="timing per measurement (default 2)")
+    p.add_argument("--scenes", type=int, default=500, help="eval scenes per row (default 500)")
+    p.add_argument("--only", help="comma list of backend/precision rows, e.g. onnxruntime/int8,torch/fp32")
+    p.add_argument("--json", help="write the rows as a JSON list here")
+    p.add_argument("--md", help="write the Markdown table here")
+    p.add_argument("--png", help="write a throughput chart here")
+    _data_args(p)
+
     p = add("eval", cmd_eval, "Evaluate a model on speaker- and image-disjoint AV-Digits.")
-    p.add_argument("model", help="a .safetensors checkpoint, a shipped model name (edge-sdk info) or a bundle folder")
-    p.add_argument("--backend", help="bundles: onnxruntime, xnnpack or tensorrt (default: the first with both towers)")
+    p.add_argument("model", help="a .safetensors checkpoint, a shipped model name (edge-sdk info), or a bundle folder or .zip")
+    p.add_argument("--backend", help="bundles: onnxruntime, tensorrt, executorch or torch (default: the first it has)")
     p.add_argument("--precision", help="bundles: fp32, fp16 or int8")
     p.add_argument("--scenes", type=int, default=500, help="test scenes (default 500)")
     p.add_argument("--k", type=int, default=3, help="digits per scene (default 3)")
@@ -234,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heatmaps", help="write a PNG of example localization heatmaps here")
     _data_args(p)
 
-    p = add("info", cmd_info, "List registered and shipped models (parameters, MACs, outputs).")
+    p = add("info", cmd_info, "List registered and shipped models and bundles, or describe one bundle.")
+    p.add_argument("bundle", nargs="?", help="a bundle folder or .zip to describe (its manifest)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = add("doctor", cmd_doctor, "Report backends, devices and packages on this machine.")

@@ -46,9 +46,12 @@ def model_path(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.suffix == ".safetensors" or path.exists():
         return path.with_suffix(".safetensors")
+    from edge_sdk.spec import ALIASES
+
     shipped = shipped_models()
-    if name_or_path in shipped:
-        return shipped[name_or_path]
+    name = ALIASES.get(name_or_path, name_or_path)
+    if name in shipped:
+        return shipped[name]
     raise ModelFileError(f"no model file or shipped model named {name_or_path!r}",
                          f"pass a .safetensors path, or one of: {', '.join(shipped) or '(none shipped)'}")
 

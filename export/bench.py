@@ -1,0 +1,214 @@
+"""``edge-sdk bench``: every format, precision and backend of a bundle in one table, measured
+side by side in one run, with parity.
+
+Rows: each runnable backend/precision of the bundle, plus PyTorch eager FP32 of the same
+model (the bundle's weights) and of the teacher, so every speed-up is a ratio measured in
+the same process on the same real inputs. Per row: status, size, latency p50/p95 at batch
+1 (audio tower, vision tower, both), throughput (pairs/s at the backend's batch), every
+task metric of ``edge-sdk eval`` through that backend, the parity verdict recorded at
+export, MACs per pair and the achieved GMAC/s against this machine's own peak, measured in
+the same run by a large FP32 and INT8 (u8 x s8) matrix product in ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge_sdk.eval.evaluate import METRIC_KEYS, EvalConfig, evaluate
+from edge_sdk.export.validate import real_inputs
+
+__all__ = ["measure_peak", "latency", "throughput", "bench_bundle", "format_bench", "plot_bench"]
+
+log = logging.getLogger(__name__)
+
+
+def _timed(fn, seconds: float, min_runs: int = 20) -> np.ndarray:
+    fn()  # warm-up: first-run allocations and kernel selection
+    times, t_end = [], time.perf_counter() + seconds
+    while time.perf_counter() < t_end or len(times) < min_runs:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return np.array(times)
+
+
+def measure_peak(n: int = 1024, seconds: float = 1.0) -> dict[str, float]:
+    """This machine's GMAC/s for an n^3 FP32 MatMul and an INT8 (u8 x s8 -> s32) MatMulInteger in ONNX Runtime."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    out = {}
+    for kind, op, ta, tb, tout in (("fp32", "MatMul", TensorProto.FLOAT, TensorProto.FLOAT, TensorProto.FLOAT),
+                                   ("int8", "MatMulInteger", TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32)):
+        graph = helper.make_graph([helper.make_node(op, ["a", "b"], ["y"])], kind,
+                                  [helper.make_tensor_value_info("a", ta, [n, n]), helper.make_tensor_value_info("b", tb, [n, n])],
+                                  [helper.make_tensor_value_info("y", tout, [n, n])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        if kind == "fp32":
+            feed = {"a": rng.standard_normal((n, n), np.float32), "b": rng.standard_normal((n, n), np.float32)}
+        else:
+            feed = {"a": rng.integers(0, 255, (n, n), np.uint8), "b": rng.integers(-127, 127, (n, n), np.int8)}
+        onnx.checker.check_model(model)
+        t = _timed(lambda: sess.run(None, feed), seconds, 5)
+        out[kind] = round(n**3 / float(np.min(t)) / 1e9, 1)
+    return out
+
+
+def latency(runner, inputs: dict, seconds: float) -> dict[str, tuple[float, float]]:
+    """p50/p95 milliseconds at batch 1: audio tower, vision tower, and both (side by side where the backend can)."""
+    wave, image = inputs["wave"][:1], inputs["image"][:1]
+    parts = {"audio": lambda: runner.embed_audio(wave), "image": lambda: runner.embed_image(image),
+             "both": lambda: runner.embed_both(wave, image)}
+    res = {}
+    for name, fn in parts.items():
+        t = _timed(fn, seconds) * 1e3
+        res[name] = (round(float(np.percentile(t, 50)), 3), round(float(np.percentile(t, 95)), 3))
+    return res
+
+
+def throughput(runner, inputs: dict, batch: int, seconds: float) -> float:
+    """Audio-image pairs per second through both towers at ``batch``."""
+    reps = -(-batch // len(inputs["wave"]))
+    wave, image = np.tile(inputs["wave"], (reps, 1))[:batch], np.tile(inputs["image"], (reps, 1, 1, 1))[:batch]
+    t = _timed(lambda: runner.embed_both(wave, image), seconds, 5)
+    return round(batch / float(np.median(t)), 1)
+
+
+def _row(name, choice_or_none, runner, inputs, cfg, fsdd, mnist, macs, peak, batch, seconds, size_mb, parity) -> dict:
+    backend, precision, fmt = choice_or_none
+    b = getattr(runner, "batch_size", batch)
+    b = min(batch, b) if b else batch
+    lat = latency(runner, inputs, seconds)
+    fps = throughput(runner, inputs, b, seconds)
+    metrics = evaluate(runner, runner.spec, fsdd, mnist, cfg)
+    gmacs = macs * fps / 1e9
+    ref = peak["int8" if precision == "int8" else "fp32"]
+    return {"model": name, "format": fmt, "backend": backend, "precision": precision, "status": "ok", "size_mb": size_mb,
+            "latency_p50_ms": lat["both"][0], "latency_p95_ms": lat["both"][1],
+            "audio_p50_ms": lat["audio"][0], "audio_p95_ms": lat["audio"][1], "image_p50_ms": lat["image"][0], "image_p95_ms": lat["image"][1],
+            "throughput_fps": fps, "batch": b, "macs": macs, "gmacs": round(gmacs, 2), "peak_gmacs": ref,
+            "peak_fraction": round(gmacs / ref, 4), "parity": parity, **{k: metrics[k] for k in METRIC_KEYS}}
+
+
+def bench_bundle(path: str | Path, *, teacher: str | None = "teacher", batch: int = 32, seconds: float = 2.0,
+                 fsdd=None, mnist=None, eval_cfg: EvalConfig | None = None, only: list[str] | None = None) -> dict:
+    """Benchmark every backend/precision of a bundle (``only``: ``backend/precision`` keys) plus the eager teacher."""
+    from edge_sdk.bundle import read_bundle
+    from edge_sdk.errors import EdgeSDKError
+    from edge_sdk.runtime.backends import open_towers
+
+    bundle = read_bundle(path)
+    cfg = eval_cfg or EvalConfig()
+    inputs = real_inputs(bundle.spec, fsdd, mnist, 64, test_speakers=cfg.test_speakers)
+    log.info("bench: measuring this machine's peak (FP32 and INT8 matrix products)")
+    peak = measure_peak()
+    macs = bundle.manifest.get("macs") or 0
+    parity = bundle.manifest.get("parity") or {}
+    rows = []
+    for c in bundle.choices():
+        key = f"{c.backend}/{c.precision}"
+        if only and key not in only:
+            continue
+        size = round(sum(p.stat().st_size for g, p in c.files.items() if g != "av" or len(c.files) == 1) / 1e6, 3)
+        base = {"model": bundle.spec.name, "format": c.format, "backend": c.backend, "precision": c.precision, "size_mb": size}
+        log.info("bench: %s", key)
+        try:
+            runner = open_towers(bundle, c.backend, c.precision, batch_size=batch)
+        except EdgeSDKError as e:
+            rows.append({**base, "status": f"skipped: {e.problem}", "parity": parity.get(key, {}).get("status", "-")})
+            continue
+        rows.append(_row(bundle.spec.name, (c.backend, c.precision, c.format), runner, inputs, cfg, fsdd, mnist, macs, peak, batch,
+                         seconds, size, parity.get(key, {}).get("status", "-")))
+    if teacher:
+        rows.append(_teacher_row(teacher, inputs, cfg, fsdd, mnist, peak, batch, seconds))
+    return {"bundle": str(bundle.folder), "model": bundle.spec.name, "peak_gmacs": peak, "batch": batch,
+            "eval_scenes": cfg.scenes, "rows": rows, "ratios": ratios(rows, bundle.spec.name)}
+
+
+def _teacher_row(teacher, inputs, cfg, fsdd, mnist, peak, batch, seconds) -> dict:
+    from edge_sdk.errors import ModelFileError
+    from edge_sdk.models.shipped import count_macs, model_path, resolve_model
+    from edge_sdk.runtime.backends import TorchTowers
+
+    try:
+        model, meta = resolve_model(teacher)
+    except ModelFileError as e:
+        return {"model": teacher, "format": "safetensors", "backend": "torch", "precision": "fp32", "status": f"skipped: {e.problem}"}
+    log.info("bench: teacher %s (PyTorch eager FP32)", teacher)
+    runner = TorchTowers(model_path(teacher), model.spec, meta.get("map_offset_px") or (0, 0), batch_size=batch)
+    row = _row(model.spec.name, ("torch", "fp32", "safetensors"), runner, inputs, cfg, fsdd, mnist, count_macs(model), peak,
+               batch, seconds, round(model_path(teacher).stat().st_size / 1e6, 3), "reference")
+    return {**row, "role": "teacher"}
+
+
+def ratios(rows: list[dict], model: str) -> dict[str, float]:
+    """Throughput ratios of the issue's targets, from rows measured in this run."""
+    fps = {(r["model"], r["backend"], r["precision"]): r["throughput_fps"] for r in rows if r.get("status") == "ok"}
+    teacher = next((r["throughput_fps"] for r in rows if r.get("role") == "teacher" and r.get("status") == "ok"), None)
+    out = {}
+    pairs = {"ort_int8_vs_ort_fp32": (("onnxruntime", "int8"), ("onnxruntime", "fp32")),
+             "executorch_int8_vs_torch_fp32": (("executorch", "int8"), ("torch", "fp32")),
+             "ort_fp32_vs_torch_fp32": (("onnxruntime", "fp32"), ("torch", "fp32"))}
+    for name, (a, b) in pairs.items():
+        if (model, *a) in fps and (model, *b) in fps:
+            out[name] = round(fps[(model, *a)] / fps[(model, *b)], 2)
+    if teacher and (model, "onnxruntime", "int8") in fps:
+        out["ort_int8_vs_teacher_torch_fp32"] = round(fps[(model, "onnxruntime", "int8")] / teacher, 1)
+    lat = {(r["model"], r["backend"], r["precision"]): r["latency_p50_ms"] for r in rows if r.get("status") == "ok"}
+    if (model, "executorch", "int8") in lat and (model, "torch", "fp32") in lat:
+        out["executorch_int8_vs_torch_fp32_latency_b1"] = round(lat[(model, "torch", "fp32")] / lat[(model, "executorch", "int8")], 2)
+    return out
+
+
+def format_bench(report: dict) -> str:
+    keys = ("pointing_acc", "a2i_r1", "probe_audio_acc")
+    lines = [f"# Benchmark: {report['model']} ({report['bundle']})", "",
+             f"Peak of this machine (ONNX Runtime, 1024^3 matrix product): FP32 {report['peak_gmacs']['fp32']} GMAC/s, "
+             f"INT8 {report['peak_gmacs']['int8']} GMAC/s. Latency at batch 1; throughput at batch {report['batch']} "
+             f"(1 for ExecuTorch programs); metrics on {report['eval_scenes']} held-out scenes.", "",
+             "| model | format | backend | precision | status | size MB | audio p50/p95 ms | image p50/p95 ms | both p50/p95 ms | "
+             "pairs/s | MMACs | GMAC/s (% peak) | parity | " + " | ".join(keys) + " |",
+             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|" + "---:|" * len(keys)]
+    for r in report["rows"]:
+        if r.get("status") != "ok":
+            lines.append(f"| {r['model']} | {r['format']} | {r['backend']} | {r['precision']} | {r['status']} | {r.get('size_mb', '')} |" + " |" * (7 + len(keys)))
+            continue
+        lines.append(f"| {r['model']} | {r['format']} | {r['backend']} | {r['precision']} | ok | {r['size_mb']:.2f} | "
+                     f"{r['audio_p50_ms']:.2f}/{r['audio_p95_ms']:.2f} | {r['image_p50_ms']:.2f}/{r['image_p95_ms']:.2f} | "
+                     f"{r['latency_p50_ms']:.2f}/{r['latency_p95_ms']:.2f} | {r['throughput_fps']:.0f} | {r['macs'] / 1e6:.1f} | "
+                     f"{r['gmacs']:.1f} ({100 * r['peak_fraction']:.1f}%) | {r['parity']} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |")
+    if report["ratios"]:
+        lines += ["", "Ratios (same run): " + ", ".join(f"{k} {v}x" for k, v in report["ratios"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def plot_bench(report: dict, png: str | Path) -> Path:
+    """Throughput per row (log scale), coloured by precision, with each row's share of peak."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["rows"] if r.get("status") == "ok"]
+    labels = [f"{r['model'].split('.')[0]} {r['backend']} {r['precision']}" for r in rows]
+    colors = {"fp32": "#4c72b0", "fp16": "#55a868", "int8": "#c44e52"}
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
+    ax.barh(labels, [r["throughput_fps"] for r in rows], color=[colors[r["precision"]] for r in rows])
+    for i, r in enumerate(rows):
+        ax.text(r["throughput_fps"], i, f" {r['throughput_fps']:.0f}/s, {100 * r['peak_fraction']:.0f}% peak, pointing {r['pointing_acc']:.2f}",
+                va="center", fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("audio-image pairs per second (log)")
+    ax.set_title(f"edge-sdk bench: {report['model']}")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return Path(png)

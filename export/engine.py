@@ -1,0 +1,201 @@
+"""``edge-sdk export``: the one generic engine behind every exporter.
+
+For each requested format and precision: the exporter writes its files -> they are run
+through their real runtime on held-out AV-Digits scenes -> every output is compared with
+PyTorch (max abs diff, cosine) and the heatmaps with PyTorch's -> the task metrics are
+measured through the same runtime -> :func:`~.validate.verdict` against the exporter's
+tolerance. A miss fails the export (:class:`ExportMismatch`, non-zero exit) unless
+``allow_mismatch``; the report (``report.json``, ``report.md``) is written either way and
+says which output missed and by how much, and the manifest only when the bundle passed
+(or the mismatch was allowed, which the manifest then records).
+
+The bundle always holds the PyTorch weights (``model.safetensors``): they are the
+reference, ``--backend torch`` of ``edge-sdk eval`` and the eager rows of ``edge-sdk bench``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge_sdk.bundle import MANIFEST, pack_zip, write_manifest
+from edge_sdk.errors import ConfigError, EdgeSDKError
+from edge_sdk.eval.evaluate import METRIC_KEYS, EvalConfig, evaluate
+from edge_sdk.export.formats import EXPORTERS, Job
+from edge_sdk.export.onnx import TOWERS, input_shapes
+from edge_sdk.export.validate import compare, heatmap_agreement, real_inputs, run_graph, verdict
+
+__all__ = ["export_bundle", "ExportMismatch", "PRECISIONS", "GATED", "format_export_report"]
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "int8")
+GATED = ("pointing_acc", "a2i_r1", "probe_audio_acc")
+
+
+class ExportMismatch(EdgeSDKError):
+    """An exported model missed its tolerance on real inputs."""
+
+
+def _parse(value, allowed, what: str) -> list[str]:
+    items = list(allowed) if value in ("all", None) else ([value] if isinstance(value, str) else list(value))
+    items = [i for part in items for i in part.split(",")]
+    bad = [i for i in items if i not in allowed]
+    if bad or not items:
+        raise ConfigError(f"unknown {what} {bad}", f"use one or more of: {', '.join(allowed)}, or all")
+    return items
+
+
+def _shapes(graph: str, spec, ref: dict[str, np.ndarray], batch: str) -> dict[str, list]:
+    ins = input_shapes(spec)
+    b = "batch" if batch == "dynamic" else int(batch)
+    return {**{n: [b, *ins[n]] for n in TOWERS[graph]["inputs"]}, **{n: [b, *ref[n].shape[1:]] for n in TOWERS[graph]["outputs"]}}
+
+
+def _whole_model_parity(path: Path, inputs: dict, ref: dict) -> dict:
+    """Parity of the one-graph model (``av``) through ONNX Runtime."""
+    import onnxruntime as ort
+
+    from edge_sdk.runtime.backends import ort_load_error
+
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001
+        raise ort_load_error(path, e) from None
+    outs = sess.run(TOWERS["av"]["outputs"], {"wave": inputs["wave"], "image": inputs["image"]})
+    return compare(ref, dict(zip(TOWERS["av"]["outputs"], outs)))
+
+
+def _validate(exporter, precision, arts, job, inputs, ref, base, fsdd, mnist, cfg, spec, offset) -> dict:
+    files = {a["tower"]: job.out / a["file"] for a in arts}
+    runner = exporter.runner(files, spec, offset, precision)
+    t0 = time.perf_counter()
+    got = run_graph(runner, inputs)
+    parity = compare(ref, got)
+    heat = heatmap_agreement(ref, got)
+    metrics = evaluate(runner, spec, fsdd, mnist, cfg)
+    drops = {k: round(base[k] - metrics[k], 4) for k in GATED} if base else {}
+    misses = verdict(parity, heat, drops, exporter.tolerance(precision))
+    if "av" in files and exporter.format == "onnx":
+        whole = _whole_model_parity(files["av"], inputs, ref)
+        misses += [f"whole-model graph {m}" for m in verdict(whole, None, None, exporter.tolerance(precision))]
+        parity = {**parity, **{f"av/{k}": v for k, v in whole.items()}}
+    return {"parity": parity, "heatmap_agreement": heat, "metrics": {k: metrics[k] for k in METRIC_KEYS}, "drop": drops,
+            "misses": misses, "validate_s": round(time.perf_counter() - t0, 1)}
+
+
+def export_bundle(model_ref: str, out: str | Path, formats="all", precisions="all", *, calib=None, method: str = "percentile",
+                  fsdd=None, mnist=None, eval_cfg: EvalConfig | None = None, parity_scenes: int = 64, opset: int | None = None,
+                  allow_mismatch: bool = False, zip_bundle: bool = False, name: str | None = None) -> dict:
+    """Export ``model_ref`` (checkpoint or shipped name) into the bundle folder ``out``; returns the report."""
+    from edge_sdk.checkpoint import atomic_write_text
+    from edge_sdk.models.shipped import count_macs, resolve_model
+
+    formats = _parse(formats, [f for f in EXPORTERS if f != "torch"], "format(s)")
+    precisions = _parse(precisions, PRECISIONS, "precision(s)")
+    out = Path(out)
+    if (out / MANIFEST).exists() or (out.exists() and any(out.iterdir())):
+        raise EdgeSDKError(f"{out} is not empty", "choose a new --out folder (nothing is overwritten)")
+    model, meta = resolve_model(model_ref)
+    spec = model.spec
+    out.mkdir(parents=True, exist_ok=True)
+    job = Job(model, out, Path(calib) if calib else None, method, **({"opset": opset} if opset else {}))
+    cfg = eval_cfg or EvalConfig()
+    offset = tuple(meta.get("map_offset_px") or (0, 0))
+    inputs = real_inputs(spec, fsdd, mnist, parity_scenes, test_speakers=cfg.test_speakers)
+    import torch
+
+    with torch.inference_mode():
+        raw = model(torch.from_numpy(inputs["wave"]), torch.from_numpy(inputs["image"]))
+    ref = {k: v.numpy() for k, v in raw.items()}
+
+    rows, artifacts, base = [], [], None
+    plan = [("torch", "fp32")] + [(f, p) for f in formats for p in precisions]
+    for fmt, precision in plan:
+        exporter = EXPORTERS[fmt]
+        row = {"format": exporter.format, "exporter": fmt, "backend": exporter.backend, "precision": precision, "batch": exporter.batch}
+        if precision not in exporter.precisions:
+            rows.append({**row, "status": f"skipped: {fmt} has no {precision} path (it has {', '.join(exporter.precisions)})"})
+            continue
+        if reason := exporter.missing():
+            rows.append({**row, "status": f"skipped: {reason}"})
+            continue
+        log.info("export: %s %s", fmt, precision)
+        try:
+            arts = exporter.write(job, precision)
+            result = _validate(exporter, precision, arts, job, inputs, ref, base, fsdd, mnist, cfg, spec, offset)
+        except EdgeSDKError as e:
+            rows.append({**row, "status": "failed", "misses": [str(e)]})
+            continue
+        if base is None:
+            base = result["metrics"]
+        for a in arts:
+            a.update(shapes=_shapes(a["tower"], spec, ref, exporter.batch), parity="passed" if not result["misses"] else "failed")
+        artifacts += arts
+        size = sum((out / a["file"]).stat().st_size for a in arts if a["tower"] != "av" or exporter.format == "safetensors")
+        status = "ok" if not result["misses"] else "mismatch"
+        if fmt == "tensorrt":
+            row["engine"] = exporter.engine_status()
+        if any("delegated" in a for a in arts):
+            row["delegation"] = [{"graph": a["tower"], **a["delegated"]} for a in arts if "delegated" in a]
+        rows.append({**row, "status": status, "files": [a["file"] for a in arts], "size_mb": round(size / 1e6, 3),
+                     "tolerance": exporter.tolerance(precision).to_dict(), **result})
+
+    failed = [r for r in rows if r["status"] in ("failed", "mismatch")]
+    report = {"model": model_ref, "spec": spec.name, "macs": count_macs(model), "formats": formats, "precisions": precisions,
+              "inputs": {"scenes": parity_scenes, "data": inputs["source"]},
+              "eval": {"scenes": cfg.scenes, "k": cfg.k, "seed": cfg.seed, "test_speakers": list(cfg.test_speakers)},
+              "calibration": ({**job.calib.describe(), "method": method} if job._calib is not None else None),
+              "rows": rows, "passed": not failed, "allow_mismatch": allow_mismatch}
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2))
+    atomic_write_text(out / "report.md", format_export_report(report))
+    listed = {a["file"] for a in artifacts}
+    for f in out.iterdir():  # intermediate graphs no requested precision kept
+        if f.is_file() and f.name not in listed and not f.name.startswith("report."):
+            f.unlink()
+    if failed and not allow_mismatch:
+        raise ExportMismatch(f"{len(failed)} export(s) missed their tolerance: " +
+                             "; ".join(f"{r['exporter']} {r['precision']}: {', '.join(r['misses'])}" for r in failed),
+                             f"see {out / 'report.md'}; pass --allow-mismatch to keep the bundle anyway (the manifest records it)")
+    seen, unique = set(), []
+    for a in artifacts:
+        if (a["file"], a["backend"], a["precision"]) not in seen:
+            seen.add((a["file"], a["backend"], a["precision"]))
+            unique.append(a)
+    write_manifest(out, spec, unique, name=name or f"{spec.name}-bundle", map_offset_px=list(offset), macs=report["macs"],
+                   calibration=report["calibration"], passed=report["passed"],
+                   metrics={f"{r['backend']}/{r['precision']}": r["metrics"] for r in rows if "metrics" in r},
+                   parity={f"{r['backend']}/{r['precision']}": {"status": r["status"], "misses": r.get("misses", [])} for r in rows if "parity" in r})
+    if zip_bundle:
+        report["zip"] = str(pack_zip(out))
+    return report
+
+
+def format_export_report(report: dict) -> str:
+    keys = ("pointing_acc", "a2i_r1", "probe_audio_acc", "sync_acc")
+    lines = [f"# Export report: {report['model']} ({report['spec']})", "",
+             f"Parity on {report['inputs']['scenes']} held-out scenes ({report['inputs']['data']}); metrics on "
+             f"{report['eval']['scenes']} scenes, K={report['eval']['k']}. Verdict: **{'passed' if report['passed'] else 'FAILED'}**.", "",
+             "| format | backend | precision | status | size MB | mean cosine (worst output) | max abs diff | heatmap agree | " + " | ".join(keys) + " |",
+             "|---|---|---|---|---:|---|---:|---:|" + "---:|" * len(keys)]
+    for r in report["rows"]:
+        if "parity" not in r:
+            lines.append(f"| {r['format']} | {r['backend']} | {r['precision']} | {r['status']} |" + " |" * (4 + len(keys)))
+            continue
+        worst = min(r["parity"], key=lambda k: r["parity"][k]["cosine_mean"])
+        mx = max(p["max_abs"] for p in r["parity"].values())
+        cells = [f"{r['metrics'][k]:.3f}" + (f" ({-r['drop'][k]:+.3f})" if k in r["drop"] else "") for k in keys]
+        lines.append(f"| {r['format']} | {r['backend']} | {r['precision']} | {r['status']} | {r['size_mb']:.2f} | "
+                     f"{r['parity'][worst]['cosine_mean']:.5f} ({worst}) | {mx:.2g} | {r['heatmap_agreement']:.3f} | " + " | ".join(cells) + " |")
+    lines += ["", "Metric change in brackets: to PyTorch FP32 of the same model."]
+    notes = [f"- {r['exporter']} {r['precision']}: {m}" for r in report["rows"] for m in r.get("misses", [])]
+    notes += [f"- {r['exporter']} {r['precision']}: {r['engine']}" for r in report["rows"] if r.get("engine")]
+    notes += [f"- {r['exporter']} {r['precision']} {a['graph']}: XNNPACK runs {a['delegated_nodes']} nodes in {a['subgraphs']} subgraphs, "
+              f"{a['portable_nodes']} on portable kernels" for r in report["rows"] for a in r.get("delegation", [])]
+    if notes:
+        lines += ["", "## Notes", "", *notes]
+    return "\n".join(lines) + "\n"
