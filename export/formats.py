@@ -40,6 +40,17 @@ class Job:
     method: str = "percentile"
     opset: int = OPSET
     _calib: object = None
+    _deploy: object = None
+
+    @property
+    def deploy(self):
+        """The model every deployable format is exported from: the image normalisation
+        folded into the stem where that is exact (:mod:`.fold`). ``model`` stays the reference."""
+        from edge_sdk.export.fold import fold_image_normalize
+
+        if self._deploy is None:
+            self._deploy = fold_image_normalize(self.model)
+        return self._deploy
 
     @property
     def calib(self):
@@ -56,7 +67,7 @@ class Job:
         """``{graph}.fp32.onnx``, exported once for every format that needs it."""
         from edge_sdk.export.int8 import fp32_graph
 
-        return fp32_graph(self.model, graph, self.out, self.opset)
+        return fp32_graph(self.deploy, graph, self.out, self.opset)
 
     def fp16(self, graph: str) -> Path:
         """``{graph}.fp16.onnx`` (weights and activations FP16; front end and I/O FP32), made once."""
@@ -128,7 +139,7 @@ class OnnxExporter(Exporter):
 
         for g in self.graphs:
             job.fp32(g)
-        arts = quantize_onnxruntime(job.model, job.calib, job.method, (), job.out, graphs=self.graphs)
+        arts = quantize_onnxruntime(job.deploy, job.calib, job.method, (), job.out, graphs=self.graphs)
         return [{**a, "opset": job.opset} for a in arts if a["precision"] == "int8"]
 
     def runner(self, files, spec, offset, precision):
@@ -145,7 +156,7 @@ class TensorRTExporter(Exporter):
         if precision == "int8":
             from edge_sdk.export.int8 import quantize_tensorrt
 
-            arts = quantize_tensorrt(job.model, job.calib, job.method, (), job.out)
+            arts = quantize_tensorrt(job.deploy, job.calib, job.method, (), job.out)
             return [{**a, "role": "engine source"} for a in arts]
         # TensorRT 11 takes FP16 only from the graph's types (strongly typed); TensorRT 10 builds the same graph
         paths = {g: job.fp16(g) if precision == "fp16" else job.fp32(g) for g in self.graphs}
@@ -176,7 +187,7 @@ class ExecuTorchExporter(Exporter):
         if precision == "int8":
             from edge_sdk.export.int8 import quantize_xnnpack
 
-            return quantize_xnnpack(job.model, job.calib, job.method, (), job.out)
+            return quantize_xnnpack(job.deploy, job.calib, job.method, (), job.out)
         import copy
 
         from edge_sdk.export.executorch import lower_to_pte
@@ -184,7 +195,7 @@ class ExecuTorchExporter(Exporter):
 
         arts = []
         for g in self.graphs:
-            module = copy.deepcopy(getattr(job.model, g)).eval()
+            module = copy.deepcopy(getattr(job.deploy, g)).eval()
             path, info = lower_to_pte(module, example_inputs(job.model.spec, g, 1), job.out / f"{g}.fp32.pte")
             arts.append(artifact(path, g, self.format, self.backend, "fp32", delegate="xnnpack", delegated=info))
         return arts

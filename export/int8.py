@@ -91,9 +91,33 @@ def quantize_onnxruntime(model, calib, method: str, exclude: tuple[str, ...], ou
         quantize_static(str(fp32), str(dest), _Reader(calib_inputs(calib, graph)), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=act, weight_type=QuantType.QInt8, calibrate_method=methods[method],
                         nodes_to_exclude=excluded, extra_options={"CalibPercentile": 99.99, "CalibMovingAverage": False})
+        _shapes_from_float(dest)
         arts.append(artifact(fp32, graph, "onnx", "onnxruntime", "fp32"))
         arts.append(artifact(dest, graph, "onnx", "onnxruntime", "int8", activations=str(act).split(".")[-1], float_nodes=excluded))
     return arts
+
+
+def _shapes_from_float(path: Path) -> None:
+    """Point ``Shape`` nodes that read a Q -> DQ pair at the float tensor before it.
+
+    The exporter takes the batch size from the input's ``Shape``; after QDQ insertion that
+    Shape reads the dequantized input, so ONNX Runtime keeps a full-resolution
+    DequantizeLinear alive only to learn a shape (3% of the INT8 vision tower, measured),
+    and the stem's DQ -> Conv cannot fuse alone. A shape is the same before quantization.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    changed = False
+    for node in model.graph.node:
+        dq = producer.get(node.input[0]) if node.op_type == "Shape" else None
+        q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if q is not None and q.op_type == "QuantizeLinear":
+            node.input[0] = q.input[0]
+            changed = True
+    if changed:
+        onnx.save(model, str(path))
 
 
 def quantize_tensorrt(model, calib, method: str, exclude: tuple[str, ...], out: Path, qmodel=None, graphs=("audio", "image")) -> list[dict]:

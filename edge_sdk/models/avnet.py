@@ -27,6 +27,15 @@ def global_max_pool(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.max_pool2d(x, kernel_size=size).flatten(1)
 
 
+def l2_normalize(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``F.normalize`` with a broadcast division: the same numbers, but exported graphs get
+    no ``Expand`` that materialises the norm at the map's full size (7% of the INT8 vision
+    tower's time in ONNX Runtime, measured). The norm is spelled as a sum of squares:
+    ExecuTorch 1.5's XNNPACK delegate handed ``linalg.vector_norm`` a channels-last tensor
+    in PT2E INT8 programs and failed at run time (error 0x10)."""
+    return x / (x * x).sum(dim, keepdim=True).sqrt().clamp_min(1e-12)
+
+
 class AudioEncoder(nn.Module):
     def __init__(self, spec: ModelSpec):
         super().__init__()
@@ -46,7 +55,7 @@ class AudioEncoder(nn.Module):
         # Max pooling: the word fills a fraction of the window, the digit a fraction of the
         # image; mean pooling drowns both in background and stalls contrastive learning.
         feat = global_max_pool(self.tower(mel), self.grid)
-        return F.normalize(self.proj(feat), dim=-1)
+        return l2_normalize(self.proj(feat), dim=-1)
 
 
 class ImageEncoder(nn.Module):
@@ -59,8 +68,8 @@ class ImageEncoder(nn.Module):
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fmap = self.proj(self.tower(self.normalize(image)))  # [B, D, h, w]
-        image_emb = F.normalize(global_max_pool(fmap, self.grid), dim=-1)
-        return image_emb, F.normalize(fmap, dim=1)
+        image_emb = l2_normalize(global_max_pool(fmap, self.grid), dim=-1)
+        return image_emb, l2_normalize(fmap, dim=1)
 
 
 class AVNet(nn.Module):
