@@ -201,3 +201,33 @@ def test_bench_rows_ratios_and_chart(exported, tmp_path):
     assert plot_bench(report, tmp_path / "b.png").stat().st_size > 1000
     peak = measure_peak(256, 0.1)
     assert peak["fp32"] > 0 and peak["int8"] > 0
+
+
+def test_fold_is_exact_for_a_patchify_stem_and_skips_a_padded_one():
+    import torch
+
+    from edge_sdk.export.fold import fold_image_normalize
+    from edge_sdk.models.avnet import AVNet
+    from edge_sdk.spec import get_spec
+
+    torch.manual_seed(0)
+    student = AVNet(get_spec("student_s")).eval()
+    folded = fold_image_normalize(student)
+    x = torch.rand(2, 3, 96, 96) * 255
+    with torch.no_grad():
+        for a, b in zip(student.image(x), folded.image(x)):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert isinstance(folded.image.normalize, torch.nn.Identity) and folded is not student
+    teacher = AVNet(get_spec("teacher"))  # 3x3 stem with padding: folding would change the border
+    assert fold_image_normalize(teacher) is teacher
+
+
+def test_shipped_demo_bundle_verifies_and_fits_the_budget():
+    bundles = shipped_bundles()
+    if "avnet_s-demo" not in bundles:
+        pytest.skip("the demo bundle is not shipped in this checkout")
+    b = read_bundle(bundles["avnet_s-demo"])
+    assert b.manifest["passed"] is True
+    have = {(c.backend, c.precision) for c in b.choices()}
+    assert {("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("executorch", "int8"), ("torch", "fp32")} <= have
+    assert sum(a["bytes"] for a in b.manifest["artifacts"]) <= 10e6
