@@ -24,6 +24,8 @@ EXAMPLES = {
     "quantize": "edge-sdk quantize runs/student_s/model.safetensors --target all --calib runs/calib --out runs/student_s_int8",
     "export": "edge-sdk export student_s --format onnx,executorch --precision fp32,int8 --calib runs/calib --out runs/bundle --zip",
     "bench": "edge-sdk bench edge_sdk/assets/bundles/avnet_s-demo --json bench.json --md bench.md --png bench.png",
+    "run": "edge-sdk run --bundle edge_sdk/assets/bundles/avnet_s-demo --video synthetic://av-digits?seconds=10 --task localize --headless --stats stats.json",
+    "bench-runtime": "edge-sdk bench-runtime --bundle edge_sdk/assets/bundles/avnet_s-demo --json runtime.json [--soak 600]",
     "info": "edge-sdk info --json",
     "doctor": "edge-sdk doctor",
 }
@@ -141,6 +143,48 @@ def cmd_bench(args) -> int:
         Path(args.md).write_text(text)
     if args.png:
         plot_bench(report, args.png)
+    return 0
+
+
+def cmd_run(args) -> int:
+    from edge_sdk.runtime.pipeline import Pipeline
+    from edge_sdk.runtime.sinks import JsonlSink, MjpegSink, VideoSink
+
+    sinks = []
+    if args.events:
+        sinks.append(JsonlSink(args.events))
+    if args.out_video:
+        sinks.append(VideoSink(args.out_video, audio_from=args.video[len("file://"):] if args.video.startswith("file://") else None))
+    if args.mjpeg:
+        sinks.append(MjpegSink(args.mjpeg))
+        print(f"preview: {sinks[-1].url}", file=sys.stderr)
+    if not args.headless:
+        print("no display in this build (headless OpenCV): use --mjpeg PORT for a live preview", file=sys.stderr)
+    task_opts = {"gallery": args.gallery} if args.gallery else {}
+    pipe = Pipeline.from_bundle(args.bundle, args.video, args.audio, args.task, prefer=args.backend, precision=args.precision,
+                                sinks=sinks, task_opts=task_opts, policy=args.policy)
+    live = None if args.quiet else (lambda st: print("\r" + st.line(), end="", file=sys.stderr, flush=True))
+    stats = pipe.run(args.max_seconds, on_stats=live)
+    if live:
+        print(file=sys.stderr)
+    text = json.dumps(stats, indent=2)
+    if args.stats:
+        Path(args.stats).write_text(text)
+    print(text)
+    return 0
+
+
+def cmd_bench_runtime(args) -> int:
+    from edge_sdk.runtime.bench import bench_runtime
+
+    fsdd, mnist = _resolve_data(args)
+    report = bench_runtime(args.bundle, seconds=args.seconds, prefer=args.backend, precision=args.precision,
+                           teacher=args.teacher or None, soak_s=args.soak, fsdd=fsdd, mnist=mnist)
+    text = json.dumps(report, indent=2)
+    if args.json:
+        Path(args.json).write_text(text)
+    keys = ("overhead_ratio", "drop_rate", "skew_ms_p95", "speedup_vs_baseline", "pointing_delta_vs_baseline", "rss_growth")
+    print(text if args.verbose else json.dumps({k: report.get(k) for k in keys}, indent=2))
     return 0
 
 
@@ -304,6 +348,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the rows as a JSON list here")
     p.add_argument("--md", help="write the Markdown table here")
     p.add_argument("--png", help="write a throughput chart here")
+    _data_args(p)
+
+    p = add("run", cmd_run, "Run a bundle live on video and audio sources (URIs), with a task, stats and sinks.")
+    p.add_argument("--bundle", required=True, help="a bundle folder or .zip (edge-sdk info lists the shipped ones)")
+    p.add_argument("--video", required=True, help="cam://0, v4l2:///dev/video0, csi://0, http://..., rtsp://..., file:///clip.mp4[?realtime=1], synthetic://av-digits")
+    p.add_argument("--audio", help="mic://default, mic://NAME, wav:///x.wav (default: the video source's own audio track)")
+    p.add_argument("--task", default="localize", help="localize, sync, retrieval or speaker")
+    p.add_argument("--gallery", help="retrieval: a folder of images and/or .wav sounds")
+    p.add_argument("--backend", help="onnxruntime, tensorrt, executorch or torch (default: the best this machine runs)")
+    p.add_argument("--precision", help="fp32, fp16 or int8 (default: the fastest the bundle has)")
+    p.add_argument("--policy", choices=["latest", "block"], help="when inference is slower than capture: drop the oldest frames (latest, default for live sources) or wait (block, default for files)")
+    p.add_argument("--headless", action="store_true", help="no window")
+    p.add_argument("--events", help="write JSON-lines results and faults here")
+    p.add_argument("--out-video", help="write an annotated video here (the file source's audio muxed back)")
+    p.add_argument("--mjpeg", type=int, help="serve an MJPEG preview on this port")
+    p.add_argument("--stats", help="write the final statistics (JSON) here")
+    p.add_argument("--max-seconds", type=float, help="stop after this many seconds")
+    p.add_argument("--quiet", action="store_true", help="no live status line")
+
+    p = add("bench-runtime", cmd_bench_runtime, "Measure the streaming runtime: overhead, drops, skew, speed-up over an OpenCV + PyTorch loop, memory.")
+    p.add_argument("--bundle", default="edge_sdk/assets/bundles/avnet_s-demo", help="bundle folder or .zip (default: the shipped demo)")
+    p.add_argument("--seconds", type=int, default=10, help="length of the 720p 30 fps test clip (default 10)")
+    p.add_argument("--backend", help="backend to run (default: the best this machine runs)")
+    p.add_argument("--precision", help="precision to run (default: the fastest the bundle has)")
+    p.add_argument("--teacher", default="teacher", help="the baseline's PyTorch model ('' to skip the baseline)")
+    p.add_argument("--soak", type=float, default=0.0, help="also loop the clip in real time this many seconds and report memory growth")
+    p.add_argument("--json", help="write the full report here")
     _data_args(p)
 
     p = add("eval", cmd_eval, "Evaluate a model on speaker- and image-disjoint AV-Digits.")

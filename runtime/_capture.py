@@ -1,0 +1,385 @@
+"""Capture machinery behind :mod:`.sources`: the :class:`Source` base (capture thread,
+counters, sequence numbers, pacing, stop) and the live inputs, a microphone through
+sounddevice and cameras or network streams through OpenCV's ``VideoCapture``.
+
+Threads are daemons joined with a timeout, so ``stop()`` never hangs on a device that
+does not answer. The microphone's PortAudio callback never calls ``emit`` (which may
+block): it copies each buffer into a bounded queue and a feeder thread emits.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import queue
+import threading
+import time
+
+import cv2
+import numpy as np
+import soxr
+
+from edge_sdk.errors import ConfigError, DataError
+from edge_sdk.runtime.clock import ClockMap, now_ns
+from edge_sdk.runtime.frames import AudioBlock, Gap, VideoFrame
+
+__all__ = ["Source", "MicSource", "CaptureSource", "csi_pipeline"]
+
+log = logging.getLogger(__name__)
+
+_JOIN_S = 1.0  # how long stop() waits for each thread before leaving it (a daemon) behind
+
+
+class Source:
+    """One input. ``start(emit)`` returns at once; a thread (or a device callback plus a
+    feeder thread) then calls ``emit(item)`` with :class:`VideoFrame`, :class:`AudioBlock`
+    and :class:`Gap` items in capture order. ``emit`` may block: offline inputs wait for
+    the consumer (back-pressure), live ones count what they had to drop.
+
+    ``seq`` counts VideoFrames and AudioBlocks separately (0, 1, 2, ... per kind), and
+    ``pts_ns`` increases per kind, on the SDK clock (:mod:`.clock`). ``done`` turns True
+    once a finite input has ended and everything was emitted; ``error`` holds the exception
+    that ended a source (also sent to the consumer as ``Gap(kind="error")``).
+    """
+
+    def __init__(self, uri: str, kind: str, opts: dict | None = None):
+        self.uri, self.kind = uri, kind
+        self.opts = dict(opts or {})
+        self.counters = dict.fromkeys(("frames", "blocks", "gaps", "dropped", "overflows",
+                                       "decode_errors", "reconnects"), 0)
+        self.done = False
+        self.error: BaseException | None = None
+        self._emit = None
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._seq = {"video": 0, "audio": 0}
+        self._last_pts = {"video": None, "audio": None}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.uri!r}, kind={self.kind!r})"
+
+    @property
+    def live(self) -> bool:
+        """Whether it delivers at the pace of the world (devices, streams, realtime=1), so a
+        slow consumer must drop frames; a file read as fast as possible waits for it instead."""
+        return True
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self, emit) -> None:
+        """Start capturing; ``emit(item)`` is called from a capture thread."""
+        if self._emit is not None:
+            raise RuntimeError(f"{self.uri} was already started; open a new source to read it again")
+        self._emit = emit
+        self._begin()
+
+    def stop(self) -> None:
+        """Stop capturing and close the device; safe to call twice, never hangs."""
+        self._stopping.set()
+        try:
+            self._close()
+        except Exception as e:  # noqa: BLE001 - closing must not raise into the caller
+            log.warning("%s: closing failed: %s", self.uri, e)
+        for t in self._threads:
+            if t is not threading.current_thread() and t.is_alive():
+                t.join(_JOIN_S)
+                if t.is_alive():
+                    log.warning("%s: thread %r still busy after %.1f s; left behind (daemon)", self.uri, t.name, _JOIN_S)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopping.is_set()
+
+    def _begin(self) -> None:
+        self._spawn(self._run, "capture")
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        pass
+
+    def _spawn(self, target, what: str) -> None:
+        t = threading.Thread(target=self._guard, args=(target,), name=f"{what} {self.uri}", daemon=True)
+        self._threads.append(t)
+        t.start()
+
+    def _guard(self, target) -> None:
+        try:
+            target()
+        except Exception as e:  # noqa: BLE001 - reported to the consumer, never lost
+            self._fail(e)
+
+    def _fail(self, e: BaseException) -> None:
+        if self.error is None:
+            self.error = e
+        log.error("%s stopped: %s", self.uri, e)
+        try:
+            self.gap("error", message=str(e))
+        except Exception as again:  # noqa: BLE001 - the consumer itself failed
+            log.error("%s: could not report the error: %s", self.uri, again)
+
+    # -- what capture threads call -------------------------------------------------------
+    def wait_until(self, due_ns: int) -> bool:
+        """Sleep until ``due_ns`` on the SDK clock; True when stopped meanwhile."""
+        wait = (due_ns - now_ns()) / 1e9
+        return self._stopping.wait(wait) if wait > 0 else self.stopped
+
+    def _next(self, kind: str, pts_ns: int) -> tuple[int, int]:
+        last = self._last_pts[kind]
+        pts_ns = int(pts_ns) if last is None else max(int(pts_ns), last + 1)
+        self._last_pts[kind] = pts_ns
+        seq = self._seq[kind]
+        self._seq[kind] += 1
+        return seq, pts_ns
+
+    def frame(self, image: np.ndarray, pts_ns: int, meta: dict | None = None) -> bool:
+        """Emit one RGB frame; False (nothing emitted) once stopped."""
+        if self.stopped:
+            return False
+        seq, pts_ns = self._next("video", pts_ns)
+        self.counters["frames"] += 1
+        self._emit(VideoFrame(pts_ns, seq, image, self.uri, meta or {}))
+        return True
+
+    def block(self, samples: np.ndarray, pts_ns: int, sample_rate: int) -> bool:
+        """Emit one mono float32 block whose first sample is at ``pts_ns``."""
+        if self.stopped or samples.size == 0:
+            return not self.stopped
+        seq, pts_ns = self._next("audio", pts_ns)
+        self.counters["blocks"] += 1
+        self._emit(AudioBlock(pts_ns, seq, np.ascontiguousarray(samples, np.float32), sample_rate, self.uri))
+        return True
+
+    def gap(self, kind: str, seconds: float = 0.0, message: str = "", pts_ns: int | None = None) -> None:
+        self.counters["gaps"] += 1
+        self._emit(Gap(now_ns() if pts_ns is None else int(pts_ns), self.uri, kind, float(seconds), message))
+
+
+# -- microphone ----------------------------------------------------------------------------
+def _sounddevice(uri: str):
+    try:
+        import sounddevice
+    except (ImportError, OSError) as e:
+        raise ConfigError(f"{uri} needs sounddevice and the PortAudio library ({e})",
+                          "pip install 'edge_sdk[live]' and apt-get install libportaudio2") from None
+    return sounddevice
+
+
+def _find_input(sd, name: str, uri: str) -> dict:
+    devices = list(sd.query_devices())
+    inputs = [d for d in devices if d["max_input_channels"] > 0]
+    if not inputs:
+        raise DataError(f"{uri}: PortAudio sees no audio input device",
+                        "plug in a microphone; on a server or in a container run PulseAudio "
+                        "(pulseaudio -D, with libasound2-plugins installed) before starting, "
+                        "then check with: python -m sounddevice")
+    if name in ("", "default"):
+        idx = sd.default.device[0]
+        return devices[idx] if isinstance(idx, int) and 0 <= idx < len(devices) and devices[idx] in inputs else inputs[0]
+    if name.isdigit():
+        found = [d for d in inputs if d["index"] == int(name)]
+    else:
+        found = [d for d in inputs if d["name"].lower() == name.lower()] or \
+                [d for d in inputs if name.lower() in d["name"].lower()]
+    if not found:
+        listing = "; ".join(f"{d['index']}: {d['name']}" for d in inputs)
+        raise DataError(f"{uri}: no audio input device named {name!r}",
+                        f"use mic://default, or a name or index of an input device: {listing}")
+    return found[0]
+
+
+class MicSource(Source):
+    """A microphone through a sounddevice ``InputStream``: downmixed to mono and resampled
+    from the device's own rate with a streaming soxr resampler. Each block's ``pts_ns``
+    comes from PortAudio's ``inputBufferAdcTime`` mapped once onto the SDK clock (arrival
+    time where the backend reports 0)."""
+
+    def __init__(self, uri: str, name: str, sample_rate: int, opts: dict):
+        super().__init__(uri, "audio", opts)
+        self._sd = _sounddevice(uri)
+        self.device = _find_input(self._sd, name, uri)
+        self.device_rate = int(self.device["default_samplerate"])
+        self.channels = int(opts.get("channels") or min(2, self.device["max_input_channels"]))
+        self.sample_rate = sample_rate
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, int(opts.get("queue", 256))))
+        self._stream = None
+        self._clock = ClockMap()
+        self._callback_error: BaseException | None = None
+        self._overflowed = False
+
+    def _begin(self) -> None:
+        try:
+            self._stream = self._sd.InputStream(
+                samplerate=self.device_rate, blocksize=int(self.opts.get("blocksize", 0)),
+                device=self.device["index"], channels=self.channels, dtype="float32", callback=self._callback)
+            self._stream.start()
+        except self._sd.PortAudioError as e:
+            self._close()
+            raise DataError(f"{self.uri}: cannot open input device {self.device['name']!r} ({e})",
+                            "check that no other program holds it; try another blocksize or mic://default") from None
+        self._spawn(self._feed, "mic feeder")
+
+    def _callback(self, indata, frames, time_info, status) -> None:
+        # PortAudio's real-time thread: copy and count only (no emit, no logging, no waiting).
+        try:
+            if status.input_overflow:
+                self.counters["overflows"] += 1
+                self._overflowed = True
+            try:
+                self._queue.put_nowait((indata.copy(), time_info.inputBufferAdcTime, time_info.currentTime,
+                                        now_ns(), self._overflowed))
+                self._overflowed = False
+            except queue.Full:
+                self.counters["dropped"] += 1
+                self._overflowed = True
+        except Exception as e:  # noqa: BLE001 - handed to the feeder thread, which reports it
+            self._callback_error = e
+            raise self._sd.CallbackAbort from e
+
+    def _feed(self) -> None:
+        rs, n_in, n_out, t_chunk, i_chunk = None, 0, 0, 0, 0
+        step_ns = 1e9 / self.device_rate
+        while not self.stopped:
+            if self._callback_error is not None:
+                raise DataError(f"{self.uri}: the audio callback failed ({self._callback_error!r})",
+                                "this is a bug or a device fault; reopen the source")
+            try:
+                data, adc, current, arrival, lost = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                stream = self._stream
+                if stream is not None and not stream.active and not self.stopped and self._callback_error is None:
+                    raise DataError(f"{self.uri}: the input stream of {self.device['name']!r} stopped",
+                                    "the device was unplugged or taken by another program; reopen the source")
+                continue
+            if lost and rs is not None:  # samples are missing: finish the old run, start a new one
+                tail = rs.resample_chunk(np.zeros(0, np.float32), last=True)
+                self.block(tail, t_chunk + (n_out * self.device_rate / self.sample_rate - i_chunk) * step_ns, self.sample_rate)
+                self.gap("overflow", message="audio input overflowed or the feeder fell behind; samples were lost")
+                rs = None
+            if rs is None:
+                rs, n_in, n_out = soxr.ResampleStream(self.device_rate, self.sample_rate, 1, dtype="float32", quality="HQ"), 0, 0
+            if adc > 0:
+                self._clock.to_sdk(current, now=arrival)  # fixes the device->SDK offset once
+                t_chunk = self._clock.to_sdk(adc)
+            else:
+                t_chunk = arrival - int(len(data) * step_ns)
+            i_chunk = n_in
+            n_in += len(data)
+            y = rs.resample_chunk(np.ascontiguousarray(data.mean(axis=1), np.float32))
+            if y.size:
+                self.block(y, t_chunk + (n_out * self.device_rate / self.sample_rate - i_chunk) * step_ns, self.sample_rate)
+                n_out += y.size
+
+    def _close(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.abort()
+            stream.close()
+
+
+# -- cameras and network streams ---------------------------------------------------------
+def csi_pipeline(sensor: int, width: int, height: int, fps: int, flip: int = 0) -> str:
+    """The GStreamer pipeline for a Jetson CSI camera (nvarguscamerasrc), ending in BGR for OpenCV."""
+    return (f"nvarguscamerasrc sensor-id={sensor} ! video/x-raw(memory:NVMM), width={width}, height={height}, "
+            f"framerate={fps}/1 ! nvvidconv flip-method={flip} ! video/x-raw, format=BGRx ! videoconvert ! "
+            f"video/x-raw, format=BGR ! appsink drop=1 max-buffers=2")
+
+
+def has_gstreamer() -> bool:
+    return any(line.strip().startswith("GStreamer:") and "YES" in line
+               for line in cv2.getBuildInformation().splitlines())
+
+
+class CaptureSource(Source):
+    """A camera or stream read with OpenCV's ``VideoCapture`` in a thread; ``pts_ns`` is the
+    capture time on the SDK clock. Network streams (``network=True``) reconnect with
+    exponential backoff (0.25 s doubling to 4 s) when they end or stall for ``stall_s``
+    seconds, then emit ``Gap(kind="reconnect", seconds=...)`` as frames resume."""
+
+    def __init__(self, uri: str, target, api: int, opts: dict, network: bool = False):
+        super().__init__(uri, "video", opts)
+        self.target, self.api, self.network = target, api, network
+        self.stall_s = float(opts.get("stall_s", 2.0))
+        self._lock = threading.Lock()
+        self._cap = self._open()
+        if self._cap is None:
+            raise self._open_error()
+
+    def _open(self):
+        if self.network:
+            ms = int(self.stall_s * 1000)
+            cap = cv2.VideoCapture(self.target, self.api,
+                                   [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+        else:
+            cap = cv2.VideoCapture(self.target, self.api)
+        if not cap.isOpened():
+            cap.release()
+            return None
+        for prop, key in ((cv2.CAP_PROP_FRAME_WIDTH, "width"), (cv2.CAP_PROP_FRAME_HEIGHT, "height"), (cv2.CAP_PROP_FPS, "fps")):
+            if self.opts.get(key) and not self.uri.startswith("csi:"):
+                cap.set(prop, float(self.opts[key]))
+        return cap
+
+    def _take(self):
+        with self._lock:
+            cap, self._cap = self._cap, None
+        return cap
+
+    def _close(self) -> None:  # a source that never started still holds the device it opened
+        cap = self._take()
+        if cap is not None:
+            cap.release()
+
+    def _open_error(self) -> DataError:
+        if self.network:
+            return DataError(f"{self.uri} could not be opened (nothing within {self.stall_s:g} s)",
+                             "check that the URL plays in ffplay or VLC, that the camera is reachable "
+                             "and the credentials in the URL are right")
+        if self.uri.startswith("csi:"):
+            return DataError(f"{self.uri}: the CSI camera pipeline did not start ({self.target})",
+                             "check the sensor id and that nvargus-daemon runs (sudo systemctl restart nvargus-daemon)")
+        found = ", ".join(sorted(glob.glob("/dev/video*"))) or "no /dev/video* devices"
+        return DataError(f"camera {self.uri} could not be opened",
+                         f"check it is plugged in and not used by another program; this machine has: {found}")
+
+    def _run(self) -> None:
+        cap = self._take()
+        last = now_ns()
+        lost_at, delay, failures = None, 0.25, 0
+        try:
+            while not self.stopped:
+                ok, bgr = cap.read() if cap is not None else (False, None)
+                if ok and bgr is not None:
+                    t = now_ns()
+                    if lost_at is not None:
+                        self.counters["reconnects"] += 1
+                        log.info("%s: back after %.2f s", self.uri, (t - lost_at) / 1e9)
+                        self.gap("reconnect", (t - lost_at) / 1e9, "the stream came back", pts_ns=lost_at)
+                        lost_at, delay = None, 0.25
+                    last, failures = t, 0
+                    self.frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), t)
+                    continue
+                if not self.network:  # a local camera: short hiccups are retried, a dead one ends it
+                    failures += 1
+                    if (now_ns() - last) / 1e9 > self.stall_s:
+                        raise DataError(f"camera {self.uri} stopped delivering frames for {self.stall_s:g} s",
+                                        "check the cable and that no other program took the camera")
+                    time.sleep(0.01)
+                    continue
+                if cap is not None:
+                    cap.release()
+                    cap = None
+                if not self.opts.get("reconnect", True):
+                    log.info("%s ended", self.uri)
+                    self.done = True
+                    return
+                if lost_at is None:
+                    lost_at = last
+                    log.warning("%s: stream ended or stalled; reconnecting", self.uri)
+                if self._stopping.wait(delay):
+                    break
+                delay = min(delay * 2, 4.0)
+                cap = self._open()
+        finally:
+            if cap is not None:
+                cap.release()

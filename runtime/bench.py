@@ -1,0 +1,158 @@
+"""``edge-sdk bench-runtime``: the streaming runtime measured against its own targets and
+against what a user would otherwise write, in one run on this machine.
+
+1. A 720p 30 fps clip of held-out AV-Digits scenes with their speech (H.264 + AAC,
+   ground truth beside it) is read as a camera would deliver it (``file://...?realtime=1``)
+   through the pipeline: drops, A/V skew, capture-to-result latency against the sum of the
+   preprocessing and inference time measured in the same run (the runtime's overhead).
+2. The same clip as fast as possible (offline, nothing dropped) through the pipeline, and
+   through the baseline -- an OpenCV read loop calling the PyTorch eager teacher with the
+   clip's audio decoded up front: frames per second and pointing accuracy of both.
+3. With ``soak_s``: the clip looped in real time for that long; resident memory at the end
+   against after warm-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["bench_runtime", "pointing_of"]
+
+log = logging.getLogger(__name__)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def _hit(boxes, t: float, x: float, y: float) -> bool | None:
+    from edge_sdk.data.clipfile import scene_at
+
+    scene = scene_at(boxes, t)
+    if scene is None:
+        return None
+    x0, y0, x1, y1 = scene["box"]
+    return x0 <= x <= x1 and y0 <= y <= y1
+
+
+def pointing_of(results, boxes: list[dict], first_pts_ns: int) -> float:
+    """Share of scored frames (those whose audio window holds a whole spoken digit) whose
+    heatmap peak lies in that digit's box."""
+    hits = [_hit(boxes, (r.pts_ns - first_pts_ns) / 1e9, *r.values["peak_xy"]) for r in results]
+    hits = [h for h in hits if h is not None]
+    return float(np.mean(hits)) if hits else float("nan")
+
+
+def _pipeline_run(bundle, uri, prefer, precision, policy, max_seconds=None):
+    from edge_sdk.runtime.pipeline import Pipeline
+
+    results = []
+    pipe = Pipeline.from_bundle(bundle, uri, task="localize", prefer=prefer, precision=precision, policy=policy,
+                                callback=results.append)
+    t0 = time.perf_counter()
+    stats = pipe.run(max_seconds)
+    return results, stats, time.perf_counter() - t0, pipe.backend
+
+
+def _baseline(clip: Path, teacher: str, boxes) -> dict:
+    """An OpenCV read loop calling the eager teacher, audio decoded up front (PyAV)."""
+    import cv2
+    import torch
+
+    import av
+
+    from edge_sdk.data.video import center_crop_resize
+    from edge_sdk.eval.evaluate import heatmaps
+    from edge_sdk.models.shipped import resolve_model
+
+    model, meta = resolve_model(teacher)
+    spec, offset = model.spec, meta.get("map_offset_px") or (0, 0)
+    with av.open(str(clip)) as c:  # the whole soundtrack up front, mono at the model's rate
+        resampler, chunks, audio_start = av.AudioResampler(format="flt", layout="mono", rate=spec.audio.sample_rate), [], None
+        for fr in c.decode(audio=0):
+            audio_start = fr.time if audio_start is None else audio_start
+            chunks += [o.to_ndarray().reshape(-1) for o in resampler.resample(fr)]
+        audio = np.concatenate(chunks).astype(np.float32)
+    cap = cv2.VideoCapture(str(clip))
+    n, hits, t0 = 0, [], time.perf_counter()
+    sr, ns = spec.audio.sample_rate, spec.audio.num_samples
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1e3
+        end = int(round((t - audio_start) * sr))
+        wave = np.zeros(ns, np.float32)
+        seg = audio[max(0, end - ns):max(0, end)]
+        wave[ns - len(seg):] = seg
+        img = center_crop_resize(bgr[:, :, ::-1], spec.image.size).transpose(2, 0, 1)[None].astype(np.float32)
+        with torch.inference_mode():
+            out = model(torch.from_numpy(wave[None]), torch.from_numpy(img))
+        heat = heatmaps(out["audio_emb"].numpy(), out["image_map"].numpy(), spec.image.size, offset)[0]
+        n += 1
+        py, px = np.unravel_index(int(heat.argmax()), heat.shape)
+        h, w = bgr.shape[:2]
+        side = min(h, w)
+        hit = _hit(boxes, t, (w - side) / 2 + px * side / spec.image.size, (h - side) / 2 + py * side / spec.image.size)
+        if hit is not None:
+            hits.append(hit)
+    elapsed = time.perf_counter() - t0
+    return {"model": spec.name, "frames": n, "fps": round(n / elapsed, 2), "pointing_acc": float(np.mean(hits)) if hits else float("nan")}
+
+
+def bench_runtime(bundle, *, seconds: int = 10, fps: int = 30, prefer: str | None = None, precision: str | None = None,
+                  teacher: str | None = "teacher", soak_s: float = 0.0, fsdd=None, mnist=None, workdir=None) -> dict:
+    from edge_sdk.bundle import read_bundle
+    from edge_sdk.data.clipfile import read_boxes, write_clip
+
+    b = read_bundle(bundle)
+    work = Path(workdir or tempfile.mkdtemp(prefix="edge_sdk_bench_"))
+    clip = write_clip(work / "clip720p30.mp4", b.spec, seconds=seconds, fps=fps, fsdd=fsdd, mnist=mnist)
+    boxes = read_boxes(clip)
+    out: dict = {"bundle": str(b.folder), "clip": {"path": str(clip), "seconds": seconds, "fps": fps, "size": [1280, 720]}}
+
+    log.info("bench-runtime: real-time run")
+    res, st, _, backend = _pipeline_run(b, f"file://{clip}?realtime=1", prefer, precision, "latest")
+    lat = st["latency_ms"]
+    work_ms = (lat["preprocess"]["p95"] or 0) + (lat["inference"]["p95"] or 0)
+    out["realtime"] = {"backend": backend, "stats": st, "pointing_acc": pointing_of(res, boxes, res[0].pts_ns) if res else None}
+    out["overhead_ratio"] = round(lat["capture_to_result"]["p95"] / work_ms, 3) if work_ms else None
+    out["drop_rate"] = st["drop_rate"]
+    out["skew_ms_p95"] = lat["skew"]["p95"]
+    out["frame_ms"] = round(1e3 / fps, 2)
+
+    log.info("bench-runtime: offline run (as fast as possible)")
+    res, st, elapsed, _ = _pipeline_run(b, f"file://{clip}", prefer, precision, "block")
+    runtime = {"frames": st["frames_out"], "fps": round(st["frames_out"] / elapsed, 2), "dropped": st["dropped"],
+               "pointing_acc": pointing_of(res, boxes, res[0].pts_ns) if res else None}
+    out["offline"] = runtime
+    if teacher:
+        log.info("bench-runtime: baseline (OpenCV loop + eager teacher)")
+        base = _baseline(clip, teacher, boxes)
+        out["baseline"] = base
+        out["speedup_vs_baseline"] = round(runtime["fps"] / base["fps"], 2)
+        out["pointing_delta_vs_baseline"] = round(runtime["pointing_acc"] - base["pointing_acc"], 4)
+    if soak_s:
+        log.info("bench-runtime: %.0f s soak on a looping real-time source", soak_s)
+        from edge_sdk.runtime.pipeline import Pipeline
+
+        samples = []
+        pipe = Pipeline.from_bundle(b, f"file://{clip}?realtime=1&loop=1", task="localize", prefer=prefer, precision=precision)
+        pipe.start()
+        t_end = time.monotonic() + soak_s
+        while time.monotonic() < t_end:
+            time.sleep(min(5.0, soak_s / 20))
+            samples.append(_rss_mb())
+        st = pipe.stop()
+        warm = samples[max(0, len(samples) // 10 - 1)]
+        out["soak"] = {"seconds": soak_s, "rss_mb_after_warmup": round(warm, 1), "rss_mb_end": round(samples[-1], 1),
+                       "frames_out": st["frames_out"], "drop_rate": st["drop_rate"]}
+        out["rss_growth"] = round(samples[-1] / warm - 1, 4)
+    return out

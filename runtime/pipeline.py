@@ -1,0 +1,298 @@
+"""The streaming pipeline: camera and microphone on one clock, into any backend, live.
+
+Stages run concurrently: each source captures on its own thread (or device callback) and
+hands frames to a bounded queue and audio blocks to the :class:`~.align.AudioRing`; one
+inference thread takes a frame, cuts the audio window(s) ending at the frame's time,
+preprocesses, runs the towers, computes the task, and hands the result to the sinks, the
+callback and the iterator. When inference is slower than capture the frame queue keeps
+the latest frames and counts every frame it drops (``policy="latest"``, the default for
+live sources); a file read as fast as possible is never dropped from (``policy="block"``
+pushes back on the decoder), so offline processing is the streaming loop over a file.
+
+Embedding::
+
+    with Pipeline.from_bundle("bundle", video="cam://0", audio="mic://default", task="localize") as p:
+        for result in p:
+            print(result.values["peak_xy"], result.latency_ms)
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge_sdk.errors import ConfigError, EdgeSDKError
+from edge_sdk.runtime.align import AudioRing
+from edge_sdk.runtime.clock import now_ns
+from edge_sdk.runtime.frames import AudioBlock, Gap, Result, VideoFrame
+from edge_sdk.runtime.stats import Stats
+from edge_sdk.runtime.tasks import Geometry, Task, make_task
+
+__all__ = ["Pipeline", "pick_backend"]
+
+log = logging.getLogger(__name__)
+
+_END = object()
+
+
+def pick_backend(bundle, prefer: str | None = None, precision: str | None = None):
+    """The bundle's best choice for this machine: TensorRT (GPU and TensorRT present) >
+    ONNX Runtime > ExecuTorch > PyTorch, INT8 before FP16 before FP32 on CPU; ``prefer`` /
+    ``precision`` narrow it."""
+    import importlib.util
+
+    order = ["onnxruntime", "executorch", "torch"]
+    if importlib.util.find_spec("tensorrt") is not None:
+        order.insert(0, "tensorrt")
+    if prefer:
+        order = [prefer]
+    ranks = {"int8": 0, "fp16": 1, "fp32": 2} if "tensorrt" not in order[:1] else {"fp16": 0, "int8": 1, "fp32": 2}
+    choices = [c for c in bundle.choices() if c.backend in order and (precision is None or c.precision == precision)]
+    if not choices:
+        bundle.find(prefer, precision)  # raises with the choices the bundle has
+    return min(choices, key=lambda c: (order.index(c.backend), ranks.get(c.precision, 9)))
+
+
+class Pipeline:
+    def __init__(self, towers, spec, video, audio=None, task: Task | str = "localize", *, map_offset=(0, 0),
+                 policy: str | None = None, queue_size: int = 2, audio_hop_ms: float = 0.0, max_audio_wait_s: float = 0.25,
+                 max_skew_ms: float = 30.0,
+                 sinks=(), callback=None, task_opts: dict | None = None):
+        if policy not in (None, "latest", "block"):
+            raise ConfigError(f"queue policy {policy!r}", "use latest (drop the oldest frame, counted) or block (never drop)")
+        self.towers, self.spec = towers, spec
+        self.video, self.audio = video, audio
+        self.task = make_task(task, **(task_opts or {})) if isinstance(task, str) else task
+        self.task.setup(towers, spec)
+        self.map_offset = tuple(map_offset)
+        self.policy = policy or ("latest" if getattr(video, "live", True) else "block")
+        self.frames: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.results: queue.Queue = queue.Queue(maxsize=256)
+        self.ring = AudioRing(spec.audio.sample_rate)
+        self.stats = Stats()
+        self.sinks, self.callback = list(sinks), callback
+        self.audio_hop_ns = int(audio_hop_ms * 1e6)
+        self.max_audio_wait_s = max_audio_wait_s
+        self.max_skew_ns = int(max_skew_ms * 1e6)
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._last_audio: tuple[int, np.ndarray] | None = None
+        self.error: BaseException | None = None
+
+    @classmethod
+    def from_bundle(cls, bundle, video: str, audio: str | None = None, task: str = "localize", *, prefer: str | None = None,
+                    precision: str | None = None, source_opts: dict | None = None, **kw) -> "Pipeline":
+        """Open a bundle (folder or zip) on the backend this machine runs best, and the sources by
+        URI (``source_opts`` go to the video source)."""
+        from edge_sdk.bundle import read_bundle
+        from edge_sdk.runtime.backends import open_towers
+        from edge_sdk.runtime.sources import open_source
+
+        b = read_bundle(bundle) if isinstance(bundle, (str, Path)) else bundle
+        choice = pick_backend(b, prefer, precision)
+        towers = open_towers(b, choice.backend, choice.precision, batch_size=64)
+        log.info("pipeline: %s %s from %s", choice.backend, choice.precision, b.folder)
+        rate = b.spec.audio.sample_rate
+        v = open_source(video, sample_rate=rate, **(source_opts or {}))
+        a = None if audio in (None, "", video) else open_source(audio, sample_rate=rate)
+        p = cls(towers, b.spec, v, a, task, map_offset=b.map_offset, **kw)
+        p.backend = f"{choice.backend}/{choice.precision}"
+        return p
+
+    # -- capture side ---------------------------------------------------------------
+    def _emit(self, item) -> None:
+        if isinstance(item, VideoFrame):
+            self.stats.count("frames_in")
+            if self.policy == "block":
+                while not self._stop.is_set():
+                    try:
+                        self.frames.put(item, timeout=0.1)
+                        return
+                    except queue.Full:
+                        continue
+                return
+            while True:
+                try:
+                    self.frames.put_nowait(item)
+                    return
+                except queue.Full:
+                    try:
+                        self.frames.get_nowait()
+                        self.stats.count("dropped")
+                    except queue.Empty:
+                        pass
+        elif isinstance(item, AudioBlock):
+            self.stats.count("audio_blocks")
+            self.ring.push(item)
+        elif isinstance(item, Gap):
+            self.stats.fault(item.kind)
+            log.warning("%s: %s %s", item.source, item.kind, item.message)
+            for s in self.sinks:
+                s.gap(item)
+
+    # -- inference side ---------------------------------------------------------------
+    def _audio_done(self) -> bool:
+        src = self.audio or (self.video if getattr(self.video, "kind", "") == "av" else None)
+        return src is None or src.done or src.error is not None
+
+    def _windows(self, frame: VideoFrame) -> tuple[np.ndarray, int, float]:
+        n = self.spec.audio.num_samples
+        latest = frame.pts_ns + int(max(self.task.shifts_ms) * 1e6)
+        t0 = time.perf_counter()
+        if not self._audio_done():  # audio up to the frame, less the skew we accept (about one frame), or a timeout
+            self.ring.wait_until(latest - self.max_skew_ns, self.max_audio_wait_s)
+        wait_ms = (time.perf_counter() - t0) * 1e3
+        cuts = [self.ring.window(frame.pts_ns + int(s * 1e6), n) for s in self.task.shifts_ms]
+        skew = cuts[self.task.shifts_ms.index(0.0)][1] if 0.0 in self.task.shifts_ms else cuts[0][1]
+        return np.stack([c[0] for c in cuts]), skew, wait_ms
+
+    def _process(self, frame: VideoFrame) -> Result:
+        from edge_sdk.data.video import center_crop_resize
+
+        st = self.stats
+        t_start = now_ns()
+        st.time("queue", (t_start - frame.pts_ns) / 1e6)
+        waves, skew, wait_ms = self._windows(frame)
+        st.time("audio_wait", wait_ms)
+        t0 = time.perf_counter()
+        size = self.spec.image.size
+        image = center_crop_resize(frame.image, size).transpose(2, 0, 1)[None].astype(np.float32)
+        if float(image.mean()) < 2.0:
+            st.fault("black_frame")
+        if float(np.sqrt(np.mean(waves[0] ** 2))) < 1e-4:
+            st.fault("silent_audio")
+        t1 = time.perf_counter()
+        reuse = (self._last_audio is not None and self.audio_hop_ns and len(waves) == 1
+                 and frame.pts_ns - self._last_audio[0] < self.audio_hop_ns)
+        if reuse:
+            audio_emb = self._last_audio[1]
+            image_emb, image_map = self.towers.embed_image(image)
+        else:
+            audio_emb, image_emb, image_map = self.towers.embed_both(waves, image)
+            self._last_audio = (frame.pts_ns, audio_emb)
+        t2 = time.perf_counter()
+        geom = Geometry(frame.image.shape[:2], size, image_map.shape[-2:], self.map_offset)
+        values, heat = self.task(frame, audio_emb, image_emb[0], image_map[0], geom)
+        t3 = time.perf_counter()
+        done = now_ns()
+        st.time("preprocess", (t1 - t0) * 1e3)
+        st.time("inference", (t2 - t1) * 1e3)
+        st.time("task", (t3 - t2) * 1e3)
+        st.time("capture_to_result", (done - frame.pts_ns) / 1e6)
+        st.time("skew", abs(skew) / 1e6)
+        return Result(self.task.name, frame.pts_ns, frame.seq, done, values, heat, frame, skew)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    frame = self.frames.get(timeout=0.05)
+                except queue.Empty:
+                    if self.video.done or self.video.error is not None:
+                        break
+                    continue
+                result = self._process(frame)
+                t0 = time.perf_counter()
+                for s in self.sinks:
+                    s.result(result)
+                if self.callback:
+                    self.callback(result)
+                self.stats.time("sinks", (time.perf_counter() - t0) * 1e3)
+                self.stats.count("frames_out")
+                self.stats.mark(result.done_ns)
+                self._deliver(result)
+        except BaseException as e:  # noqa: BLE001 - re-raised on the consumer's thread
+            self.error = e
+        finally:
+            self._deliver(_END)
+
+    def _deliver(self, item) -> None:
+        while True:
+            try:
+                self.results.put_nowait(item)
+                return
+            except queue.Full:  # nobody is iterating: keep the newest results
+                try:
+                    self.results.get_nowait()
+                    self.stats.count("results_dropped")
+                except queue.Empty:
+                    pass
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> "Pipeline":
+        self._worker = threading.Thread(target=self._run, name="edge_sdk-infer", daemon=True)
+        self._worker.start()
+        for src in (self.video, self.audio):
+            if src is not None:
+                src.start(self._emit)
+        return self
+
+    def stop(self) -> dict:
+        """Stop sources and workers (never hangs) and return the final statistics."""
+        self._stop.set()
+        for src in (self.video, self.audio):
+            if src is not None:
+                src.stop()
+        if self._worker is not None:
+            self._worker.join(timeout=5.0)
+        for s in self.sinks:
+            s.close()
+        return self.final_stats()
+
+    def final_stats(self) -> dict:
+        d = self.stats.to_dict()
+        d["policy"] = self.policy
+        d["backend"] = getattr(self, "backend", type(self.towers).__name__)
+        d["audio_gaps"] = self.ring.gaps
+        for name, src in (("video", self.video), ("audio", self.audio)):
+            if src is not None:
+                d.setdefault("sources", {})[name] = {"uri": src.uri, **src.counters}
+                if src.error is not None:
+                    d["faults"]["source_error"] = d["faults"].get("source_error", 0) + 1
+        return d
+
+    def __enter__(self) -> "Pipeline":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __iter__(self):
+        if self._worker is None:
+            self.start()
+        while True:
+            item = self.results.get()
+            if item is _END:
+                break
+            yield item
+        if self.error is not None:
+            raise self.error if isinstance(self.error, EdgeSDKError) else RuntimeError(f"pipeline failed: {self.error!r}") from self.error
+
+    def run(self, max_seconds: float | None = None, on_stats=None, every_s: float = 1.0) -> dict:
+        """Run to the end of the input (or ``max_seconds``); returns the final statistics."""
+        t_end = time.monotonic() + max_seconds if max_seconds else None
+        next_line = time.monotonic() + every_s
+        self.start()
+        try:
+            while True:
+                try:
+                    item = self.results.get(timeout=0.1)
+                except queue.Empty:
+                    item = None
+                if item is _END:
+                    break
+                if on_stats and time.monotonic() >= next_line:
+                    on_stats(self.stats)
+                    next_line += every_s
+                if t_end and time.monotonic() >= t_end:
+                    break
+        finally:
+            stats = self.stop()
+        if self.error is not None:
+            raise self.error
+        return stats

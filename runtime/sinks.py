@@ -1,0 +1,152 @@
+"""Where results go: JSON-lines events, an annotated video file (the audio track muxed
+back in with ffmpeg), an HTTP MJPEG preview for headless boards. (The Python callback is
+``Pipeline(callback=...)``; an on-screen window is :class:`MjpegSink` opened in a browser,
+since the runtime depends on headless OpenCV.)"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import threading
+from dataclasses import asdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_sdk.runtime.frames import Gap, Result
+
+__all__ = ["Sink", "JsonlSink", "VideoSink", "MjpegSink", "annotate"]
+
+log = logging.getLogger(__name__)
+
+
+class Sink:
+    def result(self, r: Result) -> None:
+        raise NotImplementedError
+
+    def gap(self, g: Gap) -> None:  # noqa: B027 - optional
+        pass
+
+    def close(self) -> None:  # noqa: B027 - optional
+        pass
+
+
+def annotate(r: Result) -> np.ndarray:
+    """The frame (RGB) with the heatmap blended over the model's square and the task's values."""
+    img = r.frame.image.copy()
+    h, w = img.shape[:2]
+    side = min(h, w)
+    y0, x0 = (h - side) // 2, (w - side) // 2
+    if r.heatmap is not None:
+        hm = r.heatmap.astype(np.float32)
+        hm = (hm - hm.min()) / (np.ptp(hm) + 1e-9)
+        colour = cv2.applyColorMap(cv2.resize((hm * 255).astype(np.uint8), (side, side)), cv2.COLORMAP_JET)[:, :, ::-1]
+        img[y0:y0 + side, x0:x0 + side] = cv2.addWeighted(img[y0:y0 + side, x0:x0 + side], 0.55, colour, 0.45, 0)
+    v = r.values
+    if "peak_xy" in v:
+        cv2.circle(img, tuple(int(c) for c in v["peak_xy"]), max(4, side // 40), (255, 255, 255), 2)
+    for f in v.get("faces", []):
+        cv2.rectangle(img, tuple(f["box"][:2]), tuple(f["box"][2:]), (0, 255, 0), 2)
+    text = "  ".join(f"{k} {v[k]}" for k in ("score", "offset_ms", "belongs") if k in v) + f"  {r.latency_ms:.0f} ms"
+    cv2.putText(img, text, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)
+    return img
+
+
+class JsonlSink(Sink):
+    """One JSON object per line: ``{"type": "result", ...}`` or ``{"type": "gap", ...}``."""
+
+    def __init__(self, path: str | Path):
+        self.f = open(path, "w")
+        self._lock = threading.Lock()
+
+    def _write(self, obj: dict) -> None:
+        with self._lock:
+            self.f.write(json.dumps(obj) + "\n")
+
+    def result(self, r: Result) -> None:
+        self._write({"type": "result", "task": r.task, "pts_ns": r.pts_ns, "seq": r.seq, "latency_ms": round(r.latency_ms, 3),
+                     "skew_ms": round(r.skew_ns / 1e6, 3), **r.values})
+
+    def gap(self, g: Gap) -> None:
+        self._write({"type": "gap", **asdict(g)})
+
+    def close(self) -> None:
+        with self._lock:
+            self.f.close()
+
+
+class VideoSink(Sink):
+    """Annotated frames to a video file; ``audio_from`` (a file) is muxed back in with ffmpeg at close."""
+
+    def __init__(self, path: str | Path, fps: float = 25.0, audio_from: str | None = None):
+        self.path, self.fps, self.audio_from = Path(path), fps, audio_from
+        self.writer = None
+        self.tmp = self.path.with_name(self.path.stem + ".video" + self.path.suffix)
+
+    def result(self, r: Result) -> None:
+        img = annotate(r)
+        if self.writer is None:
+            self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (img.shape[1], img.shape[0]))
+        self.writer.write(img[:, :, ::-1])
+
+    def close(self) -> None:
+        if self.writer is None:
+            return
+        self.writer.release()
+        self.writer = None
+        if self.audio_from and shutil.which("ffmpeg"):
+            cmd = ["ffmpeg", "-y", "-loglevel", "error", "-i", str(self.tmp), "-i", self.audio_from, "-map", "0:v", "-map", "1:a?",
+                   "-c:v", "copy", "-c:a", "aac", "-shortest", str(self.path)]
+            if subprocess.run(cmd, capture_output=True).returncode == 0:
+                self.tmp.unlink()
+                return
+            log.warning("ffmpeg could not mux the audio back; the video is in %s without sound", self.tmp)
+        self.tmp.replace(self.path)
+
+
+class MjpegSink(Sink):
+    """An HTTP MJPEG preview (``http://HOST:PORT/``) of the annotated frames, for headless boards."""
+
+    def __init__(self, port: int = 8090, host: str = "127.0.0.1"):
+        self.jpeg: bytes | None = None
+        self.cond = threading.Condition()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                try:
+                    while True:
+                        with sink.cond:
+                            sink.cond.wait(timeout=1.0)
+                            data = sink.jpeg
+                        if data is None:
+                            continue
+                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(data)).encode() + b"\r\n\r\n" + data + b"\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://{host}:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True, name="edge_sdk-mjpeg").start()
+
+    def result(self, r: Result) -> None:
+        ok, buf = cv2.imencode(".jpg", annotate(r)[:, :, ::-1])
+        if ok:
+            with self.cond:
+                self.jpeg = buf.tobytes()
+                self.cond.notify_all()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

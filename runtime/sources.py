@@ -1,0 +1,430 @@
+"""Where frames and sound come from: one URI opens a file, a microphone, a camera, a network
+stream or a generated AV-Digits scene, as a :class:`Source` that emits timestamped
+:class:`~edge_sdk.runtime.frames.VideoFrame` / ``AudioBlock`` / ``Gap`` items.
+
+    src = open_source("file:///clips/street.mp4?realtime=1", sample_rate=16000)
+    src.start(queue.put)   # returns at once; a thread calls queue.put(item)
+    ...
+    src.stop()
+
+Schemes: ``file``, ``wav``, ``mic``, ``cam``, ``v4l2``, ``csi``, ``http``, ``https``,
+``rtsp``, ``synthetic``; ``usage()`` describes each with its options. Query parameters
+become options (``file:///x.mp4?realtime=1&loop=1``); keyword arguments override them.
+Video is RGB HxWx3 uint8 at its native size; audio is mono float32 at ``sample_rate``
+(channels averaged, resampled once with a streaming soxr HQ resampler). No torch here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import heapq
+import logging
+import math
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+import cv2
+import numpy as np
+import soxr
+
+from edge_sdk.errors import ConfigError, DataError
+from edge_sdk.runtime._capture import CaptureSource, MicSource, Source, csi_pipeline, has_gstreamer
+from edge_sdk.runtime.clock import ClockMap, now_ns
+
+__all__ = ["Source", "FileSource", "SyntheticSource", "MicSource", "CaptureSource", "open_source", "usage", "SCHEMES"]
+
+log = logging.getLogger(__name__)
+
+_GAP_S = 0.02  # audio pts jumps larger than this are filled with silence (as in edge_sdk.data.video)
+_PACE = dict(realtime=False, loop=False)
+_NET = dict(reconnect=True, stall_s=2.0)
+
+# scheme -> (default options, help text)
+SCHEMES: dict[str, tuple[dict, str]] = {
+    "file": (dict(_PACE, audio=True, block_ms=10), "file:///abs/clip.mp4 or file://relative/clip.mp4 -- a video file (any "
+             "container and codec PyAV reads), demuxed and decoded as a stream: RGB frames at native size, its audio "
+             "mono at sample_rate, with the file's own timestamps from the moment start() was called. Options: "
+             "realtime=1 paces output to the wall clock like a camera (default: as fast as the consumer takes it, "
+             "nothing dropped); loop=1 starts again at the end, timestamps continuing; audio=0 ignores the sound; "
+             "block_ms (audio block length, default 10). "
+             "A file without sound gives kind 'video' (counters['no_audio'] = 1)."),
+    "wav": (dict(_PACE, block_ms=10), "wav:///abs/sound.wav -- the audio track of any file PyAV reads (wav, mp3, flac, ogg, a "
+            "video's sound), mono at sample_rate. Options: realtime=1, loop=1, block_ms."),
+    "mic": (dict(blocksize=0, channels=0, queue=256), "mic://default or mic://NAME (a name, part of one, or an index "
+            "from python -m sounddevice) -- a microphone through sounddevice/PortAudio, downmixed and resampled "
+            "from the device's own rate; pts from the ADC time. Options: blocksize (device frames per callback, 0 = "
+            "PortAudio's choice), channels (0 = up to 2, averaged), queue (buffers held for a slow consumer; beyond "
+            "it blocks are dropped and counted)."),
+    "cam": (dict(width=0, height=0, fps=0.0, stall_s=2.0), "cam://0 -- camera number N through OpenCV (V4L2 on "
+            "Linux); pts = capture time. Options: width, height, fps (asked of the driver), stall_s."),
+    "v4l2": (dict(width=0, height=0, fps=0.0, stall_s=2.0), "v4l2:///dev/video0 -- a V4L2 device by path. "
+             "Options as cam://."),
+    "csi": (dict(width=1280, height=720, fps=30, flip=0, stall_s=2.0), "csi://0 -- a Jetson CSI camera via the "
+            "nvarguscamerasrc GStreamer pipeline (cv2.CAP_GSTREAMER). Needs an OpenCV built with GStreamer "
+            "(JetPack's python3-opencv); the pip opencv-python-headless wheel has none and csi:// then raises "
+            "ConfigError saying so. Options: width, height, fps, flip (nvvidconv flip-method)."),
+    "http": (dict(_NET), "http://host:port/path -- an MJPEG/HTTP camera or stream through OpenCV's FFmpeg backend. "
+             "Reconnects with backoff (0.25 s doubling to 4 s) when it ends or stalls, then emits "
+             "Gap(kind='reconnect'). Options: reconnect=0 (end instead), stall_s (seconds without a frame, "
+             "default 2). Other query parameters stay in the URL."),
+    "https": (dict(_NET), "https://... -- as http://. Options: reconnect=0, stall_s."),
+    "rtsp": (dict(_NET), "rtsp://user:pass@host:554/stream -- an RTSP camera through OpenCV's FFmpeg backend, "
+             "reconnecting like http://. Options: reconnect=0, stall_s."),
+    "synthetic": (dict(_PACE, fps=10.0, seconds=6.0, k=3, seed=0, size=96, block_ms=100, bank="auto", hold=2.0),
+                  "synthetic://av-digits?fps=10&seconds=6&k=3&seed=0 -- generated AV-Digits scenes, one every hold "
+                  "seconds (default 2): an S x S image (size, default 96) with k handwritten digits, shown at fps "
+                  "while one digit is spoken in its first second, then silence (so the 1 s window at every frame "
+                  "holds only this scene's speech; audio in block_ms blocks). VideoFrame.meta has the spoken digit's box "
+                  "(x0, y0, x1, y1), label and scene. Real FSDD + MNIST test data when ../shared/data has them "
+                  "(bank=auto|real|synthetic), else generated shapes and tones. Finite; realtime=1 paces it."),
+}
+_NETWORK = ("http", "https", "rtsp")
+
+
+def usage(scheme: str | None = None) -> str:
+    """Help text for one scheme, or for all of them (``scheme=None``)."""
+    if scheme is None:
+        return "\n\n".join(text for _, text in SCHEMES.values())
+    if scheme not in SCHEMES:
+        raise _unknown_scheme(f"{scheme}://", scheme)
+    return SCHEMES[scheme][1]
+
+
+def _unknown_scheme(uri: str, scheme: str) -> ConfigError:
+    if not scheme:
+        return ConfigError(f"source {uri!r} has no scheme", f"write file://{uri} for a file, or use one of: "
+                           f"{', '.join(f'{s}://' for s in SCHEMES)} (see edge_sdk.runtime.sources.usage())")
+    close = difflib.get_close_matches(scheme.lower(), SCHEMES, n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]}://? " if close else ""
+    return ConfigError(f"unknown source scheme {scheme!r} in {uri!r}",
+                       f"{hint}use one of: {', '.join(f'{s}://' for s in SCHEMES)}")
+
+
+def _coerce(uri: str, key: str, value, default):
+    if isinstance(default, bool):
+        if isinstance(value, (bool, int)):
+            return bool(value)
+        v = str(value).strip().lower()
+        if v in ("1", "true", "yes", "on", ""):
+            return True
+        if v in ("0", "false", "no", "off"):
+            return False
+    else:
+        try:
+            return type(default)(value)
+        except (TypeError, ValueError):
+            pass
+    raise ConfigError(f"{uri}: option {key}={value!r} is not a {type(default).__name__}",
+                      f"pass {key}={default!r} or another {type(default).__name__}")
+
+
+def open_source(uri: str, *, sample_rate: int = 16000, **opts) -> Source:
+    """Open the input named by ``uri`` (see :func:`usage`); nothing runs until ``start(emit)``."""
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES or "://" not in uri:
+        raise _unknown_scheme(uri, scheme if "://" in uri else "")
+    defaults = SCHEMES[scheme][0]
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if scheme in _NETWORK:  # the camera's own query parameters stay in its URL
+        given = {k: v for k, v in query if k in defaults}
+        rest = [(k, v) for k, v in query if k not in defaults]
+        target = urlunsplit(parts._replace(query=urlencode(rest)))
+    else:
+        given, target = dict(query), None
+    given.update(opts)
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ConfigError(f"{uri}: unknown option(s) {', '.join(unknown)} for {scheme}://",
+                          f"{scheme}:// takes: {', '.join(f'{k} (default {v!r})' for k, v in defaults.items())}")
+    o = {k: _coerce(uri, k, given.get(k, d), d) for k, d in defaults.items()}
+    name = unquote(parts.netloc + parts.path)
+    if scheme in ("file", "wav"):
+        return FileSource(uri, name, sample_rate, o, audio_only=scheme == "wav")
+    if scheme == "mic":
+        return MicSource(uri, name or "default", sample_rate, o)
+    if scheme in _NETWORK:
+        return CaptureSource(uri, target, cv2.CAP_FFMPEG, o, network=True)
+    if scheme == "cam":
+        if not name.isdigit():
+            raise ConfigError(f"{uri}: camera number expected", "write cam://0 (or v4l2:///dev/video0 for a path)")
+        return CaptureSource(uri, int(name), cv2.CAP_ANY, o)
+    if scheme == "v4l2":
+        return CaptureSource(uri, name, cv2.CAP_V4L2, o)
+    if scheme == "csi":
+        if not has_gstreamer():
+            raise ConfigError(f"{uri}: this OpenCV build has no GStreamer support, which the Jetson CSI pipeline "
+                              "(nvarguscamerasrc) needs", "on the Jetson use JetPack's OpenCV (apt install "
+                              "python3-opencv) in a venv made with --system-site-packages and pip uninstall "
+                              "opencv-python-headless; or use v4l2:///dev/video0 if the sensor has a V4L2 driver")
+        pipeline = csi_pipeline(int(name or 0), o["width"], o["height"], o["fps"], o["flip"])
+        return CaptureSource(uri, pipeline, cv2.CAP_GSTREAMER, o)
+    return SyntheticSource(uri, name, sample_rate, o)
+
+
+# -- files -------------------------------------------------------------------------------------
+def _pyav(uri: str):
+    try:
+        import av
+    except ImportError:
+        raise ConfigError(f"{uri}: reading media files needs PyAV", "pip install 'edge_sdk[live]' (or: pip install av)") from None
+    return av
+
+
+def _why(e: Exception) -> str:
+    return f"{e.__class__.__name__}: {getattr(e, 'strerror', None) or e}"
+
+
+class _Track:
+    """Audio of one pass through a file: format conversion, gap filling and streaming resampling."""
+
+    def __init__(self, av, frame, stream, sample_rate: int):
+        self.rate, self.sample_rate = frame.sample_rate, sample_rate
+        self.convert = av.AudioResampler(format="fltp", rate=self.rate)  # planar float, same layout and rate
+        self.start = frame.time if frame.time is not None else float((stream.start_time or 0) * stream.time_base)
+        self.resampler = soxr.ResampleStream(self.rate, sample_rate, 1, dtype="float32", quality="HQ")
+        self.n_in = self.n_out = 0
+
+    def push(self, frame) -> np.ndarray:
+        """Resampled samples for one decoded frame (``None`` flushes the resampler at the end)."""
+        chunks = []
+        if frame is not None and frame.time is not None:  # fill real holes in the track with silence
+            hole = int(round((frame.time - self.start) * self.rate)) - self.n_in
+            if hole > _GAP_S * self.rate:
+                chunks.append(np.zeros(hole, np.float32))
+        chunks += [out.to_ndarray().mean(axis=0).astype(np.float32) for out in self.convert.resample(frame)]
+        x = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+        self.n_in += x.size
+        return self.resampler.resample_chunk(x, last=frame is None)
+
+    def time_out(self) -> float:
+        """File time of the next output sample (the soxr stream is delay-compensated)."""
+        return self.start + self.n_out / self.sample_rate
+
+
+class FileSource(Source):
+    """A media file decoded as a stream with PyAV, video and audio demuxed in one thread."""
+
+    @property
+    def live(self) -> bool:
+        return bool(self.opts.get("realtime"))
+
+    def __init__(self, uri: str, path: str, sample_rate: int, opts: dict, audio_only: bool = False):
+        av = _pyav(uri)
+        self.path, self.sample_rate = Path(path), sample_rate
+        scheme = "wav" if audio_only else "file"
+        if not self.path.is_file():
+            what = "is a folder" if self.path.is_dir() else "does not exist"
+            raise DataError(f"{uri}: {self.path} {what}", f"give the path of a media file: {scheme}:///abs/path "
+                            f"or {scheme}://path/relative/to/{Path.cwd()}")
+        try:
+            with av.open(str(self.path)) as c:
+                broken = [s.type for s in (*c.streams.video[:1], *c.streams.audio[:1]) if s.codec_context is None]
+                video, audio = bool(c.streams.video) and not audio_only, bool(c.streams.audio)
+        except av.FFmpegError as e:
+            raise DataError(f"{uri}: {self.path.name} could not be opened ({_why(e)})", "check that it plays in a "
+                            "media player; a truncated download must be fetched again, or re-encode it: "
+                            "ffmpeg -i in -c:v libx264 -c:a aac out.mp4") from None
+        if broken:
+            raise DataError(f"{uri}: {self.path.name}: the {' and '.join(broken)} codec cannot be set up",
+                            "the file is truncated or corrupt; fetch it again or re-encode it")
+        if audio_only and not audio:
+            raise DataError(f"{uri}: {self.path.name} has no audio track", "use file:// for video, or a file with sound")
+        no_audio = not audio and not audio_only and opts.get("audio", True)
+        audio = audio and opts.get("audio", True)
+        if not (video or audio):
+            raise DataError(f"{uri}: {self.path.name} has nothing to read (no video, audio ignored or absent)",
+                            "drop audio=0, or use a file with video or sound")
+        super().__init__(uri, "av" if video and audio else "video" if video else "audio", opts)
+        self._video, self._audio = video, audio
+        self._pending: list = []  # realtime schedule: (due_ns, order, emit function, args)
+        if no_audio:
+            self.counters["no_audio"] = 1
+            log.warning("%s: %s has no audio track; reading video only", uri, self.path.name)
+
+    def _run(self) -> None:
+        av = _pyav(self.uri)
+        clock = ClockMap()
+        clock.to_sdk(0.0)  # file time 0 = the SDK clock now
+        offset = 0.0
+        while True:
+            span = self._pass(av, clock, offset)
+            if span is None:  # stopped
+                return
+            if not self.opts.get("loop") or span <= 0:
+                break
+            offset += span
+        self.done = True
+
+    def _pass(self, av, clock: ClockMap, offset: float) -> float | None:
+        """Decode the file once; returns the span it covered in seconds (None when stopped)."""
+        first = last = None
+        with av.open(str(self.path)) as c:
+            vs = c.streams.video[0] if self._video else None
+            aus = c.streams.audio[0] if self._audio else None
+            if vs is not None:
+                vs.thread_type = "AUTO"
+            fps = float(vs.average_rate or 25) if vs is not None else 25.0
+            track, prev_t = None, None
+            packets = c.demux(*[s for s in (vs, aus) if s is not None])
+            while not self.stopped:
+                try:
+                    packet = next(packets)
+                except StopIteration:
+                    break
+                except av.FFmpegError as e:  # the demuxer cannot go on: what came so far is the file
+                    self._decode_error(e, clock, offset, prev_t)
+                    break
+                try:
+                    frames = packet.decode()
+                except av.FFmpegError as e:  # one bad packet: report it, keep decoding
+                    self._decode_error(e, clock, offset, prev_t)
+                    continue
+                for fr in frames:
+                    if packet.stream is vs:
+                        t = fr.time if fr.time is not None else (0.0 if prev_t is None else prev_t + 1 / fps)
+                        prev_t = t
+                        pts = clock.to_sdk(offset + t)
+                        if not self._out(pts, pts, self.frame, fr.to_ndarray(format="rgb24"), pts):
+                            return None
+                        first = t if first is None else min(first, t)
+                        last = t + 1 / fps if last is None else max(last, t + 1 / fps)
+                        continue
+                    if track is None:
+                        track = _Track(av, fr, aus, self.sample_rate)
+                        first = min(first, track.start) if first is not None else track.start
+                    if not self._audio_out(track, track.push(fr), clock, offset):
+                        return None
+            if self.stopped:
+                return None
+            if track is not None:
+                if not self._audio_out(track, track.push(None), clock, offset):
+                    return None
+                last = track.time_out() if last is None else max(last, track.time_out())
+        if not self._drain(None):
+            return None
+        return 0.0 if first is None else last - first
+
+    _LOOKAHEAD_NS = 300_000_000  # media decoded ahead of the earliest pending item before waiting on it
+
+    def _out(self, ready_ns: int, media_ns: int, fn, *args) -> bool:
+        """Emit now (as fast as possible), or in realtime mode schedule for ``ready_ns``: items go
+        out in the order of their due time, not the file's interleaving (a muxer may put audio
+        a few hundred ms ahead of the video it plays with; waiting in file order would hold the
+        frames back by that much). False once stopped."""
+        if not self.opts.get("realtime"):
+            return fn(*args)
+        self._seq_out = getattr(self, "_seq_out", 0) + 1
+        heapq.heappush(self._pending, (ready_ns, self._seq_out, fn, args))
+        return self._drain(media_ns)
+
+    def _drain(self, decoded_ns: int | None) -> bool:
+        """Emit the scheduled items that are due; wait for the earliest one once enough media
+        is decoded past it (``decoded_ns`` None: the file ended, emit everything in time)."""
+        while self._pending:
+            ready = self._pending[0][0]
+            if ready > now_ns():
+                if decoded_ns is not None and decoded_ns - ready < self._LOOKAHEAD_NS:
+                    return not self.stopped
+                if self.wait_until(ready):
+                    return False
+            _, _, fn, args = heapq.heappop(self._pending)
+            if not fn(*args):
+                return False
+        return not self.stopped
+
+    def _audio_out(self, track: _Track, y: np.ndarray, clock: ClockMap, offset: float) -> bool:
+        """Emit resampled audio in blocks of at most ``block_ms`` (in realtime mode each paced to
+        its last sample, as a microphone delivers them: a 64 ms codec frame released whole would
+        hold back the frames it covers); False once stopped."""
+        if not y.size:
+            return not self.stopped
+        step = max(1, int(self.sample_rate * self.opts.get("block_ms", 10) / 1000))
+        for i in range(0, y.size, step):
+            part = y[i : i + step]
+            pts = clock.to_sdk(offset + track.time_out())
+            track.n_out += part.size
+            end = pts + int(part.size / self.sample_rate * 1e9)
+            if not self._out(end, end, self.block, part, pts, self.sample_rate):
+                return False
+        return True
+
+    def _decode_error(self, e: Exception, clock: ClockMap, offset: float, t: float | None) -> None:
+        self.counters["decode_errors"] += 1
+        if self.counters["decode_errors"] <= 3:
+            log.warning("%s: decode error (%s)", self.uri, _why(e))
+        self.gap("decode", message=_why(e), pts_ns=None if t is None else clock.to_sdk(offset + t))
+
+
+# -- generated scenes ----------------------------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def _bank(sample_rate: int, which: str):
+    from edge_sdk.data.bank import load_bank, synthetic_bank
+    from edge_sdk.data.sources import default_data_dir
+
+    root = default_data_dir()
+    real = root is not None and (root / "fsdd" / "recordings").is_dir() and (root / "mnist").is_dir()
+    if which == "real" and not real:
+        raise DataError("synthetic://av-digits?bank=real: FSDD and MNIST are not in ../shared/data",
+                        "put them there (fsdd/recordings, mnist), or use bank=auto or bank=synthetic")
+    if which == "synthetic" or not real:
+        return synthetic_bank("test", sample_rate)
+    return load_bank(root / "fsdd" / "recordings", root / "mnist", "test", sample_rate)
+
+
+class SyntheticSource(Source):
+    """Generated AV-Digits scenes: one every ``hold`` seconds, shown at ``fps`` while its 1 s
+    sound plays first, then silence; the ground truth rides in ``VideoFrame.meta``."""
+
+    @property
+    def live(self) -> bool:
+        return bool(self.opts.get("realtime"))
+
+    def __init__(self, uri: str, name: str, sample_rate: int, opts: dict):
+        if name != "av-digits":
+            raise ConfigError(f"{uri}: unknown generator {name!r}", "use synthetic://av-digits")
+        for key, ok in (("fps", opts["fps"] > 0), ("seconds", opts["seconds"] > 0), ("k", 1 <= opts["k"] <= 10),
+                        ("size", opts["size"] >= 32), ("block_ms", opts["block_ms"] > 0), ("hold", opts["hold"] >= 1),
+                        ("bank", opts["bank"] in ("auto", "real", "synthetic"))):
+            if not ok:
+                raise ConfigError(f"{uri}: {key}={opts[key]!r} is out of range",
+                                  "fps, seconds, block_ms > 0; hold >= 1; k 1..10; size >= 32; bank auto|real|synthetic")
+        super().__init__(uri, "av", opts)
+        from edge_sdk.data.avdigits import AVDigits
+        from edge_sdk.spec import get_spec
+
+        base = get_spec("student_s")
+        spec = dataclasses.replace(base, audio=dataclasses.replace(base.audio, sample_rate=sample_rate, num_samples=sample_rate),
+                                   image=dataclasses.replace(base.image, size=opts["size"]))
+        self.sample_rate = sample_rate
+        self.bank = _bank(sample_rate, opts["bank"])
+        self.scenes = AVDigits(self.bank, spec, math.ceil(opts["seconds"] / opts["hold"]), k=opts["k"], seed=opts["seed"], train=False)
+        log.info("%s: %d scenes from %s", uri, len(self.scenes), self.bank.source)
+
+    def _run(self) -> None:
+        o, sr = self.opts, self.sample_rate
+        clock = ClockMap()
+        clock.to_sdk(0.0)  # scene time 0 = the SDK clock now
+        block = max(1, int(round(sr * o["block_ms"] / 1000)))
+        hold, n_hold = o["hold"], int(round(o["hold"] * sr))
+        for i in range(len(self.scenes)):
+            item = self.scenes[i]
+            image = item["image"].transpose(1, 2, 0).astype(np.uint8)
+            meta = dict(box=tuple(float(v) for v in item["box"]), label=int(item["label"]), scene=i)
+            sound = np.zeros(n_hold, np.float32)
+            sound[: len(item["wave"])] = item["wave"][:n_hold]
+            t0 = i * hold
+            events = [(t0 + j / o["fps"], 0, t0 + j / o["fps"], None) for j in range(math.ceil(hold * o["fps"] - 1e-9))]
+            events += [(t0 + (b + block) / sr, 1, t0 + b / sr, sound[b:b + block]) for b in range(0, n_hold, block)]
+            for ready, _, t, wave in sorted(events, key=lambda e: e[:2]):  # in the order a device would deliver
+                if t >= o["seconds"]:
+                    continue
+                if o["realtime"] and self.wait_until(clock.to_sdk(ready)):
+                    return
+                done = self.frame(image.copy(), clock.to_sdk(t), dict(meta)) if wave is None \
+                    else self.block(wave.copy(), clock.to_sdk(t), sr)
+                if not done:
+                    return
+        self.done = True

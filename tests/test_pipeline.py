@@ -1,0 +1,124 @@
+"""The streaming pipeline end to end: real sources (generated scenes with speech, real
+files), the shipped demo bundle on ONNX Runtime, tasks, sinks, stats and faults."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edge_sdk.bundle import shipped_bundles
+from edge_sdk.errors import ConfigError
+from edge_sdk.runtime.pipeline import Pipeline, pick_backend
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    if "avnet_s-demo" not in shipped_bundles():
+        pytest.skip("the demo bundle is not shipped in this checkout")
+    from edge_sdk.bundle import read_bundle
+
+    return read_bundle(shipped_bundles()["avnet_s-demo"])
+
+
+def _clip(tmp_path, bundle, seconds=4):
+    from edge_sdk.data.clipfile import write_clip
+    from edge_sdk.data.sources import default_data_dir
+
+    root = default_data_dir()
+    fsdd, mnist = (root / "fsdd" / "recordings", root / "mnist") if root else (None, None)
+    return write_clip(tmp_path / "clip.mp4", bundle.spec, seconds=seconds, fps=10, size=(320, 240), fsdd=fsdd, mnist=mnist)
+
+
+def test_backend_choice_prefers_int8_onnxruntime_on_this_cpu(bundle):
+    c = pick_backend(bundle)
+    assert (c.backend, c.precision) == ("onnxruntime", "int8")
+    assert pick_backend(bundle, prefer="executorch").backend == "executorch"
+    with pytest.raises(Exception, match="--backend"):
+        pick_backend(bundle, prefer="tensorrt")
+
+
+def test_synthetic_scenes_are_localized_with_stats(bundle):
+    results = []
+    pipe = Pipeline.from_bundle(bundle, "synthetic://av-digits?seconds=6&fps=5&seed=3", task="localize", callback=results.append)
+    stats = pipe.run()
+    assert stats["frames_out"] == stats["frames_in"] == 30 and stats["dropped"] == 0
+    hits = []
+    for r in results:
+        box = r.frame.meta["box"]
+        x, y = r.values["peak_xy"]
+        hits.append(box[0] <= x <= box[2] and box[1] <= y <= box[3])
+    assert np.mean(hits) >= 0.6, np.mean(hits)  # the model points at the spoken digit
+    assert all(b.pts_ns > a.pts_ns for a, b in zip(results, results[1:]))
+    lat = stats["latency_ms"]
+    assert {"preprocess", "inference", "task", "capture_to_result", "skew"} <= set(lat) and lat["inference"]["p50"] > 0
+
+
+def test_offline_file_and_realtime_streaming_agree(bundle, tmp_path):
+    clip = _clip(tmp_path, bundle)
+    offline = list(Pipeline.from_bundle(bundle, f"file://{clip}", task="localize"))
+    # max_skew_ms=0: wait until the audio reaches each frame, as offline always can
+    exact = list(Pipeline.from_bundle(bundle, f"file://{clip}?realtime=1", task="localize", policy="block", max_skew_ms=0))
+    assert len(offline) == len(exact) == 40
+    for a, b in zip(offline, exact):  # one code path: the same numbers, frame for frame
+        assert a.seq == b.seq and a.values["peak_xy"] == b.values["peak_xy"]
+        assert a.values["score"] == pytest.approx(b.values["score"], abs=1e-5)
+    # the live default cuts the audio that has arrived (up to 30 ms short of the frame): nearly the same
+    live = list(Pipeline.from_bundle(bundle, f"file://{clip}?realtime=1", task="localize"))
+    assert len(live) >= 38 and all(abs(r.skew_ns) <= 40e6 for r in live)
+    same = [a.values["peak_xy"] == b.values["peak_xy"] for a, b in zip(offline, live) if a.seq == b.seq]
+    assert np.mean(same) >= 0.8
+
+
+@pytest.mark.parametrize("task", ["sync", "speaker"])
+def test_other_tasks_run_on_a_real_clip(bundle, task, data_dir):
+    clip = data_dir / "video" / "chaplin.mp4"
+    results = []
+    stats = Pipeline.from_bundle(bundle, f"file://{clip}", task=task, callback=results.append).run(max_seconds=20)
+    assert stats["frames_out"] > 10 and results
+    if task == "sync":
+        assert all(abs(r.values["offset_ms"]) <= 400 for r in results) and "belongs" in results[-1].values
+    else:
+        assert all("faces" in r.values for r in results)
+
+
+def test_retrieval_gallery_and_bad_task(bundle, tmp_path):
+    import cv2
+
+    from edge_sdk.runtime.sources import open_source  # noqa: F401 - the scheme must exist
+
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"g{i}.png"), np.full((64, 64, 3), 60 * i, np.uint8))
+    results = []
+    Pipeline.from_bundle(bundle, "synthetic://av-digits?seconds=1&fps=2", task="retrieval", task_opts={"gallery": str(tmp_path)},
+                         callback=results.append).run()
+    assert len(results[0].values["images_for_sound"]) == 3
+    with pytest.raises(ConfigError, match="unknown task"):
+        Pipeline.from_bundle(bundle, "synthetic://av-digits?seconds=1", task="segment")
+    with pytest.raises(ConfigError, match="gallery"):
+        Pipeline.from_bundle(bundle, "synthetic://av-digits?seconds=1", task="retrieval")
+
+
+def test_video_without_audio_keeps_running_and_counts_silence(bundle, tmp_path):
+    clip = _clip(tmp_path, bundle, seconds=2)
+    mute = tmp_path / "mute.mp4"
+    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-i", str(clip), "-an", "-c:v", "copy", str(mute)], check=True)
+    stats = Pipeline.from_bundle(bundle, f"file://{mute}", task="localize").run()
+    assert stats["frames_out"] == 20 and stats["faults"].get("silent_audio", 0) == 20
+
+
+def test_cli_run_writes_events_and_stats(bundle, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "edge_sdk", "run", "--bundle", str(bundle.folder), "--video",
+                          "synthetic://av-digits?seconds=2&fps=5", "--task", "localize", "--headless", "--quiet",
+                          "--events", str(tmp_path / "e.jsonl"), "--stats", str(tmp_path / "s.json"),
+                          "--out-video", str(tmp_path / "o.mp4")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-1500:]
+    stats = json.loads((tmp_path / "s.json").read_text())
+    assert stats["frames_out"] == 10 and {"frames_in", "dropped", "faults", "latency_ms"} <= set(stats)
+    events = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert sum(e["type"] == "result" for e in events) == 10 and "peak_xy" in events[0]
+    assert (tmp_path / "o.mp4").stat().st_size > 1000
+    bad = subprocess.run([sys.executable, "-m", "edge_sdk", "run", "--bundle", str(bundle.folder), "--video", "flie:///x.mp4",
+                          "--headless"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "file" in bad.stderr
