@@ -76,7 +76,8 @@ class OrtTowers(_Towers):
         super().__init__(spec, map_offset, batch_size)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or max(1, (os.cpu_count() or 2) // 2)
-        providers = providers or ["CPUExecutionProvider"]
+        # CUDA when this onnxruntime has it (onnxruntime-gpu), else the CPU
+        providers = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
         self.sessions = {}
         for tower, path in (("audio", audio), ("image", image)):
             try:

@@ -166,6 +166,8 @@ class Pipeline:
             st.fault("black_frame")
         if float(np.sqrt(np.mean(waves[0] ** 2))) < 1e-4:
             st.fault("silent_audio")
+        elif float(np.abs(waves[0]).max()) >= 0.999:
+            st.fault("clipped_audio")
         t1 = time.perf_counter()
         reuse = (self._last_audio is not None and self.audio_hop_ns and len(waves) == 1
                  and frame.pts_ns - self._last_audio[0] < self.audio_hop_ns)
@@ -175,6 +177,7 @@ class Pipeline:
         else:
             audio_emb, image_emb, image_map = self.towers.embed_both(waves, image)
             self._last_audio = (frame.pts_ns, audio_emb)
+            st.count("audio_inferences")
         t2 = time.perf_counter()
         geom = Geometry(frame.image.shape[:2], size, image_map.shape[-2:], self.map_offset)
         values, heat = self.task(frame, audio_emb, image_emb[0], image_map[0], geom)

@@ -122,3 +122,28 @@ def test_cli_run_writes_events_and_stats(bundle, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "edge_sdk", "run", "--bundle", str(bundle.folder), "--video", "flie:///x.mp4",
                           "--headless"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "file" in bad.stderr
+
+
+def test_audio_tower_at_its_own_rate_and_mjpeg_preview(bundle):
+    import urllib.request
+
+    from edge_sdk.runtime.sinks import MjpegSink
+
+    sink = MjpegSink(port=0)
+    got = {}
+
+    def fetch():
+        with urllib.request.urlopen(sink.url, timeout=10) as r:
+            got["head"] = r.read(400)
+
+    import threading
+
+    t = threading.Thread(target=fetch, daemon=True)
+    t.start()
+    pipe = Pipeline.from_bundle(bundle, "synthetic://av-digits?seconds=4&fps=5&realtime=1", task="localize",
+                                audio_hop_ms=1000, sinks=[sink])
+    stats = pipe.run()
+    t.join(5)
+    assert stats["frames_out"] == 20
+    assert 4 <= stats["counters"]["audio_inferences"] <= 6  # once a second, not on every frame
+    assert b"--frame" in got.get("head", b"") and b"image/jpeg" in got["head"]

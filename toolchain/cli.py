@@ -162,7 +162,7 @@ def cmd_run(args) -> int:
         print("no display in this build (headless OpenCV): use --mjpeg PORT for a live preview", file=sys.stderr)
     task_opts = {"gallery": args.gallery} if args.gallery else {}
     pipe = Pipeline.from_bundle(args.bundle, args.video, args.audio, args.task, prefer=args.backend, precision=args.precision,
-                                sinks=sinks, task_opts=task_opts, policy=args.policy)
+                                sinks=sinks, task_opts=task_opts, policy=args.policy, audio_hop_ms=args.audio_hop_ms)
     live = None if args.quiet else (lambda st: print("\r" + st.line(), end="", file=sys.stderr, flush=True))
     stats = pipe.run(args.max_seconds, on_stats=live)
     if live:
@@ -359,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", help="onnxruntime, tensorrt, executorch or torch (default: the best this machine runs)")
     p.add_argument("--precision", help="fp32, fp16 or int8 (default: the fastest the bundle has)")
     p.add_argument("--policy", choices=["latest", "block"], help="when inference is slower than capture: drop the oldest frames (latest, default for live sources) or wait (block, default for files)")
+    p.add_argument("--audio-hop-ms", type=float, default=0.0, help="run the audio tower at most every this many ms (default: every frame)")
     p.add_argument("--headless", action="store_true", help="no window")
     p.add_argument("--events", help="write JSON-lines results and faults here")
     p.add_argument("--out-video", help="write an annotated video here (the file source's audio muxed back)")
