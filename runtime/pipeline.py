@@ -72,7 +72,7 @@ class Pipeline:
         self.map_offset = tuple(map_offset)
         self.policy = policy or ("latest" if getattr(video, "live", True) else "block")
         self.frames: queue.Queue = queue.Queue(maxsize=queue_size)
-        self.results: queue.Queue = queue.Queue(maxsize=256)
+        self.results: queue.Queue = queue.Queue(maxsize=32)  # a result holds its frame: 32 at 720p is 88 MB
         self.ring = AudioRing(spec.audio.sample_rate)
         self.stats = Stats()
         self.sinks, self.callback = list(sinks), callback
@@ -255,8 +255,9 @@ class Pipeline:
         for name, src in (("video", self.video), ("audio", self.audio)):
             if src is not None:
                 d.setdefault("sources", {})[name] = {"uri": src.uri, **src.counters}
-                if src.error is not None:
+                if src.error is not None:  # the source ended on an error: said, not swallowed
                     d["faults"]["source_error"] = d["faults"].get("source_error", 0) + 1
+                    d.setdefault("errors", []).append(f"{name} source {src.uri}: {src.error}")
         return d
 
     def __enter__(self) -> "Pipeline":

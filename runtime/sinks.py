@@ -35,8 +35,9 @@ class Sink:
         pass
 
 
-def annotate(r: Result) -> np.ndarray:
-    """The frame (RGB) with the heatmap blended over the model's square and the task's values."""
+def annotate(r: Result, label: str = "") -> np.ndarray:
+    """The frame (RGB) with the heatmap blended over the model's square, the task's values and
+    ``label`` (e.g. backend and FPS) at the bottom."""
     img = r.frame.image.copy()
     h, w = img.shape[:2]
     side = min(h, w)
@@ -53,6 +54,8 @@ def annotate(r: Result) -> np.ndarray:
         cv2.rectangle(img, tuple(f["box"][:2]), tuple(f["box"][2:]), (0, 255, 0), 2)
     text = "  ".join(f"{k} {v[k]}" for k in ("score", "offset_ms", "belongs") if k in v) + f"  {r.latency_ms:.0f} ms"
     cv2.putText(img, text, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)
+    if label:
+        cv2.putText(img, label, (8, h - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1)
     return img
 
 

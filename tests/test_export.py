@@ -231,3 +231,16 @@ def test_shipped_demo_bundle_verifies_and_fits_the_budget():
     have = {(c.backend, c.precision) for c in b.choices()}
     assert {("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("executorch", "int8"), ("torch", "fp32")} <= have
     assert sum(a["bytes"] for a in b.manifest["artifacts"]) <= 10e6
+
+
+def test_cli_export_with_a_device_profile(tmp_path):
+    if "avnet_s.avdigits" not in shipped_models():
+        pytest.skip("the distilled student_s is not shipped in this checkout")
+    out = subprocess.run([sys.executable, "-m", "edge_sdk", "export", "student_s", "--device", "android-arm64", "--precision", "fp32",
+                          "--out", str(tmp_path / "b"), "--scenes", "20", "--synthetic"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-1500:]
+    have = {(c.backend, c.precision) for c in read_bundle(tmp_path / "b").choices()}
+    assert have == {("torch", "fp32"), ("executorch", "fp32")}  # the phone profile: ExecuTorch only
+    bad = subprocess.run([sys.executable, "-m", "edge_sdk", "export", "student_s", "--device", "jetson-orn", "--out", str(tmp_path / "c")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "did you mean jetson-orin" in bad.stderr

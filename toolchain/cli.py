@@ -26,6 +26,8 @@ EXAMPLES = {
     "bench": "edge-sdk bench edge_sdk/assets/bundles/avnet_s-demo --json bench.json --md bench.md --png bench.png",
     "run": "edge-sdk run --bundle edge_sdk/assets/bundles/avnet_s-demo --video synthetic://av-digits?seconds=10 --task localize --headless --stats stats.json",
     "bench-runtime": "edge-sdk bench-runtime --bundle edge_sdk/assets/bundles/avnet_s-demo --json runtime.json [--soak 600]",
+    "demo": "edge-sdk demo localize --headless --max-seconds 20",
+    "calibrate": "edge-sdk calibrate --video cam://0 --audio mic://default --seconds 60 --out runs/calib_live",
     "info": "edge-sdk info --json",
     "doctor": "edge-sdk doctor",
 }
@@ -120,6 +122,12 @@ def cmd_export(args) -> int:
     from edge_sdk.export.engine import export_bundle, format_export_report
 
     fsdd, mnist = _resolve_data(args)
+    if args.device:  # the profile picks what the target runs, unless --format/--precision say otherwise
+        from edge_sdk.profiles import get_profile
+
+        prof = get_profile(args.device)
+        args.format = ",".join(prof.formats) if args.format == "all" else args.format
+        args.precision = ",".join(prof.precisions) if args.precision == "all" else args.precision
     report = export_bundle(args.model, args.out, args.format, args.precision, calib=args.calib, method=args.method,
                            fsdd=fsdd, mnist=mnist, eval_cfg=EvalConfig(scenes=args.scenes), opset=args.opset,
                            allow_mismatch=args.allow_mismatch, zip_bundle=args.zip, name=args.name)
@@ -161,12 +169,19 @@ def cmd_run(args) -> int:
     if not args.headless:
         print("no display in this build (headless OpenCV): use --mjpeg PORT for a live preview", file=sys.stderr)
     task_opts = {"gallery": args.gallery} if args.gallery else {}
+    if args.device:
+        from edge_sdk.profiles import get_profile
+
+        prof = get_profile(args.device)
+        args.backend, args.precision = args.backend or prof.backend, args.precision or prof.precision
     pipe = Pipeline.from_bundle(args.bundle, args.video, args.audio, args.task, prefer=args.backend, precision=args.precision,
                                 sinks=sinks, task_opts=task_opts, policy=args.policy, audio_hop_ms=args.audio_hop_ms)
     live = None if args.quiet else (lambda st: print("\r" + st.line(), end="", file=sys.stderr, flush=True))
     stats = pipe.run(args.max_seconds, on_stats=live)
     if live:
         print(file=sys.stderr)
+    for err in stats.get("errors", []):
+        print(f"edge-sdk run: {err}", file=sys.stderr)
     text = json.dumps(stats, indent=2)
     if args.stats:
         Path(args.stats).write_text(text)
@@ -185,6 +200,37 @@ def cmd_bench_runtime(args) -> int:
         Path(args.json).write_text(text)
     keys = ("overhead_ratio", "drop_rate", "skew_ms_p95", "speedup_vs_baseline", "pointing_delta_vs_baseline", "rss_growth")
     print(text if args.verbose else json.dumps({k: report.get(k) for k in keys}, indent=2))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from edge_sdk.apps.demo import run_demo
+
+    live = None if args.quiet else (lambda st: print("\r" + st.line(), end="", file=sys.stderr, flush=True))
+    summary = run_demo(args.name, video=args.video, audio=args.audio, bundle=args.bundle, backend=args.backend,
+                       precision=args.precision, headless=args.headless, out=args.out, mjpeg=args.mjpeg,
+                       max_seconds=args.max_seconds, gallery=args.gallery, on_stats=live)
+    if live:
+        print(file=sys.stderr)
+    for note in summary["notes"]:
+        print(f"note: {note}", file=sys.stderr)
+    st = summary["stats"]
+    lat = st["latency_ms"].get("capture_to_result", {})
+    print(f"demo {summary['demo']} on {summary['backend']}: {st['frames_out']} frames, {st['fps']} fps, dropped {st['dropped']}, "
+          f"capture-to-result p50 {lat.get('p50')} ms p95 {lat.get('p95')} ms")
+    print("wrote " + ", ".join(summary["files"].values()))
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from edge_sdk.runtime.record import record_pairs
+    from edge_sdk.spec import get_spec
+
+    res = record_pairs(args.out, get_spec(args.spec), args.video, args.audio, args.seconds, args.every_ms)
+    print(json.dumps(res, indent=2))
+    if res["kept"] < 32:
+        print(f"edge-sdk calibrate: only {res['kept']} pairs; INT8 needs at least 32: record longer (--seconds) or more often (--every-ms)", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -332,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="percentile", choices=["minmax", "percentile", "entropy"], help="int8 activation calibration")
     p.add_argument("--out", required=True, help="new bundle folder: model files, manifest.json, report.json, report.md")
     p.add_argument("--zip", action="store_true", help="also write OUT.zip")
+    p.add_argument("--device", help="device profile: jetson-orin, jetson-nano, desktop-gpu, android-arm64, laptop-cpu (picks formats and precisions)")
     p.add_argument("--name", help="bundle name in the manifest (default SPEC-bundle)")
     p.add_argument("--opset", type=int, help="ONNX opset (default 18)")
     p.add_argument("--scenes", type=int, default=500, help="eval scenes per row (default 500)")
@@ -359,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", help="onnxruntime, tensorrt, executorch or torch (default: the best this machine runs)")
     p.add_argument("--precision", help="fp32, fp16 or int8 (default: the fastest the bundle has)")
     p.add_argument("--policy", choices=["latest", "block"], help="when inference is slower than capture: drop the oldest frames (latest, default for live sources) or wait (block, default for files)")
+    p.add_argument("--device", help="device profile whose backend and precision to prefer (edge-sdk export --device)")
     p.add_argument("--audio-hop-ms", type=float, default=0.0, help="run the audio tower at most every this many ms (default: every frame)")
     p.add_argument("--headless", action="store_true", help="no window")
     p.add_argument("--events", help="write JSON-lines results and faults here")
@@ -377,6 +425,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--soak", type=float, default=0.0, help="also loop the clip in real time this many seconds and report memory growth")
     p.add_argument("--json", help="write the full report here")
     _data_args(p)
+
+    p = add("demo", cmd_demo, "Live demos: localize, sync, retrieve, speaker (camera + microphone, or generated scenes).")
+    p.add_argument("name", choices=["localize", "sync", "retrieve", "speaker"], help="which demo")
+    p.add_argument("--video", help="video source URI (default: this machine's camera, else synthetic://av-digits)")
+    p.add_argument("--audio", help="audio source URI (default: the microphone, or the video's own sound)")
+    p.add_argument("--bundle", help="bundle folder or .zip (default: the shipped demo bundle)")
+    p.add_argument("--backend", help="onnxruntime, tensorrt, executorch or torch (default: the best this machine runs)")
+    p.add_argument("--precision", help="fp32, fp16 or int8")
+    p.add_argument("--gallery", help="retrieve: a folder of images and/or .wav sounds (default: one image per digit)")
+    p.add_argument("--headless", action="store_true", help="no window: annotated video, events, stats and a snapshot in --out")
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--mjpeg", type=int, help="serve an MJPEG preview on this port")
+    p.add_argument("--max-seconds", type=float, help="stop after this many seconds")
+    p.add_argument("--quiet", action="store_true", help="no live status line")
+
+    p = add("calibrate", cmd_calibrate, "Record an INT8 calibration set from this machine's live camera and microphone.")
+    p.add_argument("--video", required=True, help="video source URI (cam://0, v4l2:///dev/video0, csi://0, http://..., file://...)")
+    p.add_argument("--audio", help="audio source URI (mic://default; default: the video source's own sound)")
+    p.add_argument("--seconds", type=float, default=60.0, help="how long to record (default 60)")
+    p.add_argument("--every-ms", type=float, default=250.0, help="keep one pair every this many ms (default 250)")
+    p.add_argument("--spec", default="avnet_s.avdigits", help="spec whose preprocessing the pairs follow")
+    p.add_argument("--out", required=True, help="new folder for the .npz pairs (edge-sdk quantize/export --calib)")
 
     p = add("eval", cmd_eval, "Evaluate a model on speaker- and image-disjoint AV-Digits.")
     p.add_argument("model", help="a .safetensors checkpoint, a shipped model name (edge-sdk info), or a bundle folder or .zip")

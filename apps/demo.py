@@ -1,0 +1,153 @@
+"""``edge-sdk demo localize|sync|retrieve|speaker``: the live demos, each a thin composition
+of runtime parts (sources, pipeline, task, sinks).
+
+Defaults: the shipped demo bundle, the machine's camera and microphone; where there is no
+camera (or no microphone) the demo says so and runs on ``synthetic://av-digits`` (held-out
+scenes with real speech, paced like a camera). Headless (the default, and the fallback
+when there is no display or OpenCV has no GUI): an annotated video with sound, JSON-lines
+events, the final stats and a snapshot, optionally an MJPEG preview; a window otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_sdk.errors import ConfigError
+
+__all__ = ["DEMOS", "run_demo", "default_sources"]
+
+log = logging.getLogger(__name__)
+
+DEMOS = {"localize": "localize", "sync": "sync", "retrieve": "retrieval", "speaker": "speaker"}
+FALLBACK = "synthetic://av-digits?seconds=20&realtime=1"
+
+
+def _camera() -> str | None:
+    for dev in sorted(Path("/dev").glob("video*")):
+        cap = cv2.VideoCapture(str(dev))
+        ok = cap.isOpened()
+        cap.release()
+        if ok:
+            return f"v4l2://{dev}"
+    return None
+
+
+def _microphone() -> str | None:
+    try:
+        import sounddevice as sd
+
+        return "mic://default" if any(d["max_input_channels"] > 0 for d in sd.query_devices()) else None
+    except Exception:  # noqa: BLE001 - no PortAudio, no server: no microphone
+        return None
+
+
+def default_sources(video: str | None, audio: str | None) -> tuple[str, str | None, str | None]:
+    """``(video, audio, note)``: the given URIs, else this machine's camera and microphone, else
+    the synthetic scenes (with a note saying why)."""
+    if video:
+        return video, audio, None
+    cam = _camera()
+    if cam is None:
+        return FALLBACK, None, "no camera found (no /dev/video* that opens): running on synthetic://av-digits; pass --video URI"
+    mic = audio or _microphone()
+    if mic is None:
+        return FALLBACK, None, f"camera {cam} but no microphone: running on synthetic://av-digits; pass --audio URI"
+    return cam, mic, None
+
+
+def _display_ok() -> tuple[bool, str]:
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False, "no display (DISPLAY is not set)"
+    if "GUI" not in cv2.getBuildInformation() or "NO" in cv2.getBuildInformation().split("GUI:")[1].splitlines()[0]:
+        return False, "this OpenCV has no GUI (opencv-python-headless)"
+    return True, ""
+
+
+def _digit_gallery(folder: Path, spec) -> Path:
+    """One image per digit from the held-out AV-Digits renderer, for the retrieve demo's default gallery."""
+    from edge_sdk.data.avdigits import render_single
+    from edge_sdk.data.bank import DEFAULT_TEST_SPEAKERS, load_bank, synthetic_bank
+    from edge_sdk.data.sources import default_data_dir
+
+    root = default_data_dir()
+    sr = spec.audio.sample_rate
+    bank = load_bank(root / "fsdd" / "recordings", root / "mnist", "test", sr, DEFAULT_TEST_SPEAKERS) if root else synthetic_bank("test", sr)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for d in range(10):
+        img = render_single(bank, int(bank.images_of(d)[0]), spec.image.size, rng)
+        cv2.imwrite(str(folder / f"digit_{d}.png"), img[:, :, ::-1])
+    return folder
+
+
+def run_demo(name: str, *, video: str | None = None, audio: str | None = None, bundle: str | None = None,
+             backend: str | None = None, precision: str | None = None, headless: bool = False, out: str | Path = "runs/demo",
+             mjpeg: int | None = None, max_seconds: float | None = None, gallery: str | None = None, on_stats=None) -> dict:
+    """Run one demo; returns a summary (paths written, stats, the notes shown to the user)."""
+    from edge_sdk.bundle import read_bundle, shipped_bundles
+    from edge_sdk.runtime.pipeline import Pipeline
+    from edge_sdk.runtime.sinks import JsonlSink, MjpegSink, VideoSink, annotate
+
+    if name not in DEMOS:
+        raise ConfigError(f"unknown demo {name!r}", f"use one of: {', '.join(DEMOS)}")
+    notes = []
+    if bundle is None:
+        if "avnet_s-demo" not in shipped_bundles():
+            raise ConfigError("no --bundle given and no shipped demo bundle", "pass --bundle PATH (edge-sdk export writes one)")
+        bundle = str(shipped_bundles()["avnet_s-demo"])
+    b = read_bundle(bundle)
+    video, audio, note = default_sources(video, audio)
+    if note:
+        notes.append(note)
+    if not headless:
+        ok, why = _display_ok()
+        if not ok:
+            notes.append(f"{why}: running headless (annotated video, events and stats in {out}; --mjpeg PORT for a live preview)")
+            headless = True
+    for n in notes:
+        log.warning("demo %s: %s", name, n)
+    out = Path(out) / name
+    out.mkdir(parents=True, exist_ok=True)
+    task_opts = {}
+    if DEMOS[name] == "retrieval":
+        task_opts["gallery"] = gallery or str(_digit_gallery(out / "gallery", b.spec))
+    last, hits = {}, []
+    sinks = [JsonlSink(out / "events.jsonl"),
+             VideoSink(out / "annotated.mp4", audio_from=video[len("file://"):] if video.startswith("file://") else None)]
+    if mjpeg is not None:
+        sinks.append(MjpegSink(mjpeg))
+        notes.append(f"preview at {sinks[-1].url}")
+
+    window = None if headless else f"edge-sdk demo {name}"
+
+    def keep(result):
+        last["result"] = result
+        box = result.frame.meta.get("box")  # generated scenes know where the spoken digit is
+        if box is not None and "peak_xy" in result.values:
+            x, y = result.values["peak_xy"]
+            hits.append(box[0] <= x <= box[2] and box[1] <= y <= box[3])
+        if window:
+            cv2.imshow(window, annotate(result, f"{pipe.backend} {pipe.stats.fps():.0f} fps")[:, :, ::-1])
+            cv2.waitKey(1)
+
+    pipe = Pipeline.from_bundle(b, video, audio, DEMOS[name], prefer=backend, precision=precision, sinks=sinks,
+                                callback=keep, task_opts=task_opts)
+    stats = pipe.run(max_seconds, on_stats=on_stats)
+    if window:
+        cv2.destroyAllWindows()
+    summary = {"demo": name, "video": video, "audio": audio, "backend": pipe.backend, "notes": notes, "out": str(out),
+               "files": {"video": str(out / "annotated.mp4"), "events": str(out / "events.jsonl"), "stats": str(out / "stats.json")},
+               "stats": stats, "pointing_acc": float(np.mean(hits)) if hits else None}
+    if "result" in last:
+        cv2.imwrite(str(out / "snapshot.png"), annotate(last["result"], f"{pipe.backend} {stats['fps']:.0f} fps")[:, :, ::-1])
+        summary["files"]["snapshot"] = str(out / "snapshot.png")
+        summary["last"] = last["result"].values
+    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary

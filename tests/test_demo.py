@@ -1,0 +1,51 @@
+"""The demo apps, run as a person would here: no camera, no display -> generated scenes,
+headless, with the annotated video, events, stats and a snapshot to look at."""
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_sdk.apps.demo import run_demo
+from edge_sdk.bundle import shipped_bundles
+from edge_sdk.errors import ConfigError
+
+pytestmark = pytest.mark.skipif("avnet_s-demo" not in shipped_bundles(), reason="the demo bundle is not shipped in this checkout")
+
+
+def test_localize_falls_back_to_generated_scenes_and_points_at_the_speaker(tmp_path, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    s = run_demo("localize", out=tmp_path, max_seconds=4)  # window mode asked, no display, no camera here
+    assert any("no camera" in n for n in s["notes"]) and any("no display" in n for n in s["notes"])
+    assert s["video"].startswith("synthetic://") and s["stats"]["frames_out"] >= 20
+    assert s["pointing_acc"] is not None and s["pointing_acc"] >= 0.6
+    snap = cv2.imread(s["files"]["snapshot"])
+    hsv = cv2.cvtColor(snap, cv2.COLOR_BGR2HSV)
+    assert np.mean(hsv[..., 1] > 80) > 0.2  # the colour heatmap is drawn over the grey digits
+    cap = cv2.VideoCapture(s["files"]["video"])
+    assert cap.isOpened() and cap.get(cv2.CAP_PROP_FRAME_COUNT) >= 20
+    events = (tmp_path / "localize" / "events.jsonl").read_text().splitlines()
+    assert len(events) == s["stats"]["frames_out"] and "peak_xy" in json.loads(events[0])
+
+
+def test_retrieve_builds_a_digit_gallery_and_answers(tmp_path):
+    s = run_demo("retrieve", video="synthetic://av-digits?seconds=2&fps=3", headless=True, out=tmp_path)
+    assert len(list((tmp_path / "retrieve" / "gallery").glob("*.png"))) == 10
+    assert len(s["last"]["images_for_sound"]) == 3
+
+
+def test_speaker_finds_faces_in_a_real_clip(tmp_path, data_dir):
+    s = run_demo("speaker", video=f"file://{data_dir / 'video' / 'chaplin.mp4'}", headless=True, out=tmp_path, max_seconds=30)
+    events = [json.loads(x) for x in (tmp_path / "speaker" / "events.jsonl").read_text().splitlines()]
+    assert s["stats"]["frames_out"] > 100 and sum(bool(e["faces"]) for e in events) > 10
+    assert (tmp_path / "speaker" / "annotated.mp4").stat().st_size > 10000
+
+
+def test_unknown_demo_and_cli_help(tmp_path):
+    with pytest.raises(ConfigError, match="unknown demo"):
+        run_demo("segment", out=tmp_path)
+    out = subprocess.run([sys.executable, "-m", "edge_sdk", "demo", "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "example" in out.stdout and "synthetic://av-digits" in out.stdout

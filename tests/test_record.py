@@ -1,0 +1,43 @@
+"""Calibration sets recorded from live sources load as INT8 calibration data."""
+
+import subprocess
+import sys
+
+import pytest
+
+from edge_sdk.errors import DataError
+from edge_sdk.quant.calib import load_calib_set
+from edge_sdk.runtime.record import record_pairs
+from edge_sdk.spec import get_spec
+
+
+def test_recorded_pairs_from_a_stream_are_a_valid_calibration_set(tmp_path):
+    spec = get_spec("student_s")
+    res = record_pairs(tmp_path / "c", spec, "synthetic://av-digits?seconds=14&fps=8", seconds=14, every_ms=250)
+    assert res["kept"] >= 32 and res["silent"] > 0  # the silent second of each scene is skipped
+    calib = load_calib_set(tmp_path / "c", spec)
+    assert calib.waves.shape == (res["kept"], spec.audio.num_samples) and calib.images.shape[1:] == (3, 96, 96)
+    with pytest.raises(DataError, match="not empty"):
+        record_pairs(tmp_path / "c", spec, "synthetic://av-digits?seconds=1")
+
+
+def test_cli_records_a_real_clip_and_says_when_too_short(tmp_path, data_dir):
+    clip = data_dir / "video" / "chaplin.mp4"
+    out = subprocess.run([sys.executable, "-m", "edge_sdk", "calibrate", "--video", f"file://{clip}", "--seconds", "3",
+                          "--out", str(tmp_path / "c")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "at least 32" in out.stderr
+    assert len(list((tmp_path / "c").glob("*.npz"))) >= 8
+
+
+def test_device_profiles_pick_targets_and_refuse_typos():
+    from edge_sdk.errors import ConfigError
+    from edge_sdk.export.engine import PRECISIONS
+    from edge_sdk.export.formats import EXPORTERS
+    from edge_sdk.profiles import PROFILES, get_profile
+
+    for p in PROFILES.values():  # every profile names formats and precisions that exist
+        assert set(p.formats) <= set(EXPORTERS) and set(p.precisions) <= set(PRECISIONS) and p.verified
+        assert p.precision in p.precisions
+    assert get_profile("android-arm64").formats == ("executorch",)
+    with pytest.raises(ConfigError, match="did you mean jetson-orin"):
+        get_profile("jetson-orn")
