@@ -29,7 +29,7 @@ from edge_sdk.export.formats import EXPORTERS, Job
 from edge_sdk.export.onnx import TOWERS, input_shapes
 from edge_sdk.export.validate import compare, heatmap_agreement, real_inputs, run_graph, verdict
 
-__all__ = ["export_bundle", "ExportMismatch", "PRECISIONS", "GATED", "format_export_report"]
+__all__ = ["export_bundle", "check_contract", "ExportMismatch", "PRECISIONS", "GATED", "format_export_report"]
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +88,38 @@ def _validate(exporter, precision, arts, job, inputs, ref, base, fsdd, mnist, cf
             "misses": misses, "validate_s": round(time.perf_counter() - t0, 1)}
 
 
-def export_bundle(model_ref: str, out: str | Path, formats="all", precisions="all", *, calib=None, method: str = "percentile",
+def check_contract(model) -> None:
+    """A module brought by the user must look like AVNet to the exporters: ``spec`` (a
+    ModelSpec), ``audio(wave) -> [B, D]``, ``image(rgb) -> ([B, D], [B, D, h, w])`` and
+    ``model(wave, image) -> {"audio_emb", "image_emb", "image_map"}``."""
+    import torch
+
+    from edge_sdk.export.onnx import example_inputs
+    from edge_sdk.spec import ModelSpec
+
+    spec = getattr(model, "spec", None)
+    if not isinstance(spec, ModelSpec):
+        raise ConfigError(f"{type(model).__name__} has no .spec (a ModelSpec)", "set model.spec = get_spec(...) or register your own ModelSpec")
+    missing = [n for n in ("audio", "image") if not isinstance(getattr(model, n, None), torch.nn.Module)]
+    if missing:
+        raise ConfigError(f"{type(model).__name__} has no {' or '.join(missing)} tower module", "expose the towers as model.audio and model.image")
+    with torch.inference_mode():
+        out = model.eval()(*example_inputs(spec, "av", 2))
+    keys = ("audio_emb", "image_emb", "image_map")
+    if not isinstance(out, dict) or set(out) != set(keys):
+        raise ConfigError(f"{type(model).__name__}(wave, image) returned {type(out).__name__}, not a dict of {', '.join(keys)}",
+                          "return {'audio_emb': [B, D], 'image_emb': [B, D], 'image_map': [B, D, h, w]}")
+    d = spec.embed_dim
+    if out["audio_emb"].shape != (2, d) or out["image_emb"].shape != (2, d) or out["image_map"].dim() != 4 or out["image_map"].shape[1] != d:
+        raise ConfigError(f"{type(model).__name__} outputs {', '.join(f'{k} {tuple(out[k].shape)}' for k in keys)}",
+                          f"audio_emb and image_emb must be [B, {d}] and image_map [B, {d}, h, w] (spec.embed_dim = {d})")
+
+
+def export_bundle(model_ref, out: str | Path, formats="all", precisions="all", *, calib=None, method: str = "percentile",
                   fsdd=None, mnist=None, eval_cfg: EvalConfig | None = None, parity_scenes: int = 64, opset: int | None = None,
                   allow_mismatch: bool = False, zip_bundle: bool = False, name: str | None = None) -> dict:
-    """Export ``model_ref`` (checkpoint or shipped name) into the bundle folder ``out``; returns the report."""
+    """Export ``model_ref`` (checkpoint, shipped name, or a module following :func:`check_contract`)
+    into the bundle folder ``out``; returns the report."""
     from edge_sdk.checkpoint import atomic_write_text
     from edge_sdk.models.shipped import count_macs, resolve_model
 
@@ -100,7 +128,14 @@ def export_bundle(model_ref: str, out: str | Path, formats="all", precisions="al
     out = Path(out)
     if (out / MANIFEST).exists() or (out.exists() and any(out.iterdir())):
         raise EdgeSDKError(f"{out} is not empty", "choose a new --out folder (nothing is overwritten)")
-    model, meta = resolve_model(model_ref)
+    from edge_sdk.models.avnet import AVNet
+
+    if isinstance(model_ref, (str, Path)):
+        model, meta = resolve_model(str(model_ref))
+    else:  # bring your own module
+        check_contract(model_ref)
+        model, meta = model_ref.eval(), {}
+    custom = not isinstance(model, AVNet)
     spec = model.spec
     out.mkdir(parents=True, exist_ok=True)
     job = Job(model, out, Path(calib) if calib else None, method, **({"opset": opset} if opset else {}))
@@ -114,7 +149,14 @@ def export_bundle(model_ref: str, out: str | Path, formats="all", precisions="al
     ref = {k: v.numpy() for k, v in raw.items()}
 
     rows, artifacts, base = [], [], None
-    plan = [("torch", "fp32")] + [(f, p) for f in formats for p in precisions]
+    if custom:  # the reference runs in memory: its weights would need its own class to load again
+        from edge_sdk.eval.evaluate import TorchEmbedder
+
+        base = evaluate(TorchEmbedder(model, map_offset=offset), spec, fsdd, mnist, cfg)
+        rows.append({"format": "module", "exporter": "torch", "backend": "torch", "precision": "fp32", "batch": "dynamic",
+                     "status": f"reference: {type(model).__name__} in memory (no weights file: loading them needs its class)",
+                     "metrics": {k: base[k] for k in METRIC_KEYS}})
+    plan = ([] if custom else [("torch", "fp32")]) + [(f, p) for f in formats for p in precisions]
     for fmt, precision in plan:
         exporter = EXPORTERS[fmt]
         row = {"format": exporter.format, "exporter": fmt, "backend": exporter.backend, "precision": precision, "batch": exporter.batch}
@@ -146,7 +188,7 @@ def export_bundle(model_ref: str, out: str | Path, formats="all", precisions="al
                      "tolerance": exporter.tolerance(precision).to_dict(), **result})
 
     failed = [r for r in rows if r["status"] in ("failed", "mismatch")]
-    report = {"model": model_ref, "spec": spec.name, "macs": count_macs(model), "formats": formats, "precisions": precisions,
+    report = {"model": str(model_ref) if isinstance(model_ref, (str, Path)) else type(model).__name__, "spec": spec.name, "macs": count_macs(model), "formats": formats, "precisions": precisions,
               "inputs": {"scenes": parity_scenes, "data": inputs["source"]},
               "eval": {"scenes": cfg.scenes, "k": cfg.k, "seed": cfg.seed, "test_speakers": list(cfg.test_speakers)},
               "calibration": ({**job.calib.describe(), "method": method} if job._calib is not None else None),

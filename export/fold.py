@@ -24,7 +24,10 @@ def _stem(model) -> nn.Conv2d:
 
 
 def foldable(model) -> bool:
-    conv = _stem(model)
+    try:
+        conv = _stem(model)
+    except (AttributeError, IndexError, TypeError):  # not an AVNet-style tower: leave it as it is
+        return False
     return (isinstance(conv, nn.Conv2d) and tuple(conv.padding) == (0, 0) and conv.groups == 1
             and not isinstance(model.image.normalize, nn.Identity))
 

@@ -49,3 +49,13 @@ def test_unknown_demo_and_cli_help(tmp_path):
         run_demo("segment", out=tmp_path)
     out = subprocess.run([sys.executable, "-m", "edge_sdk", "demo", "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "example" in out.stdout and "synthetic://av-digits" in out.stdout
+
+
+def test_the_20_line_embedding_example_runs():
+    from pathlib import Path
+
+    app = Path(__file__).resolve().parents[1] / "docs" / "examples" / "embed_app.py"
+    assert len(app.read_text().splitlines()) <= 20
+    out = subprocess.run([sys.executable, str(app), "synthetic://av-digits?seconds=2&fps=5"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-1000:]
+    assert out.stdout.count("sound at") == 10

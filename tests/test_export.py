@@ -244,3 +244,41 @@ def test_cli_export_with_a_device_profile(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "edge_sdk", "export", "student_s", "--device", "jetson-orn", "--out", str(tmp_path / "c")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "did you mean jetson-orin" in bad.stderr
+
+
+def test_bring_your_own_module_through_export(tmp_path):
+    import torch
+
+    from edge_sdk.errors import ConfigError
+    from edge_sdk.models.avnet import AVNet
+    from edge_sdk.spec import get_spec
+
+    class MyNet(torch.nn.Module):  # any module with the spec's towers and outputs
+        def __init__(self):
+            super().__init__()
+            base = AVNet(get_spec("student_s"))
+            self.spec, self.audio, self.image = base.spec, base.audio, base.image
+
+        def forward(self, wave, image):
+            image_emb, image_map = self.image(image)
+            return {"audio_emb": self.audio(wave), "image_emb": image_emb, "image_map": image_map}
+
+    torch.manual_seed(0)
+    report = export_bundle(MyNet(), tmp_path / "b", "onnx", "fp32", eval_cfg=SMALL, parity_scenes=8)
+    assert report["passed"] and report["model"] == "MyNet" and report["rows"][0]["status"].startswith("reference: MyNet")
+    assert {(c.backend, c.precision) for c in read_bundle(tmp_path / "b").choices()} == {("onnxruntime", "fp32")}
+
+    class NoSpec(MyNet):
+        def __init__(self):
+            super().__init__()
+            del self.spec
+
+    with pytest.raises(ConfigError, match="no .spec"):
+        export_bundle(NoSpec(), tmp_path / "c", "onnx", "fp32")
+
+    class Tuple(MyNet):
+        def forward(self, wave, image):
+            return self.audio(wave), *self.image(image)
+
+    with pytest.raises(ConfigError, match="not a dict"):
+        export_bundle(Tuple(), tmp_path / "d", "onnx", "fp32")

@@ -28,6 +28,7 @@ EXAMPLES = {
     "bench-runtime": "edge-sdk bench-runtime --bundle edge_sdk/assets/bundles/avnet_s-demo --json runtime.json [--soak 600]",
     "demo": "edge-sdk demo localize --headless --max-seconds 20",
     "calibrate": "edge-sdk calibrate --video cam://0 --audio mic://default --seconds 60 --out runs/calib_live",
+    "pipeline": "edge-sdk pipeline --recipe avdigits --out runs/pipeline",
     "info": "edge-sdk info --json",
     "doctor": "edge-sdk doctor",
 }
@@ -231,6 +232,17 @@ def cmd_calibrate(args) -> int:
     if res["kept"] < 32:
         print(f"edge-sdk calibrate: only {res['kept']} pairs; INT8 needs at least 32: record longer (--seconds) or more often (--every-ms)", file=sys.stderr)
         return 2
+    return 0
+
+
+def cmd_pipeline(args) -> int:
+    from edge_sdk.toolchain.pipeline import STAGES, load_pipeline, run_pipeline
+
+    fsdd, mnist = _resolve_data(args)
+    state = run_pipeline(load_pipeline(args.recipe), args.out, fsdd, mnist, progress=not args.quiet)
+    for name in STAGES:
+        print(f"{name:<8} {'done' if state.get(name, {}).get('done') else 'not done'}  {state.get(name, {}).get('seconds', '-')} s")
+    print(f"report: {Path(args.out) / 'report.md'}")
     return 0
 
 
@@ -447,6 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--every-ms", type=float, default=250.0, help="keep one pair every this many ms (default 250)")
     p.add_argument("--spec", default="avnet_s.avdigits", help="spec whose preprocessing the pairs follow")
     p.add_argument("--out", required=True, help="new folder for the .npz pairs (edge-sdk quantize/export --calib)")
+
+    p = add("pipeline", cmd_pipeline, "Pretrain -> distill -> calibrate -> quantize + export -> bench in one go, resumable, one report.")
+    p.add_argument("--recipe", default="avdigits", help="a pipeline recipe: avdigits (the shipped models' schedule), smoke, or a .toml path")
+    p.add_argument("--out", required=True, help="run folder: teacher/, student/, calib/, bundle/, bench.*, report.md, state.json")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _data_args(p)
 
     p = add("eval", cmd_eval, "Evaluate a model on speaker- and image-disjoint AV-Digits.")
     p.add_argument("model", help="a .safetensors checkpoint, a shipped model name (edge-sdk info), or a bundle folder or .zip")
