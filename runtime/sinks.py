@@ -116,6 +116,7 @@ class MjpegSink(Sink):
 
     def __init__(self, port: int = 8090, host: str = "127.0.0.1"):
         self.jpeg: bytes | None = None
+        self.clients = 0  # frames are encoded only while someone watches
         self.cond = threading.Condition()
         sink = self
 
@@ -127,6 +128,8 @@ class MjpegSink(Sink):
                 self.send_response(200)
                 self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
                 self.end_headers()
+                with sink.cond:
+                    sink.clients += 1
                 try:
                     while True:
                         with sink.cond:
@@ -137,6 +140,9 @@ class MjpegSink(Sink):
                         self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(data)).encode() + b"\r\n\r\n" + data + b"\r\n")
                 except (BrokenPipeError, ConnectionResetError):
                     return
+                finally:
+                    with sink.cond:
+                        sink.clients -= 1
 
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
@@ -144,6 +150,8 @@ class MjpegSink(Sink):
         threading.Thread(target=self.server.serve_forever, daemon=True, name="edge_sdk-mjpeg").start()
 
     def result(self, r: Result) -> None:
+        if not self.clients:
+            return
         ok, buf = cv2.imencode(".jpg", annotate(r)[:, :, ::-1])
         if ok:
             with self.cond:
