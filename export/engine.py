@@ -173,6 +173,10 @@ def export_bundle(model_ref, out: str | Path, formats="all", precisions="all", *
         except EdgeSDKError as e:
             rows.append({**row, "status": "failed", "misses": [str(e)]})
             continue
+        except RuntimeError as e:  # the exported program does not run in its own runtime: a failed row, not a traceback
+            log.exception("export: %s %s does not run", fmt, precision)
+            rows.append({**row, "status": "failed", "misses": [f"the exported program fails in its runtime: {str(e).splitlines()[0][:200]}"]})
+            continue
         if base is None:
             base = result["metrics"]
         for a in arts:

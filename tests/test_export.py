@@ -283,3 +283,16 @@ def test_bring_your_own_module_through_export(tmp_path):
 
     with pytest.raises(ConfigError, match="not a dict"):
         export_bundle(Tuple(), tmp_path / "d", "onnx", "fp32")
+
+
+def test_a_program_that_fails_in_its_runtime_is_a_failed_row(tmp_path, monkeypatch):
+    if "avnet_s.avdigits" not in shipped_models():
+        pytest.skip("the distilled student_s is not shipped in this checkout")
+
+    class Broken:
+        def embed_image(self, x):
+            raise RuntimeError("method->execute() failed with error 0x10")
+
+    monkeypatch.setattr(OnnxExporter, "runner", lambda self, files, spec, offset, precision: Broken())
+    with pytest.raises(ExportMismatch, match="onnx fp32: the exported program fails in its runtime: method->execute"):
+        export_bundle("student_s", tmp_path / "a", "onnx", "fp32", eval_cfg=SMALL, parity_scenes=8)
