@@ -143,14 +143,16 @@ def _drop_unused_state(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     return gm
 
 
-def quantize_xnnpack(model, calib, method: str, exclude: tuple[str, ...], out: Path) -> list[dict]:
+def quantize_xnnpack(model, calib, method: str, exclude: tuple[str, ...], out: Path, qat_steps: int = 0, fsdd=None,
+                     mnist=None) -> list[dict]:
+    """PT2E INT8 for XNNPACK: PTQ, or with ``qat_steps`` QAT (``prepare_qat_pt2e``, calibrated,
+    then self-distilled towards the float model), lowered to ``.pte`` programs."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 
     from edge_sdk.export.executorch import lower_to_pte
-    from edge_sdk.quant.pt2e_observers import activation_config
-
     from edge_sdk.models.frontend import LogMel
+    from edge_sdk.quant.pt2e_observers import activation_config
 
     if method == "entropy":
         raise ConfigError("the xnnpack target (PT2E) has no entropy calibrator", "use --method percentile or minmax for xnnpack")
@@ -159,22 +161,42 @@ def quantize_xnnpack(model, calib, method: str, exclude: tuple[str, ...], out: P
         # exclusion would silently leave those convs unquantized: say so instead.
         raise ConfigError(f"the xnnpack target cannot keep single layers in float ({', '.join(exclude)})",
                           "raise --threshold so no layer is excluded, or use --target onnxruntime/tensorrt for this model")
-    arts = []
+    prepared, examples = {}, {}
     for tower, data in (("audio", calib.waves), ("image", calib.images)):
         module = copy.deepcopy(getattr(model, tower)).eval()  # prepare_pt2e folds batch norms into the graph's weights
-        example = (torch.from_numpy(np.ascontiguousarray(data[:1])),)  # NCHW: programs keep the example's dim order
-        exported = torch.export.export(module, example).module()
+        examples[tower] = (torch.from_numpy(np.ascontiguousarray(data[:1])),)  # NCHW: programs keep the example's dim order
         # Global config: every conv/linear (weights per channel), add, pool of the tower; the
         # log-mel front end stays float (its products feed a log). Per-module configs lost
-        # the convs whose batch norms PT2E folds: weights stayed float (measured).
-        quantizer = XNNPACKQuantizer().set_global(activation_config(get_symmetric_quantization_config(is_per_channel=True), method))
-        quantizer.set_module_type(LogMel, None)
-        prepared = prepare_pt2e(exported, quantizer)
-        for i in range(len(data)):
-            prepared(torch.from_numpy(np.ascontiguousarray(data[i : i + 1])))
-        converted = _drop_unused_state(convert_pt2e(prepared))
-        dest, delegated = lower_to_pte(converted, example, out / f"{tower}.int8.pte")
-        arts.append(artifact(dest, tower, "executorch", "executorch", "int8", delegate="xnnpack", delegated=delegated))
+        # the convs whose batch norms PT2E folds: weights stayed float (measured). QAT uses
+        # the QAT config's moving-average fake quantizers (``method`` is for PTQ).
+        if qat_steps:
+            batch = torch.export.Dim("batch")
+            exported = torch.export.export(module, (torch.from_numpy(np.ascontiguousarray(data[:2])),), dynamic_shapes=({0: batch},)).module()
+            quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=True))
+            quantizer.set_module_type(LogMel, None)
+            prepared[tower] = prepare_qat_pt2e(exported, quantizer)
+        else:
+            exported = torch.export.export(module, examples[tower]).module()
+            quantizer = XNNPACKQuantizer().set_global(activation_config(get_symmetric_quantization_config(is_per_channel=True), method))
+            quantizer.set_module_type(LogMel, None)
+            prepared[tower] = prepare_pt2e(exported, quantizer)
+        # QAT's moving-average fake quantizers take their first range from the first batch:
+        # give them whole batches (PTQ observers see every pair, one at a time, batch 1)
+        step = 32 if qat_steps else 1
+        with torch.no_grad():
+            for i in range(0, len(data), step):
+                prepared[tower](torch.from_numpy(np.ascontiguousarray(data[i : i + step])))
+    if qat_steps:
+        from edge_sdk.quant.qat import pt2e_finetune
+
+        log.info("xnnpack: PT2E QAT, %d steps", qat_steps)
+        pt2e_finetune(prepared, copy.deepcopy(model), fsdd, mnist, steps=qat_steps)
+    arts = []
+    for tower in ("audio", "image"):
+        converted = _drop_unused_state(convert_pt2e(prepared[tower]))
+        dest, delegated = lower_to_pte(converted, examples[tower], out / f"{tower}.int8.pte")
+        arts.append(artifact(dest, tower, "executorch", "executorch", "int8", delegate="xnnpack", delegated=delegated,
+                             method="qat" if qat_steps else "ptq"))
     return arts
 
 

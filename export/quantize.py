@@ -135,16 +135,17 @@ def _qat(model, calib, target, method, exclude, out, spec, offset, fsdd, mnist, 
     """QAT from the PTQ result; keeps whichever of PTQ and QAT loses less."""
     from edge_sdk.quant.qat import qat_finetune
 
-    if target == "xnnpack":
-        return ptq_row, [], "xnnpack: QAT is not wired for PT2E yet; the PTQ result is kept (see drop)"
+    from edge_sdk.export.int8 import quantize_tensorrt, quantize_xnnpack
+
     log.info("quantize: %s QAT from the PTQ result", target)
-    qmodel, _ = qat_finetune(model, calib, method, exclude, fsdd, mnist, steps=steps)
     sub = out / f"qat_{target}"
     sub.mkdir(exist_ok=True)
-    from edge_sdk.export.int8 import quantize_tensorrt
-
-    arts = quantize_tensorrt(model, calib, method, exclude, sub, qmodel=qmodel)
-    backend = "tensorrt" if target == "tensorrt" else "onnxruntime"
+    if target == "xnnpack":  # PT2E QAT, lowered to .pte programs
+        arts, backend = quantize_xnnpack(model, calib, method, exclude, sub, qat_steps=steps, fsdd=fsdd, mnist=mnist), "executorch"
+    else:  # Model Optimizer QAT, exported as Q/DQ ONNX
+        qmodel, _ = qat_finetune(model, calib, method, exclude, fsdd, mnist, steps=steps)
+        arts = quantize_tensorrt(model, calib, method, exclude, sub, qmodel=qmodel)
+        backend = "tensorrt" if target == "tensorrt" else "onnxruntime"
     for a in arts:
         a["file"], a["backend"], a["method"] = f"{sub.name}/{a['file']}", backend, "qat"
     metrics = evaluate(_open(out, arts, spec, offset), spec, fsdd, mnist, cfg)

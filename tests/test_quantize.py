@@ -157,3 +157,20 @@ def test_quantize_run_writes_bundle_report_and_tries_qat(model, tmp_path):
     # the FP16 audio graph keeps the front end's DFT basis in float32, the tower's weights in float16
     half = {i.name: i.data_type for i in onnx.load(str(tmp_path / "b" / "audio.fp16.onnx")).graph.initializer}
     assert half["frontend.dft"] == onnx.TensorProto.FLOAT and onnx.TensorProto.FLOAT16 in half.values()
+
+
+def test_xnnpack_qat_runs_through_pt2e_and_the_orchestrator(model, tmp_path):
+    from edge_sdk.eval.evaluate import EvalConfig
+    from edge_sdk.export.quantize import quantize
+
+    calib_dir = write_calib_set(tmp_path / "calib", model.spec, n=40)
+    calib = load_calib_set(calib_dir, model.spec)
+    (tmp_path / "direct").mkdir()
+    arts = quantize_xnnpack(model, calib, "percentile", (), tmp_path / "direct", qat_steps=3)
+    assert {a["method"] for a in arts} == {"qat"}
+    towers = {a["tower"]: tmp_path / "direct" / a["file"] for a in arts}
+    _agree(ExecuTorchTowers(towers["audio"], towers["image"], model.spec), model, calib, 0.98)
+    cfg = EvalConfig(scenes=40, gallery_per_class=5, probe_images=200, sync_clips=10)
+    report = quantize("avnet_s.avdigits", ["xnnpack"], calib_dir, tmp_path / "b", teacher=None, eval_cfg=cfg, qat="always",
+                      qat_steps=3, fp16=False)
+    assert any(n.startswith("xnnpack: PTQ max drop") and "QAT" in n for n in report["notes"])
