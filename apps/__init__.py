@@ -1,1 +1,1 @@
-"""Live demo apps built from runtime parts. Not yet implemented: see the README's status."""
+"""Live demo apps, each a thin composition of runtime parts: ``edge-sdk demo localize|sync|retrieve|speaker`` (:mod:`.demo`)."""

@@ -1,1 +1,1 @@
-"""Exporters (ONNX, TensorRT, ExecuTorch), bundles and their validation. Not yet implemented: see the README's status."""
+"""Export: one declarative exporter per format (ONNX, TensorRT engine sources, ExecuTorch) over one engine that validates every file on real data, INT8/FP16 recipes, bundles and the cross-format benchmark."""
