@@ -190,6 +190,9 @@ def export_bundle(model_ref, out: str | Path, formats="all", precisions="all", *
             row["delegation"] = [{"graph": a["tower"], **a["delegated"]} for a in arts if "delegated" in a]
         rows.append({**row, "status": status, "files": [a["file"] for a in arts], "size_mb": round(size / 1e6, 3),
                      "tolerance": exporter.tolerance(precision).to_dict(), **result})
+        worst = min(p["cosine_mean"] for p in result["parity"].values())
+        log.info("export: %s %s %s (worst mean cosine %.5f, pointing %.3f, %.1f s to validate)", fmt, precision, status, worst,
+                 result["metrics"]["pointing_acc"], result["validate_s"])
 
     failed = [r for r in rows if r["status"] in ("failed", "mismatch")]
     report = {"model": str(model_ref) if isinstance(model_ref, (str, Path)) else type(model).__name__, "spec": spec.name, "macs": count_macs(model), "formats": formats, "precisions": precisions,

@@ -490,8 +490,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.command == "eval":  # a 20 s job: say which stage it is in
-        logging.getLogger("edge_sdk.eval").setLevel(logging.INFO)
+    # Long jobs say which stage they are in (without -v, only their own stage lines)
+    stages = {"eval": ("edge_sdk.eval",), "quantize": ("edge_sdk.export.quantize",), "export": ("edge_sdk.export.engine",),
+              "bench": ("edge_sdk.export.bench",), "bench-runtime": ("edge_sdk.runtime.bench",),
+              "pipeline": ("edge_sdk.toolchain.pipeline", "edge_sdk.export.engine"), "calibrate": ("edge_sdk.runtime.record",)}
+    for name in stages.get(args.command, ()):
+        logging.getLogger(name).setLevel(logging.INFO)
     try:
         return args.fn(args)
     except EdgeSDKError as e:
