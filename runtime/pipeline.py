@@ -58,6 +58,23 @@ def pick_backend(bundle, prefer: str | None = None, precision: str | None = None
     return min(choices, key=lambda c: (order.index(c.backend), ranks.get(c.precision, 9)))
 
 
+def _check_contract(towers, bundle) -> None:
+    """One warm-up inference on inputs of the bundle's preprocessing contract (also the first,
+    slow call, kept out of the first frame's latency): a manifest whose spec does not match its
+    model files fails here, by name, instead of on the first live frame."""
+    spec = bundle.spec
+    try:
+        a, e, m = towers.embed_both(np.zeros((1, spec.audio.num_samples), np.float32),
+                                    np.zeros((1, 3, spec.image.size, spec.image.size), np.float32))
+    except Exception as err:  # noqa: BLE001 - every runtime raises its own type
+        raise ConfigError(f"{bundle.folder}: its model files do not take the preprocessing its manifest declares "
+                          f"({spec.audio.num_samples} samples at {spec.audio.sample_rate} Hz, {spec.image.size} px RGB): "
+                          f"{str(err).splitlines()[0][:160]}", "re-export the bundle (edge-sdk export); do not edit manifest.json") from None
+    if a.shape[-1] != spec.embed_dim or e.shape[-1] != spec.embed_dim:
+        raise ConfigError(f"{bundle.folder}: embeddings of size {a.shape[-1]}/{e.shape[-1]}, the manifest says {spec.embed_dim}",
+                          "re-export the bundle (edge-sdk export)")
+
+
 class Pipeline:
     def __init__(self, towers, spec, video, audio=None, task: Task | str = "localize", *, map_offset=(0, 0),
                  policy: str | None = None, queue_size: int = 2, audio_hop_ms: float = 0.0, max_audio_wait_s: float = 0.25,
@@ -100,6 +117,7 @@ class Pipeline:
         rate = b.spec.audio.sample_rate
         v = open_source(video, sample_rate=rate, **(source_opts or {}))
         a = None if audio in (None, "", video) else open_source(audio, sample_rate=rate)
+        _check_contract(towers, b)
         p = cls(towers, b.spec, v, a, task, map_offset=b.map_offset, **kw)
         p.backend = f"{choice.backend}/{choice.precision}"
         return p

@@ -147,3 +147,16 @@ def test_audio_tower_at_its_own_rate_and_mjpeg_preview(bundle):
     assert stats["frames_out"] == 20
     assert 4 <= stats["counters"]["audio_inferences"] <= 6  # once a second, not on every frame
     assert b"--frame" in got.get("head", b"") and b"image/jpeg" in got["head"]
+
+
+def test_a_manifest_that_does_not_match_its_models_is_refused_by_name(bundle, tmp_path):
+    import shutil
+
+    from edge_sdk.bundle import read_bundle
+
+    shutil.copytree(bundle.folder, tmp_path / "b")
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    m["spec"]["image"]["size"] = 128  # preprocessing edited by hand: the graphs still take 96 px
+    (tmp_path / "b" / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ConfigError, match="do not take the preprocessing its manifest declares"):
+        Pipeline.from_bundle(read_bundle(tmp_path / "b"), "synthetic://av-digits?seconds=1")
