@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_sdk.data.video import center_crop_resize
 from edge_sdk.errors import ConfigError, EdgeSDKError
 from edge_sdk.runtime.align import AudioRing
 from edge_sdk.runtime.clock import now_ns
@@ -170,8 +171,6 @@ class Pipeline:
         return np.stack([c[0] for c in cuts]), skew, wait_ms
 
     def _process(self, frame: VideoFrame) -> Result:
-        from edge_sdk.data.video import center_crop_resize
-
         st = self.stats
         t_start = now_ns()
         st.time("queue", (t_start - frame.pts_ns) / 1e6)

@@ -240,6 +240,7 @@ class FileSource(Source):
         super().__init__(uri, "av" if video and audio else "video" if video else "audio", opts)
         self._video, self._audio = video, audio
         self._pending: list = []  # realtime schedule: (due_ns, order, emit function, args)
+        self._seq_out = 0
         if no_audio:
             self.counters["no_audio"] = 1
             log.warning("%s: %s has no audio track; reading video only", uri, self.path.name)
@@ -316,7 +317,7 @@ class FileSource(Source):
         frames back by that much). False once stopped."""
         if not self.opts.get("realtime"):
             return fn(*args)
-        self._seq_out = getattr(self, "_seq_out", 0) + 1
+        self._seq_out += 1
         heapq.heappush(self._pending, (ready_ns, self._seq_out, fn, args))
         return self._drain(media_ns)
 

@@ -92,14 +92,15 @@ class Sync(Task):
         self.threshold = threshold
 
     def __call__(self, frame, audio_emb, image_emb, image_map, geom):
-        scores = np.einsum("kd,dhw->khw", audio_emb, image_map).reshape(len(audio_emb), -1).max(1)
+        sims = np.einsum("kd,dhw->khw", audio_emb, image_map)  # one map per shifted window
+        scores = sims.reshape(len(sims), -1).max(1)
         self.history.append(scores)
         mean = np.mean(self.history, axis=0)
-        aligned = scores[self.shifts_ms.index(0.0)]
+        zero = self.shifts_ms.index(0.0)
         best = int(mean.argmax())
-        return {"score": round(float(aligned), 4), "belongs": bool(aligned >= self.threshold),
+        return {"score": round(float(scores[zero]), 4), "belongs": bool(scores[zero] >= self.threshold),
                 "offset_ms": self.shifts_ms[best], "offset_confidence": round(float(mean[best] - np.median(mean)), 4),
-                "window_frames": len(self.history)}, _sim(audio_emb[self.shifts_ms.index(0.0)], image_map)
+                "window_frames": len(self.history)}, sims[zero]
 
 
 class Retrieval(Task):
