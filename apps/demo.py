@@ -3,21 +3,23 @@ of runtime parts (sources, pipeline, task, sinks).
 
 Defaults: the shipped demo bundle, the machine's camera and microphone; where there is no
 camera (or no microphone) the demo says so and runs on ``synthetic://av-digits`` (held-out
-scenes with real speech, paced like a camera). Headless (the default, and the fallback
-when there is no display or OpenCV has no GUI): an annotated video with sound, JSON-lines
-events, the final stats and a snapshot, optionally an MJPEG preview; a window otherwise.
+scenes with real speech, paced like a camera). Every demo writes an annotated video with
+sound, JSON-lines events, the final stats and a snapshot, optionally serves an MJPEG
+preview, and shows a window (``apps/window.py``: OpenCV's, or Tk's under a headless
+OpenCV) with backend, FPS and latency drawn on each frame, unless ``--headless`` or there
+is no display (said in a note).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from edge_sdk.apps.window import MIN_SIDE, hud, open_window
 from edge_sdk.errors import ConfigError
 
 __all__ = ["DEMOS", "run_demo", "default_sources"]
@@ -61,14 +63,6 @@ def default_sources(video: str | None, audio: str | None) -> tuple[str, str | No
     return cam, mic, None
 
 
-def _display_ok() -> tuple[bool, str]:
-    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        return False, "no display (DISPLAY is not set)"
-    if "GUI" not in cv2.getBuildInformation() or "NO" in cv2.getBuildInformation().split("GUI:")[1].splitlines()[0]:
-        return False, "this OpenCV has no GUI (opencv-python-headless)"
-    return True, ""
-
-
 def _digit_gallery(folder: Path, spec) -> Path:
     """One image per digit from the held-out AV-Digits renderer, for the retrieve demo's default gallery."""
     from edge_sdk.data.avdigits import render_single
@@ -105,11 +99,11 @@ def run_demo(name: str, *, video: str | None = None, audio: str | None = None, b
     video, audio, note = default_sources(video, audio)
     if note:
         notes.append(note)
+    window = None
     if not headless:
-        ok, why = _display_ok()
-        if not ok:
+        window, why = open_window(f"edge-sdk demo {name}")
+        if window is None:
             notes.append(f"{why}: running headless (annotated video, events and stats in {out}; --mjpeg PORT for a live preview)")
-            headless = True
     for n in notes:
         log.warning("demo %s: %s", name, n)
     out = Path(out) / name
@@ -124,28 +118,26 @@ def run_demo(name: str, *, video: str | None = None, audio: str | None = None, b
         sinks.append(MjpegSink(mjpeg))
         notes.append(f"preview at {sinks[-1].url}")
 
-    window = None if headless else f"edge-sdk demo {name}"
-
     def keep(result):
         last["result"] = result
         box = result.frame.meta.get("box")  # generated scenes know where the spoken digit is
         if box is not None and "peak_xy" in result.values:
             x, y = result.values["peak_xy"]
             hits.append(box[0] <= x <= box[2] and box[1] <= y <= box[3])
-        if window:
-            cv2.imshow(window, annotate(result, f"{pipe.backend} {pipe.stats.fps():.0f} fps")[:, :, ::-1])
-            cv2.waitKey(1)
 
-    pipe = Pipeline.from_bundle(b, video, audio, DEMOS[name], prefer=backend, precision=precision, sinks=sinks,
-                                callback=keep, task_opts=task_opts)
-    stats = pipe.run(max_seconds, on_stats=on_stats)
-    if window:
-        cv2.destroyAllWindows()
+    try:
+        pipe = Pipeline.from_bundle(b, video, audio, DEMOS[name], prefer=backend, precision=precision, sinks=sinks,
+                                    callback=keep, task_opts=task_opts)
+        stats = pipe.run(max_seconds, on_stats=on_stats, on_result=window.drawer(pipe) if window else None)
+    finally:
+        if window:
+            window.close()
     summary = {"demo": name, "video": video, "audio": audio, "backend": pipe.backend, "notes": notes, "out": str(out),
+               "window": {"kind": window.kind, "frames_shown": window.shown} if window else None,
                "files": {"video": str(out / "annotated.mp4"), "events": str(out / "events.jsonl"), "stats": str(out / "stats.json")},
                "stats": stats, "pointing_acc": float(np.mean(hits)) if hits else None}
     if "result" in last:
-        cv2.imwrite(str(out / "snapshot.png"), annotate(last["result"], f"{pipe.backend} {stats['fps']:.0f} fps")[:, :, ::-1])
+        cv2.imwrite(str(out / "snapshot.png"), annotate(last["result"], hud(pipe), min_side=MIN_SIDE)[:, :, ::-1])
         summary["files"]["snapshot"] = str(out / "snapshot.png")
         summary["last"] = last["result"].values
     (out / "stats.json").write_text(json.dumps(stats, indent=2))

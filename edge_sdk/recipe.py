@@ -35,6 +35,7 @@ class DataCfg:
     k_curriculum: list[int] = field(default_factory=list)  # digits per scene in the first epochs, then k
     scenes_per_epoch: int = 4096
     test_speakers: list[str] = field(default_factory=lambda: ["george"])
+    mask_audio: bool = False  # scenes only: SpecAugment-style band and time masks on training sounds
     frames: int = 12  # clips only
     fps: float = 10.0  # clips only
 

@@ -294,8 +294,11 @@ class Pipeline:
         if self.error is not None:
             raise self.error if isinstance(self.error, EdgeSDKError) else RuntimeError(f"pipeline failed: {self.error!r}") from self.error
 
-    def run(self, max_seconds: float | None = None, on_stats=None, every_s: float = 1.0) -> dict:
-        """Run to the end of the input (or ``max_seconds``); returns the final statistics."""
+    def run(self, max_seconds: float | None = None, on_stats=None, every_s: float = 1.0, on_result=None) -> dict:
+        """Run to the end of the input (or ``max_seconds``); returns the final statistics.
+
+        ``on_result(result)`` is called on the calling thread (a GUI's main thread) for each
+        result it gets to; returning False stops the run (e.g. the user closed the window)."""
         t_end = time.monotonic() + max_seconds if max_seconds else None
         next_line = time.monotonic() + every_s
         self.start()
@@ -306,6 +309,8 @@ class Pipeline:
                 except queue.Empty:
                     item = None
                 if item is _END:
+                    break
+                if on_result and item is not None and on_result(item) is False:
                     break
                 if on_stats and time.monotonic() >= next_line:
                     on_stats(self.stats)

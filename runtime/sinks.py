@@ -35,10 +35,13 @@ class Sink:
         pass
 
 
-def annotate(r: Result, label: str = "") -> np.ndarray:
+def annotate(r: Result, label: str = "", min_side: int = 0) -> np.ndarray:
     """The frame (RGB) with the heatmap blended over the model's square, the task's values and
-    ``label`` (e.g. backend and FPS) at the bottom."""
-    img = r.frame.image.copy()
+    ``label`` (e.g. backend and FPS) at the bottom. A frame smaller than ``min_side`` is first
+    enlarged by a whole factor (nearest neighbour), so the text stays readable."""
+    img = r.frame.image
+    f = max(1, -(-min_side // max(img.shape[:2])))
+    img = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_NEAREST) if f > 1 else img.copy()
     h, w = img.shape[:2]
     side = min(h, w)
     y0, x0 = (h - side) // 2, (w - side) // 2
@@ -49,9 +52,10 @@ def annotate(r: Result, label: str = "") -> np.ndarray:
         img[y0:y0 + side, x0:x0 + side] = cv2.addWeighted(img[y0:y0 + side, x0:x0 + side], 0.55, colour, 0.45, 0)
     v = r.values
     if "peak_xy" in v:
-        cv2.circle(img, tuple(int(c) for c in v["peak_xy"]), max(4, side // 40), (255, 255, 255), 2)
-    for f in v.get("faces", []):
-        cv2.rectangle(img, tuple(f["box"][:2]), tuple(f["box"][2:]), (0, 255, 0), 2)
+        cv2.circle(img, tuple(int(c * f) for c in v["peak_xy"]), max(4, side // 40), (255, 255, 255), 2)
+    for face in v.get("faces", []):
+        x0, y0, x1, y1 = (int(c * f) for c in face["box"])
+        cv2.rectangle(img, (x0, y0), (x1, y1), (0, 255, 0), 2)
     text = "  ".join(f"{k} {v[k]}" for k in ("score", "offset_ms", "belongs") if k in v) + f"  {r.latency_ms:.0f} ms"
     cv2.putText(img, text, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)
     if label:

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=""
-  for p in ffmpeg libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+  for p in ffmpeg libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins xvfb xdotool; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
   if [ -n "$missing" ]; then
     echo "setup: apt-get install$missing"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null

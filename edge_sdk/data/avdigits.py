@@ -18,7 +18,7 @@ import numpy as np
 from edge_sdk.data.bank import DigitBank
 from edge_sdk.spec import ModelSpec
 
-__all__ = ["AVDigits", "AVDigitClips", "render_single", "place_sound"]
+__all__ = ["AVDigits", "AVDigitClips", "render_single", "place_sound", "mask_sound"]
 
 
 def _background(rng: np.random.Generator, s: int) -> np.ndarray:
@@ -70,8 +70,27 @@ def _color(rng: np.random.Generator) -> np.ndarray:
     return c
 
 
-def place_sound(sound: np.ndarray, n: int, rng: np.random.Generator, train: bool) -> np.ndarray:
-    """Put one utterance into an n-sample window: random offset, gain, speed and noise when training."""
+def mask_sound(x: np.ndarray, rng: np.random.Generator, bands: int = 2, spans: int = 2) -> np.ndarray:
+    """SpecAugment's masks (Park et al., Interspeech 2019) applied to the waveform, since the
+    log-mel front end is inside the model: ``bands`` frequency bands (each up to 6% of the
+    spectrum, below the middle) and ``spans`` time spans (each up to 8% of the window) are
+    zeroed. A speaker's formants and timing stop being reliable cues; the word's are kept."""
+    spectrum = np.fft.rfft(x)
+    nb = len(spectrum)
+    for _ in range(bands):
+        w, f0 = int(rng.uniform(0, 0.06) * nb), int(rng.integers(0, nb // 2))
+        spectrum[f0 : f0 + w] = 0
+    x = np.fft.irfft(spectrum, len(x)).astype(np.float32)
+    for _ in range(spans):
+        w = int(rng.uniform(0, 0.08) * len(x))
+        t0 = int(rng.integers(0, len(x) - w + 1))
+        x[t0 : t0 + w] = 0
+    return x
+
+
+def place_sound(sound: np.ndarray, n: int, rng: np.random.Generator, train: bool, mask: bool = False) -> np.ndarray:
+    """Put one utterance into an n-sample window: random offset, gain, speed and noise when
+    training, and :func:`mask_sound` when ``mask`` is set too."""
     x = sound
     if train:  # speaker and microphone variation: speed (pitch and tempo) and spectral tilt
         speed = rng.uniform(0.85, 1.15)
@@ -89,7 +108,8 @@ def place_sound(sound: np.ndarray, n: int, rng: np.random.Generator, train: bool
     gain = (10 ** (rng.uniform(-10, 0) / 20) if train else 0.5) / peak
     out[offset : offset + len(x)] = x * gain
     noise = 10 ** (rng.uniform(-4, -2.5) if train else -3.5)
-    return out + rng.normal(0, noise, n).astype(np.float32)
+    out += rng.normal(0, noise, n).astype(np.float32)
+    return mask_sound(out, rng) if train and mask else out
 
 
 def render_single(bank: DigitBank, idx: int, s: int, rng: np.random.Generator) -> np.ndarray:
@@ -103,10 +123,12 @@ def render_single(bank: DigitBank, idx: int, s: int, rng: np.random.Generator) -
 class AVDigits:
     """Map-style data set of scenes; ``set_epoch`` draws a fresh set of scenes each epoch."""
 
-    def __init__(self, bank: DigitBank, spec: ModelSpec, length: int, k: int = 3, seed: int = 0, train: bool = True):
+    def __init__(self, bank: DigitBank, spec: ModelSpec, length: int, k: int = 3, seed: int = 0, train: bool = True,
+                 mask: bool = False):
         if not 1 <= k <= 10:
             raise ValueError("k must be 1..10 (digits in a scene have distinct classes)")
         self.bank, self.spec, self.length, self.seed, self.train = bank, spec, length, seed, train
+        self.mask = mask  # SpecAugment-style masks on training sounds (see mask_sound)
         self.epoch = 0
         self.set_k(k)
 
@@ -143,7 +165,7 @@ class AVDigits:
         sound = self.bank.sounds[int(rng.choice(self.bank.sounds_of(int(digits[spoken]))))]
         return {
             "image": np.clip(canvas, 0, 255).astype(np.uint8).transpose(2, 0, 1).astype(np.float32),
-            "wave": place_sound(sound, self.spec.audio.num_samples, rng, self.train),
+            "wave": place_sound(sound, self.spec.audio.num_samples, rng, self.train, self.mask),
             "label": np.int64(digits[spoken]),
             "box": boxes[spoken],
             "digits": digits.astype(np.int64),

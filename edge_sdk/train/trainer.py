@@ -84,7 +84,7 @@ def build_train_data(recipe: Recipe, spec, fsdd, mnist, split: str = "train", le
     seed = recipe.train.seed if seed is None else seed
     if d.kind == "clips":
         return AVDigitClips(bank, spec, length, d.k, seed, split == "train", d.frames, d.fps)
-    return AVDigits(bank, spec, length, d.k, seed, split == "train")
+    return AVDigits(bank, spec, length, d.k, seed, split == "train", mask=d.mask_audio)
 
 
 class _Shuffled:

@@ -1,0 +1,96 @@
+"""Window mode as a person sees it: ``edge-sdk demo`` on a real X server (Xvfb), the screen
+read back with ffmpeg's x11grab, keys sent with xdotool."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_sdk.apps.window import MIN_SIDE, window_kind
+from edge_sdk.bundle import shipped_bundles
+
+SCREEN = (1024, 768)
+pytestmark = pytest.mark.skipif("avnet_s-demo" not in shipped_bundles(), reason="the demo bundle is not shipped in this checkout")
+needs_x = pytest.mark.skipif(not shutil.which("Xvfb") or not shutil.which("xdotool"),
+                             reason="needs Xvfb and xdotool (apt install xvfb xdotool; toolchain/setup.sh does)")
+
+
+@pytest.fixture
+def display(monkeypatch):
+    xvfb = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", f"{SCREEN[0]}x{SCREEN[1]}x24", "-nolisten", "tcp"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    name = f":{xvfb.stdout.readline().decode().strip()}"
+    monkeypatch.setenv("DISPLAY", name)
+    yield name
+    xvfb.terminate()
+    xvfb.wait(10)
+
+
+def _screen(display: str, path) -> np.ndarray:
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "x11grab", "-video_size", f"{SCREEN[0]}x{SCREEN[1]}", "-i", display,
+                    "-frames:v", "1", str(path)], check=True, timeout=30)
+    return cv2.imread(str(path))[:, :, ::-1]
+
+
+def _window_on(shot: np.ndarray) -> np.ndarray | None:
+    """The drawn area of the screen (Xvfb's root window is black), or None before the first frame."""
+    ys, xs = np.nonzero(shot.max(axis=2) > 0)
+    if len(ys) < 1000:
+        return None
+    win = shot[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1]
+    return win if np.ptp(win) > 100 else None  # not just the empty (grey) window before the first frame
+
+
+@needs_x
+def test_demo_window_shows_the_heatmap_and_status_and_q_stops_it(display, tmp_path):
+    assert window_kind()[0] in ("opencv", "tk")
+    demo = subprocess.Popen([sys.executable, "-m", "edge_sdk", "demo", "localize", "--max-seconds", "60", "--out", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+    try:
+        win, deadline = None, time.monotonic() + 60
+        while win is None and time.monotonic() < deadline and demo.poll() is None:
+            time.sleep(1.0)
+            win = _window_on(_screen(display, tmp_path / "screen.png"))
+        assert win is not None, f"no window appeared: {demo.poll()} {demo.stdout.read() if demo.poll() is not None else ''}"
+        time.sleep(3.0)  # let a few scenes go by
+        win = _window_on(_screen(display, tmp_path / "screen.png"))
+        started = time.monotonic()
+        # No window manager under Xvfb: give the window the focus directly, then type q.
+        subprocess.run(["xdotool", "search", "--name", "edge-sdk demo localize", "windowfocus", "--sync", "key", "q"],
+                       check=True, timeout=30, capture_output=True)
+        out, _ = demo.communicate(timeout=30)
+    finally:
+        demo.kill()
+    assert demo.returncode == 0, out[-2000:]
+    assert time.monotonic() - started < 20  # q ended a 60 s demo
+
+    # What the screen showed: the 96 px scene enlarged to MIN_SIDE with the colour heatmap over
+    # it, the score and latency in white at the top, backend and FPS in yellow at the bottom.
+    h, w = win.shape[:2]
+    assert min(h, w) >= MIN_SIDE, win.shape
+    hsv = cv2.cvtColor(np.ascontiguousarray(win), cv2.COLOR_RGB2HSV)
+    assert np.mean(hsv[..., 1] > 80) > 0.3  # the heatmap colours the scene (digits and background are grey-toned)
+    top, bottom = win[: h // 8], win[-h // 8:]
+    yellow = (bottom[..., 0] > 200) & (bottom[..., 1] > 200) & (bottom[..., 2] < 80)
+    assert yellow.sum() > 200  # "onnxruntime/int8  10 fps"
+    assert (top.min(axis=2) > 230).sum() > 200  # "score 0.53  4 ms"
+
+    summary = json.loads((tmp_path / "localize" / "summary.json").read_text())
+    assert summary["window"]["kind"] in ("opencv", "tk") and summary["window"]["frames_shown"] >= 20
+    assert not any("no display" in n for n in summary["notes"])
+    assert summary["pointing_acc"] >= 0.5  # the results drawn point at the speaking digit
+
+
+def test_a_display_that_is_not_there_falls_back_to_headless(tmp_path, monkeypatch):
+    from edge_sdk.apps.demo import run_demo
+
+    monkeypatch.setenv("DISPLAY", ":987")  # no X server there
+    s = run_demo("localize", out=tmp_path, max_seconds=2)
+    assert s["window"] is None and s["stats"]["frames_out"] > 0
+    assert any("cannot open a window on DISPLAY=:987" in n and "headless" in n for n in s["notes"]), s["notes"]
