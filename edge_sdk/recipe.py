@@ -33,6 +33,7 @@ class DataCfg:
     video_dir: str = ""  # kind = "video" only (or --videos DIR on the command line)
     k: int = 3
     k_curriculum: list[int] = field(default_factory=list)  # digits per scene in the first epochs, then k
+    k_mix: list[int] = field(default_factory=list)  # after the curriculum, each scene draws its K from this list (default [k])
     scenes_per_epoch: int = 4096
     test_speakers: list[str] = field(default_factory=lambda: ["george"])
     mask_audio: bool = False  # scenes only: SpecAugment-style band and time masks on training sounds
@@ -51,6 +52,7 @@ class TrainCfg:
     checkpoint_every: int = 50
     log_every: int = 10
     max_minutes: float = 0.0  # stop (with a checkpoint) after this long; 0 = no limit
+    precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" (also on CPU: AMX/AVX512-BF16) or "fp32"
 
 
 @dataclass
@@ -109,11 +111,13 @@ class Recipe:
             raise ConfigError(f"{source}: [data] kind = {self.data.kind!r}", "use \"scenes\", \"clips\" or \"video\"")
         if "sync" in self.objectives and self.data.kind != "clips":
             raise ConfigError(f"{source}: the sync objective needs clips", "set [data] kind = \"clips\"")
-        if any(not 1 <= k <= 10 for k in [self.data.k, *self.data.k_curriculum]):
-            raise ConfigError(f"{source}: [data] k and k_curriculum must be 1..10", "scenes hold distinct digits, at most 10")
+        if any(not 1 <= k <= 10 for k in [self.data.k, *self.data.k_curriculum, *self.data.k_mix]):
+            raise ConfigError(f"{source}: [data] k, k_curriculum and k_mix must be 1..10", "scenes hold distinct digits, at most 10")
         kd = sorted(set(self.objectives) & set(DISTILL_NAMES))
         if kd and not self.distill.teacher:
             raise ConfigError(f"{source}: {', '.join(kd)} need a teacher", "add [distill] teacher = \"avnet_t.avdigits\" (or pass --teacher)")
+        if self.train.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"{source}: [train] precision = {self.train.precision!r}", "use \"auto\", \"bf16\" or \"fp32\"")
         if self.train.batch_size < 2:
             raise ConfigError(f"{source}: batch_size {self.train.batch_size}", "contrastive objectives need batch_size >= 2")
         for name, cfg in self.objectives.items():

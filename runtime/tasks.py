@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_sdk.errors import ConfigError
+from edge_sdk.heatmap import upsample_map
 
 __all__ = ["TASKS", "make_task", "Geometry"]
 
@@ -35,14 +36,16 @@ class Geometry:
         h, w = frame_hw
         self.side = min(h, w)
         self.y0, self.x0 = (h - self.side) // 2, (w - self.side) // 2
-        self.scale = self.side / size
+        self.size, self.scale = size, self.side / size
         self.stride = (size / grid_hw[0], size / grid_hw[1])
         self.offset = offset
 
-    def cell_to_frame(self, iy: int, ix: int) -> tuple[float, float]:
-        ym = self.stride[0] * iy + self.offset[0]
-        xm = self.stride[1] * ix + self.offset[1]
+    def model_to_frame(self, ym: float, xm: float) -> tuple[float, float]:
+        """A pixel of the model's S x S input -> (x, y) in the captured frame."""
         return self.x0 + xm * self.scale, self.y0 + ym * self.scale
+
+    def cell_to_frame(self, iy: int, ix: int) -> tuple[float, float]:
+        return self.model_to_frame(self.stride[0] * iy + self.offset[0], self.stride[1] * ix + self.offset[1])
 
     def box_to_cells(self, box) -> tuple[slice, slice]:
         """Map cells whose centres fall in a frame box (x0, y0, x1, y1)."""
@@ -74,8 +77,9 @@ class Localize(Task):
 
     def __call__(self, frame, audio_emb, image_emb, image_map, geom):
         sim = _sim(audio_emb[0], image_map)
-        iy, ix = np.unravel_index(int(sim.argmax()), sim.shape)
-        x, y = geom.cell_to_frame(iy, ix)
+        # The peak of the upsampled heatmap (as in evaluation), not of the coarse cells.
+        heat = upsample_map(sim, geom.size, geom.offset)
+        x, y = geom.model_to_frame(*np.unravel_index(int(heat.argmax()), heat.shape))
         return {"peak_xy": [round(x, 1), round(y, 1)], "score": round(float(sim.max()), 4),
                 "confidence": round(float(sim.max() - np.median(sim)), 4)}, sim
 

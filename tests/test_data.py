@@ -5,7 +5,7 @@ import wave
 import numpy as np
 import pytest
 
-from edge_sdk.data.avdigits import AVDigitClips, AVDigits
+from edge_sdk.data.avdigits import AVDigitClips, AVDigits, mask_sound, place_sound
 from edge_sdk.data.bank import load_bank, synthetic_bank
 from edge_sdk.data.sources import load_fsdd, load_mnist, read_wav
 from edge_sdk.errors import DataError
@@ -99,6 +99,18 @@ def test_scenes_are_deterministic_and_change_with_epoch(bank):
     assert not np.array_equal(a[5]["image"], b[5]["image"])
 
 
+def test_a_mix_of_scene_kinds_draws_k_per_scene(bank):
+    ds = AVDigits(bank, SPEC, 40, seed=1)
+    ds.set_k([1, 3])
+    counts = [len(ds[i]["digits"]) for i in range(len(ds))]
+    assert set(counts) == {1, 3} and counts == [len(ds[i]["digits"]) for i in range(len(ds))]
+    singles = [ds[i] for i in range(len(ds)) if counts[i] == 1]
+    assert all(it["label"] == it["digits"][0] for it in singles)
+    assert max(it["box"][2] - it["box"][0] for it in singles) > 0.4 * SPEC.image.size  # a lone digit is drawn larger
+    with pytest.raises(ValueError, match="1..10"):
+        ds.set_k([0, 3])
+
+
 def test_scene_contract(bank):
     ds = AVDigits(bank, SPEC, 20, k=3, train=False)
     for i in range(len(ds)):
@@ -143,3 +155,17 @@ def test_synthetic_bank_covers_every_class_and_disjoint_pitches():
     tr, te = synthetic_bank("train", 16000), synthetic_bank("test", 16000)
     assert set(tr.sound_labels.tolist()) == set(range(10)) == set(te.image_labels.tolist())
     assert not set(tr.speakers) & set(te.speakers)
+
+
+def test_masks_zero_bands_and_spans_and_are_off_by_default():
+    t = np.arange(16000) / 16000
+    tone = np.sin(2 * np.pi * 1000 * t).astype(np.float32)
+    cut = [mask_sound(tone, np.random.default_rng(i)) for i in range(50)]
+    assert all(c.shape == tone.shape and c.dtype == np.float32 and np.isfinite(c).all() for c in cut)
+    assert np.mean([np.mean(c == 0) > 0.005 for c in cut]) > 0.8  # a time span zeroed
+    # A band over 1 kHz removed in some draws: the tone's energy drops there.
+    assert min(float(np.sum(c ** 2)) for c in cut) < 0.5 * float(np.sum(tone ** 2))
+    plain = place_sound(tone, 16000, np.random.default_rng(1), train=True)
+    np.testing.assert_array_equal(plain, place_sound(tone, 16000, np.random.default_rng(1), train=True, mask=False))
+    masked = place_sound(tone, 16000, np.random.default_rng(1), train=True, mask=True)
+    assert not np.array_equal(plain, masked)

@@ -50,6 +50,18 @@ def test_upsampled_map_puts_each_cell_where_its_features_are_centred():
     assert np.unravel_index(up.argmax(), up.shape) == (16, 24)  # stride 8: cell j -> pixel 8 j
 
 
+def test_bicubic_heatmaps_peak_between_cells_bilinear_ones_on_a_cell():
+    from edge_sdk.heatmap import upsample_map
+
+    sim = np.zeros((12, 12), np.float32)
+    sim[5, 3], sim[5, 4] = 1.0, 0.9  # the object lies between two cell centres, nearer the first
+    ys, xs = np.nonzero(upsample_map(sim, 96, interpolation="linear") == upsample_map(sim, 96, interpolation="linear").max())
+    assert (ys.min(), xs.min()) == (40, 24)  # exactly on cell (5, 3)
+    cubic = upsample_map(sim, 96)
+    y, x = np.unravel_index(cubic.argmax(), cubic.shape)
+    assert y == 40 and 24 < x < 28
+
+
 def test_cell_centres_match_the_towers_receptive_fields():
     """A bright dot at pixel (8j, 8i) excites cell (i, j) the most in an untrained image tower."""
     from edge_sdk.models.towers import ConvTower

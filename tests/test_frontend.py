@@ -38,3 +38,12 @@ def test_image_normalize_uses_the_spec():
     spec = ImageSpec(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     x = torch.full((1, 3, 4, 4), 255.0)
     assert torch.allclose(ImageNormalize(spec)(x), torch.full_like(x, 2.0))
+
+
+def test_logmel_stays_fp32_under_bf16_autocast():
+    spec = AudioSpec()
+    x = torch.randn(2, spec.num_samples) * 0.1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = LogMel(spec)(x)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, LogMel(spec)(x))  # bf16 would be off by far more (8-bit mantissa)

@@ -27,6 +27,7 @@ def test_recipe_round_trips():
     ("[data]\nkind = 'movies'\n[objectives.infonce]\n", "kind = 'movies'"),
     ("[model]\nspec = 'avnet_t.avdigits'\n", "no objectives"),
     ("[train\n", "not valid TOML"),
+    ("[train]\nprecision = 'fp8'\n[objectives.infonce]\n", "precision = 'fp8'"),
 ])
 def test_bad_recipes_name_the_problem(tmp_path, toml, match):
     p = tmp_path / "r.toml"

@@ -63,6 +63,17 @@ def test_pretrain_writes_model_metrics_and_plot(tmp_path):
     assert not list(run.rglob("*.pt")) and not list(run.rglob("*.pkl"))
 
 
+def test_bf16_training_on_cpu_saves_plain_fp32_weights(tmp_path):
+    recipe = load_recipe(_recipe(tmp_path, scenes=16, epochs=1))
+    recipe.train.precision = "bf16"
+    pretrain(recipe, tmp_path / "run", progress=False)
+    model, _ = load_model(tmp_path / "run" / "model.safetensors")
+    weights = dict(model.state_dict())
+    assert all(v.dtype in (torch.float32, torch.int64) and torch.isfinite(v.float()).all() for v in weights.values())
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(np.isfinite(r["loss"]) for r in rows)
+
+
 def test_existing_run_is_never_overwritten_without_resume(tmp_path):
     recipe = load_recipe(_recipe(tmp_path, epochs=1))
     pretrain(recipe, tmp_path / "run", progress=False)

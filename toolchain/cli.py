@@ -208,7 +208,7 @@ def cmd_bench_runtime(args) -> int:
     text = json.dumps(report, indent=2)
     if args.json:
         Path(args.json).write_text(text)
-    keys = ("overhead_ratio", "drop_rate", "skew_ms_p95", "speedup_vs_baseline", "pointing_delta_vs_baseline", "rss_growth")
+    keys = ("overhead_ratio", "drop_rate", "skew_ms_p95", "speedup_vs_baseline", "speedup_ceiling_decode", "pointing_delta_vs_baseline", "rss_growth")
     print(text if args.verbose else json.dumps({k: report.get(k) for k in keys}, indent=2))
     return 0
 

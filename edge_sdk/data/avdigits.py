@@ -125,18 +125,22 @@ class AVDigits:
 
     def __init__(self, bank: DigitBank, spec: ModelSpec, length: int, k: int = 3, seed: int = 0, train: bool = True,
                  mask: bool = False):
-        if not 1 <= k <= 10:
-            raise ValueError("k must be 1..10 (digits in a scene have distinct classes)")
         self.bank, self.spec, self.length, self.seed, self.train = bank, spec, length, seed, train
         self.mask = mask  # SpecAugment-style masks on training sounds (see mask_sound)
         self.epoch = 0
         self.set_k(k)
 
-    def set_k(self, k: int) -> None:
-        """Digits per scene; one digit is drawn larger (the easy scenes of a curriculum)."""
+    def set_k(self, k: int | list[int]) -> None:
+        """Digits per scene, or a list each scene draws its count from (a mix of scene kinds).
+        A lone digit is drawn larger (the easy scenes of a curriculum)."""
+        ks = [k] if isinstance(k, int) else list(k)
+        if not ks or any(not 1 <= x <= 10 for x in ks):
+            raise ValueError("k must be 1..10 (digits in a scene have distinct classes)")
+        self.ks, self.k = ks, max(ks)
+
+    def _size_range(self, k: int) -> tuple[int, int]:
         s = self.spec.image.size
-        self.k = k
-        self.size_range = (int(s * 0.22), int(s * 0.40)) if k > 1 else (int(s * 0.3), int(s * 0.6))
+        return (int(s * 0.22), int(s * 0.40)) if k > 1 else (int(s * 0.3), int(s * 0.6))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -149,8 +153,9 @@ class AVDigits:
 
     def _scene(self, rng: np.random.Generator):
         s = self.spec.image.size
-        digits = rng.choice(10, self.k, replace=False)
-        layout = _layout(rng, s, self.k, *self.size_range)
+        k = self.ks[0] if len(self.ks) == 1 else int(self.ks[rng.integers(len(self.ks))])
+        digits = rng.choice(10, k, replace=False)
+        layout = _layout(rng, s, k, *self._size_range(k))
         canvas = _background(rng, s)
         glyphs = [int(rng.choice(self.bank.images_of(d))) for d in digits]
         return canvas, digits, layout, glyphs
@@ -161,7 +166,7 @@ class AVDigits:
         rng = self._rng(i)
         canvas, digits, layout, glyphs = self._scene(rng)
         boxes = np.stack([_paste(canvas, self.bank.images[g], x, y, sz, _color(rng)) for g, (x, y, sz) in zip(glyphs, layout)])
-        spoken = int(rng.integers(self.k))
+        spoken = int(rng.integers(len(digits)))
         sound = self.bank.sounds[int(rng.choice(self.bank.sounds_of(int(digits[spoken]))))]
         return {
             "image": np.clip(canvas, 0, 255).astype(np.uint8).transpose(2, 0, 1).astype(np.float32),
@@ -195,7 +200,7 @@ class AVDigitClips(AVDigits):
         span = int(self.frames / self.fps * sr)
         pad = int(max(abs(s) for s in self.shifts) * sr) + 1
         canvas, digits, layout, glyphs = self._scene(rng)
-        spoken = int(rng.integers(self.k))
+        spoken = int(rng.integers(len(digits)))
         sound = self.bank.sounds[int(rng.choice(self.bank.sounds_of(int(digits[spoken]))))]
         track = np.zeros(pad + n + span + pad, np.float32)
         first = pad + n  # where frame 0's window ends

@@ -17,6 +17,7 @@ import numpy as np
 from edge_sdk.data.avdigits import AVDigitClips, AVDigits, place_sound, render_single
 from edge_sdk.data.bank import DEFAULT_TEST_SPEAKERS, DigitBank, load_bank, synthetic_bank
 from edge_sdk.eval import metrics as M
+from edge_sdk.heatmap import heatmaps, upsample_map
 from edge_sdk.spec import ModelSpec
 
 __all__ = ["EvalConfig", "evaluate", "TorchEmbedder", "heatmaps", "upsample_map", "map_offset_of", "save_heatmap_grid", "format_table"]
@@ -58,24 +59,6 @@ class EvalConfig:
     gallery_per_class: int = 50
     probe_images: int = 2000
     sync_clips: int = 200
-
-
-def upsample_map(sim: np.ndarray, size: int, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
-    """[h, w] map -> [size, size] image, with each cell at the pixel its features are centred on.
-
-    Cell j of the towers' map has its receptive field centred on pixel ``stride * j`` (3x3
-    stride-2 convolutions, padding 1); a trained model may answer ``offset`` = (dy, dx)
-    pixels from there, which :func:`estimate_map_offset` measures without labels.
-    """
-    stride = size / sim.shape[1]
-    m = np.array([[stride, 0, offset[1]], [0, size / sim.shape[0], offset[0]]], np.float32)
-    return cv2.warpAffine(sim.astype(np.float32), m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-
-
-def heatmaps(audio_emb: np.ndarray, image_map: np.ndarray, size: int, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
-    """Cosine similarity of each audio embedding with its image's positions, upsampled to size x size."""
-    sim = np.einsum("bd,bdhw->bhw", audio_emb, image_map)
-    return np.stack([upsample_map(s, size, offset) for s in sim])
 
 
 def map_offset_of(model, fsdd=None, mnist=None, n: int = 48, test_speakers=DEFAULT_TEST_SPEAKERS) -> tuple[int, int]:
@@ -131,6 +114,7 @@ def evaluate(embedder, spec: ModelSpec, fsdd=None, mnist=None, cfg: EvalConfig |
     heat = heatmaps(a, fmap, s, embedder.map_offset)
     res["map_offset_px"] = list(embedder.map_offset)
     res["pointing_acc"] = float(M.pointing_hits(heat, boxes).mean())
+    res["pointing_acc_bilinear"] = float(M.pointing_hits(heatmaps(a, fmap, s, embedder.map_offset, "linear"), boxes).mean())
     gt = np.zeros((len(boxes), s, s), np.float64)
     for g, (x0, y0, x1, y1) in zip(gt, boxes.astype(int)):
         g[y0:y1, x0:x1] = 1.0
@@ -188,7 +172,7 @@ def save_heatmap_grid(png: str | Path, images: np.ndarray, heat: np.ndarray, box
     cv2.imwrite(str(png), grid[:, :, ::-1])
 
 
-METRIC_KEYS = ("pointing_acc", "ciou50", "auc", "a2i_r1", "a2i_r5", "i2a_r1", "avc_acc", "probe_audio_acc", "probe_image_acc", "sync_acc")
+METRIC_KEYS = ("pointing_acc", "pointing_acc_bilinear", "ciou50", "auc", "a2i_r1", "a2i_r5", "i2a_r1", "avc_acc", "probe_audio_acc", "probe_image_acc", "sync_acc")
 
 
 def format_table(rows: dict[str, dict]) -> str:

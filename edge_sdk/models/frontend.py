@@ -58,6 +58,9 @@ class LogMel(nn.Module):
         self.register_buffer("mel", torch.from_numpy(mel_filterbank(spec, n_bins)), persistent=False)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        if torch.is_autocast_enabled(wave.device.type):  # bf16 training: the DFT and the log stay fp32
+            with torch.autocast(wave.device.type, enabled=False):
+                return self.forward(wave.float())
         spec = nn.functional.conv1d(wave[:, None, :], self.dft, stride=self.hop)  # [B, 2K, T]
         re, im = spec[:, : self.n_bins], spec[:, self.n_bins :]
         power = re * re + im * im
