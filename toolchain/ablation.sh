@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The objectives side by side: the teacher's data, curriculum and schedule, shortened to
 # EPOCHS epochs, with each objective alone and the teacher's multi-task mix; every run is
-# evaluated on the same 500 held-out scenes. Writes runs/ablation/table.md.
+# evaluated on the same 500 held-out scenes, beside the shipped teacher (the full schedule).
+# Writes runs/ablation/table.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EPOCHS=${EPOCHS:-8}
@@ -21,6 +22,10 @@ for r in ("ablation_avc", "ablation_mil_nce", "ablation_infonce", "teacher"):
     res = json.loads((out / r / "eval.json").read_text())
     train = json.loads((out / r / "model.json").read_text())["train"]
     rows[f"{r} ({train['steps']} steps)"] = res
+shipped = Path("edge_sdk/assets/models/avnet_t.avdigits.json")  # the teacher recipe at its full schedule
+if shipped.exists():
+    meta = json.loads(shipped.read_text())
+    rows[f"shipped teacher ({meta['train']['steps']} steps)"] = meta["metrics"]
 (out / "table.md").write_text(format_table(rows) + "\n")
 print(format_table(rows))
 PY
