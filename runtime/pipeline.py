@@ -124,6 +124,12 @@ class Pipeline:
         return p
 
     # -- capture side ---------------------------------------------------------------
+    def _emit_picture(self, item) -> None:
+        if isinstance(item, AudioBlock):
+            self.stats.count("video_source_audio_ignored")
+        else:
+            self._emit(item)
+
     def _emit(self, item) -> None:
         if isinstance(item, VideoFrame):
             self.stats.count("frames_in")
@@ -247,9 +253,11 @@ class Pipeline:
     def start(self) -> "Pipeline":
         self._worker = threading.Thread(target=self._run, name="edge_sdk-infer", daemon=True)
         self._worker.start()
-        for src in (self.video, self.audio):
-            if src is not None:
-                src.start(self._emit)
+        if self.audio is not None:  # a separate microphone or track: the video source's own sound is not used
+            self.video.start(self._emit_picture)
+            self.audio.start(self._emit)
+        else:
+            self.video.start(self._emit)
         return self
 
     def stop(self) -> dict:

@@ -22,8 +22,6 @@ import functools
 import heapq
 import logging
 import math
-import os
-import threading
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -206,18 +204,6 @@ class _Track:
         return self.start + self.n_out / self.sample_rate
 
 
-def _decode_behind_inference(nice: int = 10) -> None:
-    """Lower this thread's CPU priority: a paced file is decoded up to 300 ms ahead, so its
-    decoding can wait while a frame is in inference, as a camera's capture costs the host
-    nothing. Linux keeps a nice value per thread, and the decoder threads FFmpeg starts from
-    this one inherit it; elsewhere this does nothing."""
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
-    except (AttributeError, OSError):
-        pass
-
-
 class FileSource(Source):
     """A media file decoded as a stream with PyAV, video and audio demuxed in one thread."""
 
@@ -261,8 +247,6 @@ class FileSource(Source):
 
     def _run(self) -> None:
         av = _pyav(self.uri)
-        if self.live:
-            _decode_behind_inference()
         clock = ClockMap()
         clock.to_sdk(0.0)  # file time 0 = the SDK clock now
         offset = 0.0

@@ -69,7 +69,7 @@ class Task:
 
 
 def _sim(a: np.ndarray, fmap: np.ndarray) -> np.ndarray:
-    return np.einsum("d,dhw->hw", a, fmap)
+    return (a @ fmap.reshape(len(a), -1)).reshape(fmap.shape[1:])
 
 
 class Localize(Task):

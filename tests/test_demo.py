@@ -4,6 +4,9 @@ headless, with the annotated video, events, stats and a snapshot to look at."""
 import json
 import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -12,6 +15,7 @@ import pytest
 from edge_sdk.apps.demo import run_demo
 from edge_sdk.bundle import shipped_bundles
 from edge_sdk.errors import ConfigError
+from edge_sdk.runtime.clock import now_ns
 
 pytestmark = pytest.mark.skipif("avnet_s-demo" not in shipped_bundles(), reason="the demo bundle is not shipped in this checkout")
 
@@ -35,6 +39,35 @@ def test_retrieve_builds_a_digit_gallery_and_answers(tmp_path):
     s = run_demo("retrieve", video="synthetic://av-digits?seconds=2&fps=3", headless=True, out=tmp_path)
     assert len(list((tmp_path / "retrieve" / "gallery").glob("*.png"))) == 10
     assert len(s["last"]["images_for_sound"]) == 3
+
+
+def test_retrieve_names_the_digits_spoken_into_the_virtual_microphone(pulse, tmp_path, fsdd):
+    """Real recordings of a held-out speaker played into a PulseAudio null sink, captured by
+    mic://default (sounddevice) while the demo runs: the digit image it retrieves for the
+    sound is the digit that was said."""
+    summary, played = {}, []
+    demo = threading.Thread(target=lambda: summary.update(run_demo(
+        "retrieve", video="synthetic://av-digits?seconds=60&realtime=1", audio="mic://default", headless=True,
+        out=tmp_path, max_seconds=11)))
+    demo.start()
+    time.sleep(2.5)  # bundle open, gallery embedded, microphone listening
+    for digit in (3, 5, 8):
+        played.append((digit, now_ns()))
+        subprocess.run(["paplay", "-d", pulse, str(fsdd / f"{digit}_george_0.wav")], check=True, timeout=20)
+        time.sleep(1.5)
+    demo.join(timeout=60)
+    assert summary.get("audio") == "mic://default" and summary["stats"]["frames_out"] > 30
+    assert summary["stats"]["counters"]["video_source_audio_ignored"] > 0  # the scenes' own speech is not mixed in
+    results = [json.loads(x) for x in (tmp_path / "retrieve" / "events.jsonl").read_text().splitlines()]
+    results = [r for r in results if r["type"] == "result"]
+    right = 0
+    for digit, t0 in played:  # frames whose 1 s audio window holds the whole utterance
+        near = [r for r in results if t0 + 0.85e9 <= r["pts_ns"] <= t0 + 1.15e9]
+        said = [int(Path(r["images_for_sound"][0]["item"]).stem.split("_")[1]) for r in near]
+        assert said, f"no results while {digit} was being said"
+        right += max(set(said), key=said.count) == digit
+    timeline = [((r["pts_ns"] - played[0][1]) / 1e9, Path(r["images_for_sound"][0]["item"]).stem, r["images_for_sound"][0]["score"]) for r in results]
+    assert right >= 2, f"{right} of 3 spoken digits retrieved: {[(round(t, 2), n, sc) for t, n, sc in timeline]}"
 
 
 def test_speaker_finds_faces_in_a_real_clip(tmp_path, data_dir):
