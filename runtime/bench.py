@@ -70,7 +70,7 @@ def _baseline(clip: Path, teacher: str, boxes) -> dict:
     import av
 
     from edge_sdk.data.video import center_crop_resize
-    from edge_sdk.eval.evaluate import heatmaps
+    from edge_sdk.heatmap import heatmaps
     from edge_sdk.models.shipped import resolve_model
 
     model, meta = resolve_model(teacher)

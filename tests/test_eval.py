@@ -42,7 +42,7 @@ def test_shipped_teacher_localizes_and_retrieves_on_real_held_out_data(fsdd, mni
 
 
 def test_upsampled_map_puts_each_cell_where_its_features_are_centred():
-    from edge_sdk.eval.evaluate import upsample_map
+    from edge_sdk.heatmap import upsample_map
 
     sim = np.zeros((12, 12), np.float32)
     sim[2, 3] = 1.0
@@ -55,7 +55,8 @@ def test_bicubic_heatmaps_peak_between_cells_bilinear_ones_on_a_cell():
 
     sim = np.zeros((12, 12), np.float32)
     sim[5, 3], sim[5, 4] = 1.0, 0.9  # the object lies between two cell centres, nearer the first
-    ys, xs = np.nonzero(upsample_map(sim, 96, interpolation="linear") == upsample_map(sim, 96, interpolation="linear").max())
+    linear = upsample_map(sim, 96, interpolation="linear")
+    ys, xs = np.nonzero(linear == linear.max())
     assert (ys.min(), xs.min()) == (40, 24)  # exactly on cell (5, 3)
     cubic = upsample_map(sim, 96)
     y, x = np.unravel_index(cubic.argmax(), cubic.shape)

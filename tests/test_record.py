@@ -41,3 +41,15 @@ def test_device_profiles_pick_targets_and_refuse_typos():
     assert get_profile("android-arm64").formats == ("executorch",)
     with pytest.raises(ConfigError, match="did you mean jetson-orin"):
         get_profile("jetson-orn")
+
+
+def test_a_bundle_without_the_profiles_backend_names_what_it_has():
+    from edge_sdk.bundle import shipped_bundles
+
+    if "avnet_s-demo" not in shipped_bundles():
+        pytest.skip("the demo bundle is not shipped in this checkout")
+    out = subprocess.run([sys.executable, "-m", "edge_sdk", "run", "--bundle", str(shipped_bundles()["avnet_s-demo"]),
+                          "--device", "jetson-orin", "--video", "synthetic://av-digits?seconds=1", "--headless", "--quiet"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "no tensorrt int8 model" in out.stderr and "--backend onnxruntime --precision int8" in out.stderr

@@ -87,6 +87,21 @@ def test_demo_window_shows_the_heatmap_and_status_and_q_stops_it(display, tmp_pa
     assert summary["pointing_acc"] >= 0.5  # the results drawn point at the speaking digit
 
 
+@needs_x
+def test_run_draws_into_a_window_too(display, tmp_path):
+    run = subprocess.Popen([sys.executable, "-m", "edge_sdk", "run", "--bundle", str(shipped_bundles()["avnet_s-demo"]),
+                            "--video", "synthetic://av-digits?seconds=6&realtime=1", "--quiet"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    win, deadline = None, time.monotonic() + 60
+    while win is None and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.5)
+        win = _window_on(_screen(display, tmp_path / "screen.png"))
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 0 and "headless" not in err, err[-2000:]
+    assert win is not None and min(win.shape[:2]) >= MIN_SIDE
+    assert json.loads(out)["frames_out"] > 20
+
+
 def test_a_display_that_is_not_there_falls_back_to_headless(tmp_path, monkeypatch):
     from edge_sdk.apps.demo import run_demo
 

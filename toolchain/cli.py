@@ -167,13 +167,6 @@ def cmd_run(args) -> int:
     if args.mjpeg:
         sinks.append(MjpegSink(args.mjpeg))
         print(f"preview: {sinks[-1].url}", file=sys.stderr)
-    window = None
-    if not args.headless:
-        from edge_sdk.apps.window import open_window
-
-        window, why = open_window(f"edge-sdk run {args.task}")
-        if window is None:
-            print(f"{why}: running headless (use --mjpeg PORT for a live preview)", file=sys.stderr)
     task_opts = {"gallery": args.gallery} if args.gallery else {}
     if args.device:
         from edge_sdk.profiles import get_profile
@@ -182,6 +175,13 @@ def cmd_run(args) -> int:
         args.backend, args.precision = args.backend or prof.backend, args.precision or prof.precision
     pipe = Pipeline.from_bundle(args.bundle, args.video, args.audio, args.task, prefer=args.backend, precision=args.precision,
                                 sinks=sinks, task_opts=task_opts, policy=args.policy, audio_hop_ms=args.audio_hop_ms)
+    window = None  # opened once the bundle and sources are
+    if not args.headless:
+        from edge_sdk.apps.window import open_window
+
+        window, why = open_window(f"edge-sdk run {args.task}")
+        if window is None:
+            print(f"{why}: running headless (use --mjpeg PORT for a live preview)", file=sys.stderr)
     live = None if args.quiet else (lambda st: print("\r" + st.line(), end="", file=sys.stderr, flush=True))
     try:
         stats = pipe.run(args.max_seconds, on_stats=live, on_result=window.drawer(pipe) if window else None)

@@ -17,10 +17,10 @@ import numpy as np
 from edge_sdk.data.avdigits import AVDigitClips, AVDigits, place_sound, render_single
 from edge_sdk.data.bank import DEFAULT_TEST_SPEAKERS, DigitBank, load_bank, synthetic_bank
 from edge_sdk.eval import metrics as M
-from edge_sdk.heatmap import heatmaps, upsample_map
+from edge_sdk.heatmap import heatmaps
 from edge_sdk.spec import ModelSpec
 
-__all__ = ["EvalConfig", "evaluate", "TorchEmbedder", "heatmaps", "upsample_map", "map_offset_of", "save_heatmap_grid", "format_table"]
+__all__ = ["EvalConfig", "evaluate", "TorchEmbedder", "map_offset_of", "save_heatmap_grid", "format_table"]
 
 log = logging.getLogger(__name__)
 

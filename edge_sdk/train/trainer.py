@@ -316,7 +316,8 @@ def _map_offset(model, data, n: int = 48) -> list[int]:
 
 def _plot_heatmaps(model, recipe: Recipe, fsdd, mnist, png: Path, offset, n: int = 8) -> None:
     """Example localization heatmaps on held-out scenes (test speakers and images)."""
-    from edge_sdk.eval.evaluate import TorchEmbedder, heatmaps, save_heatmap_grid
+    from edge_sdk.eval.evaluate import TorchEmbedder, save_heatmap_grid
+    from edge_sdk.heatmap import heatmaps
 
     data = build_train_data(recipe, model.spec, fsdd, mnist, split="test", length=n, seed=recipe.train.seed + 1)
     data.set_k(recipe.data.k)
