@@ -63,13 +63,13 @@ def _pipeline_run(bundle, uri, prefer, precision, policy, max_seconds=None):
 
 
 def _baseline(clip: Path, teacher: str, boxes) -> dict:
-    """An OpenCV read loop calling the eager teacher, audio decoded up front (PyAV)."""
+    """An OpenCV read loop calling the eager teacher, audio decoded up front (PyAV), each frame
+    centre-cropped and resized with one ``cv2.resize`` (INTER_AREA), as a user writes it."""
     import cv2
     import torch
 
     import av
 
-    from edge_sdk.data.video import center_crop_resize
     from edge_sdk.heatmap import heatmaps
     from edge_sdk.models.shipped import resolve_model
 
@@ -93,15 +93,16 @@ def _baseline(clip: Path, teacher: str, boxes) -> dict:
         wave = np.zeros(ns, np.float32)
         seg = audio[max(0, end - ns):max(0, end)]
         wave[ns - len(seg):] = seg
-        img = center_crop_resize(bgr[:, :, ::-1], spec.image.size).transpose(2, 0, 1)[None].astype(np.float32)
+        h, w = bgr.shape[:2]
+        side, size = min(h, w), spec.image.size
+        crop = bgr[(h - side) // 2:(h + side) // 2, (w - side) // 2:(w + side) // 2, ::-1]
+        img = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)[None].astype(np.float32)
         with torch.inference_mode():
             out = model(torch.from_numpy(wave[None]), torch.from_numpy(img))
         heat = heatmaps(out["audio_emb"].numpy(), out["image_map"].numpy(), spec.image.size, offset)[0]
         n += 1
         py, px = np.unravel_index(int(heat.argmax()), heat.shape)
-        h, w = bgr.shape[:2]
-        side = min(h, w)
-        hit = _hit(boxes, t, (w - side) / 2 + px * side / spec.image.size, (h - side) / 2 + py * side / spec.image.size)
+        hit = _hit(boxes, t, (w - side) / 2 + px * side / size, (h - side) / 2 + py * side / size)
         if hit is not None:
             hits.append(hit)
     elapsed = time.perf_counter() - t0

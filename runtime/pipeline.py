@@ -4,7 +4,9 @@ Stages run concurrently: each source captures on its own thread (or device callb
 hands frames to a bounded queue and audio blocks to the :class:`~.align.AudioRing`; one
 inference thread takes a frame, cuts the audio window(s) ending at the frame's time,
 preprocesses, runs the towers, computes the task, and hands the result to the sinks, the
-callback and the iterator. When inference is slower than capture the frame queue keeps
+callback and the iterator. Offline (``policy="block"``), the frames already waiting, up
+to ``batch``, run as one inference (measured on a 720p clip: 0.17 instead of 0.33 ms per
+pair at batch 8); a live source is processed one frame at a time, for the lowest latency. When inference is slower than capture the frame queue keeps
 the latest frames and counts every frame it drops (``policy="latest"``, the default for
 live sources); a file read as fast as possible is never dropped from (``policy="block"``
 pushes back on the decoder), so offline processing is the streaming loop over a file.
@@ -78,7 +80,7 @@ def _check_contract(towers, bundle) -> None:
 
 class Pipeline:
     def __init__(self, towers, spec, video, audio=None, task: Task | str = "localize", *, map_offset=(0, 0),
-                 policy: str | None = None, queue_size: int = 2, audio_hop_ms: float = 0.0, max_audio_wait_s: float = 0.25,
+                 policy: str | None = None, queue_size: int = 2, batch: int = 8, audio_hop_ms: float = 0.0, max_audio_wait_s: float = 0.25,
                  max_skew_ms: float = 30.0,
                  sinks=(), callback=None, task_opts: dict | None = None):
         if policy not in (None, "latest", "block"):
@@ -89,7 +91,8 @@ class Pipeline:
         self.task.setup(towers, spec)
         self.map_offset = tuple(map_offset)
         self.policy = policy or ("latest" if getattr(video, "live", True) else "block")
-        self.frames: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.batch = max(1, batch)
+        self.frames: queue.Queue = queue.Queue(maxsize=max(queue_size, 2 * self.batch) if self.policy == "block" else queue_size)
         self.results: queue.Queue = queue.Queue(maxsize=32)  # a result holds its frame: 32 at 720p is 88 MB
         self.ring = AudioRing(spec.audio.sample_rate)
         self.stats = Stats()
@@ -169,69 +172,95 @@ class Pipeline:
         n = self.spec.audio.num_samples
         latest = frame.pts_ns + int(max(self.task.shifts_ms) * 1e6)
         t0 = time.perf_counter()
-        if not self._audio_done():  # audio up to the frame, less the skew we accept (about one frame), or a timeout
-            self.ring.wait_until(latest - self.max_skew_ns, self.max_audio_wait_s)
+        if not self._audio_done():  # audio up to the frame, less the skew we accept live (about one frame), or a timeout
+            self.ring.wait_until(latest - (0 if self.policy == "block" else self.max_skew_ns), self.max_audio_wait_s)
         wait_ms = (time.perf_counter() - t0) * 1e3
         cuts = [self.ring.window(frame.pts_ns + int(s * 1e6), n) for s in self.task.shifts_ms]
         skew = cuts[self.task.shifts_ms.index(0.0)][1] if 0.0 in self.task.shifts_ms else cuts[0][1]
         return np.stack([c[0] for c in cuts]), skew, wait_ms
 
-    def _process(self, frame: VideoFrame) -> Result:
-        st = self.stats
+    def _process(self, frames: list[VideoFrame]) -> list[Result]:
+        """Results for frames taken from the queue together: one inference for all of them (a
+        frame's preprocessing, inference and task times are its share of the batch's)."""
+        st, n = self.stats, len(frames)
         t_start = now_ns()
-        st.time("queue", (t_start - frame.pts_ns) / 1e6)
-        waves, skew, wait_ms = self._windows(frame)
-        st.time("audio_wait", wait_ms)
+        waves, skews = [], []
+        for frame in frames:
+            st.time("queue", (t_start - frame.pts_ns) / 1e6)
+            w, skew, wait_ms = self._windows(frame)
+            st.time("audio_wait", wait_ms)
+            waves.append(w)
+            skews.append(skew)
         t0 = time.perf_counter()
         size = self.spec.image.size
-        image = center_crop_resize(frame.image, size).transpose(2, 0, 1)[None].astype(np.float32)
-        if float(image.mean()) < 2.0:
-            st.fault("black_frame")
-        if float(np.sqrt(np.mean(waves[0] ** 2))) < 1e-4:
-            st.fault("silent_audio")
-        elif float(np.abs(waves[0]).max()) >= 0.999:
-            st.fault("clipped_audio")
+        images = np.stack([center_crop_resize(f.image, size) for f in frames]).transpose(0, 3, 1, 2).astype(np.float32)
+        for i in range(n):
+            if float(images[i].mean()) < 2.0:
+                st.fault("black_frame")
+            if float(np.sqrt(np.mean(waves[i][0] ** 2))) < 1e-4:
+                st.fault("silent_audio")
+            elif float(np.abs(waves[i][0]).max()) >= 0.999:
+                st.fault("clipped_audio")
         t1 = time.perf_counter()
-        reuse = (self._last_audio is not None and self.audio_hop_ns and len(waves) == 1
-                 and frame.pts_ns - self._last_audio[0] < self.audio_hop_ns)
+        reuse = (n == 1 and self._last_audio is not None and self.audio_hop_ns and len(waves[0]) == 1
+                 and frames[0].pts_ns - self._last_audio[0] < self.audio_hop_ns)
         if reuse:
-            audio_emb = self._last_audio[1]
-            image_emb, image_map = self.towers.embed_image(image)
+            audio_emb = self._last_audio[1][None]
+            image_emb, image_map = self.towers.embed_image(images)
         else:
-            audio_emb, image_emb, image_map = self.towers.embed_both(waves, image)
-            self._last_audio = (frame.pts_ns, audio_emb)
-            st.count("audio_inferences")
+            audio_emb, image_emb, image_map = self.towers.embed_both(np.concatenate(waves), images)
+            audio_emb = audio_emb.reshape(n, len(waves[0]), -1)
+            self._last_audio = (frames[-1].pts_ns, audio_emb[-1])
+            st.count("audio_inferences", n)
+        st.count("inference_batches")
         t2 = time.perf_counter()
-        geom = Geometry(frame.image.shape[:2], size, image_map.shape[-2:], self.map_offset)
-        values, heat = self.task(frame, audio_emb, image_emb[0], image_map[0], geom)
+        out = []
+        for i, frame in enumerate(frames):
+            geom = Geometry(frame.image.shape[:2], size, image_map.shape[-2:], self.map_offset)
+            values, heat = self.task(frame, audio_emb[i], image_emb[i], image_map[i], geom)
+            out.append((frame, values, heat, skews[i]))
         t3 = time.perf_counter()
         done = now_ns()
-        st.time("preprocess", (t1 - t0) * 1e3)
-        st.time("inference", (t2 - t1) * 1e3)
-        st.time("task", (t3 - t2) * 1e3)
-        st.time("capture_to_result", (done - frame.pts_ns) / 1e6)
-        st.time("skew", abs(skew) / 1e6)
-        return Result(self.task.name, frame.pts_ns, frame.seq, done, values, heat, frame, skew)
+        results = []
+        for frame, values, heat, skew in out:
+            st.time("preprocess", (t1 - t0) * 1e3 / n)
+            st.time("inference", (t2 - t1) * 1e3 / n)
+            st.time("task", (t3 - t2) * 1e3 / n)
+            st.time("capture_to_result", (done - frame.pts_ns) / 1e6)
+            st.time("skew", abs(skew) / 1e6)
+            results.append(Result(self.task.name, frame.pts_ns, frame.seq, done, values, heat, frame, skew))
+        return results
+
+    def _take(self) -> list[VideoFrame]:
+        """The next frame, and with ``policy="block"`` (a file read as fast as possible) up to
+        ``batch`` frames already waiting; live sources get one frame at a time (lowest latency)."""
+        frames = [self.frames.get(timeout=0.05)]
+        while self.policy == "block" and len(frames) < self.batch:
+            try:
+                frames.append(self.frames.get_nowait())
+            except queue.Empty:
+                break
+        return frames
 
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
                 try:
-                    frame = self.frames.get(timeout=0.05)
+                    frames = self._take()
                 except queue.Empty:
                     if self.video.done or self.video.error is not None:
                         break
                     continue
-                result = self._process(frame)
-                t0 = time.perf_counter()
-                for s in self.sinks:
-                    s.result(result)
-                if self.callback:
-                    self.callback(result)
-                self.stats.time("sinks", (time.perf_counter() - t0) * 1e3)
-                self.stats.count("frames_out")
-                self.stats.mark(result.done_ns)
-                self._deliver(result)
+                for result in self._process(frames):
+                    t0 = time.perf_counter()
+                    for s in self.sinks:
+                        s.result(result)
+                    if self.callback:
+                        self.callback(result)
+                    self.stats.time("sinks", (time.perf_counter() - t0) * 1e3)
+                    self.stats.count("frames_out")
+                    self.stats.mark(result.done_ns)
+                    self._deliver(result)
         except BaseException as e:  # noqa: BLE001 - re-raised on the consumer's thread
             self.error = e
         finally:

@@ -58,8 +58,8 @@ def test_synthetic_scenes_are_localized_with_stats(bundle):
 def test_offline_file_and_realtime_streaming_agree(bundle, tmp_path):
     clip = _clip(tmp_path, bundle)
     offline = list(Pipeline.from_bundle(bundle, f"file://{clip}", task="localize"))
-    # max_skew_ms=0: wait until the audio reaches each frame, as offline always can
-    exact = list(Pipeline.from_bundle(bundle, f"file://{clip}?realtime=1", task="localize", policy="block", max_skew_ms=0))
+    # policy=block (never drop) also waits until the audio reaches each frame, as offline always can
+    exact = list(Pipeline.from_bundle(bundle, f"file://{clip}?realtime=1", task="localize", policy="block"))
     assert len(offline) == len(exact) == 40
     for a, b in zip(offline, exact):  # one code path: the same numbers, frame for frame
         assert a.seq == b.seq and a.values["peak_xy"] == b.values["peak_xy"]
@@ -67,8 +67,40 @@ def test_offline_file_and_realtime_streaming_agree(bundle, tmp_path):
     # the live default cuts the audio that has arrived (up to 30 ms short of the frame): nearly the same
     live = list(Pipeline.from_bundle(bundle, f"file://{clip}?realtime=1", task="localize"))
     assert len(live) >= 38 and all(abs(r.skew_ns) <= 40e6 for r in live)
-    same = [a.values["peak_xy"] == b.values["peak_xy"] for a, b in zip(offline, live) if a.seq == b.seq]
-    assert np.mean(same) >= 0.8
+    near = [np.hypot(*np.subtract(a.values["peak_xy"], b.values["peak_xy"])) <= 12 for a, b in zip(offline, live) if a.seq == b.seq]
+    assert np.mean(near) >= 0.8  # within 5% of the 240 px frame: audio a few ms shorter moves a peak a little
+
+
+def test_offline_frames_run_in_batches_with_the_same_results(bundle, tmp_path):
+    clip = _clip(tmp_path, bundle)
+    one = Pipeline.from_bundle(bundle, f"file://{clip}", task="sync", batch=1)
+    single = list(one)
+    many = Pipeline.from_bundle(bundle, f"file://{clip}", task="sync", batch=8)
+    batched = list(many)
+    assert len(single) == len(batched) == 40
+    assert one.stats.counters["inference_batches"] == 40
+    assert many.stats.counters["inference_batches"] < 40  # frames queued up and ran together
+    for a, b in zip(single, batched):  # sync: shifted windows per frame, a history across frames
+        assert a.seq == b.seq and a.values["offset_ms"] == b.values["offset_ms"]
+        assert a.values["score"] == pytest.approx(b.values["score"], abs=1e-4)
+
+
+def test_centre_crop_resize_matches_one_area_resize():
+    import cv2
+
+    from edge_sdk.data.video import center_crop_resize
+
+    yy, xx = np.mgrid[0:721, 0:1283]
+    rgb = np.stack([(xx * 255 // 1282), (yy * 255 // 720), ((xx // 40 + yy // 40) % 2) * 255], -1).astype(np.uint8)
+    for h, w, size in ((720, 1280, 96), (721, 1283, 96), (480, 640, 64), (96, 128, 96), (60, 80, 96)):
+        img = np.ascontiguousarray(rgb[:h, :w])
+        s = min(h, w)
+        sq = img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+        ref = cv2.resize(sq, (size, size), interpolation=cv2.INTER_AREA if s > size else cv2.INTER_LINEAR)
+        got = center_crop_resize(img, size)
+        assert got.shape == (size, size, 3) and got.dtype == np.uint8
+        diff = np.abs(got.astype(int) - ref)
+        assert diff.mean() < 1.0 and diff.max() <= 12, (h, w, size, diff.mean(), diff.max())
 
 
 @pytest.mark.parametrize("task", ["sync", "speaker"])
