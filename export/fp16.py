@@ -25,10 +25,53 @@ def to_fp16(src: Path, dest: Path) -> Path:
     found = module_nodes(src, ["frontend", "audio.frontend"], ops=None)  # a tower's graph, or the whole model's
     block = found["frontend"] + found["audio.frontend"]  # empty for the image tower
     half = convert_float_to_float16(model, keep_io_types=True, node_block_list=block)
+    _toposort(half.graph)
+    _drop_round_trips(half)
     _toposort(half.graph)  # the converter appends its input casts last; onnx.checker wants producers first
     onnx.checker.check_model(half)
     onnx.save(half, str(dest))
     return dest
+
+
+def _drop_round_trips(model) -> None:
+    """Remove the converter's float32 -> float16 -> float32 Cast pairs.
+
+    The converter casts every output of a kept-float32 node to float16 and back to float32
+    for the next kept node, so the front end would still pass through float16 between its
+    nodes (the waveform, the DFT basis, a mel power that can exceed float16's 65504). A
+    Cast to float32 whose input is a Cast to float16 of a float32 tensor reads that tensor
+    directly; the casts nothing reads any more are dropped.
+    """
+    from onnx import TensorProto, shape_inference
+
+    def to(node):
+        return next((a.i for a in node.attribute if a.name == "to"), None)
+
+    graph = model.graph
+    bare = type(model)()
+    bare.CopyFrom(model)
+    del bare.graph.value_info[:]  # the converter's value_info names float32 tensors float16: infer afresh
+    inferred = shape_inference.infer_shapes(bare).graph
+    dtype = {v.name: v.type.tensor_type.elem_type for v in (*inferred.input, *inferred.value_info, *inferred.output)}
+    dtype.update({t.name: t.data_type for t in graph.initializer})
+    producer = {o: n for n in graph.node for o in n.output}
+    rename = {}
+    for node in graph.node:
+        first = producer.get(node.input[0]) if node.op_type == "Cast" and to(node) == TensorProto.FLOAT else None
+        if (first is not None and first.op_type == "Cast" and to(first) == TensorProto.FLOAT16
+                and dtype.get(first.input[0]) == TensorProto.FLOAT):
+            rename[node.output[0]] = first.input[0]
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            node.input[k] = rename.get(name, name)
+    outputs = {o.name for o in graph.output}
+    while True:  # dropping a cast may leave the cast before it unread
+        used = {i for n in graph.node for i in n.input} | outputs
+        keep = [n for n in graph.node if n.op_type != "Cast" or any(o in used for o in n.output)]
+        if len(keep) == len(graph.node):
+            return
+        del graph.node[:]
+        graph.node.extend(keep)
 
 
 def _toposort(graph) -> None:

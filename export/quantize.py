@@ -120,6 +120,8 @@ def quantize(model_ref: str, targets: list[str], calib_dir: str | Path, out: str
                                for r in sensitivity if r["layer"] in exclude],
               "sensitivity": sensitivity, "rows": rows, "notes": [n for n in notes if n],
               "fallbacks": _fallbacks(artifacts)}
+    for side in out.glob("*.scopes.json"):  # node -> module maps the quantizers read; not part of the bundle
+        side.unlink()
     write_manifest(out, spec, artifacts, name=f"{spec.name}-quantized", map_offset_px=list(offset),
                    calibration=report["calibration"], metrics={f"{r['backend']}/{r['precision']}": {k: r[k] for k in METRIC_KEYS} for r in rows if r.get("role") != "teacher"})
     atomic_write_text(out / "report.json", json.dumps(report, indent=2))

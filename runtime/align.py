@@ -65,7 +65,10 @@ class AudioRing:
             lag = int(round(max(skew, 0) * self.sample_rate / 1e9))  # samples newer than the window's end
             last = self.total - lag  # index just after the window's last sample
             first = max(last - n, self.total - len(self.buf), 0)
-            if last > first:
-                idx = np.arange(first, last) % len(self.buf)
-                out[n - (last - first):] = self.buf[idx]
+            if last > first:  # at most two slices of the ring (it may wrap)
+                cap, m = len(self.buf), last - first
+                i = first % cap
+                head = min(m, cap - i)
+                out[n - m:n - m + head] = self.buf[i:i + head]
+                out[n - m + head:] = self.buf[:m - head]
             return out, skew

@@ -34,6 +34,16 @@ def test_holes_are_filled_with_silence_and_counted_and_old_audio_expires():
     assert w[:100].tolist() == [0] * 100 and w[-400:].tolist() == [3] * 400
 
 
+def test_a_window_across_the_ring_wrap_is_contiguous():
+    ring = AudioRing(SR, seconds=0.5)  # 500 samples
+    ring.push(_block(0, np.arange(400)))
+    ring.push(_block(400, np.arange(400, 700)))  # wraps: samples 500..699 overwrite the oldest
+    w, skew = ring.window(int(700e6), 450)
+    assert w.tolist() == list(range(250, 700)) and skew == 0
+    w, _ = ring.window(int(650e6), 100)  # ends before the newest sample, inside the wrapped part
+    assert w.tolist() == list(range(550, 650))
+
+
 def test_wait_until_times_out_without_audio():
     ring = AudioRing(SR)
     assert ring.wait_until(int(1e9), 0.05) is False
