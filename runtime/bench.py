@@ -132,7 +132,11 @@ def bench_runtime(bundle, *, seconds: int = 10, fps: int = 30, prefer: str | Non
     work = Path(workdir or tempfile.mkdtemp(prefix="edge_sdk_bench_"))
     clip = write_clip(work / "clip720p30.mp4", b.spec, seconds=seconds, fps=fps, fsdd=fsdd, mnist=mnist)
     boxes = read_boxes(clip)
-    out: dict = {"bundle": str(b.folder), "clip": {"path": str(clip), "seconds": seconds, "fps": fps, "size": [1280, 720]}}
+    # pointing is scored on the frames whose audio window holds a whole spoken digit: one
+    # scene per 2 s, so a 60 s clip resolves pointing to 1/30 = 3.3 points
+    scored = sum(1 for box in boxes if box["start_s"] + 1.25 <= seconds)
+    out: dict = {"bundle": str(b.folder), "clip": {"path": str(clip), "seconds": seconds, "fps": fps, "size": [1280, 720],
+                                                   "scored_scenes": scored}}
 
     log.info("bench-runtime: real-time run")
     res, st, _, backend = _pipeline_run(b, f"file://{clip}?realtime=1", prefer, precision, "latest")
