@@ -4,12 +4,13 @@ Stages run concurrently: each source captures on its own thread (or device callb
 hands frames to a bounded queue and audio blocks to the :class:`~.align.AudioRing`; one
 inference thread takes a frame, cuts the audio window(s) ending at the frame's time,
 preprocesses, runs the towers, computes the task, and hands the result to the sinks, the
-callback and the iterator. Offline (``policy="block"``), the frames already waiting, up
-to ``batch``, run as one inference (measured on a 720p clip: 0.17 instead of 0.33 ms per
-pair at batch 8); a live source is processed one frame at a time, for the lowest latency. When inference is slower than capture the frame queue keeps
+callback and the iterator. When inference is slower than capture the frame queue keeps
 the latest frames and counts every frame it drops (``policy="latest"``, the default for
 live sources); a file read as fast as possible is never dropped from (``policy="block"``
 pushes back on the decoder), so offline processing is the streaming loop over a file.
+Offline, the frames already waiting (up to ``batch``) run as one inference (0.17 instead
+of 0.33 ms per pair at batch 8, measured); a live source goes one frame at a time, for the
+lowest latency.
 
 Embedding::
 
