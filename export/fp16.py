@@ -25,9 +25,8 @@ def to_fp16(src: Path, dest: Path) -> Path:
     found = module_nodes(src, ["frontend", "audio.frontend"], ops=None)  # a tower's graph, or the whole model's
     block = found["frontend"] + found["audio.frontend"]  # empty for the image tower
     half = convert_float_to_float16(model, keep_io_types=True, node_block_list=block)
-    _toposort(half.graph)
-    _drop_round_trips(half)
-    _toposort(half.graph)  # the converter appends its input casts last; onnx.checker wants producers first
+    _toposort(half.graph)  # the converter appends its input casts last; onnx.checker and shape inference want producers first
+    _drop_round_trips(half)  # only removes nodes: the order stays valid
     onnx.checker.check_model(half)
     onnx.save(half, str(dest))
     return dest
