@@ -132,13 +132,14 @@ class Source:
         self._seq[kind] += 1
         return seq, pts_ns
 
-    def frame(self, image: np.ndarray, pts_ns: int, meta: dict | None = None) -> bool:
-        """Emit one RGB frame; False (nothing emitted) once stopped."""
+    def frame(self, image: np.ndarray | None, pts_ns: int, meta: dict | None = None, picture=None) -> bool:
+        """Emit one RGB frame (or a decoded ``picture``, see :class:`VideoFrame`); False (nothing
+        emitted) once stopped."""
         if self.stopped:
             return False
         seq, pts_ns = self._next("video", pts_ns)
         self.counters["frames"] += 1
-        self._emit(VideoFrame(pts_ns, seq, image, self.uri, meta or {}))
+        self._emit(VideoFrame(pts_ns, seq, image, self.uri, meta or {}, picture=picture))
         return True
 
     def block(self, samples: np.ndarray, pts_ns: int, sample_rate: int) -> bool:

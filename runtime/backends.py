@@ -32,7 +32,7 @@ class _Towers:
 
     def _batched(self, run, x: np.ndarray) -> list[np.ndarray]:
         outs = [run(np.ascontiguousarray(x[i : i + self.batch_size], dtype=np.float32)) for i in range(0, len(x), self.batch_size)]
-        return [np.concatenate(parts) for parts in zip(*outs)]
+        return outs[0] if len(outs) == 1 else [np.concatenate(parts) for parts in zip(*outs)]
 
     def embed_audio(self, waves: np.ndarray) -> np.ndarray:
         return self._batched(self._run_audio, waves)[0]

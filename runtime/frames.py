@@ -3,22 +3,52 @@ dataclasses of numpy arrays and timestamps (``pts_ns`` on :mod:`.clock`'s timeli
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
+
+from edge_sdk.data.video import center_crop_resize
 
 __all__ = ["VideoFrame", "AudioBlock", "Gap", "Result"]
 
 
-@dataclass
 class VideoFrame:
-    """One RGB frame, HxWx3 uint8, as captured."""
+    """One video frame as captured: ``image`` is the HxWx3 RGB uint8 picture.
 
-    pts_ns: int
-    seq: int
-    image: np.ndarray
-    source: str = ""
-    meta: dict = field(default_factory=dict)  # e.g. a synthetic scene's ground-truth box
+    A decoder may hand over its decoded ``picture`` instead (an object with ``shape``,
+    ``rgb()`` and ``square(size)``): the model's square input is then cut straight from the
+    YUV planes (0.45 instead of 1.1 ms for a 720p frame: RGB conversion of the whole frame,
+    then the crop), and the whole frame is converted only when something reads ``image``
+    (an overlay, a face detector), once."""
+
+    __slots__ = ("pts_ns", "seq", "source", "meta", "_image", "_picture")
+
+    def __init__(self, pts_ns: int, seq: int, image: np.ndarray | None = None, source: str = "",
+                 meta: dict | None = None, *, picture=None):
+        if image is None and picture is None:
+            raise ValueError("a VideoFrame needs an image or a decoded picture")
+        self.pts_ns, self.seq, self.source, self.meta = pts_ns, seq, source, meta if meta is not None else {}
+        self._image, self._picture = image, picture
+
+    @property
+    def image(self) -> np.ndarray:
+        if self._image is None:
+            self._image, self._picture = self._picture.rgb(), None
+        return self._image
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) in pixels, without converting anything."""
+        return tuple(self._image.shape[:2]) if self._image is not None else tuple(self._picture.shape)
+
+    def square(self, size: int) -> np.ndarray:
+        """The centre square resized to ``size`` x ``size`` RGB uint8: the model's image input."""
+        if self._image is None:
+            return self._picture.square(size)
+        return center_crop_resize(self._image, size)
+
+    def __repr__(self) -> str:
+        return f"VideoFrame(pts_ns={self.pts_ns}, seq={self.seq}, shape={self.shape}, source={self.source!r})"
 
 
 @dataclass

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_sdk.data.video import center_crop_resize
 from edge_sdk.errors import ConfigError, EdgeSDKError
 from edge_sdk.runtime.align import AudioRing
 from edge_sdk.runtime.clock import now_ns
@@ -194,7 +193,7 @@ class Pipeline:
             skews.append(skew)
         t0 = time.perf_counter()
         size = self.spec.image.size
-        images = np.stack([center_crop_resize(f.image, size) for f in frames]).transpose(0, 3, 1, 2).astype(np.float32)
+        images = np.ascontiguousarray(np.stack([f.square(size) for f in frames]).transpose(0, 3, 1, 2), dtype=np.float32)
         for i in range(n):
             if float(images[i].mean()) < 2.0:
                 st.fault("black_frame")
@@ -217,7 +216,7 @@ class Pipeline:
         t2 = time.perf_counter()
         out = []
         for i, frame in enumerate(frames):
-            geom = Geometry(frame.image.shape[:2], size, image_map.shape[-2:], self.map_offset)
+            geom = Geometry(frame.shape, size, image_map.shape[-2:], self.map_offset)
             values, heat = self.task(frame, audio_emb[i], image_emb[i], image_map[i], geom)
             out.append((frame, values, heat, skews[i]))
         t3 = time.perf_counter()

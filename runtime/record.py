@@ -26,7 +26,6 @@ def record_pairs(out: str | Path, spec, video: str, audio: str | None = None, se
                  every_ms: float = 250.0, min_rms: float = 1e-3) -> dict:
     """Keep one pair every ``every_ms`` of source time for ``seconds``; windows quieter than
     ``min_rms`` are skipped (a calibration set of silence teaches the quantizer nothing)."""
-    from edge_sdk.data.video import center_crop_resize
     from edge_sdk.runtime.sources import open_source
 
     out = Path(out)
@@ -70,7 +69,7 @@ def record_pairs(out: str | Path, spec, video: str, audio: str | None = None, se
                 counts["silent"] += 1
                 continue
             np.savez(out / f"live_{counts['kept']:05d}.npz", wave=wave.astype(np.float32),
-                     image=center_crop_resize(f.image, size), sample_rate=np.int64(sr))
+                     image=f.square(size), sample_rate=np.int64(sr))
             counts["kept"] += 1
     finally:
         for s in sources:

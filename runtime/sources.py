@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 import soxr
 
+from edge_sdk.data.video import yuv420_square
 from edge_sdk.errors import ConfigError, DataError
 from edge_sdk.runtime._capture import CaptureSource, MicSource, Source, csi_pipeline, has_gstreamer
 from edge_sdk.runtime.clock import ClockMap, now_ns
@@ -204,6 +205,32 @@ class _Track:
         return self.start + self.n_out / self.sample_rate
 
 
+class _Yuv420:
+    """A decoded 4:2:0 frame as FFmpeg gave it (see :class:`~.frames.VideoFrame`): nothing is
+    converted at decode time; the model's input comes from the planes, the whole RGB frame only
+    on demand (PyAV's conversion, the one every other frame gets)."""
+
+    FORMATS = ("yuv420p", "yuvj420p")
+    __slots__ = ("frame",)
+
+    def __init__(self, frame):
+        self.frame = frame
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.frame.height, self.frame.width
+
+    def rgb(self) -> np.ndarray:
+        return self.frame.to_ndarray(format="rgb24")
+
+    def square(self, size: int) -> np.ndarray:
+        fr = self.frame
+        h, w, (py, pu, pv) = fr.height, fr.width, fr.planes
+        y = np.frombuffer(py, np.uint8).reshape(-1, py.line_size)[:h, :w]
+        u, v = (np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[:(h + 1) // 2, :(w + 1) // 2] for p in (pu, pv))
+        return yuv420_square(y, u, v, size, bt709=fr.colorspace == 1, full_range=fr.format.name == "yuvj420p")
+
+
 class FileSource(Source):
     """A media file decoded as a stream with PyAV, video and audio demuxed in one thread."""
 
@@ -288,7 +315,7 @@ class FileSource(Source):
                         t = fr.time if fr.time is not None else (0.0 if prev_t is None else prev_t + 1 / fps)
                         prev_t = t
                         pts = clock.to_sdk(offset + t)
-                        if not self._out(pts, pts, self.frame, fr.to_ndarray(format="rgb24"), pts):
+                        if not self._out(pts, pts, self._picture, fr, pts):
                             return None
                         first = t if first is None else min(first, t)
                         last = t + 1 / fps if last is None else max(last, t + 1 / fps)
@@ -307,6 +334,11 @@ class FileSource(Source):
         if not self._drain(None):
             return None
         return 0.0 if first is None else last - first
+
+    def _picture(self, fr, pts_ns: int) -> bool:
+        if fr.format.name in _Yuv420.FORMATS:
+            return self.frame(None, pts_ns, picture=_Yuv420(fr))
+        return self.frame(fr.to_ndarray(format="rgb24"), pts_ns)
 
     _LOOKAHEAD_NS = 300_000_000  # media decoded ahead of the earliest pending item before waiting on it
 
