@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 import soxr
 
-from edge_sdk.data.video import yuv420_square
+from edge_sdk.data.video import YUV420, av_square
 from edge_sdk.errors import ConfigError, DataError
 from edge_sdk.runtime._capture import CaptureSource, MicSource, Source, csi_pipeline, has_gstreamer
 from edge_sdk.runtime.clock import ClockMap, now_ns
@@ -210,7 +210,6 @@ class _Yuv420:
     converted at decode time; the model's input comes from the planes, the whole RGB frame only
     on demand (PyAV's conversion, the one every other frame gets)."""
 
-    FORMATS = ("yuv420p", "yuvj420p")
     __slots__ = ("frame",)
 
     def __init__(self, frame):
@@ -224,11 +223,7 @@ class _Yuv420:
         return self.frame.to_ndarray(format="rgb24")
 
     def square(self, size: int) -> np.ndarray:
-        fr = self.frame
-        h, w, (py, pu, pv) = fr.height, fr.width, fr.planes
-        y = np.frombuffer(py, np.uint8).reshape(-1, py.line_size)[:h, :w]
-        u, v = (np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[:(h + 1) // 2, :(w + 1) // 2] for p in (pu, pv))
-        return yuv420_square(y, u, v, size, bt709=fr.colorspace == 1, full_range=fr.format.name == "yuvj420p")
+        return av_square(self.frame, size)
 
 
 class FileSource(Source):
@@ -336,7 +331,7 @@ class FileSource(Source):
         return 0.0 if first is None else last - first
 
     def _picture(self, fr, pts_ns: int) -> bool:
-        if fr.format.name in _Yuv420.FORMATS:
+        if fr.format.name in YUV420:
             return self.frame(None, pts_ns, picture=_Yuv420(fr))
         return self.frame(fr.to_ndarray(format="rgb24"), pts_ns)
 

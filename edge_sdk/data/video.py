@@ -3,7 +3,7 @@
 Point :class:`VideoFolderDataset` at a folder of ``.mp4 / .m4v / .mov / .mkv / .webm / .avi``
 files (searched recursively, sorted). Each file is decoded once with PyAV; every kept video
 frame becomes one item: the frame, centre-cropped to a square and resized to
-``spec.image.size``, and the ``spec.audio.num_samples`` of mono audio that END at the
+``spec.image.size`` (from its YUV planes, as the runtime cuts it: :func:`av_square`), and the ``spec.audio.num_samples`` of mono audio that END at the
 frame's presentation time. Alignment uses real timestamps (frame and audio pts), not
 frame counts, so variable frame rates and audio that starts late are handled.
 
@@ -28,7 +28,7 @@ import soxr
 from edge_sdk.errors import DataError, EdgeSDKError
 from edge_sdk.spec import ModelSpec
 
-__all__ = ["VIDEO_EXTENSIONS", "decode_av", "audio_window", "center_crop_resize", "yuv420_square", "VideoFolderDataset"]
+__all__ = ["VIDEO_EXTENSIONS", "decode_av", "audio_window", "center_crop_resize", "yuv420_square", "av_square", "VideoFolderDataset"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,21 @@ def yuv420_square(y: np.ndarray, u: np.ndarray, v: np.ndarray, size: int, *, bt7
     return cv2.transform(yuv, _YUV_TO_RGB[bool(bt709), bool(full_range)])  # rounds and saturates to uint8
 
 
+YUV420 = ("yuv420p", "yuvj420p")  # PyAV frame formats :func:`av_square` cuts from the planes
+
+
+def av_square(frame, size: int) -> np.ndarray:
+    """A decoded PyAV video frame's centre square at ``size`` x ``size`` RGB uint8: from its
+    YUV 4:2:0 planes (:func:`yuv420_square`, BT.709 when the frame says so, full range for
+    ``yuvj420p``, as swscale would convert it), other formats through a whole RGB conversion."""
+    if frame.format.name not in YUV420:
+        return center_crop_resize(frame.to_ndarray(format="rgb24"), size)
+    h, w, (py, pu, pv) = frame.height, frame.width, frame.planes
+    y = np.frombuffer(py, np.uint8).reshape(-1, py.line_size)[:h, :w]
+    u, v = (np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[:(h + 1) // 2, :(w + 1) // 2] for p in (pu, pv))
+    return yuv420_square(y, u, v, size, bt709=frame.colorspace == 1, full_range=frame.format.name == "yuvj420p")
+
+
 def decode_av(path, sample_rate: int, *, size: int | None = None, frame_step: int = 1,
               max_frames: int | None = None) -> tuple[list[tuple[float, np.ndarray]], np.ndarray, float]:
     """Decode a clip's first video and first audio stream.
@@ -161,8 +176,7 @@ def decode_av(path, sample_rate: int, *, size: int | None = None, frame_step: in
                     n_video += 1
                     if (n_video - 1) % frame_step:
                         continue
-                    rgb = frame.to_ndarray(format="rgb24")
-                    frames.append((float(t), rgb if size is None else center_crop_resize(rgb, size)))
+                    frames.append((float(t), frame.to_ndarray(format="rgb24") if size is None else av_square(frame, size)))
                     if max_frames is not None and len(frames) >= max_frames:
                         last_pts = float(t)
                 if last_pts is not None and rate is not None and audio_start + n_audio / rate >= last_pts:
