@@ -20,7 +20,7 @@ from pathlib import Path
 from edge_sdk.bundle import MANIFEST, write_manifest
 from edge_sdk.errors import ConfigError, EdgeSDKError
 from edge_sdk.eval.evaluate import METRIC_KEYS, EvalConfig, TorchEmbedder, evaluate
-from edge_sdk.export.int8 import TARGETS
+from edge_sdk.export.int8 import TARGETS, THIN_CHANNELS
 
 __all__ = ["quantize", "GATED", "format_report"]
 
@@ -163,8 +163,9 @@ def _fallbacks(artifacts: list[dict]) -> list[str]:
     out = []
     for a in artifacts:
         if a.get("float_nodes") is not None:
-            out.append(f"{a['file']}: {len(a['float_nodes'])} nodes kept float by design (front end, normalisations, pooling) "
-                       "or by sensitivity; every conv and projection of the tower runs INT8 unless listed above")
+            out.append(f"{a['file']}: {len(a['float_nodes'])} nodes kept float by design (front end, normalisations, pooling, "
+                       f"and on ONNX Runtime the stems reading at most {THIN_CHANNELS} channels, faster in FP32) or by sensitivity; "
+                       "every other conv and projection of the tower runs INT8 unless listed above")
         if a.get("delegated"):
             d = a["delegated"]
             out.append(f"{a['file']}: XNNPACK runs {d['delegated_nodes']} nodes in {d['subgraphs']} subgraphs; "

@@ -93,7 +93,7 @@ def test_onnx_graphs_are_valid_dynamic_batch_and_named(exported):
         assert not any(n.metadata_props or n.doc_string for n in model.graph.node), path.name  # no exporter stack traces
         assert not any(t.name.endswith("frontend.dft") for t in model.graph.initializer), path.name  # computed in the graph
     size = {p: sum((folder / f"{g}.{p}.onnx").stat().st_size for g in ("audio", "image")) for p in ("fp32", "int8")}
-    assert size["fp32"] / size["int8"] > 3.3, size  # weights 4x; int32 biases and per-channel scales stay
+    assert size["fp32"] / size["int8"] > 3.2, size  # weights 4x; int32 biases, per-channel scales and the float stems stay
     sess = ort.InferenceSession(str(folder / "av.fp32.onnx"), providers=["CPUExecutionProvider"])
     assert [o.name for o in sess.get_outputs()] == ["audio_emb", "image_emb", "image_map"]
     b = read_bundle(folder)
