@@ -66,8 +66,13 @@ def thin_convs(onnx_path: Path) -> list[str]:
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     weights = {t.name: t.dims for t in model.graph.initializer}
+
+    def reads(node) -> int:  # input channels: per group times groups (a depthwise conv reads all of them)
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        return weights[node.input[1]][1] * group
+
     return [n.name for n in model.graph.node
-            if n.op_type == "Conv" and len(weights.get(n.input[1], ())) == 4 and weights[n.input[1]][1] <= THIN_CHANNELS]
+            if n.op_type == "Conv" and len(weights.get(n.input[1], ())) == 4 and reads(n) <= THIN_CHANNELS]
 
 
 def calib_inputs(calib, graph: str) -> dict[str, np.ndarray]:

@@ -76,6 +76,21 @@ def test_onnxruntime_qdq_int8_runs_and_matches_float(model, calib, tmp_path):
     assert (int8["image"].stat().st_size * 3.0) < (tmp_path / "image.fp32.onnx").stat().st_size  # int8 weights, lean graphs
 
 
+def test_thin_convs_are_stems_not_depthwise(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = lambda name, shape: numpy_helper.from_array(np.zeros(shape, np.float32), name)  # noqa: E731
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w_stem"], ["a"], name="stem", kernel_shape=[4, 4], strides=[4, 4]),
+         helper.make_node("Conv", ["a", "w_dw"], ["b"], name="depthwise", kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=8),
+         helper.make_node("Conv", ["b", "w_pw"], ["y"], name="pointwise", kernel_shape=[1, 1])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])],
+        [w("w_stem", (8, 3, 4, 4)), w("w_dw", (8, 1, 3, 3)), w("w_pw", (4, 8, 1, 1))])
+    onnx.save(helper.make_model(graph), tmp_path / "g.onnx")
+    assert thin_convs(tmp_path / "g.onnx") == ["stem"]  # a depthwise conv reads all 8 channels
+
+
 def test_xnnpack_pt2e_int8_program_runs_in_executorch(model, calib, tmp_path):
     arts = quantize_xnnpack(model, calib, "percentile", (), tmp_path)
     assert all(a["delegated"]["delegated_nodes"] > 0 for a in arts)
