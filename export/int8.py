@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from edge_sdk.errors import ConfigError
 from edge_sdk.export.formats import artifact

@@ -20,7 +20,7 @@ from edge_sdk.export.formats import EXPORTERS, OnnxExporter
 from edge_sdk.export.validate import TOLERANCES, Tolerance, compare, verdict
 from edge_sdk.models.shipped import shipped_models
 from edge_sdk.quant.calib import write_calib_set
-from edge_sdk.runtime.backends import OrtTowers, open_towers
+from edge_sdk.runtime.backends import OrtTowers
 
 SMALL = EvalConfig(scenes=40, gallery_per_class=5, probe_images=200, sync_clips=10)
 
