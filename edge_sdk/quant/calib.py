@@ -90,7 +90,7 @@ def load_calib_set(folder: str | Path, spec: ModelSpec, min_clips: int = MIN_CLI
                         f"put at least {min_clips} pairs there (`edge-sdk calib --out {root}`) or clips with sound")
     if len(waves) < min_clips:
         raise DataError(f"calibration set {root} has {len(waves)} pairs; at least {min_clips} are needed",
-                        f"add pairs (`edge-sdk calib --n 256 --out DIR`) or longer clips")
+                        "add pairs (`edge-sdk calib --n 256 --out DIR`) or longer clips")
     for name, a in (("wave", waves), ("image", images)):
         if not np.all(np.isfinite(a)):
             raise DataError(f"calibration set {root}: a {name} holds NaN or inf", "re-record or regenerate the calibration set")
