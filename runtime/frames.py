@@ -28,24 +28,28 @@ class VideoFrame:
         if image is None and picture is None:
             raise ValueError("a VideoFrame needs an image or a decoded picture")
         self.pts_ns, self.seq, self.source, self.meta = pts_ns, seq, source, meta if meta is not None else {}
-        self._image, self._picture = image, picture
+        self._image, self._picture = image, (picture if image is None else None)
 
+    # Sinks, tasks and the app's own thread may read one frame at once: each reads the picture
+    # into a local first, and a conversion stores the image before it lets the picture go.
     @property
     def image(self) -> np.ndarray:
-        if self._image is None:
-            self._image, self._picture = self._picture.rgb(), None
+        picture = self._picture
+        if picture is not None:
+            self._image = picture.rgb()
+            self._picture = None
         return self._image
 
     @property
     def shape(self) -> tuple[int, int]:
         """(height, width) in pixels, without converting anything."""
-        return tuple(self._image.shape[:2]) if self._image is not None else tuple(self._picture.shape)
+        picture = self._picture
+        return tuple(picture.shape) if picture is not None else tuple(self._image.shape[:2])
 
     def square(self, size: int) -> np.ndarray:
         """The centre square resized to ``size`` x ``size`` RGB uint8: the model's image input."""
-        if self._image is None:
-            return self._picture.square(size)
-        return center_crop_resize(self._image, size)
+        picture = self._picture
+        return picture.square(size) if picture is not None else center_crop_resize(self._image, size)
 
     def __repr__(self) -> str:
         return f"VideoFrame(pts_ns={self.pts_ns}, seq={self.seq}, shape={self.shape}, source={self.source!r})"

@@ -135,6 +135,32 @@ def test_model_input_for_full_range_bt709_and_other_pixel_formats(tmp_path, opts
     assert planes == (0 if "yuv444p" in opts else 10)  # other formats are converted whole at decode
 
 
+class _Picture:
+    """A decoded picture that counts its conversions."""
+
+    def __init__(self):
+        self.rgb_calls = 0
+        self.shape = (6, 8)
+
+    def rgb(self):
+        self.rgb_calls += 1
+        return np.full((6, 8, 3), 7, np.uint8)
+
+    def square(self, size):
+        return np.full((size, size, 3), 7, np.uint8)
+
+
+def test_a_decoded_picture_converts_once_on_demand():
+    pic = _Picture()
+    f = VideoFrame(1, 0, None, "x", picture=pic)
+    assert f.shape == (6, 8) and f.square(4).shape == (4, 4, 3) and pic.rgb_calls == 0  # nothing converted
+    assert f.image.shape == (6, 8, 3) and f.image.shape == (6, 8, 3) and pic.rgb_calls == 1
+    assert f.shape == (6, 8) and f.square(4).shape == (4, 4, 3) and f._picture is None  # the picture is let go
+    assert VideoFrame(1, 0, np.zeros((2, 3, 3), np.uint8), picture=_Picture()).shape == (2, 3)  # an image wins
+    with pytest.raises(ValueError, match="image or a decoded picture"):
+        VideoFrame(1, 0, None)
+
+
 def first_times(path: Path) -> dict:
     """The time of the first decoded video frame and audio frame, straight from PyAV."""
     out: dict = {}
