@@ -493,7 +493,13 @@ def test_http_camera_reconnects_after_the_server_restarts():
         assert time.monotonic() - t < 1.5
         frames, _, gaps = split(items)
         assert [g.kind for g in gaps] == ["reconnect"] and src.counters["reconnects"] == 1
-        assert gaps[0].seconds > 0.4 and increasing(frames) and frames[-1].image.shape == (360, 640, 3)
+        assert gaps[0].seconds > 0.4 and increasing(frames) and frames[-1].shape == (360, 640)
+        # the model's input is cut from the BGR capture, exactly as from the frame converted whole
+        from edge_sdk.data.video import center_crop_resize
+
+        square = frames[3].square(96)
+        assert frames[3]._image is None and np.array_equal(square, center_crop_resize(frames[3].image, 96))
+        assert frames[-1].image.shape == (360, 640, 3) and frames[-1].image.dtype == np.uint8
     finally:
         server.kill()
         server.wait()
