@@ -15,11 +15,11 @@ __all__ = ["VideoFrame", "AudioBlock", "Gap", "Result"]
 class VideoFrame:
     """One video frame as captured: ``image`` is the HxWx3 RGB uint8 picture.
 
-    A decoder may hand over its decoded ``picture`` instead (an object with ``shape``,
-    ``rgb()`` and ``square(size)``): the model's square input is then cut straight from the
-    YUV planes (0.45 instead of 1.1 ms for a 720p frame: RGB conversion of the whole frame,
-    then the crop), and the whole frame is converted only when something reads ``image``
-    (an overlay, a face detector), once."""
+    A source may hand over its decoded ``picture`` instead (an object with ``shape``,
+    ``rgb()`` and ``square(size)``: a file's YUV 4:2:0 planes, a camera's BGR array): the
+    model's square input is then cut straight from it (from YUV, 0.37 instead of 1.0 ms for
+    a 720p frame: RGB conversion of the whole frame, then the crop), and the whole frame is
+    converted only when something reads ``image`` (an overlay, a face detector), once."""
 
     __slots__ = ("pts_ns", "seq", "source", "meta", "_image", "_picture")
 
