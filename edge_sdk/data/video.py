@@ -4,8 +4,9 @@ Point :class:`VideoFolderDataset` at a folder of ``.mp4 / .m4v / .mov / .mkv / .
 files (searched recursively, sorted). Each file is decoded once with PyAV; every kept video
 frame becomes one item: the frame, centre-cropped to a square and resized to
 ``spec.image.size`` (from its YUV planes, as the runtime cuts it: :func:`av_square`), and
-the ``spec.audio.num_samples`` of mono audio that END at the frame's presentation time. Alignment uses real timestamps (frame and audio pts), not
-frame counts, so variable frame rates and audio that starts late are handled.
+the ``spec.audio.num_samples`` of mono audio that END at the frame's presentation time.
+Alignment uses real timestamps (frame and audio pts), not frame counts, so variable frame
+rates and audio that starts late are handled.
 
 Audio is converted to planar float32 at the file's own rate (PyAV's resampler, format only),
 downmixed to mono by averaging the channels (stays in [-1, 1]; swresample's downmix uses
