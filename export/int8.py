@@ -59,7 +59,7 @@ def thin_convs(onnx_path: Path) -> list[str]:
     """Conv nodes reading at most :data:`THIN_CHANNELS` input channels: the towers' stems (RGB,
     one log-mel plane). ONNX Runtime keeps them FP32: a QLinearConv over 1-3 channels does
     little work per byte it rearranges (with the input's quantization and layout transpose, the
-    INT8 vision stem cost more than the FP32 conv: 1.4 vs 1.0 ms per 32 frames, measured), and a
+    INT8 vision stem cost more than the FP32 one: 1.4 vs 1.2 ms per 32 frames, measured), and a
     float stem costs no accuracy."""
     import onnx
 
