@@ -1,6 +1,7 @@
 """Sources on real inputs: the clips in ../shared/data/video, ffmpeg-made variants (no audio,
 late audio, truncated, corrupt), generated AV-Digits scenes, a PulseAudio virtual
-microphone played into with paplay, and an ffmpeg HTTP camera that is killed and restarted."""
+microphone played into with paplay, and two network cameras that are killed and restarted:
+ffmpeg serving MJPEG over HTTP and GStreamer's RTSP server streaming H.264."""
 
 from __future__ import annotations
 
@@ -447,7 +448,7 @@ def test_unknown_microphone_lists_devices(pulse):
     assert "default" in e.value.fix
 
 
-# -- a network camera: ffmpeg serving MJPEG over HTTP, killed and restarted -------------------------
+# -- network cameras: ffmpeg serving MJPEG over HTTP, GStreamer's RTSP server; killed and restarted ---
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -458,6 +459,27 @@ def serve(path: Path, port: int) -> subprocess.Popen:
     return subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-i", str(path), "-an",
                              "-c:v", "mjpeg", "-q:v", "8", "-f", "mpjpeg", "-listen", "1", f"http://127.0.0.1:{port}/"],
                             stdin=subprocess.DEVNULL)
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"  # PyGObject comes from apt, not from the venv
+
+
+def serve_rtsp(path: Path, port: int) -> subprocess.Popen:
+    """tests/rtsp_camera.py (GStreamer's RTSP server), once it listens."""
+    server = subprocess.Popen([SYSTEM_PYTHON, str(Path(__file__).with_name("rtsp_camera.py")), str(path), str(port)],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    line = server.stdout.readline().strip()
+    if line != "ready":
+        server.kill()
+        server.wait()
+        if server.returncode == 2 or not line:
+            pytest.skip(f"no GStreamer RTSP server ({line or 'no output'}): apt-get install python3-gi "
+                        "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good (toolchain/setup.sh does it)")
+        raise RuntimeError(f"the RTSP camera did not start: {line}")
+    return server
+
+
+CAMERAS = {"http": (serve, "http://127.0.0.1:{port}/"), "rtsp": (serve_rtsp, "rtsp://127.0.0.1:{port}/cam")}
 
 
 def connect(url: str, **opts):
@@ -471,13 +493,18 @@ def connect(url: str, **opts):
             time.sleep(0.2)
 
 
-def test_http_camera_reconnects_after_the_server_restarts():
+@pytest.mark.parametrize("scheme", CAMERAS)
+def test_network_camera_reconnects_after_the_server_restarts(scheme):
     need("ffmpeg")
+    if scheme == "rtsp" and not Path(SYSTEM_PYTHON).exists():
+        pytest.skip(f"{SYSTEM_PYTHON} is absent: the RTSP camera needs the system Python with PyGObject")
+    start, url = CAMERAS[scheme]
     path, port = clip("chaplin.mp4"), free_port()
-    server = serve(path, port)
+    url = url.format(port=port)
+    server = start(path, port)
     try:
-        src = connect(f"http://127.0.0.1:{port}/?stall_s=1")
-        assert src.kind == "video" and src.target == f"http://127.0.0.1:{port}/"
+        src = connect(f"{url}?stall_s=1")
+        assert src.kind == "video" and src.target == url
         items: list = []
         lock = threading.Lock()
         src.start(lambda item: (lock.acquire(), items.append(item), lock.release()))
@@ -485,7 +512,7 @@ def test_http_camera_reconnects_after_the_server_restarts():
         server.kill()
         server.wait()
         time.sleep(0.5)
-        server = serve(path, port)
+        server = start(path, port)
         wait_for(lambda: any(isinstance(i, Gap) for i in items) and isinstance(items[-1], VideoFrame)
                  and len(items) - [type(i) for i in items].index(Gap) > 5, 20, src)
         t = time.monotonic()
@@ -500,6 +527,8 @@ def test_http_camera_reconnects_after_the_server_restarts():
         square = frames[3].square(96)
         assert frames[3]._image is None and np.array_equal(square, center_crop_resize(frames[3].image, 96))
         assert frames[-1].image.shape == (360, 640, 3) and frames[-1].image.dtype == np.uint8
+        # what came through is the clip itself (H.264 passed through by RTSP; MJPEG-recoded by HTTP)
+        assert nearest_clip_frame(path, frames[5].image) < 6
     finally:
         server.kill()
         server.wait()
@@ -516,6 +545,16 @@ def test_http_stream_without_reconnect_ends():
     finally:
         server.kill()
         server.wait()
+
+
+def nearest_clip_frame(path: Path, image: np.ndarray) -> float:
+    """Mean absolute difference (levels, at 1/8 size) from ``image`` to the closest frame of the clip."""
+    import cv2
+
+    small = lambda x: cv2.resize(x, (x.shape[1] // 8, x.shape[0] // 8), interpolation=cv2.INTER_AREA).astype(np.float32)
+    target = small(image)
+    with av.open(str(path)) as c:
+        return min(float(np.abs(small(f.to_ndarray(format="rgb24")) - target).mean()) for f in c.decode(video=0))
 
 
 def wait_for(cond, timeout: float, src) -> None:
