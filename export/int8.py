@@ -112,33 +112,79 @@ def quantize_onnxruntime(model, calib, method: str, exclude: tuple[str, ...], ou
         quantize_static(str(fp32), str(dest), _Reader(calib_inputs(calib, graph)), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=act, weight_type=QuantType.QInt8, calibrate_method=methods[method],
                         nodes_to_exclude=excluded, extra_options={"CalibPercentile": 99.99, "CalibMovingAverage": False})
-        _shapes_from_float(dest)
+        _tidy(dest, excluded)
         arts.append(artifact(fp32, graph, "onnx", "onnxruntime", "fp32"))
         arts.append(artifact(dest, graph, "onnx", "onnxruntime", "int8", activations=str(act).split(".")[-1], float_nodes=excluded))
     return arts
 
 
-def _shapes_from_float(path: Path) -> None:
-    """Point ``Shape`` nodes that read a Q -> DQ pair at the float tensor before it.
-
-    The exporter takes the batch size from the input's ``Shape``; after QDQ insertion that
-    Shape reads the dequantized input, so ONNX Runtime keeps a full-resolution
-    DequantizeLinear alive only to learn a shape (3% of the INT8 vision tower, measured),
-    and the stem's DQ -> Conv cannot fuse alone. A shape is the same before quantization.
-    """
+def _tidy(path: Path, float_nodes: list[str]) -> None:
+    """Post-process ONNX Runtime's QDQ graph in place (:func:`_float_inputs`,
+    :func:`_drop_zero_points`, and no ``value_info``: the quantizer writes shapes that the
+    runtime infers again)."""
     import onnx
 
     model = onnx.load(str(path))
+    _float_inputs(model, set(float_nodes))
+    _drop_zero_points(model)
+    del model.graph.value_info[:]
+    onnx.save(model, str(path))
+
+
+def _float_inputs(model, float_nodes: set[str]) -> None:
+    """Point ``Shape`` nodes, and the convs and projections kept in float, that read a
+    Q -> DQ pair at the float tensor before it; drop the pairs nothing reads any more.
+
+    - ``Shape``: the exporter takes the batch size from the input's ``Shape``; after QDQ
+      insertion it reads the dequantized input, so ONNX Runtime keeps a full-resolution
+      DequantizeLinear alive only to learn a shape (3% of the INT8 vision tower, measured),
+      and the stem's DQ -> Conv cannot fuse alone. A shape is the same before quantization.
+    - A layer kept in float (by sensitivity) still read its input through the Q -> DQ pair
+      the quantizer puts on a tensor for all its readers, and ONNX Runtime's
+      ``WeightBiasQuantization`` pass quantizes the float weights of any conv or Gemm that
+      reads a DQ and feeds a Q: the layer ran INT8 after all (measured: a QLinearConv in the
+      optimized graph). Reading the float tensor, it stays float.
+    """
     producer = {o: n for n in model.graph.node for o in n.output}
-    changed = False
     for node in model.graph.node:
-        dq = producer.get(node.input[0]) if node.op_type == "Shape" else None
+        if node.op_type != "Shape" and not (node.name in float_nodes and node.op_type in ("Conv", "Gemm", "MatMul")):
+            continue
+        dq = producer.get(node.input[0])
         q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
         if q is not None and q.op_type == "QuantizeLinear":
             node.input[0] = q.input[0]
-            changed = True
-    if changed:
-        onnx.save(model, str(path))
+    outputs = {o.name for o in model.graph.output}
+    while True:
+        read = {i for n in model.graph.node for i in n.input} | outputs
+        keep = [n for n in model.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear") or n.output[0] in read]
+        if len(keep) == len(model.graph.node):
+            return
+        del model.graph.node[:]
+        model.graph.node.extend(keep)
+
+
+def _drop_zero_points(model) -> None:
+    """Drop the all-zero zero points of the DequantizeLinear nodes that give a Conv its weights
+    and bias (an optional input that defaults to 0; symmetric int8 weights and int32 biases
+    always have 0): 5 bytes per output channel, and names, of a file whose weights take 1.
+    ONNX Runtime still fuses those convs into QLinearConv; its Gemm fusion (QGemm) wants the
+    zero points, and the QuantizeLinear nodes' set the activations' type: both stay."""
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    readers: dict[str, set] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, set()).add(node.op_type)
+    for node in model.graph.node:
+        if (node.op_type == "DequantizeLinear" and len(node.input) == 3 and node.input[0] in inits
+                and node.input[2] in inits and readers.get(node.output[0]) == {"Conv"}
+                and not numpy_helper.to_array(inits[node.input[2]]).any()):
+            del node.input[2]
+    used = {i for n in model.graph.node for i in n.input}
+    keep = [t for t in model.graph.initializer if t.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
 
 
 def quantize_tensorrt(model, calib, method: str, exclude: tuple[str, ...], out: Path, qmodel=None, graphs=("audio", "image")) -> list[dict]:

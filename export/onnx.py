@@ -16,15 +16,16 @@ Every graph is then made lean (:func:`lean_graph`): the exporter's per-node meta
 traces with the build machine's paths, FX nodes: 41 KB of the 134 KB INT8 image tower) is
 dropped, each node's module path kept beside the graph in ``{graph}.scopes.json`` (which
 :func:`module_nodes` reads to keep chosen layers in float; the bundle does not ship it), and
-the log-mel front end's DFT basis (132 x 256 floats, 135 KB that INT8 cannot shrink) is
-computed by 16 small nodes that ONNX Runtime (and TensorRT's builder) folds into a constant when it loads the graph.
+the log-mel front end's constant matrices (the DFT basis, 132 x 256 floats, 135 KB, and the
+mel filters, 10 KB, that INT8 cannot shrink) are computed by small nodes that ONNX Runtime
+(and TensorRT's builder) fold into constants when they load the graph, and the graph's
+``value_info`` (shapes any runtime infers again) is dropped.
 """
 
 from __future__ import annotations
 
 import ast
 import json
-import math
 import warnings
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def export_tower(model, tower: str, path: str | Path, opset: int = OPSET, dynamo
                 torch.onnx.export(module, example, str(path), input_names=names["inputs"], output_names=names["outputs"],
                                   dynamic_axes={n: {0: "batch"} for n in names["inputs"] + names["outputs"]},
                                   opset_version=opset, dynamo=False)
-    lean_graph(path)
+    lean_graph(path, model.spec)
     return path
 
 
@@ -80,72 +81,29 @@ def scopes_file(onnx_path: str | Path) -> Path:
     return Path(onnx_path).with_suffix(".scopes.json")
 
 
-def lean_graph(path: str | Path) -> None:
-    """Rewrite an exported graph lean, in place: node metadata to :func:`scopes_file`, the DFT
-    basis computed in the graph (:func:`_dft_basis_nodes`)."""
+def lean_graph(path: str | Path, spec=None) -> None:
+    """Rewrite an exported graph lean, in place: node metadata to :func:`scopes_file`, the
+    front end's DFT basis and (given the model's ``spec``) mel filters computed in the graph
+    (:mod:`~edge_sdk.export.frontend_graph`), and no ``value_info`` (intermediate shapes that
+    every runtime infers again when it loads the graph)."""
     import onnx
+
+    from edge_sdk.export.frontend_graph import dft_basis_nodes, mel_filter_nodes
 
     path = Path(path)
     model = onnx.load(str(path))
     scopes = {n.name: _scopes(n) for n in model.graph.node}
-    _dft_basis_nodes(model, scopes)
+    dft_basis_nodes(model, scopes)
+    if spec is not None:
+        mel_filter_nodes(model, spec.audio, scopes)
     for n in model.graph.node:
         del n.metadata_props[:]
         n.doc_string = ""
     model.graph.doc_string = ""
+    del model.graph.value_info[:]
     onnx.save(model, str(path))
     if any(scopes.values()):
         scopes_file(path).write_text(json.dumps(scopes))
-
-
-def _dft_basis_nodes(model, scopes: dict) -> None:
-    """Replace the front end's stored DFT basis [2K, 1, N] (Hann window times cos and -sin of
-    2 pi k n / N, :class:`~edge_sdk.models.frontend.LogMel`) by nodes that compute it: k n mod N
-    (exact in float32), times 2 pi / N. Left alone unless the initializer matches the
-    computed basis to 1e-6."""
-    import numpy as np
-    from onnx import helper, numpy_helper
-
-    init = next((t for t in model.graph.initializer if t.name.endswith("frontend.dft")), None)
-    if init is None:
-        return
-    stored = numpy_helper.to_array(init)
-    two_k, _, n_fft = stored.shape
-    n = np.arange(n_fft)
-    phase = 2 * np.pi * (np.arange(two_k // 2)[:, None] * n[None] % n_fft) / n_fft
-    window = 0.5 - 0.5 * np.cos(2 * np.pi * n / n_fft)
-    if np.abs(np.concatenate([np.cos(phase), -np.sin(phase)]) * window - stored[:, 0]).max() > 1e-6:
-        return
-    name, p = init.name, init.name.rsplit(".", 1)[0] + ".basis/"
-    consumer = next(node for node in model.graph.node if name in node.input)
-    consts = [numpy_helper.from_array(np.array(v, np.float32), p + k) for k, v in (
-        ("zero", 0.0), ("one", 1.0), ("n", n_fft), ("k", two_k // 2), ("step", 2 * math.pi / n_fft), ("half", 0.5))]
-    consts.append(numpy_helper.from_array(np.array([1], np.int64), p + "ax1"))
-    nodes = [  # float32 throughout (integers below 2^24 are exact): no casts for an FP16 converter to touch
-        helper.make_node("Range", [p + "zero", p + "n", p + "one"], [p + "n_idx"]),
-        helper.make_node("Range", [p + "zero", p + "k", p + "one"], [p + "k_idx"]),
-        helper.make_node("Unsqueeze", [p + "k_idx", p + "ax1"], [p + "k_col"]),
-        helper.make_node("Mul", [p + "k_col", p + "n_idx"], [p + "kn"]),
-        helper.make_node("Mod", [p + "kn", p + "n"], [p + "kn_mod"], fmod=1),
-        helper.make_node("Mul", [p + "kn_mod", p + "step"], [p + "phase"]),
-        helper.make_node("Mul", [p + "n_idx", p + "step"], [p + "n_phase"]),
-        helper.make_node("Cos", [p + "n_phase"], [p + "n_cos"]),
-        helper.make_node("Mul", [p + "n_cos", p + "half"], [p + "n_cos_half"]),
-        helper.make_node("Sub", [p + "half", p + "n_cos_half"], [p + "window"]),
-        helper.make_node("Cos", [p + "phase"], [p + "cos"]),
-        helper.make_node("Sin", [p + "phase"], [p + "sin"]),
-        helper.make_node("Neg", [p + "sin"], [p + "neg_sin"]),
-        helper.make_node("Concat", [p + "cos", p + "neg_sin"], [p + "rows"], axis=0),
-        helper.make_node("Mul", [p + "rows", p + "window"], [p + "windowed"]),
-        helper.make_node("Unsqueeze", [p + "windowed", p + "ax1"], [name]),
-    ]
-    for i, node in enumerate(nodes):
-        node.name = f"{p}{node.op_type}_{i}"
-        scopes[node.name] = scopes.get(consumer.name, [])
-    model.graph.initializer.remove(init)
-    model.graph.initializer.extend(consts)
-    for node in reversed(nodes):
-        model.graph.node.insert(0, node)
 
 
 def _scopes(node) -> list[str]:

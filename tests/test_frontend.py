@@ -1,7 +1,8 @@
 import numpy as np
+import pytest
 import torch
 
-from edge_sdk.models.frontend import ImageNormalize, LogMel, mel_filterbank
+from edge_sdk.models.frontend import ImageNormalize, LogMel, mel_edges, mel_filterbank
 from edge_sdk.spec import AudioSpec, ImageSpec
 
 
@@ -47,3 +48,47 @@ def test_logmel_stays_fp32_under_bf16_autocast():
         got = LogMel(spec)(x)
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, LogMel(spec)(x))  # bf16 would be off by far more (8-bit mantissa)
+
+
+def _front_end_graph(spec: AudioSpec, path):
+    """The log-mel front end alone, exported as a tower's graph is (dynamo, then lean_graph)."""
+    import types
+
+    from edge_sdk.export.onnx import lean_graph
+
+    class Tower(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.frontend = LogMel(spec)
+
+        def forward(self, wave):
+            return self.frontend(wave)
+
+    torch.onnx.export(Tower().eval(), (torch.zeros(2, spec.num_samples),), str(path), input_names=["wave"],
+                      output_names=["logmel"], dynamo=True, external_data=False, verbose=False)
+    lean_graph(path, types.SimpleNamespace(audio=spec))
+    return Tower().eval()
+
+
+@pytest.mark.parametrize("n_mels,computed", [(40, True), (128, False)])
+def test_exported_front_end_computes_its_matrices(tmp_path, n_mels, computed):
+    """The DFT basis and the mel filters are nodes, not stored weights, and the graph gives
+    what the module gives; filters that needed the nearest-bin fallback (128 mel bands over
+    129 bins: some narrower than a bin) stay stored."""
+    import onnx
+    import onnxruntime as ort
+
+    spec = AudioSpec(n_mels=n_mels)
+    edges, f = mel_edges(spec), np.arange(LogMel(spec).n_bins) * spec.sample_rate / spec.n_fft
+    rise, fall = (f - edges[:-2, None]) / (edges[1:-1] - edges[:-2])[:, None], (edges[2:, None] - f) / (edges[2:] - edges[1:-1])[:, None]
+    assert (np.minimum(rise, fall).max(1) <= 0).any() != computed  # a band that catches no bin
+    tower = _front_end_graph(spec, tmp_path / "f.onnx")
+    graph = onnx.load(str(tmp_path / "f.onnx")).graph
+    stored = {t.name for t in graph.initializer}
+    assert "frontend.dft" not in stored and ("frontend.mel" in stored) != computed
+    assert not graph.value_info
+    x = (np.random.default_rng(0).normal(size=(2, spec.num_samples)) * 0.1).astype(np.float32)
+    got = ort.InferenceSession(str(tmp_path / "f.onnx"), providers=["CPUExecutionProvider"]).run(None, {"wave": x})[0]
+    with torch.no_grad():
+        want = tower(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, want, atol=2e-4)

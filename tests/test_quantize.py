@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -72,6 +73,16 @@ def test_onnxruntime_qdq_int8_runs_and_matches_float(model, calib, tmp_path):
         assert set(thin_convs(tmp_path / f"{tower}.fp32.onnx")) <= kept  # the stems
         assert not any(convs[n].input[1] in dequantized for n in kept & set(convs))  # float weights
         assert sum(n.input[1] in dequantized for n in convs.values()) >= 4  # the other convs are int8
+        # the int8 convs' weights and biases carry no zero points (all 0), and ONNX Runtime still fuses them
+        inits = {t.name for t in graph.initializer}
+        conv_dq = [n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+                   and any(n.output[0] in c.input for c in convs.values())]
+        assert conv_dq and all(len(n.input) == 2 for n in conv_dq) and not graph.value_info
+        opts = ort.SessionOptions()
+        opts.optimized_model_filepath = str(tmp_path / f"{tower}.optimized.onnx")
+        ort.InferenceSession(str(int8[tower]), opts, providers=["CPUExecutionProvider"])
+        fused = [n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node]
+        assert fused.count("QLinearConv") == sum(n.input[1] in dequantized for n in convs.values()), fused
     _agree(OrtTowers(int8["audio"], int8["image"], model.spec), model, calib, 0.995)
     assert (int8["image"].stat().st_size * 3.0) < (tmp_path / "image.fp32.onnx").stat().st_size  # int8 weights, lean graphs
 

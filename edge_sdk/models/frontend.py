@@ -15,7 +15,7 @@ from torch import nn
 
 from edge_sdk.spec import AudioSpec, ImageSpec
 
-__all__ = ["LogMel", "ImageNormalize", "mel_filterbank"]
+__all__ = ["LogMel", "ImageNormalize", "mel_filterbank", "mel_edges"]
 
 
 def _hz_to_mel(f):
@@ -26,10 +26,16 @@ def _mel_to_hz(m):
     return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
 
 
+def mel_edges(spec: AudioSpec) -> np.ndarray:
+    """The ``n_mels + 2`` HTK-mel band edges in Hz: filter i rises from edge i, peaks at
+    edge i + 1 and falls to edge i + 2."""
+    return _mel_to_hz(np.linspace(_hz_to_mel(spec.f_min), _hz_to_mel(spec.f_max), spec.n_mels + 2))
+
+
 def mel_filterbank(spec: AudioSpec, n_bins: int) -> np.ndarray:
     """HTK-mel triangular filters [n_mels, n_bins] over the first ``n_bins`` FFT bins."""
     bin_hz = np.arange(n_bins) * spec.sample_rate / spec.n_fft
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(spec.f_min), _hz_to_mel(spec.f_max), spec.n_mels + 2))
+    edges = mel_edges(spec)
     lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     up = (bin_hz[None] - lo) / (mid - lo)
     down = (hi - bin_hz[None]) / (hi - mid)
