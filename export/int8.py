@@ -120,14 +120,16 @@ def quantize_onnxruntime(model, calib, method: str, exclude: tuple[str, ...], ou
 
 def _tidy(path: Path, float_nodes: list[str]) -> None:
     """Post-process ONNX Runtime's QDQ graph in place (:func:`_float_inputs`,
-    :func:`_drop_zero_points`, and no ``value_info``: the quantizer writes shapes that the
-    runtime infers again)."""
+    :func:`_drop_zero_points`; the shapes of tensors no node writes any more go)."""
     import onnx
 
     model = onnx.load(str(path))
     _float_inputs(model, set(float_nodes))
     _drop_zero_points(model)
+    written = {o for n in model.graph.node for o in n.output}
+    shapes = [v for v in model.graph.value_info if v.name in written]
     del model.graph.value_info[:]
+    model.graph.value_info.extend(shapes)
     onnx.save(model, str(path))
 
 

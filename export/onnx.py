@@ -18,8 +18,7 @@ dropped, each node's module path kept beside the graph in ``{graph}.scopes.json`
 :func:`module_nodes` reads to keep chosen layers in float; the bundle does not ship it), and
 the log-mel front end's constant matrices (the DFT basis, 132 x 256 floats, 135 KB, and the
 mel filters, 10 KB, that INT8 cannot shrink) are computed by small nodes that ONNX Runtime
-(and TensorRT's builder) fold into constants when they load the graph, and the graph's
-``value_info`` (shapes any runtime infers again) is dropped.
+(and TensorRT's builder) fold into constants when they load the graph.
 """
 
 from __future__ import annotations
@@ -84,8 +83,9 @@ def scopes_file(onnx_path: str | Path) -> Path:
 def lean_graph(path: str | Path, spec=None) -> None:
     """Rewrite an exported graph lean, in place: node metadata to :func:`scopes_file`, the
     front end's DFT basis and (given the model's ``spec``) mel filters computed in the graph
-    (:mod:`~edge_sdk.export.frontend_graph`), and no ``value_info`` (intermediate shapes that
-    every runtime infers again when it loads the graph)."""
+    (:mod:`~edge_sdk.export.frontend_graph`). The exporter's ``value_info`` (intermediate
+    shapes, the batch axis named) stays: 4 KB, and ONNX Runtime's TensorRT provider wants
+    every subgraph input's shape known."""
     import onnx
 
     from edge_sdk.export.frontend_graph import dft_basis_nodes, mel_filter_nodes
@@ -100,7 +100,6 @@ def lean_graph(path: str | Path, spec=None) -> None:
         del n.metadata_props[:]
         n.doc_string = ""
     model.graph.doc_string = ""
-    del model.graph.value_info[:]
     onnx.save(model, str(path))
     if any(scopes.values()):
         scopes_file(path).write_text(json.dumps(scopes))

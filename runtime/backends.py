@@ -4,7 +4,8 @@ Every backend has the same face as the PyTorch evaluator: ``spec``, ``map_offset
 ``embed_audio(waves) -> [B, D]`` and ``embed_image(images) -> ([B, D], [B, D, h, w])``,
 so ``edge-sdk eval``, the benchmark and the live pipeline run any of them unchanged.
 
-- :class:`OrtTowers` -- ONNX Runtime (FP32, FP16 or Q/DQ INT8 graphs); no torch needed.
+- :class:`OrtTowers` -- ONNX Runtime (FP32, FP16 or Q/DQ INT8 graphs) on TensorRT, CUDA or the
+  CPU, whichever this onnxruntime has (:func:`ort_providers`); no torch needed.
 - :class:`ExecuTorchTowers` -- ExecuTorch ``.pte`` programs through ``executorch.runtime``
   (its Python bindings take torch tensors, so this one imports torch).
 - :class:`TorchTowers` -- the bundle's PyTorch weights (safetensors), eager FP32.
@@ -23,7 +24,7 @@ import numpy as np
 from edge_sdk.errors import ModelFileError
 from edge_sdk.spec import ModelSpec
 
-__all__ = ["OrtTowers", "ExecuTorchTowers", "TorchTowers", "open_towers", "ort_load_error"]
+__all__ = ["OrtTowers", "ExecuTorchTowers", "TorchTowers", "open_towers", "ort_load_error", "ort_providers"]
 
 
 class _Towers:
@@ -68,7 +69,7 @@ class OrtTowers(_Towers):
     """
 
     def __init__(self, audio: str | Path, image: str | Path, spec: ModelSpec, map_offset=(0, 0),
-                 providers: list[str] | None = None, threads: int = 0, batch_size: int = 64):
+                 providers: list | None = None, threads: int = 0, batch_size: int = 64, precision: str = "fp32"):
         import os
 
         import onnxruntime as ort
@@ -76,12 +77,12 @@ class OrtTowers(_Towers):
         super().__init__(spec, map_offset, batch_size)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or max(1, (os.cpu_count() or 2) // 2)
-        # CUDA when this onnxruntime has it (onnxruntime-gpu), else the CPU
-        providers = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
         self.sessions = {}
         for tower, path in (("audio", audio), ("image", image)):
+            inputs = _tower_inputs(spec, tower)
+            chosen = providers or ort_providers(ort.get_available_providers(), precision, inputs, max(batch_size, 1))
             try:
-                self.sessions[tower] = ort.InferenceSession(str(path), opts, providers=providers)
+                self.sessions[tower] = ort.InferenceSession(str(path), opts, providers=chosen)
             except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
                 raise ort_load_error(path, e) from None
 
@@ -92,6 +93,42 @@ class OrtTowers(_Towers):
 
     def _run_image(self, x):
         return self.sessions["image"].run(["image_emb", "image_map"], {"image": x})
+
+
+def _tower_inputs(spec: ModelSpec | None, tower: str) -> dict[str, tuple[int, ...]]:
+    if spec is None:
+        return {}
+    if tower == "audio":
+        return {"wave": (spec.audio.num_samples,)}
+    return {"image": (3, spec.image.size, spec.image.size)}
+
+
+def ort_providers(available: list[str], precision: str, inputs: dict[str, tuple[int, ...]], max_batch: int = 64,
+                  cache_dir: str | Path | None = None) -> list:
+    """ONNX Runtime execution providers for one tower, best first, among those this
+    onnxruntime has (``available``): TensorRT, CUDA, the CPU.
+
+    TensorRT (onnxruntime-gpu built with it, as on Jetson) gets FP32 and FP16 graphs: engines
+    built on first use and cached (``<cache>/ort-trt``, beside the native engines), one
+    profile from batch 1 (the live case) to ``max_batch``, FP16 kernels for an fp16 bundle.
+    INT8 graphs skip it: ONNX Runtime's QDQ graphs have asymmetric uint8 activations on x86
+    (and zero points in general), and TensorRT takes only symmetric Q/DQ; the bundle's
+    ``tensorrt`` artifacts (Model Optimizer Q/DQ) are the INT8 path to TensorRT.
+    """
+    out: list = []
+    if "TensorrtExecutionProvider" in available and precision in ("fp32", "fp16"):
+        from edge_sdk.runtime.tensorrt import default_cache_dir
+
+        cache = str(Path(cache_dir) if cache_dir else default_cache_dir() / "ort-trt")
+        options = {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache, "trt_timing_cache_enable": True,
+                   "trt_timing_cache_path": cache, "trt_fp16_enable": precision == "fp16"}
+        if inputs:
+            def shapes(batch: int) -> str:
+                return ",".join(f"{name}:" + "x".join(str(d) for d in (batch, *dims)) for name, dims in inputs.items())
+
+            options.update(trt_profile_min_shapes=shapes(1), trt_profile_opt_shapes=shapes(1), trt_profile_max_shapes=shapes(max_batch))
+        out.append(("TensorrtExecutionProvider", options))
+    return out + [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
 def ort_load_error(path, e: Exception) -> ModelFileError:
@@ -195,4 +232,4 @@ def open_towers(bundle, backend: str | None = None, precision: str | None = None
                                  "pass build_engines=True (the engines are built once for this GPU and cached)")
         engines = {t: load_or_build(files[t], t, choice.precision) for t in ("audio", "image")}
         return TrtTowers(engines["audio"], engines["image"], spec, offset, **extra)
-    return OrtTowers(files["audio"], files["image"], spec, offset, threads=threads, **extra)
+    return OrtTowers(files["audio"], files["image"], spec, offset, threads=threads, precision=choice.precision, **extra)

@@ -86,7 +86,6 @@ def test_exported_front_end_computes_its_matrices(tmp_path, n_mels, computed):
     graph = onnx.load(str(tmp_path / "f.onnx")).graph
     stored = {t.name for t in graph.initializer}
     assert "frontend.dft" not in stored and ("frontend.mel" in stored) != computed
-    assert not graph.value_info
     x = (np.random.default_rng(0).normal(size=(2, spec.num_samples)) * 0.1).astype(np.float32)
     got = ort.InferenceSession(str(tmp_path / "f.onnx"), providers=["CPUExecutionProvider"]).run(None, {"wave": x})[0]
     with torch.no_grad():

@@ -472,3 +472,23 @@ def test_real_engines_build_and_match_onnxruntime(tmp_path):
     for got, want in zip(trt_towers.embed_image(images), ort.embed_image(images), strict=True):
         assert np.allclose(got, want, atol=1e-3)
     assert load_or_build(audio, "audio", "fp32", cache_dir=tmp_path / "c", batch=(1, 4, 8)) == engines[0]  # cached
+
+
+def test_onnxruntime_providers_put_tensorrt_first_for_float_graphs(tmp_path, monkeypatch):
+    """ONNX Runtime's TensorRT provider (onnxruntime-gpu on a Jetson) for FP32/FP16 graphs,
+    with a batch profile and an engine cache; never for ORT's INT8 QDQ graphs (asymmetric
+    activations, which TensorRT does not take); CPU-only onnxruntime gets the CPU."""
+    from edge_sdk.runtime.backends import ort_providers
+
+    monkeypatch.setenv("EDGE_SDK_CACHE", str(tmp_path))
+    every = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert ort_providers(["CPUExecutionProvider"], "fp16", {"wave": (16000,)}) == ["CPUExecutionProvider"]
+    assert ort_providers(every, "int8", {"wave": (16000,)}) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    (name, opts), *rest = ort_providers(every, "fp16", {"image": (3, 96, 96)}, max_batch=32)
+    assert name == "TensorrtExecutionProvider" and rest == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert opts["trt_fp16_enable"] is True and opts["trt_engine_cache_enable"] is True
+    assert opts["trt_engine_cache_path"] == str(tmp_path / "ort-trt")
+    assert (opts["trt_profile_min_shapes"], opts["trt_profile_opt_shapes"], opts["trt_profile_max_shapes"]) == (
+        "image:1x3x96x96", "image:1x3x96x96", "image:32x3x96x96")
+    (_, opts), *_ = ort_providers(every, "fp32", {})  # no spec: no profile, TensorRT builds per shape
+    assert opts["trt_fp16_enable"] is False and "trt_profile_min_shapes" not in opts
