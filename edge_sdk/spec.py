@@ -78,6 +78,11 @@ class ModelSpec:
         """Side of ``image_map``: the image tower downsamples by ``stem_stride`` in the stem and 2 in each later stage."""
         return self.image.size // (self.image_tower.stem_stride * 2 ** (len(self.image_tower.channels) - 1))
 
+    @property
+    def input_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each exported graph input's shape without the batch axis: ``wave``, ``image``."""
+        return {"wave": (self.audio.num_samples,), "image": (3, self.image.size, self.image.size)}
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

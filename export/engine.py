@@ -26,7 +26,7 @@ from edge_sdk.bundle import MANIFEST, pack_zip, write_manifest
 from edge_sdk.errors import ConfigError, EdgeSDKError
 from edge_sdk.eval.evaluate import METRIC_KEYS, EvalConfig, evaluate
 from edge_sdk.export.formats import EXPORTERS, Job
-from edge_sdk.export.onnx import TOWERS, input_shapes
+from edge_sdk.export.onnx import TOWERS
 from edge_sdk.export.validate import compare, heatmap_agreement, real_inputs, run_graph, verdict
 
 __all__ = ["export_bundle", "check_contract", "ExportMismatch", "PRECISIONS", "GATED", "format_export_report"]
@@ -51,7 +51,7 @@ def _parse(value, allowed, what: str) -> list[str]:
 
 
 def _shapes(graph: str, spec, ref: dict[str, np.ndarray], batch: str) -> dict[str, list]:
-    ins = input_shapes(spec)
+    ins = spec.input_shapes
     b = "batch" if batch == "dynamic" else int(batch)
     return {**{n: [b, *ins[n]] for n in TOWERS[graph]["inputs"]}, **{n: [b, *ref[n].shape[1:]] for n in TOWERS[graph]["outputs"]}}
 

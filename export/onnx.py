@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["TOWERS", "OPSET", "export_tower", "example_inputs", "input_shapes", "module_nodes", "lean_graph", "scopes_file"]
+__all__ = ["TOWERS", "OPSET", "export_tower", "example_inputs", "module_nodes", "lean_graph", "scopes_file"]
 
 OPSET = 18
 TOWERS = {
@@ -40,14 +40,9 @@ TOWERS = {
 }
 
 
-def input_shapes(spec) -> dict[str, tuple[int, ...]]:
-    """Each input's shape without the batch axis, from the spec."""
-    return {"wave": (spec.audio.num_samples,), "image": (3, spec.image.size, spec.image.size)}
-
-
 def example_inputs(spec, graph: str, batch: int = 1) -> tuple[torch.Tensor, ...]:
     """Zero inputs of a graph's shapes (for tracing; never used to validate)."""
-    shapes = input_shapes(spec)
+    shapes = spec.input_shapes
     return tuple(torch.zeros(batch, *shapes[name]) for name in TOWERS[graph]["inputs"])
 
 

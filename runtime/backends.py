@@ -79,7 +79,8 @@ class OrtTowers(_Towers):
         opts.intra_op_num_threads = threads or max(1, (os.cpu_count() or 2) // 2)
         self.sessions = {}
         for tower, path in (("audio", audio), ("image", image)):
-            inputs = _tower_inputs(spec, tower)
+            name = "wave" if tower == "audio" else "image"
+            inputs = {name: spec.input_shapes[name]} if spec is not None else {}
             chosen = providers or ort_providers(ort.get_available_providers(), precision, inputs, max(batch_size, 1))
             try:
                 self.sessions[tower] = ort.InferenceSession(str(path), opts, providers=chosen)
@@ -93,14 +94,6 @@ class OrtTowers(_Towers):
 
     def _run_image(self, x):
         return self.sessions["image"].run(["image_emb", "image_map"], {"image": x})
-
-
-def _tower_inputs(spec: ModelSpec | None, tower: str) -> dict[str, tuple[int, ...]]:
-    if spec is None:
-        return {}
-    if tower == "audio":
-        return {"wave": (spec.audio.num_samples,)}
-    return {"image": (3, spec.image.size, spec.image.size)}
 
 
 def ort_providers(available: list[str], precision: str, inputs: dict[str, tuple[int, ...]], max_batch: int = 64,
