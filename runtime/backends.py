@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_sdk.bundle import sha256_file
 from edge_sdk.errors import ModelFileError
 from edge_sdk.spec import ModelSpec
 
@@ -81,7 +82,7 @@ class OrtTowers(_Towers):
         for tower, path in (("audio", audio), ("image", image)):
             name = "wave" if tower == "audio" else "image"
             inputs = {name: spec.input_shapes[name]} if spec is not None else {}
-            chosen = providers or ort_providers(ort.get_available_providers(), precision, inputs, max(batch_size, 1))
+            chosen = providers or ort_providers(ort.get_available_providers(), precision, inputs, max(batch_size, 1), model=path)
             try:
                 self.sessions[tower] = ort.InferenceSession(str(path), opts, providers=chosen)
             except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
@@ -97,13 +98,15 @@ class OrtTowers(_Towers):
 
 
 def ort_providers(available: list[str], precision: str, inputs: dict[str, tuple[int, ...]], max_batch: int = 64,
-                  cache_dir: str | Path | None = None) -> list:
+                  cache_dir: str | Path | None = None, model: str | Path | None = None) -> list:
     """ONNX Runtime execution providers for one tower, best first, among those this
     onnxruntime has (``available``): TensorRT, CUDA, the CPU.
 
     TensorRT (onnxruntime-gpu built with it, as on Jetson) gets FP32 and FP16 graphs: engines
-    built on first use and cached (``<cache>/ort-trt``, beside the native engines), one
-    profile from batch 1 (the live case) to ``max_batch``, FP16 kernels for an fp16 bundle.
+    built on first use and cached (``<cache>/ort-trt/<model file's sha256 prefix>``, beside the
+    native engines; ONNX Runtime names cached engines by the graph's file and tensor names,
+    not its weights, so a retrained bundle must not find the old one), one profile from batch
+    1 (the live case) to ``max_batch``, FP16 kernels for an fp16 bundle.
     INT8 graphs skip it: ONNX Runtime's QDQ graphs have asymmetric uint8 activations on x86
     (and zero points in general), and TensorRT takes only symmetric Q/DQ; the bundle's
     ``tensorrt`` artifacts (Model Optimizer Q/DQ) are the INT8 path to TensorRT.
@@ -112,9 +115,12 @@ def ort_providers(available: list[str], precision: str, inputs: dict[str, tuple[
     if "TensorrtExecutionProvider" in available and precision in ("fp32", "fp16"):
         from edge_sdk.runtime.tensorrt import default_cache_dir
 
-        cache = str(Path(cache_dir) if cache_dir else default_cache_dir() / "ort-trt")
-        options = {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache, "trt_timing_cache_enable": True,
-                   "trt_timing_cache_path": cache, "trt_fp16_enable": precision == "fp16"}
+        cache = Path(cache_dir) if cache_dir else default_cache_dir() / "ort-trt"
+        if model is not None and Path(model).is_file():
+            cache /= sha256_file(Path(model))[:16]
+        cache.mkdir(parents=True, exist_ok=True)  # the provider makes one level only, else falls back unseen
+        options = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache), "trt_timing_cache_enable": True,
+                   "trt_timing_cache_path": str(cache), "trt_fp16_enable": precision == "fp16"}
         if inputs:
             def shapes(batch: int) -> str:
                 return ",".join(f"{name}:" + "x".join(str(d) for d in (batch, *dims)) for name, dims in inputs.items())

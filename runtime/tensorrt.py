@@ -13,6 +13,8 @@ Build rules (:func:`plan_build`, pure, testable without TensorRT):
 - TensorRT >= 11: always strongly typed, no precision flags (FP16/INT8 flags, calibrators
   and weak typing are removed there): fp16 needs the bundle's FP16 ONNX, int8 its Q/DQ ONNX.
 - A graph's types must match the request: a Q/DQ graph is int8 only; an FP16 graph is not fp32.
+- fp32 means FP32: ``TF32`` (on by default, rounding matrix inputs to 10-bit mantissas on
+  Ampere and newer) is cleared; fp16 is the fast path.
 - DLA (``dla_core``): TensorRT 10 only, fp16 or int8 (DLA has no FP32), adds ``GPU_FALLBACK``;
   DLA has no dynamic shapes, so the profile is static at the *opt* batch (min = opt = max)
   and :class:`TrtTowers` pads smaller batches up to it.
@@ -34,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_sdk.bundle import sha256_file
 from edge_sdk.errors import ConfigError, EdgeSDKError, ModelFileError
 from edge_sdk.runtime.backends import _Towers
 
@@ -60,7 +63,8 @@ def trt_major(version: str) -> int:
 
 @dataclass(frozen=True)
 class BuildPlan:
-    """What to build: the ONNX file, builder flags (``trt.BuilderFlag`` names) and profiles."""
+    """What to build: the ONNX file, builder flags to set and to clear (``trt.BuilderFlag``
+    names) and profiles."""
 
     onnx_path: str
     precision: str
@@ -70,6 +74,7 @@ class BuildPlan:
     profiles: tuple[tuple[str, tuple[int, ...], tuple[int, ...], tuple[int, ...]], ...]
     dla_core: int | None = None
     workspace_mb: int = 1024
+    cleared: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         """JSON-ready (tuples become lists)."""
@@ -129,11 +134,13 @@ def plan_build(onnx_path, precision: str, trt_version: str, inputs: dict[str, tu
         flags += ("GPU_FALLBACK",)
         batch = (batch[1],) * 3  # DLA: no dynamic dimensions, min = opt = max
     profiles = tuple((name, (batch[0], *shape), (batch[1], *shape), (batch[2], *shape)) for name, shape in inputs.items())
-    return BuildPlan(onnx_path, precision, str(trt_version), strongly_typed, flags, profiles, dla_core, workspace_mb)
+    cleared = ("TF32",) if precision == "fp32" else ()
+    return BuildPlan(onnx_path, precision, str(trt_version), strongly_typed, flags, profiles, dla_core, workspace_mb, cleared)
 
 
 def onnx_facts(onnx_path) -> dict:
-    """``{"inputs": {name: shape without batch}, "has_qdq", "graph_fp16", "opset"}`` of an ONNX file."""
+    """``{"inputs": {name: shape without batch}, "fixed_batch": {name: batch} (inputs whose
+    batch is not dynamic), "has_qdq", "graph_fp16", "opset"}`` of an ONNX file."""
     try:
         import onnx
     except ImportError:
@@ -146,18 +153,20 @@ def onnx_facts(onnx_path) -> dict:
                              "check the path, or re-export the bundle (edge-sdk export)") from None
     g, f16 = model.graph, onnx.TensorProto.FLOAT16
     known = {i.name for i in g.initializer}
-    inputs = {}
+    inputs, fixed = {}, {}
     for i in g.input:
         if i.name not in known:
-            dims = i.type.tensor_type.shape.dim[1:]
+            batch, *dims = i.type.tensor_type.shape.dim
             inputs[i.name] = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in dims)
+            if batch.HasField("dim_value"):
+                fixed[i.name] = batch.dim_value
     nodes = list(g.node) + [n for fn in model.functions for n in fn.node]
     has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in nodes)
     fp16 = any(t.data_type == f16 for t in g.initializer) or any(
         (n.op_type == "Cast" and any(a.name == "to" and a.i == f16 for a in n.attribute))
         or (n.op_type == "Constant" and any(a.name == "value" and a.t.data_type == f16 for a in n.attribute)) for n in nodes)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    return {"inputs": inputs, "has_qdq": has_qdq, "graph_fp16": fp16, "opset": int(opset)}
+    return {"inputs": inputs, "fixed_batch": fixed, "has_qdq": has_qdq, "graph_fp16": fp16, "opset": int(opset)}
 
 
 def cache_key(model_sha256: str, gpu: dict, trt_version: str, plan: BuildPlan) -> str:
@@ -181,14 +190,6 @@ def engine_path(cache_dir, tower: str, plan: BuildPlan, key: str) -> Path:
 
 def _sidecar(engine: Path) -> Path:
     return engine.with_name(engine.name + ".json")
-
-
-def _file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _cudart():
@@ -333,6 +334,9 @@ def build_engine(plan: BuildPlan, dest: Path, *, progress: bool = True, tower: s
         if not hasattr(trt.BuilderFlag, flag):
             raise ConfigError(f"TensorRT {trt.__version__} has no builder flag {flag}", "plan again with tensorrt.__version__")
         config.set_flag(getattr(trt.BuilderFlag, flag))
+    for flag in plan.cleared:  # a TensorRT without the flag does not do what it allows
+        if hasattr(trt.BuilderFlag, flag):
+            config.clear_flag(getattr(trt.BuilderFlag, flag))
     if plan.dla_core is not None:
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = plan.dla_core
@@ -357,7 +361,7 @@ def build_engine(plan: BuildPlan, dest: Path, *, progress: bool = True, tower: s
     os.replace(tmp, dest)
     _say(f"built {tower} engine in {seconds:.0f} s: {dest}", progress)
     return {"gpu_name": gpu["name"], "compute_capability": gpu["compute_capability"], "trt_version": str(trt.__version__),
-            "model_sha256": _file_sha256(onnx), "plan": plan.to_dict(), "build_seconds": seconds}
+            "model_sha256": sha256_file(onnx), "plan": plan.to_dict(), "build_seconds": seconds}
 
 
 def load_or_build(onnx_path, tower: str, precision: str, *, cache_dir=None, batch=(1, 8, 32),
@@ -366,9 +370,12 @@ def load_or_build(onnx_path, tower: str, precision: str, *, cache_dir=None, batc
     trt = _import_trt()
     version = str(trt.__version__)
     facts = onnx_facts(onnx_path)
+    if facts["fixed_batch"]:
+        raise ConfigError(f"{onnx_path}: input(s) {facts['fixed_batch']} have a fixed batch size; engines here take batch {batch[0]}..{batch[2]}",
+                          "re-export the tower with a dynamic batch axis (edge-sdk export does)")
     plan = plan_build(onnx_path, precision, version, facts["inputs"], has_qdq=facts["has_qdq"],
                       graph_fp16=facts["graph_fp16"], batch=batch, dla_core=dla_core)
-    gpu, sha = gpu_info(), _file_sha256(onnx_path)
+    gpu, sha = gpu_info(), sha256_file(onnx_path)
     dest = engine_path(cache_dir, tower, plan, cache_key(sha, gpu, version, plan))
     side = _sidecar(dest)
     if dest.is_file() and side.is_file():
@@ -477,6 +484,8 @@ class TrtTowers(_Towers):
             meta = None  # no sidecar (an engine from elsewhere) or a damaged one: TensorRT decides
         if meta:  # a clearer refusal than TensorRT's
             check_engine(meta, gpu_info(), self.trt.__version__, path)
+            if meta.get("plan", {}).get("dla_core") is not None:
+                self.runtime.DLA_core = meta["plan"]["dla_core"]  # the core it was built for (the runtime's default is -1)
         try:
             engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
         except Exception:  # noqa: BLE001 - bindings raise RuntimeError/TypeError on foreign bytes

@@ -118,8 +118,6 @@ def test_other_tasks_run_on_a_real_clip(bundle, task, data_dir):
 def test_retrieval_gallery_and_bad_task(bundle, tmp_path):
     import cv2
 
-    from edge_sdk.runtime.sources import open_source  # noqa: F401 - the scheme must exist
-
     for i in range(3):
         cv2.imwrite(str(tmp_path / f"g{i}.png"), np.full((64, 64, 3), 60 * i, np.uint8))
     results = []

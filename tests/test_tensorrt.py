@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import types
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,6 +18,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import edge_sdk.runtime.tensorrt as trtmod
+from edge_sdk.bundle import sha256_file
 from edge_sdk.errors import ConfigError, EdgeSDKError, ModelFileError
 from edge_sdk.runtime.tensorrt import (ENGINE_FIX, BuildPlan, TrtTowers, build_engine, cache_key, check_engine, default_cache_dir,
                                        engine_path, estimate_build_seconds, gpu_info, load_or_build, onnx_facts, plan_build, trt_major)
@@ -76,6 +78,7 @@ def test_trt10_fp16_and_fp32_plans_use_weak_typing_flags():
     assert not p.strongly_typed and p.flags == ("FP16",) and p.dla_core is None
     assert _plan("fp16", graph_fp16=False).flags == ("FP16",)  # TRT 10 takes the FP32 graph with the flag
     assert _plan("fp32").flags == () and not _plan("fp32").strongly_typed
+    assert _plan("fp32").cleared == ("TF32",) and _plan("fp16").cleared == ()  # fp32 is strict FP32, not TF32
 
 
 def test_trt10_int8_needs_qdq_and_keeps_fp16_fallback():
@@ -189,7 +192,8 @@ def test_estimate_grows_with_size_int8_and_dla():
 
 def test_onnx_facts_plain_qdq_and_fp16(tmp_path):
     plain = onnx_facts(_audio_onnx(tmp_path / "a.onnx"))
-    assert plain == {"inputs": {"wave": (16,)}, "has_qdq": False, "graph_fp16": False, "opset": 17}
+    assert plain == {"inputs": {"wave": (16,)}, "fixed_batch": {}, "has_qdq": False, "graph_fp16": False, "opset": 17}
+    assert onnx_facts(_audio_onnx(tmp_path / "b1.onnx", batch=1))["fixed_batch"] == {"wave": 1}
     q = onnx_facts(_audio_onnx(tmp_path / "q.onnx", qdq=True))
     assert q["has_qdq"] and not q["graph_fp16"]
     h = onnx_facts(_audio_onnx(tmp_path / "h.onnx", fp16=True))
@@ -241,6 +245,9 @@ def _fake_trt(monkeypatch, version="10.3.0", parse_ok=True, build_ok=True):
 
         def set_flag(self, f):
             calls["flags"].append(f)
+
+        def clear_flag(self, f):
+            calls.setdefault("cleared", []).append(f)
 
         def add_optimization_profile(self, p):
             calls["profile_added"] = True
@@ -296,7 +303,7 @@ def _fake_trt(monkeypatch, version="10.3.0", parse_ok=True, build_ok=True):
     mod.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, sev: None})
     mod.Builder, mod.OnnxParser, mod.IProgressMonitor = Builder, Parser, Monitor
     mod.NetworkDefinitionCreationFlag = SimpleNamespace(STRONGLY_TYPED=0)
-    mod.BuilderFlag = SimpleNamespace(FP16="FP16", INT8="INT8", GPU_FALLBACK="GPU_FALLBACK")
+    mod.BuilderFlag = SimpleNamespace(FP16="FP16", INT8="INT8", GPU_FALLBACK="GPU_FALLBACK", TF32="TF32")
     mod.MemoryPoolType, mod.DeviceType = SimpleNamespace(WORKSPACE="WORKSPACE"), SimpleNamespace(DLA="DLA")
     monkeypatch.setitem(sys.modules, "tensorrt", mod)
     monkeypatch.setattr(trtmod, "gpu_info", lambda: dict(GPU))
@@ -314,9 +321,12 @@ def test_build_engine_trt10_flags_profiles_and_atomic_write(tmp_path, monkeypatc
     assert calls["default_device_type"] == "DLA" and calls["DLA_core"] == 0 and calls["workspace"] == ("WORKSPACE", 256 << 20)
     assert calls["profiles"] == [("wave", (8, 16), (8, 16), (8, 16))] and calls["phases"] == ["monitor"]
     assert meta["gpu_name"] == "Orin" and meta["compute_capability"] == "8.7" and meta["trt_version"] == "10.3.0"
-    assert meta["model_sha256"] == trtmod._file_sha256(src) and meta["plan"] == plan.to_dict() and meta["build_seconds"] >= 0
+    assert meta["model_sha256"] == sha256_file(src) and meta["plan"] == plan.to_dict() and meta["build_seconds"] >= 0
     err = capsys.readouterr().err
     assert "building audio engine (fp16, TensorRT 10.3) — about" in err and "Building engine" in err
+    assert "cleared" not in calls
+    build_engine(plan_build(src, "fp32", "10.3.0", {"wave": (16,)}, has_qdq=False, graph_fp16=False), dest, progress=False)
+    assert calls["cleared"] == ["TF32"]
 
 
 def test_build_engine_trt11_is_strongly_typed(tmp_path, monkeypatch):
@@ -355,6 +365,9 @@ def test_load_or_build_caches_and_rebuilds_stale(tmp_path, monkeypatch):
     assert load_or_build(src, "audio", "int8", cache_dir=tmp_path / "c", progress=False) == path and calls["builds"] == 2
     with pytest.raises(ConfigError, match="Q/DQ"):
         load_or_build(_audio_onnx(tmp_path / "audio.fp32.onnx"), "audio", "int8", cache_dir=tmp_path / "c")
+    with pytest.raises(ConfigError, match="fixed batch") as e:  # a profile over batches would fail inside TensorRT
+        load_or_build(_audio_onnx(tmp_path / "b1.onnx", batch=1), "audio", "fp32", cache_dir=tmp_path / "c")
+    assert "b1.onnx" in str(e.value) and "dynamic batch" in e.value.fix
 
 
 def _fake_runtime(monkeypatch, mod, static_batch=None):
@@ -446,6 +459,17 @@ def test_trt_towers_refuses_bad_engines_naming_the_file(tmp_path, monkeypatch):
         TrtTowers(a, i, None)
 
 
+def test_trt_towers_load_dla_engines_on_the_core_they_were_built_for(tmp_path, monkeypatch):
+    mod, _ = _fake_trt(monkeypatch)
+    _fake_runtime(monkeypatch, mod, static_batch=4)
+    a, i = tmp_path / "a.engine", tmp_path / "i.engine"
+    a.write_bytes(b"AUDIO")
+    i.write_bytes(b"IMAGE")
+    meta = {"gpu_name": "Orin", "compute_capability": "8.7", "trt_version": "10.3.0", "plan": {"dla_core": 1}}
+    a.with_name(a.name + ".json").write_text(json.dumps(meta))
+    assert TrtTowers(a, i, None).runtime.DLA_core == 1  # TensorRT's runtime default is -1
+
+
 def test_plan_is_frozen():
     with pytest.raises(AttributeError):
         _plan().precision = "fp32"
@@ -455,7 +479,7 @@ def test_plan_is_frozen():
 # --- real TensorRT on a GPU -------------------------------------------------------------------------
 
 @pytest.mark.gpu
-def test_real_engines_build_and_match_onnxruntime(tmp_path):
+def test_real_engines_build_and_match_onnxruntime(tmp_path, monkeypatch):
     pytest.importorskip("tensorrt", reason="TensorRT is not installed (it needs an NVIDIA GPU)")
     try:
         gpu_info()
@@ -463,6 +487,7 @@ def test_real_engines_build_and_match_onnxruntime(tmp_path):
         pytest.skip(f"no usable CUDA GPU: {e}")
     from edge_sdk.runtime.backends import OrtTowers
 
+    monkeypatch.setenv("EDGE_SDK_CACHE", str(tmp_path / "ort"))  # ORT's TensorRT provider caches there, not in ~/.cache
     audio, image = _audio_onnx(tmp_path / "audio.fp32.onnx"), _image_onnx(tmp_path / "image.fp32.onnx")
     engines = [load_or_build(p, t, "fp32", cache_dir=tmp_path / "c", batch=(1, 4, 8)) for p, t in ((audio, "audio"), (image, "image"))]
     trt_towers, ort = TrtTowers(*engines, None), OrtTowers(audio, image, None)
@@ -487,7 +512,14 @@ def test_onnxruntime_providers_put_tensorrt_first_for_float_graphs(tmp_path, mon
     (name, opts), *rest = ort_providers(every, "fp16", {"image": (3, 96, 96)}, max_batch=32)
     assert name == "TensorrtExecutionProvider" and rest == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert opts["trt_fp16_enable"] is True and opts["trt_engine_cache_enable"] is True
-    assert opts["trt_engine_cache_path"] == str(tmp_path / "ort-trt")
+    assert opts["trt_engine_cache_path"] == str(tmp_path / "ort-trt") and (tmp_path / "ort-trt").is_dir()  # ORT makes one level only
+    model = _image_onnx(tmp_path / "image.fp32.onnx")
+    (_, mine), *_ = ort_providers(every, "fp32", {}, model=model)
+    (tmp_path / "retrained").mkdir()
+    (_, other), *_ = ort_providers(every, "fp32", {}, model=_image_onnx(tmp_path / "retrained" / "image.fp32.onnx", dim=5))
+    # ORT keys its engines by file and tensor names, not weights: one folder per graph file's content
+    assert mine["trt_engine_cache_path"] == str(tmp_path / "ort-trt" / sha256_file(model)[:16]) != other["trt_engine_cache_path"]
+    assert mine["trt_timing_cache_path"] == mine["trt_engine_cache_path"] and Path(mine["trt_engine_cache_path"]).is_dir()
     assert (opts["trt_profile_min_shapes"], opts["trt_profile_opt_shapes"], opts["trt_profile_max_shapes"]) == (
         "image:1x3x96x96", "image:1x3x96x96", "image:32x3x96x96")
     (_, opts), *_ = ort_providers(every, "fp32", {})  # no spec: no profile, TensorRT builds per shape
