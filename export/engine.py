@@ -137,8 +137,15 @@ def export_bundle(model_ref, out: str | Path, formats="all", precisions="all", *
         model, meta = model_ref.eval(), {}
     custom = not isinstance(model, AVNet)
     spec = model.spec
-    out.mkdir(parents=True, exist_ok=True)
+    wanted = [(f, p) for f in formats for p in precisions if p in EXPORTERS[f].precisions]
+    if not wanted:  # everything asked for would be a skipped row
+        raise ConfigError(f"no export path for {', '.join(formats)} at {', '.join(precisions)}: "
+                          + "; ".join(f"{f} has {', '.join(EXPORTERS[f].precisions)}" for f in formats),
+                          "pick a precision the format has (edge-sdk export --help)")
     job = Job(model, out, Path(calib) if calib else None, method, **({"opset": opset} if opset else {}))
+    if any(p == "int8" for _, p in wanted):
+        job.calib  # noqa: B018 - read and checked now: a missing or bad set fails in seconds, not after the float exports
+    out.mkdir(parents=True, exist_ok=True)
     cfg = eval_cfg or EvalConfig()
     offset = tuple(meta.get("map_offset_px") or (0, 0))
     inputs = real_inputs(spec, fsdd, mnist, parity_scenes, test_speakers=cfg.test_speakers)

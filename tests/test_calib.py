@@ -84,3 +84,35 @@ def test_a_folder_of_real_clips_is_a_calibration_set(data_dir):
         pytest.skip("no clips in ../shared/data/video")
     calib = load_calib_set(video, SPEC, max_pairs=64)
     assert len(calib) >= MIN_CLIPS and "video files" in calib.source
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["wave"].__setitem__(7, np.nan), r"scene_00002.npz: its wave holds NaN or inf"),
+    (lambda d: d.update(image=d["image"].astype(np.float32) / 255.0), r"scene_00002.npz: image values are within 0..1"),
+])
+def test_a_bad_pair_is_named(calib_dir, tmp_path, edit, message):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(calib_dir, bad)
+    with np.load(bad / "scene_00002.npz") as z:
+        d = dict(z)
+    edit(d)
+    np.savez(bad / "scene_00002.npz", **d)
+    with pytest.raises(DataError, match=message):
+        load_calib_set(bad, SPEC)
+
+
+def test_a_clip_without_sound_is_named_with_the_folder(tmp_path):
+    import shutil
+    import subprocess
+
+    if not shutil.which("ffmpeg"):
+        pytest.skip("ffmpeg is not installed (apt install ffmpeg)")
+    (tmp_path / "clips").mkdir()
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x64:rate=10", "-t", "1", "-an",
+                    str(tmp_path / "clips" / "mute.mp4")], check=True)
+    with pytest.raises(DataError) as e:
+        load_calib_set(tmp_path / "clips", SPEC)
+    assert f"calibration folder {tmp_path / 'clips'}" in str(e.value) and "mute.mp4 has no audio track" in str(e.value)
+    assert "skip_bad" not in str(e.value) and "remove or re-encode" in e.value.fix

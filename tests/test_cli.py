@@ -43,11 +43,30 @@ def test_doctor_reports_backends_and_devices():
     (["quantize", "avnet_t.avdigits", "--calib", "no/such/dir", "--out", "x"], "calibration folder no/such/dir does not exist"),
     (["quantize", "avnet_t.avdigits", "--target", "coreml", "--calib", "d", "--out", "x"], "unknown target(s) ['coreml']"),
     (["eval", "."], "has no manifest.json"),
+    (["eval", "avnet_s.avdigits", "--backend", "onnxruntime"], "is a checkpoint, which runs in PyTorch FP32 only"),
+    (["eval", "avnet_s.avdigits", "--json", "no/such/dir/x.json"], "cannot write --json no/such/dir/x.json: folder no/such/dir does not exist"),
+    (["run", "--bundle", "b", "--video", "v", "--stats", "no/such/dir/s.json"], "cannot write --stats"),
+    (["export", "student_xs", "--format", "executorch", "--precision", "fp16", "--out", "OUT"], "no export path for executorch at fp16"),
+    (["export", "student_xs", "--format", "onnx", "--precision", "int8", "--out", "OUT"], "INT8 needs calibration data"),
 ])
-def test_user_errors_are_one_line_and_exit_2(args, match):
-    out = _run(*args)
+def test_user_errors_are_one_line_and_exit_2(args, match, tmp_path):
+    out = _run(*[str(tmp_path / "out") if a == "OUT" else a for a in args])
     assert out.returncode == 2
     assert match in out.stderr and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("args, match", [
+    (["eval", "x", "--k", "20"], "argument --k: 20 is out of range (1..10)"),
+    (["eval", "x", "--scenes", "0"], "argument --scenes: 0 is out of range (>= 1)"),
+    (["run", "--bundle", "b", "--video", "v", "--mjpeg", "99999"], "argument --mjpeg: 99999 is out of range (1..65535)"),
+    (["run", "--bundle", "b", "--video", "v", "--max-seconds", "-1"], "argument --max-seconds: -1 is out of range"),
+    (["quantize", "m", "--calib", "c", "--out", "o", "--budget", "nan"], "argument --budget: nan is out of range"),
+    (["calib", "--out", "o", "--n", "many"], "argument --n: 'many' is not an integer"),
+])
+def test_numbers_out_of_range_are_refused_by_the_parser(args, match):
+    out = _run(*args)
+    assert out.returncode == 2 and match in out.stderr and "Traceback" not in out.stderr
 
 
 def test_checkpoint_of_another_spec_is_refused(tmp_path):

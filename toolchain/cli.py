@@ -34,6 +34,32 @@ EXAMPLES = {
 }
 
 
+def _number(kind, lo=None, hi=None):
+    """An argparse type: ``kind`` (int or float), finite, within [lo, hi] where given."""
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
+        if v != v or v in (float("inf"), float("-inf")) or (lo is not None and v < lo) or (hi is not None and v > hi):
+            span = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+            raise argparse.ArgumentTypeError(f"{text} is out of range ({span})")
+        return v
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+COUNT, NONNEG, PORT = _number(int, 1), _number(float, 0), _number(int, 1, 65535)
+
+
+def _writable(**paths) -> None:
+    """Refuse, before any work, output paths whose folder does not exist (results are written at the end)."""
+    for flag, path in paths.items():
+        if path and not Path(path).resolve().parent.is_dir():
+            raise EdgeSDKError(f"cannot write --{flag.replace('_', '-')} {path}: folder {Path(path).parent} does not exist",
+                               f"create it first (mkdir -p {Path(path).parent}) or pick another path")
+
+
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fsdd", help="folder of FSDD {digit}_{speaker}_{index}.wav recordings (default: ../shared/data/fsdd/recordings if present)")
     p.add_argument("--mnist", help="folder with MNIST images-idx3-ubyte.gz and labels-idx1-ubyte.gz (default: ../shared/data/mnist if present)")
@@ -141,6 +167,7 @@ def cmd_bench(args) -> int:
     from edge_sdk.eval.evaluate import EvalConfig
     from edge_sdk.export.bench import bench_bundle, format_bench, plot_bench
 
+    _writable(json=args.json, md=args.md, png=args.png)
     fsdd, mnist = _resolve_data(args)
     report = bench_bundle(args.bundle, teacher=args.teacher or None, batch=args.batch, seconds=args.seconds, fsdd=fsdd, mnist=mnist,
                           eval_cfg=EvalConfig(scenes=args.scenes), only=args.only.split(",") if args.only else None)
@@ -159,6 +186,7 @@ def cmd_run(args) -> int:
     from edge_sdk.runtime.pipeline import Pipeline
     from edge_sdk.runtime.sinks import JsonlSink, MjpegSink, VideoSink
 
+    _writable(events=args.events, out_video=args.out_video, stats=args.stats)
     sinks = []
     if args.events:
         sinks.append(JsonlSink(args.events))
@@ -202,6 +230,7 @@ def cmd_run(args) -> int:
 def cmd_bench_runtime(args) -> int:
     from edge_sdk.runtime.bench import bench_runtime
 
+    _writable(json=args.json)
     fsdd, mnist = _resolve_data(args)
     report = bench_runtime(args.bundle, seconds=args.seconds, prefer=args.backend, precision=args.precision,
                            teacher=args.teacher or None, soak_s=args.soak, fsdd=fsdd, mnist=mnist)
@@ -267,6 +296,7 @@ def cmd_eval(args) -> int:
     from edge_sdk.eval.evaluate import EvalConfig, TorchEmbedder, evaluate, format_table, map_offset_of
     from edge_sdk.models.shipped import resolve_model
 
+    _writable(json=args.json, heatmaps=args.heatmaps)
     fsdd, mnist = _resolve_data(args)
     if Path(args.model).is_dir() or args.model.endswith(".zip"):  # a bundle: run it through its own runtime
         embedder, bundle = _bundle_embedder(args.model, args.backend, args.precision)
@@ -277,6 +307,10 @@ def cmd_eval(args) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(res, indent=2))
         return 0
+    if (args.backend or "torch") != "torch" or (args.precision or "fp32") != "fp32":
+        raise EdgeSDKError(f"--backend {args.backend or 'torch'} --precision {args.precision or 'fp32'}: {args.model} is a checkpoint, "
+                           "which runs in PyTorch FP32 only", f"export it to a bundle first (edge-sdk export {args.model} --out DIR), "
+                           "then edge-sdk eval DIR with --backend/--precision")
     model, meta = resolve_model(args.model)
     test_speakers = tuple(args.test_speakers.split(",")) if args.test_speakers else tuple((meta.get("recipe") or {}).get("data", {}).get("test_speakers", ["george"]))
     offset = meta.get("map_offset_px") or map_offset_of(model, fsdd, mnist, test_speakers=test_speakers)
@@ -341,8 +375,8 @@ def cmd_doctor(args) -> int:
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
-    p.add_argument("--epochs", type=int, help="override the recipe's [train] epochs")
+    p.add_argument("--max-minutes", type=_number(float, 0.1), help="stop (with a checkpoint) after this many minutes")
+    p.add_argument("--epochs", type=COUNT, help="override the recipe's [train] epochs")
     p.add_argument("--videos", help="train on a folder of your own clips with sound (mp4, webm, mkv, ...) instead of AV-Digits")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _data_args(p)
@@ -372,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("calib", cmd_calib, "Write a calibration set of real AV-Digits training pairs (.npz) for INT8.")
     p.add_argument("--out", required=True, help="new folder for the pairs")
-    p.add_argument("--n", type=int, default=256, help="pairs to write (default 256; at least 32 are needed)")
+    p.add_argument("--n", type=COUNT, default=256, help="pairs to write (default 256; at least 32 are needed)")
     p.add_argument("--spec", default="avnet_s.avdigits", help="spec whose preprocessing the pairs follow (all shipped specs share it)")
     p.add_argument("--seed", type=int, default=11)
     _data_args(p)
@@ -385,9 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="new bundle folder: model files, manifest.json, report.json, report.md")
     p.add_argument("--teacher", default="avnet_t.avdigits", help="teacher row of the report ('' to skip)")
     p.add_argument("--qat", default="auto", choices=["auto", "always", "off"], help="QAT when PTQ loses more than --budget (default auto)")
-    p.add_argument("--budget", type=float, default=0.01, help="largest allowed INT8 drop on pointing_acc, a2i_r1, probe_audio_acc (default 0.01)")
-    p.add_argument("--threshold", type=float, default=0.02, help="sensitivity above which a layer stays float (1 - cosine, default 0.02)")
-    p.add_argument("--scenes", type=int, default=500, help="eval scenes per row (default 500)")
+    p.add_argument("--budget", type=NONNEG, default=0.01, help="largest allowed INT8 drop on pointing_acc, a2i_r1, probe_audio_acc (default 0.01)")
+    p.add_argument("--threshold", type=NONNEG, default=0.02, help="sensitivity above which a layer stays float (1 - cosine, default 0.02)")
+    p.add_argument("--scenes", type=COUNT, default=500, help="eval scenes per row (default 500)")
     p.add_argument("--no-fp16", action="store_true", help="skip the FP16 graphs for GPU targets")
     _data_args(p)
 
@@ -402,16 +436,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="device profile: jetson-orin, jetson-nano, desktop-gpu, android-arm64, laptop-cpu (picks formats and precisions)")
     p.add_argument("--name", help="bundle name in the manifest (default SPEC-bundle)")
     p.add_argument("--opset", type=int, help="ONNX opset (default 18)")
-    p.add_argument("--scenes", type=int, default=500, help="eval scenes per row (default 500)")
+    p.add_argument("--scenes", type=COUNT, default=500, help="eval scenes per row (default 500)")
     p.add_argument("--allow-mismatch", action="store_true", help="keep a bundle whose parity missed its tolerance (recorded in the manifest)")
     _data_args(p)
 
     p = add("bench", cmd_bench, "Benchmark every format/precision/backend of a bundle, with parity and metrics, in one table.")
     p.add_argument("bundle", help="a bundle folder or .zip (edge-sdk info lists the shipped ones)")
     p.add_argument("--teacher", default="teacher", help="teacher row, PyTorch eager FP32 ('' to skip)")
-    p.add_argument("--batch", type=int, default=32, help="throughput batch (default 32; ExecuTorch programs run batch 1)")
-    p.add_argument("--seconds", type=float, default=2.0, help="timing per measurement (default 2)")
-    p.add_argument("--scenes", type=int, default=500, help="eval scenes per row (default 500)")
+    p.add_argument("--batch", type=COUNT, default=32, help="throughput batch (default 32; ExecuTorch programs run batch 1)")
+    p.add_argument("--seconds", type=_number(float, 0.1), default=2.0, help="timing per measurement (default 2)")
+    p.add_argument("--scenes", type=COUNT, default=500, help="eval scenes per row (default 500)")
     p.add_argument("--only", help="comma list of backend/precision rows, e.g. onnxruntime/int8,torch/fp32")
     p.add_argument("--json", help="write the rows as a JSON list here")
     p.add_argument("--md", help="write the Markdown table here")
@@ -428,22 +462,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", help="fp32, fp16 or int8 (default: the fastest the bundle has)")
     p.add_argument("--policy", choices=["latest", "block"], help="when inference is slower than capture: drop the oldest frames (latest, default for live sources) or wait (block, default for files)")
     p.add_argument("--device", help="device profile whose backend and precision to prefer (edge-sdk export --device)")
-    p.add_argument("--audio-hop-ms", type=float, default=0.0, help="run the audio tower at most every this many ms (default: every frame)")
+    p.add_argument("--audio-hop-ms", type=NONNEG, default=0.0, help="run the audio tower at most every this many ms (default: every frame)")
     p.add_argument("--headless", action="store_true", help="no window")
     p.add_argument("--events", help="write JSON-lines results and faults here")
     p.add_argument("--out-video", help="write an annotated video here (the file source's audio muxed back)")
-    p.add_argument("--mjpeg", type=int, help="serve an MJPEG preview on this port")
+    p.add_argument("--mjpeg", type=PORT, help="serve an MJPEG preview on this port")
     p.add_argument("--stats", help="write the final statistics (JSON) here")
-    p.add_argument("--max-seconds", type=float, help="stop after this many seconds")
+    p.add_argument("--max-seconds", type=_number(float, 0.1), help="stop after this many seconds")
     p.add_argument("--quiet", action="store_true", help="no live status line")
 
     p = add("bench-runtime", cmd_bench_runtime, "Measure the streaming runtime: overhead, drops, skew, speed-up over an OpenCV + PyTorch loop, memory.")
     p.add_argument("--bundle", default="edge_sdk/assets/bundles/avnet_s-demo", help="bundle folder or .zip (default: the shipped demo)")
-    p.add_argument("--seconds", type=int, default=10, help="length of the 720p 30 fps test clip (default 10)")
+    p.add_argument("--seconds", type=COUNT, default=10, help="length of the 720p 30 fps test clip (default 10)")
     p.add_argument("--backend", help="backend to run (default: the best this machine runs)")
     p.add_argument("--precision", help="precision to run (default: the fastest the bundle has)")
     p.add_argument("--teacher", default="teacher", help="the baseline's PyTorch model ('' to skip the baseline)")
-    p.add_argument("--soak", type=float, default=0.0, help="also loop the clip in real time this many seconds and report memory growth")
+    p.add_argument("--soak", type=NONNEG, default=0.0, help="also loop the clip in real time this many seconds and report memory growth")
     p.add_argument("--json", help="write the full report here")
     _data_args(p)
 
@@ -457,15 +491,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gallery", help="retrieve: a folder of images and/or .wav sounds (default: one image per digit)")
     p.add_argument("--headless", action="store_true", help="no window: annotated video, events, stats and a snapshot in --out")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--mjpeg", type=int, help="serve an MJPEG preview on this port")
-    p.add_argument("--max-seconds", type=float, help="stop after this many seconds")
+    p.add_argument("--mjpeg", type=PORT, help="serve an MJPEG preview on this port")
+    p.add_argument("--max-seconds", type=_number(float, 0.1), help="stop after this many seconds")
     p.add_argument("--quiet", action="store_true", help="no live status line")
 
     p = add("calibrate", cmd_calibrate, "Record an INT8 calibration set from this machine's live camera and microphone.")
     p.add_argument("--video", required=True, help="video source URI (cam://0, v4l2:///dev/video0, csi://0, http://..., file://...)")
     p.add_argument("--audio", help="audio source URI (mic://default; default: the video source's own sound)")
-    p.add_argument("--seconds", type=float, default=60.0, help="how long to record (default 60)")
-    p.add_argument("--every-ms", type=float, default=250.0, help="keep one pair every this many ms (default 250)")
+    p.add_argument("--seconds", type=_number(float, 1), default=60.0, help="how long to record (default 60)")
+    p.add_argument("--every-ms", type=_number(float, 1), default=250.0, help="keep one pair every this many ms (default 250)")
     p.add_argument("--spec", default="avnet_s.avdigits", help="spec whose preprocessing the pairs follow")
     p.add_argument("--out", required=True, help="new folder for the .npz pairs (edge-sdk quantize/export --calib)")
 
@@ -479,8 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a .safetensors checkpoint, a shipped model name (edge-sdk info), or a bundle folder or .zip")
     p.add_argument("--backend", help="bundles: onnxruntime, tensorrt, executorch or torch (default: the first it has)")
     p.add_argument("--precision", help="bundles: fp32, fp16 or int8")
-    p.add_argument("--scenes", type=int, default=500, help="test scenes (default 500)")
-    p.add_argument("--k", type=int, default=3, help="digits per scene (default 3)")
+    p.add_argument("--scenes", type=COUNT, default=500, help="test scenes (default 500)")
+    p.add_argument("--k", type=_number(int, 1, 10), default=3, help="digits per scene (default 3)")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--test-speakers", help="comma-separated held-out speakers (default: the model recipe's)")
     p.add_argument("--json", help="write the metrics here")

@@ -140,10 +140,10 @@ def decode_av(path, sample_rate: int, *, size: int | None = None, frame_step: in
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
-                raise DataError(f"{path.name} has no video track", "VideoFolderDataset needs video clips; "
+                raise DataError(f"{path} has no video track", "VideoFolderDataset needs video clips; "
                                 "move audio-only files out of the folder")
             if not container.streams.audio:
-                raise DataError(f"{path.name} has no audio track",
+                raise DataError(f"{path} has no audio track",
                                 "VideoFolderDataset needs clips with sound; remove this file, "
                                 "or pass skip_bad=True to skip files like it")
             vs, aus = container.streams.video[0], container.streams.audio[0]
@@ -187,14 +187,14 @@ def decode_av(path, sample_rate: int, *, size: int | None = None, frame_step: in
                     chunks.append(out.to_ndarray().mean(axis=0))
     except av.FFmpegError as e:
         why = f"{e.__class__.__name__}: {getattr(e, 'strerror', None) or e}"
-        raise DataError(f"{path.name} could not be decoded ({why})",
+        raise DataError(f"{path} could not be decoded ({why})",
                         "check that the file plays in a media player; re-encode or remove it, "
                         "or pass skip_bad=True") from None
     if not frames:
-        raise DataError(f"{path.name}: no video frames could be decoded",
+        raise DataError(f"{path}: no video frames could be decoded",
                         "the file is empty or corrupt; re-encode or remove it")
     if not chunks:
-        raise DataError(f"{path.name}: the audio track has no decodable samples",
+        raise DataError(f"{path}: the audio track has no decodable samples",
                         "VideoFolderDataset needs clips with sound; re-encode or remove it")
     audio = np.concatenate(chunks).astype(np.float32, copy=False)
     if rate != sample_rate:

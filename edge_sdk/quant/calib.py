@@ -115,6 +115,12 @@ def _read_npz(files: list[Path], spec: ModelSpec) -> tuple[np.ndarray, np.ndarra
                             f"store {a.window_seconds:g} s windows of mono audio")
         if image.shape != (s, s, 3):
             raise DataError(f"{f}: image has shape {image.shape}, expected ({s}, {s}, 3)", f"store {s}x{s} RGB frames")
+        if not (np.isfinite(wave).all() and np.isfinite(image).all()):
+            raise DataError(f"{f}: its {'wave' if not np.isfinite(wave).all() else 'image'} holds NaN or inf",
+                            "re-record or regenerate this pair (or delete it)")
+        if image.dtype.kind == "f" and image.size and image.max() <= 1.0:
+            raise DataError(f"{f}: image values are within 0..1; the model takes RGB in 0..255, as the camera gives",
+                            "store uint8 frames (or floats scaled to 0..255); calibrating on 0..1 images would set wrong ranges")
         waves.append(wave.astype(np.float32))
         images.append(image.transpose(2, 0, 1).astype(np.float32))
     return np.stack(waves), np.stack(images)
@@ -123,7 +129,11 @@ def _read_npz(files: list[Path], spec: ModelSpec) -> tuple[np.ndarray, np.ndarra
 def _read_videos(root: Path, spec: ModelSpec, max_pairs: int) -> tuple[np.ndarray, np.ndarray]:
     from edge_sdk.data.video import VideoFolderDataset
 
-    ds = VideoFolderDataset(root, spec)
+    try:
+        ds = VideoFolderDataset(root, spec)
+    except DataError as e:
+        raise DataError(f"calibration folder {root}: {e.problem}",
+                        "calibration clips need pictures and sound: remove or re-encode that file, or use .npz pairs (edge-sdk calib)") from None
     idx = np.linspace(0, len(ds) - 1, min(max_pairs, len(ds))).astype(int) if len(ds) else []
     items = [ds[int(i)] for i in idx]
     if not items:
