@@ -105,6 +105,9 @@ def bench_bundle(path: str | Path, *, teacher: str | None = "teacher", batch: in
     from edge_sdk.runtime.backends import open_towers
 
     bundle = read_bundle(path)
+    keys = [f"{c.backend}/{c.precision}" for c in bundle.choices()]
+    if only and (unknown := [k for k in only if k not in keys]):
+        raise EdgeSDKError(f"--only {','.join(unknown)}: not in {bundle.folder} (backend/precision)", f"use some of: {', '.join(keys)}")
     cfg = eval_cfg or EvalConfig()
     inputs = real_inputs(bundle.spec, fsdd, mnist, 64, test_speakers=cfg.test_speakers)
     log.info("bench: measuring this machine's peak (FP32 and INT8 matrix products)")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from edge_sdk.bundle import MANIFEST, write_manifest
 from edge_sdk.errors import ConfigError, EdgeSDKError
-from edge_sdk.eval.evaluate import METRIC_KEYS, EvalConfig, TorchEmbedder, evaluate
+from edge_sdk.eval.evaluate import METRIC_KEYS, EvalConfig, TorchEmbedder, evaluate, map_offset_of
 from edge_sdk.export.int8 import TARGETS, THIN_CHANNELS
 
 __all__ = ["quantize", "GATED", "format_report"]
@@ -59,6 +59,8 @@ def quantize(model_ref: str, targets: list[str], calib_dir: str | Path, out: str
     bad = [t for t in targets if t not in TARGETS]
     if bad or not targets:
         raise ConfigError(f"unknown target(s) {bad}", f"use one or more of: {', '.join(TARGETS)}")
+    if method == "entropy" and targets == ["xnnpack"]:  # among other targets, xnnpack is skipped with a note
+        raise ConfigError("the xnnpack target (PT2E) has no entropy calibrator", "use --method percentile or minmax for xnnpack")
     if qat not in ("auto", "always", "off"):
         raise ConfigError(f"--qat {qat}", "use auto (when PTQ misses the budget), always or off")
     out = Path(out)
@@ -69,7 +71,7 @@ def quantize(model_ref: str, targets: list[str], calib_dir: str | Path, out: str
     calib = load_calib_set(calib_dir, spec)
     out.mkdir(parents=True, exist_ok=True)
     cfg = eval_cfg or EvalConfig()
-    offset = tuple(meta.get("map_offset_px") or (0, 0))
+    offset = tuple(meta.get("map_offset_px") or map_offset_of(model, fsdd, mnist, test_speakers=cfg.test_speakers))
     macs = count_macs(model)
 
     log.info("quantize: per-layer sensitivity on %d calibration pairs", len(calib))

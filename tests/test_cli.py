@@ -4,7 +4,10 @@ import sys
 
 import pytest
 
+from edge_sdk.bundle import BUNDLES
 from edge_sdk.toolchain.cli import EXAMPLES
+
+DEMO = str(BUNDLES / "avnet_s-demo")
 
 
 def _run(*args):
@@ -48,6 +51,8 @@ def test_doctor_reports_backends_and_devices():
     (["run", "--bundle", "b", "--video", "v", "--stats", "no/such/dir/s.json"], "cannot write --stats"),
     (["export", "student_xs", "--format", "executorch", "--precision", "fp16", "--out", "OUT"], "no export path for executorch at fp16"),
     (["export", "student_xs", "--format", "onnx", "--precision", "int8", "--out", "OUT"], "INT8 needs calibration data"),
+    (["quantize", "student_xs", "--target", "xnnpack", "--method", "entropy", "--calib", "d", "--out", "OUT"], "has no entropy calibrator"),
+    (["bench", DEMO, "--only", "onnx/int8"], "--only onnx/int8: not in"),
 ])
 def test_user_errors_are_one_line_and_exit_2(args, match, tmp_path):
     out = _run(*[str(tmp_path / "out") if a == "OUT" else a for a in args])
@@ -83,3 +88,12 @@ def test_checkpoint_of_another_spec_is_refused(tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     out = _run("eval", str(path), "--synthetic")
     assert out.returncode == 2 and "not a readable safetensors" in out.stderr
+
+
+def test_run_with_a_device_profile_falls_back_when_the_bundle_lacks_its_choice(tmp_path):
+    out = _run("run", "--bundle", DEMO, "--video", "synthetic://av-digits?seconds=1&fps=5",
+               "--headless", "--quiet", "--device", "jetson-orin", "--stats", str(tmp_path / "s.json"))
+    assert out.returncode == 0, out.stderr[-1500:]
+    assert "has no tensorrt int8 model (the jetson-orin profile's choice): using the best one it has" in out.stderr
+    stats = json.loads((tmp_path / "s.json").read_text())  # the terminal gets one line, the file the statistics
+    assert stats["frames_out"] == 5 and out.stdout.strip().splitlines() == [out.stdout.strip()] and "statistics in" in out.stdout

@@ -37,3 +37,12 @@ def test_pipeline_recipes_are_checked(tmp_path):
         load_pipeline(str(bad))
     with pytest.raises(ConfigError, match="not found"):
         load_pipeline("nope")
+    assert load_pipeline("smoke").allow_mismatch and not load_pipeline("avdigits").allow_mismatch
+    for line, match in (('eval_scenes = "40"', "eval_scenes = '40' is not a non-negative int"),
+                        ("calib_pairs = -3", "calib_pairs = -3 is not a non-negative int"),
+                        ('allow_mismatch = "yes"', "allow_mismatch = 'yes' is not a bool")):
+        bad.write_text(f"[pipeline]\n{line}\n")
+        with pytest.raises(ConfigError, match=match):
+            load_pipeline(str(bad))
+    bad.write_text("[pipeline]\nbench_seconds = 1\n")  # an int where a float goes is fine
+    assert load_pipeline(str(bad)).bench_seconds == 1

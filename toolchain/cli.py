@@ -25,7 +25,7 @@ EXAMPLES = {
     "export": "edge-sdk export student_s --format onnx,executorch --precision fp32,int8 --calib runs/calib --out runs/bundle --zip",
     "bench": "edge-sdk bench edge_sdk/assets/bundles/avnet_s-demo --json bench.json --md bench.md --png bench.png",
     "run": "edge-sdk run --bundle edge_sdk/assets/bundles/avnet_s-demo --video synthetic://av-digits?seconds=10 --task localize --headless --stats stats.json",
-    "bench-runtime": "edge-sdk bench-runtime --bundle edge_sdk/assets/bundles/avnet_s-demo --json runtime.json [--soak 600]",
+    "bench-runtime": "edge-sdk bench-runtime --bundle edge_sdk/assets/bundles/avnet_s-demo --json runtime.json --soak 600",
     "demo": "edge-sdk demo localize --headless --max-seconds 20",
     "calibrate": "edge-sdk calibrate --video cam://0 --audio mic://default --seconds 60 --out runs/calib_live",
     "pipeline": "edge-sdk pipeline --recipe avdigits --out runs/pipeline",
@@ -196,12 +196,20 @@ def cmd_run(args) -> int:
         sinks.append(MjpegSink(args.mjpeg))
         print(f"preview: {sinks[-1].url}", file=sys.stderr)
     task_opts = {"gallery": args.gallery} if args.gallery else {}
-    if args.device:
+    bundle = args.bundle
+    if args.device:  # the profile's backend and precision are preferred, where the bundle has them
+        from edge_sdk.bundle import read_bundle
         from edge_sdk.profiles import get_profile
 
-        prof = get_profile(args.device)
-        args.backend, args.precision = args.backend or prof.backend, args.precision or prof.precision
-    pipe = Pipeline.from_bundle(args.bundle, args.video, args.audio, args.task, prefer=args.backend, precision=args.precision,
+        prof, bundle = get_profile(args.device), read_bundle(args.bundle)
+        has = {(c.backend, c.precision) for c in bundle.choices()}
+        want = (args.backend or prof.backend, args.precision or prof.precision)
+        if want in has:
+            args.backend, args.precision = want
+        else:
+            print(f"edge-sdk run: {bundle.folder} has no {want[0]} {want[1]} model (the {args.device} profile's choice): "
+                  "using the best one it has", file=sys.stderr)
+    pipe = Pipeline.from_bundle(bundle, args.video, args.audio, args.task, prefer=args.backend, precision=args.precision,
                                 sinks=sinks, task_opts=task_opts, policy=args.policy, audio_hop_ms=args.audio_hop_ms)
     window = None  # opened once the bundle and sources are
     if not args.headless:
@@ -221,9 +229,13 @@ def cmd_run(args) -> int:
     for err in stats.get("errors", []):
         print(f"edge-sdk run: {err}", file=sys.stderr)
     text = json.dumps(stats, indent=2)
-    if args.stats:
+    if args.stats:  # the file has it all; the terminal gets one line
         Path(args.stats).write_text(text)
-    print(text)
+        lat = stats.get("latency_ms", {}).get("capture_to_result") or {}
+        print(f"{stats.get('frames_out')} results, {stats.get('fps')} fps, dropped {stats.get('dropped')}, capture-to-result "
+              f"p50 {lat.get('p50', '-')} ms p95 {lat.get('p95', '-')} ms; statistics in {args.stats}")
+    else:
+        print(text)
     return 0
 
 
@@ -277,7 +289,9 @@ def cmd_pipeline(args) -> int:
     from edge_sdk.toolchain.pipeline import STAGES, load_pipeline, run_pipeline
 
     fsdd, mnist = _resolve_data(args)
-    state = run_pipeline(load_pipeline(args.recipe), args.out, fsdd, mnist, progress=not args.quiet)
+    recipe = load_pipeline(args.recipe)
+    recipe.allow_mismatch = recipe.allow_mismatch or args.allow_mismatch
+    state = run_pipeline(recipe, args.out, fsdd, mnist, progress=not args.quiet)
     for name in STAGES:
         print(f"{name:<8} {'done' if state.get(name, {}).get('done') else 'not done'}  {state.get(name, {}).get('seconds', '-')} s")
     print(f"report: {Path(args.out) / 'report.md'}")
@@ -507,6 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", default="avdigits", help="a pipeline recipe: avdigits (the shipped models' schedule), smoke, or a .toml path")
     p.add_argument("--out", required=True, help="run folder: teacher/, student/, calib/, bundle/, bench.*, report.md, state.json")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--allow-mismatch", action="store_true", help="keep a bundle whose parity missed its tolerance (recorded in the manifest)")
     _data_args(p)
 
     p = add("eval", cmd_eval, "Evaluate a model on speaker- and image-disjoint AV-Digits.")

@@ -15,6 +15,7 @@ recipes and what to export::
     eval_scenes = 500
     teacher_max_steps = 0          # 0: the recipe's own schedule
     student_max_steps = 0
+    allow_mismatch = false         # keep a bundle whose parity missed its tolerance (recorded)
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class PipelineRecipe:
     teacher_max_steps: int = 0
     student_max_steps: int = 0
     bench_seconds: float = 2.0
+    allow_mismatch: bool = False
 
 
 def _recipes_dir() -> Path:
@@ -69,6 +71,12 @@ def load_pipeline(name_or_path: str) -> PipelineRecipe:
     known = {f.name for f in fields(PipelineRecipe)}
     if bad := sorted(set(data) - known):
         raise ConfigError(f"{p}: unknown [pipeline] key(s) {bad}", f"use: {', '.join(sorted(known))}")
+    for f in fields(PipelineRecipe):
+        want, v = type(f.default), data.get(f.name, f.default)
+        ok = isinstance(v, want) and not (want is int and isinstance(v, bool)) or (want is float and type(v) is int)
+        if not ok or (want in (int, float) and v < 0):
+            raise ConfigError(f"{p}: [pipeline] {f.name} = {v!r} is not a {'non-negative ' if want in (int, float) else ''}{want.__name__}",
+                              f"write e.g. {f.name} = {json.dumps(f.default)}")
     return PipelineRecipe(**{"name": p.stem, **data})
 
 
@@ -133,7 +141,7 @@ def run_pipeline(recipe: PipelineRecipe, out: str | Path, fsdd=None, mnist=None,
 
         shutil.rmtree(out / "bundle", ignore_errors=True)
         rep = export_bundle(str(student_w), out / "bundle", recipe.formats, recipe.precisions, calib=out / "calib",
-                            fsdd=fsdd, mnist=mnist, eval_cfg=cfg)
+                            fsdd=fsdd, mnist=mnist, eval_cfg=cfg, allow_mismatch=recipe.allow_mismatch)
         return {"passed": rep["passed"], "rows": [{k: r.get(k) for k in ("exporter", "precision", "status")} for r in rep["rows"]]}
 
     def bench():
