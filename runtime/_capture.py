@@ -334,12 +334,17 @@ def has_gstreamer() -> bool:
 
 class CaptureSource(Source):
     """A camera or stream read with OpenCV's ``VideoCapture`` in a thread; ``pts_ns`` is the
-    capture time on the SDK clock. Network streams (``network=True``) reconnect with
-    exponential backoff (0.25 s doubling to 4 s) when they end or stall for ``stall_s``
-    seconds, then emit ``Gap(kind="reconnect", seconds=...)`` as frames resume."""
+    capture time on the SDK clock. Network streams (``network=True``) that end or stall for
+    ``stall_s`` seconds emit ``Gap(kind="lost")``, reconnect with exponential backoff (0.25 s
+    doubling to 4 s; attempts logged, at most every 10 s, and counted with the time lost in
+    ``counters``), then emit ``Gap(kind="reconnect", seconds=...)`` as frames resume."""
+
+    _SAY_EVERY_NS = 10_000_000_000
 
     def __init__(self, uri: str, target, api: int, opts: dict, network: bool = False):
         super().__init__(uri, "video", opts)
+        if network:
+            self.counters.update(reconnect_attempts=0, lost_s=0.0)
         self.target, self.api, self.network = target, api, network
         self.stall_s = float(opts.get("stall_s", 2.0))
         self._lock = threading.Lock()
@@ -387,7 +392,11 @@ class CaptureSource(Source):
     def _run(self) -> None:
         cap = self._take()
         last = now_ns()
-        lost_at, delay, failures = None, 0.25, 0
+        lost_at, delay, failures, attempts, said, lost_ns = None, 0.25, 0, 0, 0, 0
+
+        def lost_s(t: int) -> float:  # seconds without the stream, this loss included
+            return round((lost_ns + (t - lost_at if lost_at is not None else 0)) / 1e9, 2)
+
         try:
             while not self.stopped:
                 ok, bgr = cap.read() if cap is not None else (False, None)
@@ -395,9 +404,10 @@ class CaptureSource(Source):
                     t = now_ns()
                     if lost_at is not None:
                         self.counters["reconnects"] += 1
+                        self.counters["lost_s"] = lost_s(t)
                         log.info("%s: back after %.2f s", self.uri, (t - lost_at) / 1e9)
                         self.gap("reconnect", (t - lost_at) / 1e9, "the stream came back", pts_ns=lost_at)
-                        lost_at, delay = None, 0.25
+                        lost_ns, lost_at, delay, attempts = lost_ns + t - lost_at, None, 0.25, 0
                     last, failures = t, 0
                     self.frame(None, t, picture=_Bgr(bgr))
                     continue
@@ -415,13 +425,23 @@ class CaptureSource(Source):
                     log.info("%s ended", self.uri)
                     self.done = True
                     return
+                t = now_ns()
                 if lost_at is None:
                     lost_at = last
-                    log.warning("%s: stream ended or stalled; reconnecting", self.uri)
+                    self.gap("lost", message="the stream ended or stalled; reconnecting", pts_ns=last)
+                self.counters["lost_s"] = lost_s(t)
+                attempts += 1
+                if attempts == 1 or t - said >= self._SAY_EVERY_NS:
+                    said = t
+                    log.warning("lost %s: reconnecting (attempt %d, next in %g s; no frame for %.0f s)",
+                                self.uri, attempts, delay, (t - lost_at) / 1e9)
                 if self._stopping.wait(delay):
                     break
                 delay = min(delay * 2, 4.0)
+                self.counters["reconnect_attempts"] += 1
                 cap = self._open()
         finally:
+            if lost_at is not None:
+                self.counters["lost_s"] = lost_s(now_ns())
             if cap is not None:
                 cap.release()

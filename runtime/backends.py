@@ -3,6 +3,8 @@
 Every backend has the same face as the PyTorch evaluator: ``spec``, ``map_offset``,
 ``embed_audio(waves) -> [B, D]`` and ``embed_image(images) -> ([B, D], [B, D, h, w])``,
 so ``edge-sdk eval``, the benchmark and the live pipeline run any of them unchanged.
+Inputs are checked against the spec first (shape, dtype, NaN/inf; a few microseconds): a
+DataError says what the input should be, where a runtime's own error names neither.
 
 - :class:`OrtTowers` -- ONNX Runtime (FP32, FP16 or Q/DQ INT8 graphs) on TensorRT, CUDA or the
   CPU, whichever this onnxruntime has (:func:`ort_providers`); no torch needed.
@@ -17,30 +19,68 @@ so ``edge-sdk eval``, the benchmark and the live pipeline run any of them unchan
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from edge_sdk.bundle import sha256_file
-from edge_sdk.errors import ModelFileError
+from edge_sdk.errors import DataError, ModelFileError
 from edge_sdk.spec import ModelSpec
 
 __all__ = ["OrtTowers", "ExecuTorchTowers", "TorchTowers", "open_towers", "ort_load_error", "ort_providers"]
+
+log = logging.getLogger(__name__)
 
 
 class _Towers:
     def __init__(self, spec: ModelSpec, map_offset=(0, 0), batch_size: int = 64):
         self.spec, self.map_offset, self.batch_size = spec, tuple(map_offset), batch_size
+        self._warned_scale = False
 
     def _batched(self, run, x: np.ndarray) -> list[np.ndarray]:
         outs = [run(np.ascontiguousarray(x[i : i + self.batch_size], dtype=np.float32)) for i in range(0, len(x), self.batch_size)]
         return outs[0] if len(outs) == 1 else [np.concatenate(parts) for parts in zip(*outs)]
 
+    def _checked(self, x, name: str) -> np.ndarray:
+        """``x`` if it is what the graph input ``name`` (``wave`` or ``image``) takes, else a
+        DataError that says what it takes (the runtimes' own errors name neither)."""
+        x = np.asarray(x)
+        dims = tuple(self.spec.input_shapes[name]) if self.spec is not None else x.shape[1:]
+        kinds = "f" if name == "wave" else "fu"  # int16 PCM would be 32768 times too loud; uint8 pixels are fine
+        if x.ndim != len(dims) + 1 or x.shape[1:] != dims or not len(x) or x.dtype.kind not in kinds:
+            what, fix = self._contract(name, x)
+            raise DataError(f"{name} must be float32 [B, {', '.join(map(str, dims))}]{what}; got {x.shape} {x.dtype}", fix)
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            item = int(np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(1))[0])
+            raise DataError(f"{name} holds NaN/inf (batch item {item})", "check the source of the input; "
+                            "np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0) replaces them")
+        if name == "image" and not self._warned_scale and 0 < x.max() <= 1 and (x != np.round(x)).any():
+            self._warned_scale = True  # the last test only on the rare dark batch: a dark 0..255 frame is whole numbers
+            log.warning("images in 0..1: the model takes RGB in 0..255 (multiply by 255); their embeddings are meaningless")
+        return x
+
+    def _contract(self, name: str, x: np.ndarray) -> tuple[str, str]:
+        """What the spec's input ``name`` is, and the likeliest fix for ``x``."""
+        if self.spec is None:
+            return "", "pass a non-empty float32 batch"
+        a, size = self.spec.audio, self.spec.image.size
+        if x.ndim and not len(x):
+            fix = "the batch is empty: give at least one item"
+        elif name == "wave":
+            fix = ("convert the PCM to float in [-1, 1] (int16: x / 32768)" if x.dtype.kind != "f" else
+                   f"cut or pad each wave to {a.num_samples} samples at {a.sample_rate} Hz; one wave is wave[None]")
+        else:
+            fix = ("the images are channels last: pass images.transpose(0, 3, 1, 2)" if x.ndim == 4 and x.shape[-1] == 3 else
+                   f"centre-crop and resize to {size} x {size} RGB; one image is image[None]")
+        what = f"{a.window_seconds:g} s at {a.sample_rate / 1000:g} kHz, mono in [-1, 1]" if name == "wave" else "RGB 0..255, channels first"
+        return f" ({what})", fix
+
     def embed_audio(self, waves: np.ndarray) -> np.ndarray:
-        return self._batched(self._run_audio, waves)[0]
+        return self._batched(self._run_audio, self._checked(waves, "wave"))[0]
 
     def embed_image(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        emb, fmap = self._batched(self._run_image, images)
+        emb, fmap = self._batched(self._run_image, self._checked(images, "image"))
         return emb, fmap
 
     concurrent = False  # whether the towers may run side by side (their runs release the GIL)

@@ -84,14 +84,16 @@ class Result:
     """One task result for one video frame."""
 
     task: str
-    pts_ns: int  # the frame's capture time
+    pts_ns: int  # the frame's capture time (media time for a file read as fast as possible)
     seq: int
-    done_ns: int  # when the result was ready (capture-to-result latency = done_ns - pts_ns)
+    done_ns: int  # when the result was ready
     values: dict  # the task's numbers (peak, confidence, score, offset_ms, ...)
     heatmap: np.ndarray | None = None  # [h, w] on the model's map grid, for overlays
     frame: VideoFrame | None = None  # the frame it was computed on (for sinks)
     skew_ns: int = 0  # end of the audio window minus the frame time
+    read_ns: int | None = None  # when the pipeline got the frame, where pts_ns is media time (an unpaced source)
 
     @property
     def latency_ms(self) -> float:
-        return (self.done_ns - self.pts_ns) / 1e6
+        """Capture-to-result (read-to-result for an unpaced source)."""
+        return (self.done_ns - (self.pts_ns if self.read_ns is None else self.read_ns)) / 1e6

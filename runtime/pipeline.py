@@ -12,6 +12,12 @@ Offline, the frames already waiting (up to ``batch``) run as one inference (0.17
 of 0.33 ms per pair at batch 8, measured); a live source goes one frame at a time, for the
 lowest latency.
 
+Latency is measured from a frame's capture time for live and paced sources; a file or
+generated scenes read as fast as possible stamp frames with media time (their audio and
+video must line up), so there it is measured from when the frame was read
+(``final_stats()["latency_from"]``), and the skew is how far the audio window falls short.
+Non-finite audio samples are replaced by silence and counted (``nonfinite_audio``).
+
 Embedding::
 
     with Pipeline.from_bundle("bundle", video="cam://0", audio="mic://default", task="localize") as p:
@@ -29,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_sdk.errors import ConfigError, EdgeSDKError
+from edge_sdk.errors import ConfigError, DataError, EdgeSDKError
 from edge_sdk.runtime.align import AudioRing
 from edge_sdk.runtime.clock import now_ns
 from edge_sdk.runtime.frames import AudioBlock, Gap, Result, VideoFrame
@@ -85,12 +91,22 @@ class Pipeline:
                  sinks=(), callback=None, task_opts: dict | None = None):
         if policy not in (None, "latest", "block"):
             raise ConfigError(f"queue policy {policy!r}", "use latest (drop the oldest frame, counted) or block (never drop)")
+        if getattr(video, "kind", "video") == "audio":
+            raise DataError(f"{video.uri} has no video track; the video source needs pictures",
+                            "sound-only inputs go to --audio (audio=); give a camera, stream or video file as --video")
+        if audio is not None and getattr(audio, "kind", "audio") == "video":
+            raise DataError(f"{audio.uri} has no audio track; the audio source needs sound",
+                            "give a microphone or a file with sound as --audio (mic://default, wav:///path)")
         self.towers, self.spec = towers, spec
         self.video, self.audio = video, audio
         self.task = make_task(task, **(task_opts or {})) if isinstance(task, str) else task
         self.task.setup(towers, spec)
+        if audio is None and getattr(video, "kind", "av") == "video":
+            log.warning("%s has no audio track; the %s task needs sound: pass --audio mic://default or wav:///path "
+                        "(running on silence, counted as silent_audio)", video.uri, self.task.name)
         self.map_offset = tuple(map_offset)
-        self.policy = policy or ("latest" if getattr(video, "live", True) else "block")
+        self.paced = getattr(video, "live", True)  # pts_ns is the capture time; else media time
+        self.policy = policy or ("latest" if self.paced else "block")
         self.batch = max(1, batch)
         self.frames: queue.Queue = queue.Queue(maxsize=max(queue_size, 2 * self.batch) if self.policy == "block" else queue_size)
         self.results: queue.Queue = queue.Queue(maxsize=32)  # a result holds its frame: 32 at 720p is 88 MB
@@ -136,6 +152,7 @@ class Pipeline:
     def _emit(self, item) -> None:
         if isinstance(item, VideoFrame):
             self.stats.count("frames_in")
+            item = (item.pts_ns if self.paced else now_ns(), item)  # where its latency is measured from
             if self.policy == "block":
                 while not self._stop.is_set():
                     try:
@@ -156,6 +173,11 @@ class Pipeline:
                         pass
         elif isinstance(item, AudioBlock):
             self.stats.count("audio_blocks")
+            if not np.isfinite(item.samples).all():  # NaN would reach every result; ~1 us per 10 ms block
+                if not self.stats.faults["nonfinite_audio"]:
+                    log.warning("%s: audio holds NaN/inf samples; they are replaced by silence (counted as nonfinite_audio)", item.source)
+                self.stats.fault("nonfinite_audio")
+                item.samples = np.nan_to_num(item.samples, nan=0.0, posinf=0.0, neginf=0.0)
             self.ring.push(item)
         elif isinstance(item, Gap):
             self.stats.fault(item.kind)
@@ -179,18 +201,20 @@ class Pipeline:
         skew = cuts[self.task.shifts_ms.index(0.0)][1] if 0.0 in self.task.shifts_ms else cuts[0][1]
         return np.stack([c[0] for c in cuts]), skew, wait_ms
 
-    def _process(self, frames: list[VideoFrame]) -> list[Result]:
-        """Results for frames taken from the queue together: one inference for all of them (a
-        frame's preprocessing, inference and task times are its share of the batch's)."""
-        st, n = self.stats, len(frames)
+    def _process(self, taken: list[tuple[int, VideoFrame]]) -> list[Result]:
+        """Results for frames taken from the queue together, each with the time its latency
+        counts from: one inference for all of them (a frame's preprocessing, inference and task
+        times are its share of the batch's)."""
+        st, n = self.stats, len(taken)
+        origins, frames = zip(*taken)
         t_start = now_ns()
         waves, skews = [], []
-        for frame in frames:
-            st.time("queue", (t_start - frame.pts_ns) / 1e6)
+        for origin, frame in taken:
+            st.time("queue", (t_start - origin) / 1e6)
             w, skew, wait_ms = self._windows(frame)
             st.time("audio_wait", wait_ms)
             waves.append(w)
-            skews.append(skew)
+            skews.append(skew if self.paced else min(skew, 0))  # unpaced audio decoded ahead is no skew
         t0 = time.perf_counter()
         size = self.spec.image.size
         images = np.ascontiguousarray(np.stack([f.square(size) for f in frames]).transpose(0, 3, 1, 2), dtype=np.float32)
@@ -222,16 +246,16 @@ class Pipeline:
         t3 = time.perf_counter()
         done = now_ns()
         results = []
-        for frame, values, heat, skew in out:
+        for origin, (frame, values, heat, skew) in zip(origins, out):
             st.time("preprocess", (t1 - t0) * 1e3 / n)
             st.time("inference", (t2 - t1) * 1e3 / n)
             st.time("task", (t3 - t2) * 1e3 / n)
-            st.time("capture_to_result", (done - frame.pts_ns) / 1e6)
+            st.time("capture_to_result", (done - origin) / 1e6)
             st.time("skew", abs(skew) / 1e6)
-            results.append(Result(self.task.name, frame.pts_ns, frame.seq, done, values, heat, frame, skew))
+            results.append(Result(self.task.name, frame.pts_ns, frame.seq, done, values, heat, frame, skew, None if self.paced else origin))
         return results
 
-    def _take(self) -> list[VideoFrame]:
+    def _take(self) -> list[tuple[int, VideoFrame]]:
         """The next frame, and with ``policy="block"`` (a file read as fast as possible) up to
         ``batch`` frames already waiting; live sources get one frame at a time (lowest latency)."""
         frames = [self.frames.get(timeout=0.05)]
@@ -304,6 +328,7 @@ class Pipeline:
     def final_stats(self) -> dict:
         d = self.stats.to_dict()
         d["policy"] = self.policy
+        d["latency_from"] = "capture" if self.paced else "read"  # an unpaced file's pts_ns is media time
         d["backend"] = getattr(self, "backend", type(self.towers).__name__)
         d["audio_gaps"] = self.ring.gaps
         for name, src in (("video", self.video), ("audio", self.audio)):

@@ -49,6 +49,10 @@ def record_pairs(out: str | Path, spec, video: str, audio: str | None = None, se
 
     emit.last = -(1 << 62)
     sources = [open_source(video, sample_rate=sr)] + ([open_source(audio, sample_rate=sr)] if audio else [])
+    if audio is None and sources[0].kind == "video":  # a camera, or a file without sound: every window would be silent
+        sources[0].stop()
+        raise DataError(f"{video} has no audio track; calibration pairs need sound",
+                        "pass --audio mic://default or wav:///path, or a video file with sound")
     for s in sources:
         s.start(emit)
     t_first, deadline = None, time.monotonic() + seconds + 30

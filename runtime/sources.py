@@ -67,9 +67,9 @@ SCHEMES: dict[str, tuple[dict, str]] = {
             "(JetPack's python3-opencv); the pip opencv-python-headless wheel has none and csi:// then raises "
             "ConfigError saying so. Options: width, height, fps, flip (nvvidconv flip-method)."),
     "http": (dict(_NET), "http://host:port/path -- an MJPEG/HTTP camera or stream through OpenCV's FFmpeg backend. "
-             "Reconnects with backoff (0.25 s doubling to 4 s) when it ends or stalls, then emits "
-             "Gap(kind='reconnect'). Options: reconnect=0 (end instead), stall_s (seconds without a frame, "
-             "default 2). Other query parameters stay in the URL."),
+             "When it ends or stalls: Gap(kind='lost'), reconnects with backoff (0.25 s doubling to 4 s; counters "
+             "reconnect_attempts, lost_s), Gap(kind='reconnect') once it is back. Options: reconnect=0 (end instead), "
+             "stall_s (seconds without a frame, default 2). Other query parameters stay in the URL."),
     "https": (dict(_NET), "https://... -- as http://. Options: reconnect=0, stall_s."),
     "rtsp": (dict(_NET), "rtsp://user:pass@host:554/stream -- an RTSP camera through OpenCV's FFmpeg backend, "
              "reconnecting like http://. Options: reconnect=0, stall_s."),
@@ -245,6 +245,8 @@ class FileSource(Source):
             with av.open(str(self.path)) as c:
                 broken = [s.type for s in (*c.streams.video[:1], *c.streams.audio[:1]) if s.codec_context is None]
                 video, audio = bool(c.streams.video) and not audio_only, bool(c.streams.audio)
+                # sound only: a header-only WAV would play as silence
+                empty = not (broken or video) and audio and next(c.decode(audio=0), None) is None
         except av.FFmpegError as e:
             raise DataError(f"{uri}: {self.path.name} could not be opened ({_why(e)})", "check that it plays in a "
                             "media player; a truncated download must be fetched again, or re-encode it: "
@@ -254,6 +256,9 @@ class FileSource(Source):
                             "the file is truncated or corrupt; fetch it again or re-encode it")
         if audio_only and not audio:
             raise DataError(f"{uri}: {self.path.name} has no audio track", "use file:// for video, or a file with sound")
+        if empty:
+            raise DataError(f"{uri}: {self.path.name} holds no samples", "record or export the sound again; "
+                            "a file with only a header has nothing to play")
         no_audio = not audio and not audio_only and opts.get("audio", True)
         audio = audio and opts.get("audio", True)
         if not (video or audio):
@@ -263,9 +268,9 @@ class FileSource(Source):
         self._video, self._audio = video, audio
         self._pending: list = []  # realtime schedule: (due_ns, order, emit function, args)
         self._seq_out = 0
-        if no_audio:
+        if no_audio:  # the pipeline warns when nothing else gives it sound
             self.counters["no_audio"] = 1
-            log.warning("%s: %s has no audio track; reading video only", uri, self.path.name)
+            log.info("%s: %s has no audio track; reading video only", uri, self.path.name)
 
     def _run(self) -> None:
         """Decode the file once, or with ``loop`` again and again: seeking back in the same

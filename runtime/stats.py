@@ -1,5 +1,6 @@
 """Latency and fault statistics of a running pipeline: per-stage percentiles,
-capture-to-result latency, frames in/out, drops, faults by kind, A/V skew."""
+capture-to-result latency, frames in/out, drops, faults by kind, A/V skew. Every stage is
+reported, with ``None`` percentiles where nothing was measured (a run without frames)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ from collections import Counter, defaultdict, deque
 
 import numpy as np
 
+from edge_sdk.runtime.clock import now_ns
+
 __all__ = ["Stats"]
+
+_STAGES = ("queue", "audio_wait", "preprocess", "inference", "task", "sinks", "capture_to_result", "skew")
 
 
 def _pcts(values) -> dict[str, float]:
@@ -29,6 +34,7 @@ class Stats:
         self.faults: Counter = Counter()
         self.first_ns: int | None = None
         self.last_ns: int | None = None
+        self._recent: deque = deque(maxlen=512)  # the latest result times, for the live frame rate
 
     def time(self, stage: str, ms: float) -> None:
         with self._lock:
@@ -46,16 +52,21 @@ class Stats:
         with self._lock:
             self.first_ns = t_ns if self.first_ns is None else self.first_ns
             self.last_ns = t_ns
+            self._recent.append(t_ns)
 
-    def fps(self) -> float:
-        out = self.counters["frames_out"]
-        if not out or self.first_ns is None or self.last_ns == self.first_ns:
+    def fps(self, recent_s: float | None = None) -> float:
+        """Results per second over the whole run, or over the last ``recent_s`` seconds (0 once
+        results stopped coming: a lost camera)."""
+        with self._lock:
+            ts = [self.first_ns, self.last_ns] if recent_s is None else [t for t in self._recent if t >= now_ns() - recent_s * 1e9]
+            n = self.counters["frames_out"] if recent_s is None else len(ts)
+        if n < 2 or ts[0] is None or ts[-1] == ts[0]:
             return 0.0
-        return round((out - 1) / ((self.last_ns - self.first_ns) / 1e9), 2)
+        return round((n - 1) / ((ts[-1] - ts[0]) / 1e9), 2)
 
     def to_dict(self) -> dict:
         with self._lock:
-            stages = {k: _pcts(v) for k, v in self.stages.items()}
+            stages = {k: _pcts(self.stages.get(k, ())) for k in dict.fromkeys((*_STAGES, *self.stages))}
             counters, faults = dict(self.counters), dict(self.faults)
         frames_in = counters.get("frames_in", 0)
         return {"frames_in": frames_in, "frames_out": counters.get("frames_out", 0), "dropped": counters.get("dropped", 0),
@@ -64,9 +75,8 @@ class Stats:
                 "latency_ms": stages, "counters": counters}
 
     def line(self) -> str:
-        """One status line for the terminal."""
+        """One status line for the terminal: the frame rate of the last 2 s."""
         d = self.to_dict()
-        lat = d["latency_ms"].get("capture_to_result", {})
-        skew = d["latency_ms"].get("skew", {})
-        return (f"{d['fps']:6.1f} fps  in {d['frames_in']}  out {d['frames_out']}  dropped {d['dropped']}  "
+        lat, skew = d["latency_ms"]["capture_to_result"], d["latency_ms"]["skew"]
+        return (f"{self.fps(2.0):6.1f} fps  in {d['frames_in']}  out {d['frames_out']}  dropped {d['dropped']}  "
                 f"latency p50 {lat.get('p50')} p95 {lat.get('p95')} ms  skew p95 {skew.get('p95')} ms  faults {sum(d['faults'].values())}")

@@ -188,9 +188,10 @@ class Speaker(Task):
         out = []
         for x, y, w, h in faces:
             cy, cx = geom.box_to_cells((x, y, x + w, y + h))
-            cells = sim[cy, cx]
-            out.append({"box": [int(x), int(y), int(x + w), int(y + h)], "score": round(float(cells.max()) if cells.size else float("nan"), 4)})
-        speaker = max(range(len(out)), key=lambda i: out[i]["score"]) if out else None
+            cells = sim[cy, cx]  # none for a face outside the model's square: no score (None, never NaN in JSON)
+            out.append({"box": [int(x), int(y), int(x + w), int(y + h)], "score": round(float(cells.max()), 4) if cells.size else None})
+        scored = [i for i, face in enumerate(out) if face["score"] is not None]
+        speaker = max(scored, key=lambda i: out[i]["score"]) if scored else None
         return {"faces": out, "speaker": speaker}, sim
 
 

@@ -2,14 +2,16 @@
 files), the shipped demo bundle on ONNX Runtime, tasks, sinks, stats and faults."""
 
 import json
+import struct
 import subprocess
 import sys
+import wave
 
 import numpy as np
 import pytest
 
 from edge_sdk.bundle import shipped_bundles
-from edge_sdk.errors import ConfigError
+from edge_sdk.errors import ConfigError, DataError
 from edge_sdk.runtime.pipeline import Pipeline, pick_backend
 
 
@@ -53,6 +55,10 @@ def test_synthetic_scenes_are_localized_with_stats(bundle):
     assert all(b.pts_ns > a.pts_ns for a, b in zip(results, results[1:]))
     lat = stats["latency_ms"]
     assert {"preprocess", "inference", "task", "capture_to_result", "skew"} <= set(lat) and lat["inference"]["p50"] > 0
+    # scenes generated as fast as possible carry media time: latency counts from when each frame was
+    # read (it was -929 ms at the median from the media time), and audio decoded ahead is no skew
+    assert stats["latency_from"] == "read" and 0 < lat["capture_to_result"]["p50"] < 1000 and lat["skew"]["p99"] == 0
+    assert all(0 < r.latency_ms < 1000 for r in results)  # each result says the same
 
 
 def test_offline_file_and_realtime_streaming_agree(bundle, tmp_path):
@@ -130,12 +136,127 @@ def test_retrieval_gallery_and_bad_task(bundle, tmp_path):
         Pipeline.from_bundle(bundle, "synthetic://av-digits?seconds=1", task="retrieval")
 
 
-def test_video_without_audio_keeps_running_and_counts_silence(bundle, tmp_path):
+def test_video_without_audio_keeps_running_and_counts_silence(bundle, tmp_path, caplog):
     clip = _clip(tmp_path, bundle, seconds=2)
     mute = tmp_path / "mute.mp4"
     subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-i", str(clip), "-an", "-c:v", "copy", str(mute)], check=True)
+    Pipeline.from_bundle(bundle, f"file://{mute}", audio=f"wav://{clip}")  # sound from elsewhere: nothing to say
+    assert "no audio track" not in caplog.text
     stats = Pipeline.from_bundle(bundle, f"file://{mute}", task="localize").run()
     assert stats["frames_out"] == 20 and stats["faults"].get("silent_audio", 0) == 20
+    assert "mute.mp4 has no audio track; the localize task needs sound: pass --audio mic://default" in caplog.text
+
+
+def _wav(path, x, rate: int = 16000):
+    """A float32 WAV (IEEE float, format 3): what a recorder or numpy pipeline may leave NaN in."""
+    data = np.asarray(x, "<f4").tobytes()
+    path.write_bytes(b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 3, 1, rate, rate * 4, 4, 32)
+                     + b"data" + struct.pack("<I", len(data)) + data)
+    return path
+
+
+def test_nonfinite_audio_is_silenced_and_counted_never_nan_in_events(bundle, tmp_path, caplog):
+    from edge_sdk.runtime.sinks import JsonlSink
+
+    x = 0.3 * np.sin(np.arange(40000) / 16000 * 2 * np.pi * 440)
+    x[8000:8100], x[24000:24005] = np.nan, np.inf
+    results = []
+    pipe = Pipeline.from_bundle(bundle, "synthetic://av-digits?seconds=2&fps=5", audio=f"wav://{_wav(tmp_path / 'nan.wav', x)}",
+                                prefer="onnxruntime", precision="fp32", sinks=[JsonlSink(tmp_path / "e.jsonl")], callback=results.append)
+    stats = pipe.run()
+    assert stats["frames_out"] == 10 and stats["faults"]["nonfinite_audio"] >= 2
+    assert caplog.text.count("audio holds NaN/inf samples") == 1  # said once, counted always
+    assert all(np.isfinite(r.values["score"]) for r in results)
+
+    def no_nan(name):
+        raise AssertionError(f"{name} in the events file")
+
+    assert len([json.loads(line, parse_constant=no_nan) for line in (tmp_path / "e.jsonl").read_text().splitlines()]) == 10
+
+
+def test_the_towers_refuse_what_the_spec_does_not_take(bundle, caplog):
+    """Every backend of the bundle: a DataError naming the input and the spec's shape, where the
+    runtimes said InvalidArgument, 'set_inputs() failed with error 0x10' or 'Output size is too small'."""
+    from edge_sdk.runtime.backends import open_towers
+
+    n, s = bundle.spec.audio.num_samples, bundle.spec.image.size
+    nan_wave, inf_image = np.zeros((3, n), np.float32), np.zeros((2, 3, s, s), np.float32)
+    nan_wave[2, 5], inf_image[1, 0, 0, 0] = np.nan, np.inf
+    for c in bundle.choices():
+        towers = open_towers(bundle, c.backend, c.precision)
+        for bad, said in ((np.zeros((2, n // 2), np.float32), rf"wave must be float32 \[B, {n}\] \(1 s at 16 kHz, mono.*got \(2, {n // 2}\)"),
+                          (np.zeros(n, np.float32), rf"got \({n},\).*wave\[None\]"),
+                          (np.zeros((0, n), np.float32), "the batch is empty"),
+                          (np.zeros((1, n), np.int16), "int16: x / 32768"),
+                          (nan_wave, r"wave holds NaN/inf \(batch item 2\)")):
+            with pytest.raises(DataError, match=said):
+                towers.embed_audio(bad)
+        for bad, said in ((np.zeros((1, s, s, 3), np.float32), rf"image must be float32 \[B, 3, {s}, {s}\].*channels last"),
+                          (np.zeros((1, 3, 2 * s, 2 * s), np.float32), f"resize to {s} x {s}"),
+                          (inf_image, r"image holds NaN/inf \(batch item 1\)")):
+            with pytest.raises(DataError, match=said):
+                towers.embed_image(bad)
+        with pytest.raises(DataError, match="wave holds NaN/inf"):
+            towers.embed_both(nan_wave, np.zeros((3, 3, s, s), np.float32))
+    towers.embed_image(np.full((2, 3, s, s), 0.5, np.float32))
+    towers.embed_image(np.full((2, 3, s, s), 0.5, np.float32))
+    assert caplog.text.count("images in 0..1: the model takes RGB in 0..255") == 1
+    caplog.clear()
+    open_towers(bundle).embed_image(np.ones((1, 3, s, s), np.float32))  # a dark 0..255 frame: nothing to say
+    assert "0..1" not in caplog.text
+
+
+def test_a_source_without_the_track_its_role_needs_is_refused_at_open(bundle, tmp_path):
+    with wave.open(str(tmp_path / "rain.wav"), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(16000)
+        f.writeframes(np.zeros(16000, np.int16).tobytes())
+    for uri in (f"file://{tmp_path / 'rain.wav'}", f"wav://{tmp_path / 'rain.wav'}"):
+        with pytest.raises(DataError, match="rain.wav has no video track; the video source needs pictures") as e:
+            Pipeline.from_bundle(bundle, uri)
+        assert "--audio" in e.value.fix
+    mute = _clip(tmp_path, bundle, seconds=1)
+    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-i", str(mute), "-an", "-c:v", "copy", str(tmp_path / "mute.mp4")], check=True)
+    with pytest.raises(DataError, match="mute.mp4 has no audio track; the audio source needs sound"):
+        Pipeline.from_bundle(bundle, "synthetic://av-digits?seconds=1", audio=f"file://{tmp_path / 'mute.mp4'}")
+
+
+def test_stats_without_frames_and_the_live_rate_after_they_stop():
+    from edge_sdk.runtime.clock import now_ns
+    from edge_sdk.runtime.stats import Stats
+
+    st = Stats()
+    assert st.to_dict()["latency_ms"]["capture_to_result"] == {"p50": None, "p95": None, "p99": None, "n": 0}
+    t = now_ns() - int(5e9)
+    for i in range(20):  # 10 fps for 2 s, ending 3 s ago: the camera was lost
+        st.count("frames_out")
+        st.mark(t + i * 100_000_000)
+    assert st.fps() == pytest.approx(10.0) and st.fps(2.0) == 0.0 and st.line().startswith("   0.0 fps")
+    st.count("frames_out")
+    st.mark(now_ns() - 100_000_000)
+    st.count("frames_out")
+    st.mark(now_ns())
+    assert st.fps(2.0) == pytest.approx(10.0, rel=0.05)
+
+
+def test_speaker_faces_outside_the_model_square_have_no_score_not_nan():
+    from types import SimpleNamespace
+
+    from edge_sdk.runtime.frames import VideoFrame
+    from edge_sdk.runtime.tasks import Geometry, make_task
+
+    try:
+        task = make_task("speaker")
+    except ConfigError as e:
+        pytest.skip(str(e))
+    # a 320x240 frame: the model sees x 40..280; the first face lies right of it
+    task.detector = SimpleNamespace(detectMultiScale=lambda *a, **k: [(290, 100, 30, 40), (100, 100, 40, 40)])
+    rng = np.random.default_rng(0)
+    values, _ = task(VideoFrame(0, 0, np.zeros((240, 320, 3), np.uint8)), rng.normal(size=(1, 8)), rng.normal(size=8),
+                     rng.normal(size=(8, 6, 6)), Geometry((240, 320), 96, (6, 6)))
+    assert values["faces"][0]["score"] is None and values["speaker"] == 1
+    json.dumps(values, allow_nan=False)
 
 
 def test_cli_run_writes_events_and_stats(bundle, tmp_path):

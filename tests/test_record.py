@@ -29,6 +29,18 @@ def test_cli_records_a_real_clip_and_says_when_too_short(tmp_path, data_dir):
     assert len(list((tmp_path / "c").glob("*.npz"))) >= 8
 
 
+def test_a_video_without_sound_is_refused_at_once(tmp_path):
+    import shutil
+
+    if not shutil.which("ffmpeg"):
+        pytest.skip("ffmpeg is not installed (apt install ffmpeg)")
+    clip = tmp_path / "mute.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x64:rate=10", "-t", "1", "-an", str(clip)], check=True)
+    with pytest.raises(DataError, match="has no audio track; calibration pairs need sound") as e:
+        record_pairs(tmp_path / "c", get_spec("student_s"), f"file://{clip}", seconds=5)
+    assert "--audio mic://default" in e.value.fix
+
+
 def test_device_profiles_pick_targets_and_refuse_typos():
     from edge_sdk.errors import ConfigError
     from edge_sdk.export.engine import PRECISIONS
@@ -43,13 +55,13 @@ def test_device_profiles_pick_targets_and_refuse_typos():
         get_profile("jetson-orn")
 
 
-def test_a_bundle_without_the_profiles_backend_names_what_it_has():
+def test_a_bundle_without_the_asked_backend_names_what_it_has():
     from edge_sdk.bundle import shipped_bundles
 
     if "avnet_s-demo" not in shipped_bundles():
         pytest.skip("the demo bundle is not shipped in this checkout")
     out = subprocess.run([sys.executable, "-m", "edge_sdk", "run", "--bundle", str(shipped_bundles()["avnet_s-demo"]),
-                          "--device", "jetson-orin", "--video", "synthetic://av-digits?seconds=1", "--headless", "--quiet"],
+                          "--backend", "tensorrt", "--precision", "int8", "--video", "synthetic://av-digits?seconds=1", "--headless", "--quiet"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "no tensorrt int8 model" in out.stderr and "--backend onnxruntime --precision int8" in out.stderr

@@ -5,6 +5,7 @@ ffmpeg serving MJPEG over HTTP and GStreamer's RTSP server streaming H.264."""
 
 from __future__ import annotations
 
+import logging
 import queue
 import shutil
 import socket
@@ -268,6 +269,7 @@ def test_file_without_audio_is_video_only(tmp_path, caplog):
     need("ffmpeg")
     out = tmp_path / "silent.mp4"
     ffmpeg("-i", str(clip("example2.mp4")), "-an", "-c:v", "copy", str(out))
+    caplog.set_level(logging.INFO, logger="edge_sdk.runtime.sources")  # the pipeline warns, knowing whether other sound comes
     src = open_source(f"file://{out}")
     assert src.kind == "video" and src.counters["no_audio"] == 1
     assert "no audio track" in caplog.text
@@ -275,6 +277,16 @@ def test_file_without_audio_is_video_only(tmp_path, caplog):
     assert len(frames) == 48 and blocks == [] and src.error is None
     with pytest.raises(DataError, match="silent.mp4 has no audio track"):
         open_source(f"wav://{out}")
+
+
+def test_a_wav_with_only_a_header_is_refused_at_open(tmp_path):
+    with wave.open(str(tmp_path / "empty.wav"), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(SR)
+    for scheme in ("wav", "file"):
+        with pytest.raises(DataError, match="empty.wav holds no samples"):
+            open_source(f"{scheme}://{tmp_path / 'empty.wav'}")
 
 
 def test_truncated_and_corrupt_files(tmp_path):
@@ -521,8 +533,9 @@ def test_network_camera_reconnects_after_the_server_restarts(scheme):
         src.stop()
         assert time.monotonic() - t < 1.5
         frames, _, gaps = split(items)
-        assert [g.kind for g in gaps] == ["reconnect"] and src.counters["reconnects"] == 1
-        assert gaps[0].seconds > 0.4 and increasing(frames) and frames[-1].shape == (360, 640)
+        assert [g.kind for g in gaps] == ["lost", "reconnect"] and src.counters["reconnects"] == 1
+        assert gaps[1].seconds > 0.4 and increasing(frames) and frames[-1].shape == (360, 640)
+        assert src.counters["reconnect_attempts"] >= 1 and src.counters["lost_s"] >= gaps[1].seconds - 0.01
         # the model's input is cut from the BGR capture, exactly as from the frame converted whole
         from edge_sdk.data.video import center_crop_resize
 
@@ -534,6 +547,27 @@ def test_network_camera_reconnects_after_the_server_restarts(scheme):
     finally:
         server.kill()
         server.wait()
+
+
+def test_a_camera_that_never_comes_back_is_reported_and_counted(tmp_path, caplog):
+    need("ffmpeg")
+    path, port = tmp_path / "cam.mp4", free_port()
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=160x120:rate=10", "-t", "30", "-an", str(path))
+    server = serve(path, port)
+    try:
+        src = connect(f"http://127.0.0.1:{port}/?stall_s=1")
+        items: list = []
+        src.start(items.append)
+        wait_for(lambda: len(items) >= 5, 10, src)
+    finally:
+        server.kill()
+        server.wait()
+    wait_for(lambda: src.counters["reconnect_attempts"] >= 3, 15, src)  # 0.25, 0.5, 1 s apart
+    src.stop()
+    gaps = split(items)[2]
+    assert [g.kind for g in gaps] == ["lost"] and src.counters["reconnects"] == 0 and src.counters["lost_s"] > 1.5
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("lost http://")]
+    assert said and "attempt 1, next in 0.25 s" in said[0] and len(said) < src.counters["reconnect_attempts"]  # rate-limited
 
 
 def test_http_stream_without_reconnect_ends():
