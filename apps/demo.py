@@ -104,8 +104,6 @@ def run_demo(name: str, *, video: str | None = None, audio: str | None = None, b
         window, why = open_window(f"edge-sdk demo {name}")
         if window is None:
             notes.append(f"{why}: running headless (annotated video, events and stats in {out}; --mjpeg PORT for a live preview)")
-    for n in notes:
-        log.warning("demo %s: %s", name, n)
     out = Path(out) / name
     out.mkdir(parents=True, exist_ok=True)
     task_opts = {}
@@ -117,6 +115,8 @@ def run_demo(name: str, *, video: str | None = None, audio: str | None = None, b
     if mjpeg is not None:
         sinks.append(MjpegSink(mjpeg))
         notes.append(f"preview at {sinks[-1].url}")
+    for n in notes:  # said once, before the run
+        log.warning("demo %s: %s", name, n)
 
     def keep(result):
         last["result"] = result

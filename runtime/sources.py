@@ -95,7 +95,7 @@ def usage(scheme: str | None = None) -> str:
 
 def _unknown_scheme(uri: str, scheme: str) -> ConfigError:
     if not scheme:
-        return ConfigError(f"source {uri!r} has no scheme", f"write file://{uri} for a file, or use one of: "
+        return ConfigError(f"source {uri!r} has no scheme", f"write file://{Path(uri).resolve()} for a file, or use one of: "
                            f"{', '.join(f'{s}://' for s in SCHEMES)} (see edge_sdk.runtime.sources.usage())")
     close = difflib.get_close_matches(scheme.lower(), SCHEMES, n=1, cutoff=0.5)
     hint = f"did you mean {close[0]}://? " if close else ""
@@ -240,7 +240,7 @@ class FileSource(Source):
         if not self.path.is_file():
             what = "is a folder" if self.path.is_dir() else "does not exist"
             raise DataError(f"{uri}: {self.path} {what}", f"give the path of a media file: {scheme}:///abs/path "
-                            f"or {scheme}://path/relative/to/{Path.cwd()}")
+                            f"or {scheme}://path/relative/to/the/working/folder ({Path.cwd()})")
         try:
             with av.open(str(self.path)) as c:
                 broken = [s.type for s in (*c.streams.video[:1], *c.streams.audio[:1]) if s.codec_context is None]

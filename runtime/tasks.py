@@ -117,8 +117,8 @@ class Retrieval(Task):
 
     def __init__(self, gallery: str | None = None, top: int = 3):
         if not gallery or not Path(gallery).is_dir():
-            raise ConfigError(f"the retrieval task needs a gallery folder, got {gallery!r}",
-                              "pass gallery=DIR (task_opts / --gallery) with images and/or sounds")
+            raise ConfigError("the retrieval task needs a gallery folder" + (f" ({gallery!r} is not one)" if gallery else ""),
+                              "pass --gallery DIR (task_opts={'gallery': DIR}) with images and/or .wav sounds")
         self.folder, self.top = Path(gallery), top
         self.items: list[tuple[str, str]] = []
         self.image_embs = self.sound_embs = None
@@ -199,6 +199,7 @@ TASKS = {"localize": Localize, "sync": Sync, "retrieval": Retrieval, "speaker": 
 
 
 def make_task(name: str, **opts) -> Task:
+    name = {"retrieve": "retrieval"}.get(name, name)  # the demo's verb
     if name not in TASKS:
         raise ConfigError(f"unknown task {name!r}", f"use one of: {', '.join(TASKS)}")
     return TASKS[name](**opts)

@@ -132,8 +132,12 @@ def test_retrieval_gallery_and_bad_task(bundle, tmp_path):
     assert len(results[0].values["images_for_sound"]) == 3
     with pytest.raises(ConfigError, match="unknown task"):
         Pipeline.from_bundle(bundle, "synthetic://av-digits?seconds=1", task="segment")
-    with pytest.raises(ConfigError, match="gallery"):
+    with pytest.raises(ConfigError, match="gallery") as e:
         Pipeline.from_bundle(bundle, "synthetic://av-digits?seconds=1", task="retrieval")
+    assert "None" not in str(e.value) and "--gallery DIR" in e.value.fix
+    from edge_sdk.runtime.tasks import make_task
+
+    assert make_task("retrieve", gallery=str(tmp_path)).name == "retrieval"  # the demo's word works too
 
 
 def test_video_without_audio_keeps_running_and_counts_silence(bundle, tmp_path, caplog):

@@ -263,8 +263,6 @@ def cmd_demo(args) -> int:
                        max_seconds=args.max_seconds, gallery=args.gallery, on_stats=live)
     if live:
         print(file=sys.stderr)
-    for note in summary["notes"]:
-        print(f"note: {note}", file=sys.stderr)
     st = summary["stats"]
     lat = st["latency_ms"].get("capture_to_result", {})
     print(f"demo {summary['demo']} on {summary['backend']}: {st['frames_out']} frames, {st['fps']} fps, dropped {st['dropped']}, "

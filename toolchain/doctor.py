@@ -81,11 +81,11 @@ def machine_report() -> dict:
 def format_report(r: dict) -> str:
     yes = lambda b: "yes" if b else "no"  # noqa: E731
     lines = [f"platform     {r['platform']}", "backends"]
-    lines += [f"  {k:<22}{yes(v)}" for k, v in r["backends"].items()]
+    lines += [f"  {k:<24}{yes(v)}" for k, v in r["backends"].items()]
     lines.append(f"gpus         {', '.join(r['gpus']) or 'none'}")
     lines.append(f"cameras      {', '.join(r['cameras']) or 'none (use file://, http:// or synthetic:// sources)'}")
     lines.append(f"microphones  {', '.join(r['microphones']) or 'none'}" + (f"  [{r['microphone_problem']}]" if r["microphone_problem"] else ""))
     lines.append(f"ffmpeg       {yes(r['ffmpeg'])}")
     lines.append("packages")
-    lines += [f"  {k:<22}{v or '-'}" for k, v in r["packages"].items()]
+    lines += [f"  {k:<24}{v or '-'}" for k, v in r["packages"].items()]
     return "\n".join(lines)

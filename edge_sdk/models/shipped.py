@@ -53,7 +53,7 @@ def model_path(name_or_path: str) -> Path:
     if name in shipped:
         return shipped[name]
     raise ModelFileError(f"no model file or shipped model named {name_or_path!r}",
-                         f"pass a .safetensors path, or one of: {', '.join(shipped) or '(none shipped)'}")
+                         f"pass a .safetensors path, or one of: {', '.join([*shipped, *ALIASES]) or '(none shipped)'}")
 
 
 def resolve_model(name_or_path: str):
