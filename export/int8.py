@@ -15,7 +15,9 @@ Each function writes its files into ``out`` and returns their artifact records.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import logging
 import platform
 from pathlib import Path
@@ -109,13 +111,40 @@ def quantize_onnxruntime(model, calib, method: str, exclude: tuple[str, ...], ou
         fp32 = fp32_graph(model, graph, out)
         dest = out / f"{graph}.int8.onnx"
         excluded = sorted(set(float_nodes(fp32, _graph_layers(exclude, graph))) | set(thin_convs(fp32)))
-        quantize_static(str(fp32), str(dest), _Reader(calib_inputs(calib, graph)), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=act, weight_type=QuantType.QInt8, calibrate_method=methods[method],
-                        nodes_to_exclude=excluded, extra_options={"CalibPercentile": 99.99, "CalibMovingAverage": False})
+        with _ort_quiet():
+            quantize_static(str(fp32), str(dest), _Reader(calib_inputs(calib, graph)), quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=act, weight_type=QuantType.QInt8, calibrate_method=methods[method],
+                            nodes_to_exclude=excluded, extra_options={"CalibPercentile": 99.99, "CalibMovingAverage": False})
         _tidy(dest, excluded)
         arts.append(artifact(fp32, graph, "onnx", "onnxruntime", "fp32"))
         arts.append(artifact(dest, graph, "onnx", "onnxruntime", "int8", activations=str(act).split(".")[-1], float_nodes=excluded))
     return arts
+
+
+@contextlib.contextmanager
+def _ort_quiet():
+    """ONNX Runtime's quantizer prints its calibrator's progress and warns on the root logger to
+    run its pre-processing (which edge-sdk skips on purpose: it crashed on dynamo-exported
+    graphs): both go to this module's debug log instead of burying the SDK's own output."""
+    advice = _Drop("pre-processing before quantization")
+    root, out = logging.getLogger(), io.StringIO()
+    root.addFilter(advice)
+    try:
+        with contextlib.redirect_stdout(out):
+            yield
+    finally:
+        root.removeFilter(advice)
+        if out.getvalue().strip():
+            log.debug("onnxruntime.quantization: %s", out.getvalue().strip())
+
+
+class _Drop(logging.Filter):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record) -> bool:
+        return self.text not in record.getMessage()
 
 
 def _tidy(path: Path, float_nodes: list[str]) -> None:

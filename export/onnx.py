@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 import warnings
 from pathlib import Path
 
@@ -54,8 +55,11 @@ def export_tower(model, tower: str, path: str | Path, opset: int = OPSET, dynamo
     module = (model if tower == "av" else getattr(model, tower)).eval()
     names = TOWERS[tower]
     example = example_inputs(model.spec, tower, 2)
+    # the exporter's notices (deprecations; "torchvision is not installed. Skipping torchvision::..."
+    # for ops no edge_sdk model has) would bury the SDK's own output
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # exporter deprecation and registration notices
+        warnings.simplefilter("ignore")
         if dynamo:
             batch = torch.export.Dim("batch")
             torch.onnx.export(module, example, str(path), input_names=names["inputs"], output_names=names["outputs"],

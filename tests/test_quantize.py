@@ -204,3 +204,18 @@ def test_xnnpack_qat_runs_through_pt2e_and_the_orchestrator(model, tmp_path):
     report = quantize("avnet_s.avdigits", ["xnnpack"], calib_dir, tmp_path / "b", teacher=None, eval_cfg=cfg, qat="always",
                       qat_steps=3, fp16=False)
     assert any(n.startswith("xnnpack: PTQ max drop") and "QAT" in n for n in report["notes"])
+
+
+def test_onnxruntime_quantizer_chatter_goes_to_the_debug_log(capsys, caplog):
+    import logging
+
+    from edge_sdk.export.int8 import _ort_quiet
+
+    with caplog.at_level(logging.DEBUG), _ort_quiet():
+        print("Collecting tensor data and making histogram ...")  # what ORT's calibrators print
+        logging.warning("Please consider pre-processing before quantization. See https://...")  # ORT, on the root logger
+        logging.warning("a warning of the SDK's own")
+    assert "Collecting" not in capsys.readouterr().out and "Collecting tensor data" in caplog.text  # kept at debug
+    assert "pre-processing" not in caplog.text and "a warning of the SDK's own" in caplog.text
+    logging.warning("Please consider pre-processing before quantization, after")  # the filter is gone again
+    assert "after" in caplog.text
