@@ -3,7 +3,8 @@
 Engines are specific to the GPU and the TensorRT version, so bundles carry ONNX (FP32,
 FP16-in-graph and explicit Q/DQ INT8) and the engine is built where it runs, then cached
 as ``<cache>/<tower>.<precision>.<key>.engine`` with a ``.json`` sidecar holding what it was
-built for. The cache folder is ``$EDGE_SDK_CACHE`` or ``~/.cache/edge_sdk/engines``.
+built for. The cache folder is ``engines/`` in ``$EDGE_SDK_CACHE`` (default ``~/.cache/edge_sdk``,
+which also holds unpacked zip bundles).
 
 Build rules (:func:`plan_build`, pure, testable without TensorRT):
 
@@ -178,9 +179,8 @@ def cache_key(model_sha256: str, gpu: dict, trt_version: str, plan: BuildPlan) -
 
 
 def default_cache_dir() -> Path:
-    """``$EDGE_SDK_CACHE`` or ``~/.cache/edge_sdk/engines``."""
-    env = os.environ.get("EDGE_SDK_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "edge_sdk" / "engines"
+    """``$EDGE_SDK_CACHE/engines`` (default ``~/.cache/edge_sdk/engines``)."""
+    return Path(os.environ.get("EDGE_SDK_CACHE") or Path.home() / ".cache" / "edge_sdk").expanduser() / "engines"
 
 
 def engine_path(cache_dir, tower: str, plan: BuildPlan, key: str) -> Path:

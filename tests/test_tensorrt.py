@@ -161,8 +161,8 @@ def test_cache_key_changes_with_each_input_and_is_stable_otherwise():
 def test_engine_path_and_default_cache_dir(tmp_path, monkeypatch):
     assert engine_path(tmp_path, "audio", _plan("int8"), "k" * 24) == tmp_path / f"audio.int8.{'k' * 24}.engine"
     monkeypatch.setenv("EDGE_SDK_CACHE", str(tmp_path / "c"))
-    assert default_cache_dir() == tmp_path / "c"
-    assert engine_path(None, "image", _plan("fp16"), "x").parent == tmp_path / "c"
+    assert default_cache_dir() == tmp_path / "c" / "engines"  # beside the unpacked zip bundles (c/bundles)
+    assert engine_path(None, "image", _plan("fp16"), "x").parent == tmp_path / "c" / "engines"
     monkeypatch.delenv("EDGE_SDK_CACHE")
     assert default_cache_dir().parts[-3:] == (".cache", "edge_sdk", "engines")
 
@@ -512,13 +512,14 @@ def test_onnxruntime_providers_put_tensorrt_first_for_float_graphs(tmp_path, mon
     (name, opts), *rest = ort_providers(every, "fp16", {"image": (3, 96, 96)}, max_batch=32)
     assert name == "TensorrtExecutionProvider" and rest == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert opts["trt_fp16_enable"] is True and opts["trt_engine_cache_enable"] is True
-    assert opts["trt_engine_cache_path"] == str(tmp_path / "ort-trt") and (tmp_path / "ort-trt").is_dir()  # ORT makes one level only
+    cache = tmp_path / "engines" / "ort-trt"
+    assert opts["trt_engine_cache_path"] == str(cache) and cache.is_dir()  # ORT makes one level only
     model = _image_onnx(tmp_path / "image.fp32.onnx")
     (_, mine), *_ = ort_providers(every, "fp32", {}, model=model)
     (tmp_path / "retrained").mkdir()
     (_, other), *_ = ort_providers(every, "fp32", {}, model=_image_onnx(tmp_path / "retrained" / "image.fp32.onnx", dim=5))
     # ORT keys its engines by file and tensor names, not weights: one folder per graph file's content
-    assert mine["trt_engine_cache_path"] == str(tmp_path / "ort-trt" / sha256_file(model)[:16]) != other["trt_engine_cache_path"]
+    assert mine["trt_engine_cache_path"] == str(cache / sha256_file(model)[:16]) != other["trt_engine_cache_path"]
     assert mine["trt_timing_cache_path"] == mine["trt_engine_cache_path"] and Path(mine["trt_engine_cache_path"]).is_dir()
     assert (opts["trt_profile_min_shapes"], opts["trt_profile_opt_shapes"], opts["trt_profile_max_shapes"]) == (
         "image:1x3x96x96", "image:1x3x96x96", "image:32x3x96x96")
