@@ -6,7 +6,9 @@ The manifest holds the schema version, the model spec with its preprocessing, ea
 artifact's graph (``audio``, ``image``, or ``av`` for the whole model), format, backend,
 precision, input/output names and shapes, sha256 and size, the library versions that
 produced it, the calibration-data hash and the metrics and parity measured when it was
-written. Reading a bundle checks the schema and every hash; no pickle is ever loaded; zip
+written, and the spec's digest (``spec_sha256``), so a spec edited after export (a sample
+rate, the normalisation: changes no file hash sees) is refused. Reading a bundle checks the
+manifest's structure, the spec, the schema and every hash; no pickle is ever loaded; zip
 members that would land outside the target folder are refused. Torch-free: the runtime
 reads bundles without it.
 """
@@ -16,20 +18,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import zipfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from edge_sdk.errors import ModelFileError
+from edge_sdk.errors import ConfigError, ModelFileError
 from edge_sdk.spec import ModelSpec
 
 __all__ = ["SCHEMA", "MANIFEST", "BUNDLES", "Bundle", "Choice", "sha256_file", "library_versions", "write_manifest", "read_bundle",
-           "pack_zip", "unpack_zip", "shipped_bundles"]
+           "bundle_path", "pack_zip", "unpack_zip", "shipped_bundles"]
 
 SCHEMA = 1
 MANIFEST = "manifest.json"
 BUNDLES = Path(__file__).resolve().parent / "assets" / "bundles"
+_ARTIFACT_KEYS = {"file": str, "tower": str, "format": str, "backend": str, "precision": str, "sha256": str, "bytes": int}
+_REEXPORT = "re-export the bundle (edge-sdk export)"
 _LIBS = ("torch", "onnx", "onnxruntime", "executorch", "torchao", "nvidia-modelopt", "tensorrt", "numpy")
 
 
@@ -55,8 +60,8 @@ def write_manifest(folder: str | Path, spec: ModelSpec, artifacts: list[dict], *
     """Hash every artifact in ``folder`` and write the manifest (atomically)."""
     folder = Path(folder)
     arts = [{**a, "sha256": sha256_file(folder / a["file"]), "bytes": (folder / a["file"]).stat().st_size} for a in artifacts]
-    manifest = {"schema": SCHEMA, "kind": "edge_sdk.bundle", "spec": spec.to_dict(), "artifacts": arts,
-                "versions": library_versions(), **fields}
+    manifest = {"schema": SCHEMA, "kind": "edge_sdk.bundle", "spec": spec.to_dict(), "spec_sha256": spec.digest(),
+                "artifacts": arts, "versions": library_versions(), **fields}
     tmp = folder / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2))
     tmp.replace(folder / MANIFEST)
@@ -76,9 +81,8 @@ class Choice:
 class Bundle:
     """A verified bundle folder: ``spec``, ``manifest`` and :meth:`find` for its artifacts."""
 
-    def __init__(self, folder: Path, manifest: dict):
-        self.folder, self.manifest = folder, manifest
-        self.spec = ModelSpec.from_dict(manifest["spec"])
+    def __init__(self, folder: Path, manifest: dict, spec: ModelSpec):
+        self.folder, self.manifest, self.spec = folder, manifest, spec
         self.map_offset = tuple(manifest.get("map_offset_px") or (0, 0))
 
     def choices(self) -> list[Choice]:
@@ -102,22 +106,49 @@ class Bundle:
                              "or export the missing one: edge-sdk export MODEL --format ... --precision ...")
 
 
-def read_bundle(folder: str | Path) -> Bundle:
-    """Read a bundle (folder or ``.zip``) and verify its schema and every file's sha256."""
-    folder = Path(folder)
-    if folder.suffix == ".zip":
-        folder = unpack_zip(folder)
+def bundle_path(name_or_path: str | Path) -> Path:
+    """A bundle folder or ``.zip``, or the name of a shipped bundle (``edge-sdk info``), as a path."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    shipped = shipped_bundles()
+    if str(name_or_path) in shipped:
+        return shipped[str(name_or_path)]
+    raise ModelFileError(f"bundle {name_or_path} does not exist",
+                         f"pass a bundle folder or .zip written by edge-sdk export, or a shipped bundle: {', '.join(shipped) or '(none shipped)'}")
+
+
+def read_bundle(name_or_path: str | Path) -> Bundle:
+    """Read a bundle (folder, ``.zip`` or shipped bundle name) and verify its manifest, spec and every file's sha256.
+
+    A zip is unpacked once into the cache; a cached copy that fails verification (damaged
+    on disk: the cache is keyed by the zip's hash, not by what is in the folder) is
+    unpacked again from the zip before giving up.
+    """
+    path = bundle_path(name_or_path)
+    if path.suffix != ".zip":
+        return _verify(path)
+    folder = unpack_zip(path)
+    try:
+        return _verify(folder)
+    except ModelFileError:
+        shutil.rmtree(folder)
+        return _verify(unpack_zip(path))
+
+
+def _verify(folder: Path) -> Bundle:
     path = folder / MANIFEST
     if not path.is_file():
         raise ModelFileError(f"{folder} has no {MANIFEST}", "pass a bundle folder written by edge-sdk quantize or export")
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelFileError(f"{path}: not valid JSON ({e})", "the manifest is damaged: re-export the bundle") from None
-    if manifest.get("kind") != "edge_sdk.bundle" or not isinstance(manifest.get("schema"), int):
+    if not isinstance(manifest, dict) or manifest.get("kind") != "edge_sdk.bundle" or not isinstance(manifest.get("schema"), int):
         raise ModelFileError(f"{path} is not an edge_sdk bundle manifest", "pass a bundle folder written by edge-sdk")
     if manifest["schema"] > SCHEMA:
         raise ModelFileError(f"{path} has schema {manifest['schema']}; this edge_sdk reads up to {SCHEMA}", "upgrade edge_sdk (pip install -U edge_sdk)")
+    spec = _check_manifest(path, manifest)
     for a in manifest["artifacts"]:
         f = folder / a["file"]
         if Path(a["file"]).is_absolute() or not f.resolve().is_relative_to(folder.resolve()):
@@ -126,7 +157,41 @@ def read_bundle(folder: str | Path) -> Bundle:
             raise ModelFileError(f"{f} is missing from the bundle", "copy the whole bundle folder, or re-export it")
         if sha256_file(f) != a["sha256"]:
             raise ModelFileError(f"{f} does not match its sha256 in {MANIFEST} (truncated or modified)", "re-export the bundle or copy it again")
-    return Bundle(folder, manifest)
+    return Bundle(folder, manifest, spec)
+
+
+def _check_manifest(path: Path, manifest: dict) -> ModelSpec:
+    """The manifest's spec, once its keys and types are checked and the spec is the one it was exported with.
+
+    Manifests store the spec's digest (``spec_sha256``); a spec that no longer matches it was
+    edited after export, and is named field by field against the registered spec of its
+    name where there is one. Manifests written before digests were stored are compared with
+    the registered spec on the preprocessing (see :meth:`ModelSpec.drift`).
+    """
+    arts = manifest.get("artifacts")
+    if not isinstance(arts, list):
+        raise ModelFileError(f"{path}: \"artifacts\" is missing or not a list of files", _REEXPORT)
+    for i, a in enumerate(arts):
+        bad = [k for k, kind in _ARTIFACT_KEYS.items() if not isinstance(a, dict) or type(a.get(k)) is not kind]
+        if bad:
+            raise ModelFileError(f"{path}: artifact {i} ({a.get('file') if isinstance(a, dict) else a!r}) lacks or mistypes {bad}", _REEXPORT)
+    offset = manifest.get("map_offset_px")
+    if offset is not None and not (isinstance(offset, list) and len(offset) == 2 and all(type(v) in (int, float) for v in offset)):
+        raise ModelFileError(f"{path}: \"map_offset_px\" = {offset!r} is not two numbers", _REEXPORT)
+    if "spec" not in manifest:
+        raise ModelFileError(f"{path}: \"spec\" is missing", _REEXPORT)
+    try:
+        spec = ModelSpec.from_dict(manifest["spec"])
+    except ConfigError as e:
+        raise ModelFileError(f"{path}: {e.problem}", _REEXPORT) from None
+    stamp = manifest.get("spec_sha256")
+    if stamp != spec.digest():
+        drift = spec.drift(None)
+        if drift or stamp is not None:
+            what = f"differs from the registered {spec.name}: {'; '.join(drift[:5])}" if drift else "was edited (its spec_sha256 no longer matches)"
+            raise ModelFileError(f"{path}: spec {spec.name} is not the one the bundle was exported with: it {what}",
+                                 f"restore {MANIFEST} as it was written, or {_REEXPORT}")
+    return spec
 
 
 def pack_zip(folder: str | Path, dest: str | Path | None = None) -> Path:
@@ -150,11 +215,14 @@ def _cache_dir() -> Path:
 
 def unpack_zip(path: str | Path, dest: str | Path | None = None) -> Path:
     """Extract a zipped bundle (default: into the cache, one folder per zip hash) and return
-    the folder. Members with absolute paths, ``..`` or links are refused before anything is
-    written."""
+    the folder. The manifest may sit at the zip's top or in its one top-level folder (what
+    ``zip -r B.zip B/`` makes). Members with absolute paths, ``..`` or links, and zips
+    without a manifest, are refused before anything is written; nothing half-extracted is
+    left behind."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"bundle {path} does not exist", "pass a bundle folder or .zip written by edge-sdk export")
+    cached = dest is None
     dest = Path(dest) if dest else _cache_dir() / "bundles" / f"{path.stem}-{sha256_file(path)[:16]}"
     if (dest / MANIFEST).is_file():
         return dest
@@ -167,15 +235,36 @@ def unpack_zip(path: str | Path, dest: str | Path | None = None) -> Path:
                 if name.startswith(("/", "\\")) or ".." in Path(name).parts or is_link or not target.is_relative_to(dest.resolve()):
                     raise ModelFileError(f"{path}: member {name!r} would be written outside the bundle folder",
                                          "the zip is malicious or damaged: do not use it; re-export the bundle")
-            tmp = dest.with_name(dest.name + ".partial")
-            z.extractall(tmp)
+            root = _zip_root(path, z.namelist())
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f"{dest.name}.{os.getpid()}.partial")
+            try:
+                shutil.rmtree(tmp, ignore_errors=True)
+                z.extractall(tmp)
+                if dest.exists() and not cached:
+                    raise ModelFileError(f"{dest} exists without a {MANIFEST}", f"remove {dest} or unpack elsewhere")
+                if not (dest / MANIFEST).is_file():  # else another process has just unpacked it
+                    shutil.rmtree(dest, ignore_errors=True)  # an earlier, damaged unpack of this zip
+                    (tmp / root).replace(dest)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
     except zipfile.BadZipFile as e:
         raise ModelFileError(f"{path}: not a readable zip ({e})", "the download is truncated or damaged: copy it again") from None
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.exists():
-        raise ModelFileError(f"{dest} exists without a manifest", f"remove {dest} and retry")
-    tmp.replace(dest)
     return dest
+
+
+def _zip_root(path: Path, names: list[str]) -> str:
+    """The folder in the zip that holds the manifest: "" (its top) or its one top-level folder."""
+    if MANIFEST in names:
+        return ""
+    tops = {n.split("/")[0] for n in names if not n.startswith("__MACOSX/")}
+    if len(tops) == 1 and f"{next(iter(tops))}/{MANIFEST}" in names:
+        return next(iter(tops))
+    nested = [n for n in names if n.endswith(f"/{MANIFEST}")]
+    if nested:
+        raise ModelFileError(f"{path}: {MANIFEST} is at {nested[0]} inside the zip, not at its top",
+                             f"zip the bundle folder's contents, not the folder (cd BUNDLE && zip -r {path.resolve()} .), or use edge-sdk export --zip")
+    raise ModelFileError(f"{path} holds no {MANIFEST}: it is not an edge_sdk bundle", "pass a bundle folder or .zip written by edge-sdk export")
 
 
 def shipped_bundles() -> dict[str, Path]:

@@ -1,7 +1,10 @@
 """Checkpoints: tensors in safetensors, everything else in a JSON sidecar. Never pickles.
 
 A model file ``X.safetensors`` has ``X.json`` beside it holding the spec (with its
-preprocessing), the recipe and any metrics. Writes are atomic (temp file + rename), so a
+preprocessing), the recipe and any metrics. The weights file also stores the spec it was
+saved with in its safetensors metadata, so a sidecar edited later (a sample rate, the mel
+range, the normalisation: changes that leave every tensor shape intact) is refused on load
+instead of silently degrading the model. Writes are atomic (temp file + rename), so a
 process killed mid-write never leaves a half-written checkpoint behind.
 """
 
@@ -12,15 +15,17 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
-from edge_sdk.errors import ModelFileError
+from edge_sdk.bundle import MANIFEST
+from edge_sdk.errors import ConfigError, ModelFileError
 from edge_sdk.spec import ModelSpec
 
-__all__ = ["save_model", "load_model", "read_sidecar", "atomic_write_text", "save_tensors", "load_tensors"]
+__all__ = ["save_model", "load_model", "read_sidecar", "atomic_write_text", "save_tensors", "load_tensors", "stamp_spec"]
 
 FORMAT = "edge_sdk.model/1"
+SPEC_KEY = "edge_sdk.spec"  # safetensors metadata: the spec's JSON, as the weights were saved
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -29,24 +34,39 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], spec: ModelSpec | None = None) -> None:
+    """Write ``tensors`` atomically; with ``spec``, store it in the file's metadata for :func:`load_model` to check."""
     tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+    metadata = {SPEC_KEY: json.dumps(spec.to_dict())} if spec is not None else None
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     os.replace(tmp, path)
 
 
-def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+def _load(path: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """Tensors of a safetensors file and the spec dict stored with them (None if none was);
+    refuses NaN or inf in any float tensor."""
     try:
-        return load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+        stored = json.loads(metadata[SPEC_KEY]) if SPEC_KEY in metadata else None
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelFileError(f"{path}: not a readable safetensors file ({e})", "the file is truncated or corrupt: re-download or re-train it") from None
+    bad = next((k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise ModelFileError(f"{path}: tensor {bad!r} holds NaN or inf values",
+                             "the file is damaged or training diverged: use an earlier checkpoint, or re-train with a lower lr")
+    return tensors, stored
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    return _load(path)[0]
 
 
 def save_model(path: str | Path, model: torch.nn.Module, recipe: dict | None = None, extra: dict | None = None) -> Path:
-    """Write ``path`` (.safetensors) and its ``.json`` sidecar; returns the weights path."""
+    """Write ``path`` (.safetensors, with the spec in its metadata) and its ``.json`` sidecar; returns the weights path."""
     path = Path(path).with_suffix(".safetensors")
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_tensors(path, model.state_dict())
+    save_tensors(path, model.state_dict(), model.spec)
     meta = {"format": FORMAT, "spec": model.spec.to_dict(), "recipe": recipe, **(extra or {})}
     atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2))
     return path
@@ -58,28 +78,55 @@ def read_sidecar(path: str | Path) -> dict:
         raise ModelFileError(f"{side} is missing", f"a model file needs its JSON sidecar (spec and recipe) beside it: {side.name}")
     try:
         meta = json.loads(side.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelFileError(f"{side}: not valid JSON ({e})", "restore the sidecar from the run folder") from None
-    if meta.get("format") != FORMAT:
-        raise ModelFileError(f"{side}: format {meta.get('format')!r}, expected {FORMAT!r}", "this is not an edge_sdk model sidecar")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        what = f"format {meta.get('format')!r}, expected {FORMAT!r}" if isinstance(meta, dict) else f"a JSON {type(meta).__name__}, not an object"
+        raise ModelFileError(f"{side}: {what}", "this is not an edge_sdk model sidecar: restore it from the run folder")
+    if "spec" not in meta:
+        raise ModelFileError(f"{side} has no \"spec\"", "restore the sidecar from the run folder")
     return meta
 
 
+def _spec(source: Path, d) -> ModelSpec:
+    try:
+        return ModelSpec.from_dict(d)
+    except ConfigError as e:
+        raise ModelFileError(f"{source}: {e.problem}", "restore it from the run folder, or re-train") from None
+
+
 def load_model(path: str | Path, spec: ModelSpec | None = None):
-    """Build the model its sidecar describes and load the weights; check they match the spec."""
+    """Build the model its sidecar describes and load the weights; check they match the spec.
+
+    The sidecar's spec is compared with the one stored in the weights' metadata; files
+    saved before specs were stored there are compared with the registered spec of the same
+    name, on the preprocessing (see :meth:`ModelSpec.drift`).
+    """
     from edge_sdk.models.avnet import AVNet
 
     path = Path(path)
+    side = path.with_suffix(".json")
+    if (path.parent / MANIFEST).is_file() and (side.name == MANIFEST or not side.is_file()):
+        raise ModelFileError(f"{path} is one file of a bundle", f"pass the bundle folder {path.parent}")
+    if (path / MANIFEST).is_file():
+        raise ModelFileError(f"{path} is a bundle, not a checkpoint",
+                             "pass the .safetensors checkpoint it was exported from (edge-sdk eval and info take bundles)")
     if path.suffix != ".safetensors":
         path = path.with_suffix(".safetensors")
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist", "pass a .safetensors checkpoint or a shipped model name (edge-sdk info)")
     meta = read_sidecar(path)
-    file_spec = ModelSpec.from_dict(meta["spec"])
+    file_spec = _spec(side, meta["spec"])
     if spec is not None and spec.to_dict() != file_spec.to_dict():
         raise ModelFileError(f"{path} was trained for spec {file_spec.name}, not {spec.name}", f"load it with spec {file_spec.name}, or use a checkpoint of {spec.name}")
+    state, stored = _load(path)
+    saved = _spec(path, stored) if stored is not None else None
+    drift = file_spec.drift(saved)
+    if drift:
+        against = "the spec saved with the weights" if saved else f"the registered {file_spec.name}"
+        raise ModelFileError(f"{path} does not match spec {file_spec.name} in its sidecar {side.name} (sidecar != {against}): {'; '.join(drift[:5])}",
+                             f"restore {side.name} as it was written: changed preprocessing needs a retrained model")
     model = AVNet(file_spec)
-    state = load_tensors(path)
     want = model.state_dict()
     missing = sorted(set(want) - set(state))
     shapes = [k for k in want if k in state and want[k].shape != state[k].shape]
@@ -89,3 +136,12 @@ def load_model(path: str | Path, spec: ModelSpec | None = None):
     model.load_state_dict({k: state[k] for k in want})
     model.eval()
     return model, meta
+
+
+def stamp_spec(path: str | Path) -> Path:
+    """Store the sidecar's spec in the metadata of a checkpoint saved before specs were stored
+    there (after :func:`load_model` has checked it), so later sidecar edits are caught in full."""
+    model, _ = load_model(path)
+    path = Path(path).with_suffix(".safetensors")
+    save_tensors(path, load_tensors(path), model.spec)
+    return path

@@ -1,14 +1,16 @@
 """Training recipes: TOML files validated into typed dataclasses.
 
 A recipe names the model spec, the data, the optimisation and a weighted set of
-objectives. Unknown keys, wrong types and unknown objectives are errors that name the
-key and list what is allowed. Shipped recipes live in ``edge_sdk/recipes/``.
+objectives. Unknown keys, wrong types, out-of-range or non-finite numbers and unknown
+objectives are errors that name the key and say what is allowed. Shipped recipes live
+in ``edge_sdk/recipes/``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,11 @@ __all__ = ["Recipe", "ModelCfg", "DataCfg", "TrainCfg", "DistillCfg", "Objective
 RECIPE_DIR = Path(__file__).parent / "recipes"
 OBJECTIVE_NAMES = ("avc", "mil_nce", "infonce", "sync", "byol_audio", "zoom_eq", "kd_embed", "kd_relation", "kd_map")
 DISTILL_NAMES = ("kd_embed", "kd_relation", "kd_map")
+
+
+def _at_least(default, low, strict: bool = False):
+    """A number field that must be >= ``low`` (> ``low`` when ``strict``); :meth:`Recipe.validate` checks it."""
+    return field(default=default, metadata={"low": low, "strict": strict})
 
 
 @dataclass
@@ -34,24 +41,24 @@ class DataCfg:
     k: int = 3
     k_curriculum: list[int] = field(default_factory=list)  # digits per scene in the first epochs, then k
     k_mix: list[int] = field(default_factory=list)  # after the curriculum, each scene draws its K from this list (default [k])
-    scenes_per_epoch: int = 4096
+    scenes_per_epoch: int = _at_least(4096, 1)
     test_speakers: list[str] = field(default_factory=lambda: ["george"])
     mask_audio: bool = False  # scenes only: SpecAugment-style band and time masks on training sounds
-    frames: int = 12  # clips only
-    fps: float = 10.0  # clips only
+    frames: int = _at_least(12, 1)  # clips only
+    fps: float = _at_least(10.0, 0, strict=True)  # clips only
 
 
 @dataclass
 class TrainCfg:
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup_steps: int = 50
-    seed: int = 0
-    checkpoint_every: int = 50
-    log_every: int = 10
-    max_minutes: float = 0.0  # stop (with a checkpoint) after this long; 0 = no limit
+    epochs: int = _at_least(10, 1)
+    batch_size: int = _at_least(64, 2)  # contrastive objectives need negatives
+    lr: float = _at_least(2e-3, 0, strict=True)
+    weight_decay: float = _at_least(1e-4, 0)
+    warmup_steps: int = _at_least(50, 0)
+    seed: int = _at_least(0, 0)
+    checkpoint_every: int = _at_least(50, 1)
+    log_every: int = _at_least(10, 1)
+    max_minutes: float = _at_least(0.0, 0)  # stop (with a checkpoint) after this long; 0 = no limit
     precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" (also on CPU: AMX/AVX512-BF16) or "fp32"
 
 
@@ -62,8 +69,8 @@ class DistillCfg:
 
 @dataclass
 class ObjectiveCfg:
-    weight: float = 1.0
-    start_epoch: int = 0  # switched on from this epoch (e.g. after a global InfoNCE warm-up)
+    weight: float = _at_least(1.0, 0)
+    start_epoch: int = _at_least(0, 0)  # switched on from this epoch (e.g. after a global InfoNCE warm-up)
     params: dict = field(default_factory=dict)  # passed to the objective's constructor
 
 
@@ -103,8 +110,17 @@ class Recipe:
         return recipe
 
     def validate(self, source: str = "recipe") -> None:
+        """Check every field's type and range, then how the sections fit together (also after
+        changing a loaded recipe, e.g. by command-line overrides)."""
         from edge_sdk.objectives import OBJECTIVES  # torch: only when a recipe is really used
 
+        parts = [(f"[{n}]", getattr(self, n)) for n in ("model", "data", "train", "distill")]
+        for where, cfg in parts + [(f"[objectives.{n}]", c) for n, c in self.objectives.items()]:
+            for f in dataclasses.fields(cfg):
+                _check(f, getattr(cfg, f.name), f"{source}: {where}")
+        if self.data.kind != "video" and self.data.scenes_per_epoch < self.train.batch_size:
+            raise ConfigError(f"{source}: [data] scenes_per_epoch = {self.data.scenes_per_epoch} is below [train] batch_size = {self.train.batch_size}",
+                              "an epoch needs at least one batch: raise scenes_per_epoch or lower batch_size")
         if not self.objectives:
             raise ConfigError(f"{source}: no objectives", "add at least one [objectives.NAME] table, e.g. [objectives.infonce]")
         if self.data.kind not in ("scenes", "clips", "video"):
@@ -118,8 +134,6 @@ class Recipe:
             raise ConfigError(f"{source}: {', '.join(kd)} need a teacher", "add [distill] teacher = \"avnet_t.avdigits\" (or pass --teacher)")
         if self.train.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"{source}: [train] precision = {self.train.precision!r}", "use \"auto\", \"bf16\" or \"fp32\"")
-        if self.train.batch_size < 2:
-            raise ConfigError(f"{source}: batch_size {self.train.batch_size}", "contrastive objectives need batch_size >= 2")
         for name, cfg in self.objectives.items():
             allowed = [p for p in inspect.signature(OBJECTIVES[name].__init__).parameters if p not in ("self", "model", "teacher")]
             bad = sorted(set(cfg.params) - set(allowed))
@@ -130,19 +144,33 @@ class Recipe:
 def _build(cls, values, where: str):
     if not isinstance(values, dict):
         raise ConfigError(f"{where} must be a table", "see edge_sdk/recipes/*.toml for examples")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key, value in values.items():
+    fields = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
         if key not in fields:
             raise ConfigError(f"{where} unknown key {key!r}", f"allowed: {', '.join(fields)}")
-        want = fields[key].type
-        ok = {"int": isinstance(value, int) and not isinstance(value, bool),
-              "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-              "str": isinstance(value, str), "dict": isinstance(value, dict),
-              "list[str]": isinstance(value, list) and all(isinstance(v, str) for v in value),
-              "list[int]": isinstance(value, list) and all(isinstance(v, int) for v in value)}.get(want, True)
-        if not ok:
-            raise ConfigError(f"{where} {key} = {value!r} is not a {want}", f"give {key} a {want} value")
     return cls(**values)
+
+
+_TYPES = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "dict": lambda v: isinstance(v, dict),
+    "list[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    "list[int]": lambda v: isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v),
+}
+
+
+def _check(f: dataclasses.Field, value, where: str) -> None:
+    """One field: its annotated type, a finite float, and its range (``_at_least``)."""
+    if not _TYPES[f.type](value):
+        raise ConfigError(f"{where} {f.name} = {value!r} is not a {f.type}", f"give {f.name} a {f.type} value")
+    low, strict = f.metadata.get("low"), f.metadata.get("strict", False)
+    finite = f.type != "float" or math.isfinite(value)
+    if not finite or (low is not None and (value < low or (strict and value == low))):
+        rule = f"{f.name} {'>' if strict else '>='} {low}" if low is not None else f.name
+        raise ConfigError(f"{where} {f.name} = {value!r} is out of range", f"use a finite {rule}" if f.type == "float" else f"use {rule}")
 
 
 def recipe_path(name_or_path: str | Path) -> Path:

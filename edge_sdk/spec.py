@@ -5,12 +5,20 @@ export, bundles and the runtime must agree on: audio sample rate and window, STF
 mel parameters, image size and normalisation, embedding size. Nothing downstream
 re-states them (timm's ``PretrainedCfg`` idea). Names follow ``arch_size.tag``.
 
+Specs are validated when built (types, positive sizes, ``f_min < f_max <= sample_rate / 2``,
+towers that leave at least one cell), so a damaged sidecar or manifest fails with the
+field's name instead of deep inside torch. :meth:`ModelSpec.drift` tells whether a spec
+read back from a file is still the one its weights were saved with.
+
 This module imports no torch: the runtime reads specs from bundles without it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import math
 from dataclasses import dataclass, field
 
 from edge_sdk.errors import ConfigError
@@ -76,39 +84,132 @@ class ModelSpec:
     @property
     def map_size(self) -> int:
         """Side of ``image_map``: the image tower downsamples by ``stem_stride`` in the stem and 2 in each later stage."""
-        return self.image.size // (self.image_tower.stem_stride * 2 ** (len(self.image_tower.channels) - 1))
+        return self.image.size // _stride(self.image_tower)
 
     @property
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         """Each exported graph input's shape without the batch axis: ``wave``, ``image``."""
         return {"wave": (self.audio.num_samples,), "image": (3, self.image.size, self.image.size)}
 
+    def __post_init__(self):
+        _check_fields(self, "")
+        for part in _PARTS:
+            _check_fields(getattr(self, part), f"{part}.")
+        a, towers = self.audio, {"image_tower": self.image_tower, "audio_tower": self.audio_tower}
+        rules = [
+            (self.name != "", "name", self.name, "a non-empty string"),
+            (self.role in ("teacher", "student"), "role", self.role, '"teacher" or "student"'),
+            (a.f_min < a.f_max <= a.sample_rate / 2, "audio.f_max", a.f_max,
+             f"above f_min ({a.f_min}) and at most sample_rate / 2 ({a.sample_rate / 2})"),
+            (a.n_fft <= a.num_samples, "audio.n_fft", a.n_fft, f"at most num_samples ({a.num_samples})"),
+            (min(self.image.std) > 0, "image.std", self.image.std, "all above 0"),
+            *((t.block in ("basic", "dw"), f"{n}.block", t.block, '"basic" or "dw"') for n, t in towers.items()),
+            *((len(t.depths) == len(t.channels), f"{n}.depths", t.depths, f"one depth per channel ({len(t.channels)})")
+              for n, t in towers.items()),
+            (self.map_size >= 1, "image.size", self.image.size, f"at least the image tower's stride ({_stride(self.image_tower)})"),
+            (min(a.n_mels, a.num_frames) >= _stride(self.audio_tower), "audio", f"{a.n_mels} mels x {a.num_frames} frames",
+             f"at least the audio tower's stride ({_stride(self.audio_tower)}) on both axes"),
+        ]
+        for ok, where, value, want in rules:
+            if not ok:
+                raise _invalid(where, value, want)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelSpec":
+        """Build a spec from its JSON form; a ConfigError names the malformed or invalid field."""
         try:
-            d = dict(d)
-            d["image_tower"] = TowerSpec(**_tuples(d["image_tower"]))
-            d["audio_tower"] = TowerSpec(**_tuples(d["audio_tower"]))
-            d["audio"] = AudioSpec(**d.get("audio", {}))
-            d["image"] = ImageSpec(**_tuples(d.get("image", {})))
-            return cls(**d)
-        except (KeyError, TypeError) as e:
-            raise ConfigError(f"model spec is malformed: {e}", "re-create it from a registered spec (edge-sdk info)") from None
+            return cls(**{**d, **{k: part(**d[k]) for k, part in _PARTS.items() if k in d}})
+        except TypeError as e:
+            raise ConfigError(f"model spec is malformed: {e}", _FIX) from None
+
+    def digest(self) -> str:
+        """sha256 of the spec's canonical JSON (the description aside): what a bundle manifest
+        stores to notice a spec edited after export."""
+        d = {k: v for k, v in self.to_dict().items() if k != "description"}
+        return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+    def differences(self, other: "ModelSpec", parts: tuple[str, ...] | None = None) -> list[str]:
+        """``field: mine != theirs`` for every field where two specs disagree (only the top-level
+        fields in ``parts`` when given; the description is never compared)."""
+        a, b = _flat(self.to_dict()), _flat(other.to_dict())
+        keys = [k for k in a if k != "description" and (parts is None or k.split(".")[0] in parts)]
+        return [f"{k}: {a[k]} != {b[k]}" for k in keys if a[k] != b[k]]
 
     def preprocessing_mismatch(self, other: "ModelSpec") -> list[str]:
         """Names of preprocessing fields where two specs disagree (empty when compatible)."""
-        out = []
-        for part in ("audio", "image"):
-            a, b = dataclasses.asdict(getattr(self, part)), dataclasses.asdict(getattr(other, part))
-            out += [f"{part}.{k}: {a[k]} != {b[k]}" for k in a if a[k] != b[k]]
-        return out
+        return self.differences(other, ("audio", "image"))
+
+    def drift(self, saved: "ModelSpec | None") -> list[str]:
+        """How this spec, read from a sidecar or manifest, differs from the one its weights were saved with.
+
+        ``saved`` is the spec stored with the weights (a checkpoint's safetensors metadata) and
+        is compared field by field. Files written before specs were stored with the weights
+        have none: they are compared with the registered spec of the same name, on the
+        preprocessing only. Changed preprocessing (sample rate, mels, normalisation, image
+        size) leaves every tensor shape intact, so nothing else would catch it, and the
+        registry's preprocessing is the contract; its towers are not compared, since old runs
+        may keep towers the registry has since changed, and tensor shapes catch those. A
+        spec whose name is not registered and that has no stored spec cannot be checked.
+        """
+        if saved is not None:
+            return self.differences(saved)
+        registered = _REGISTRY.get(self.name)
+        return self.preprocessing_mismatch(registered) if registered else []
 
 
-def _tuples(d: dict) -> dict:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+_PARTS = {"image_tower": TowerSpec, "audio_tower": TowerSpec, "audio": AudioSpec, "image": ImageSpec}
+_FIX = "re-create it from a registered spec (edge-sdk info lists them)"
+
+
+def _invalid(where: str, value, want: str) -> ConfigError:
+    return ConfigError(f"model spec {where} = {value!r} is invalid: want {want}", _FIX)
+
+
+def _number(value, where: str, kind: str):
+    """``kind`` "int": an integer above 0; "float": a finite number >= 0, returned as a float
+    (so a spec written ``4000`` and one written ``4000.0`` have the same JSON and digest)."""
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise _invalid(where, value, "an integer above 0")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise _invalid(where, value, "a finite number >= 0")
+    return float(value)
+
+
+def _check_fields(obj, prefix: str) -> None:
+    """Check a spec dataclass's fields by their annotations (ints, floats, tuples of them,
+    strings, nested parts) and store them normalised (tuples, floats) on the frozen object."""
+    for f in dataclasses.fields(obj):
+        value, where = getattr(obj, f.name), prefix + f.name
+        if f.type in ("int", "float"):
+            value = _number(value, where, f.type)
+        elif f.type.startswith("tuple["):
+            kind, size = f.type[6:].split(",")[0].rstrip("]"), None if "..." in f.type else f.type.count(",") + 1
+            if not isinstance(value, (tuple, list)) or not value or len(value) != (size or len(value)):
+                raise _invalid(where, value, f"a list of {size or 'one or more'} {kind}s")
+            value = tuple(_number(v, f"{where}[{i}]", kind) for i, v in enumerate(value))
+        elif f.type == "str":
+            if not isinstance(value, str):
+                raise _invalid(where, value, "a string")
+        elif not isinstance(value, _PARTS[f.name]):
+            raise _invalid(where, value, f"a {f.type}")
+        object.__setattr__(obj, f.name, value)
+
+
+def _stride(tower: TowerSpec) -> int:
+    """How much a tower shrinks its input: the stem, then 2 in each later stage."""
+    return tower.stem_stride * 2 ** (len(tower.channels) - 1)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+    return out
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

@@ -116,7 +116,7 @@ class TorchExporter(Exporter):
         from edge_sdk.checkpoint import save_tensors
 
         path = job.out / "model.safetensors"
-        save_tensors(path, job.model.state_dict())
+        save_tensors(path, job.model.state_dict(), job.model.spec)  # the spec in its metadata, as save_model writes it
         return [artifact(path, "av", self.format, self.backend, precision)]
 
     def runner(self, files, spec, offset, precision):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edge_sdk.bundle import shipped_bundles
-from edge_sdk.errors import ConfigError, DataError
+from edge_sdk.errors import ConfigError, DataError, ModelFileError
 from edge_sdk.runtime.pipeline import Pipeline, pick_backend
 
 
@@ -312,6 +312,11 @@ def test_a_manifest_that_does_not_match_its_models_is_refused_by_name(bundle, tm
     shutil.copytree(bundle.folder, tmp_path / "b")
     m = json.loads((tmp_path / "b" / "manifest.json").read_text())
     m["spec"]["image"]["size"] = 128  # preprocessing edited by hand: the graphs still take 96 px
+    (tmp_path / "b" / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ModelFileError, match="is not the one the bundle was exported with"):  # the spec's digest
+        read_bundle(tmp_path / "b")
+    m.pop("spec_sha256", None)  # a manifest without the digest, of a spec no registry knows: the graphs still tell
+    m["spec"]["name"] = "my_spec"
     (tmp_path / "b" / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ConfigError, match="do not take the preprocessing its manifest declares"):
         Pipeline.from_bundle(read_bundle(tmp_path / "b"), "synthetic://av-digits?seconds=1")

@@ -28,6 +28,23 @@ def test_recipe_round_trips():
     ("[model]\nspec = 'avnet_t.avdigits'\n", "no objectives"),
     ("[train\n", "not valid TOML"),
     ("[train]\nprecision = 'fp8'\n[objectives.infonce]\n", "precision = 'fp8'"),
+    ("[train]\nepochs = 0\n[objectives.infonce]\n", r"\[train\] epochs = 0 is out of range -- fix: use epochs >= 1"),
+    ("[train]\nepochs = -1\n[objectives.infonce]\n", "epochs = -1 is out of range"),
+    ("[train]\nlr = -1.0\n[objectives.infonce]\n", "lr = -1.0 is out of range -- fix: use a finite lr > 0"),
+    ("[train]\nlr = 0.0\n[objectives.infonce]\n", "lr = 0.0 is out of range"),
+    ("[train]\nlr = nan\n[objectives.infonce]\n", "lr = nan is out of range"),
+    ("[train]\nweight_decay = inf\n[objectives.infonce]\n", "weight_decay = inf is out of range"),
+    ("[train]\nbatch_size = 1\n[objectives.infonce]\n", "batch_size = 1 is out of range -- fix: use batch_size >= 2"),
+    ("[train]\nlog_every = 0\n[objectives.infonce]\n", "log_every = 0 is out of range"),
+    ("[train]\ncheckpoint_every = 0\n[objectives.infonce]\n", "checkpoint_every = 0 is out of range"),
+    ("[train]\nseed = -3\n[objectives.infonce]\n", "seed = -3 is out of range"),
+    ("[data]\nscenes_per_epoch = 0\n[objectives.infonce]\n", r"\[data\] scenes_per_epoch = 0 is out of range"),
+    ("[data]\nscenes_per_epoch = 10\n[objectives.infonce]\n", r"scenes_per_epoch = 10 is below \[train\] batch_size = 64"),
+    ("[data]\nmask_audio = 'yes'\n[objectives.infonce]\n", "mask_audio = 'yes' is not a bool"),
+    ("[data]\nmask_audio = 1\n[objectives.infonce]\n", "mask_audio = 1 is not a bool"),
+    ("[data]\nk_mix = [true]\n[objectives.infonce]\n", r"k_mix = \[True\] is not a list\[int\]"),
+    ("[objectives.infonce]\nweight = -1.0\n", r"\[objectives.infonce\] weight = -1.0 is out of range"),
+    ("[objectives.infonce]\nstart_epoch = -1\n", "start_epoch = -1 is out of range"),
 ])
 def test_bad_recipes_name_the_problem(tmp_path, toml, match):
     p = tmp_path / "r.toml"
@@ -40,3 +57,10 @@ def test_bad_recipes_name_the_problem(tmp_path, toml, match):
 def test_missing_recipe_lists_shipped_ones():
     with pytest.raises(ConfigError, match="teacher"):
         load_recipe("no_such_recipe")
+
+
+def test_overrides_after_loading_are_checked_by_validate():
+    r = load_recipe("teacher")
+    r.train.epochs = 0  # what a command-line override does
+    with pytest.raises(ConfigError, match="epochs = 0 is out of range"):
+        r.validate("teacher")

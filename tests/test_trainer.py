@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from edge_sdk.checkpoint import load_model
-from edge_sdk.errors import EdgeSDKError
+from edge_sdk.errors import EdgeSDKError, ModelFileError
 from edge_sdk.recipe import load_recipe
 from edge_sdk.train.trainer import pretrain
 
@@ -80,10 +80,30 @@ def test_existing_run_is_never_overwritten_without_resume(tmp_path):
     before = (tmp_path / "run" / "model.safetensors").read_bytes()
     with pytest.raises(EdgeSDKError, match="--resume"):
         pretrain(recipe, tmp_path / "run", progress=False)
-    recipe.train.lr = 0.5
+    lr, recipe.train.lr = recipe.train.lr, 0.5
     with pytest.raises(EdgeSDKError, match="another recipe .*train"):
         pretrain(recipe, tmp_path / "run", progress=False, resume=True)
     assert (tmp_path / "run" / "model.safetensors").read_bytes() == before
+    recipe.train.lr, recipe.train.max_minutes = lr, 7.5  # a time budget is not the recipe: resuming with another is fine
+    pretrain(recipe, tmp_path / "run", progress=False, resume=True)
+
+
+def test_resume_refuses_a_damaged_last_json_and_drops_a_cut_metrics_row(tmp_path):
+    recipe = load_recipe(_recipe(tmp_path, epochs=1))
+    run = tmp_path / "run"
+    pretrain(recipe, run, progress=False)
+    last = run / "checkpoints" / "last.json"
+    good = last.read_text()
+    for damaged in (good[: len(good) // 2], "[]", '{"step": 2}'):
+        last.write_text(damaged)
+        with pytest.raises(ModelFileError, match=f"{last} is damaged") as e:
+            pretrain(recipe, run, progress=False, resume=True)
+        assert f"delete {run}" in e.value.fix
+    last.write_text(good)
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 3, "lo')  # a kill mid-write
+    pretrain(recipe, run, progress=False, resume=True)
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
 
 
 def _weights(path):

@@ -89,6 +89,7 @@ def _train_overrides(recipe, args):
         recipe.train.epochs = args.epochs
     if args.videos:
         recipe.data.kind, recipe.data.video_dir = "video", args.videos
+    recipe.validate(f"{args.recipe} with the command-line overrides")
     return recipe
 
 
@@ -305,12 +306,14 @@ def _bundle_embedder(path: str, backend: str | None, precision: str | None):
 
 
 def cmd_eval(args) -> int:
+    from edge_sdk.bundle import shipped_bundles
     from edge_sdk.eval.evaluate import EvalConfig, TorchEmbedder, evaluate, format_table, map_offset_of
     from edge_sdk.models.shipped import resolve_model
 
     _writable(json=args.json, heatmaps=args.heatmaps)
     fsdd, mnist = _resolve_data(args)
-    if Path(args.model).is_dir() or args.model.endswith(".zip"):  # a bundle: run it through its own runtime
+    if Path(args.model).is_dir() or args.model.endswith(".zip") or (not Path(args.model).exists() and args.model in shipped_bundles()):
+        # a bundle: run it through its own runtime
         embedder, bundle = _bundle_embedder(args.model, args.backend, args.precision)
         cfg = EvalConfig(scenes=args.scenes, k=args.k, seed=args.seed, test_speakers=tuple(args.test_speakers.split(",")) if args.test_speakers else EvalConfig.test_speakers)
         res = evaluate(embedder, bundle.spec, fsdd, mnist, cfg, heatmap_png=args.heatmaps)

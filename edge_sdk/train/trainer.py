@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from edge_sdk.checkpoint import atomic_write_text, load_tensors, save_model, save_tensors
-from edge_sdk.errors import EdgeSDKError
+from edge_sdk.errors import EdgeSDKError, ModelFileError
 from edge_sdk.recipe import Recipe
 from edge_sdk.spec import get_spec
 
@@ -194,9 +194,10 @@ def pretrain(recipe: Recipe, out: str | Path, fsdd=None, mnist=None, device: str
     total = steps_per_epoch * cfg.epochs if max_steps is None else min(max_steps, steps_per_epoch * cfg.epochs)
     step = 0
     if resume and (ckpt_dir / "last.json").exists():
-        state = json.loads((ckpt_dir / "last.json").read_text())
-        if state["recipe"] != recipe.to_dict():
-            changed = sorted(k for k in recipe.to_dict() if state["recipe"].get(k) != recipe.to_dict()[k])
+        state = _resume_state(ckpt_dir / "last.json", out)
+        before, now = _schedule(state["recipe"]), _schedule(recipe.to_dict())
+        if before != now:
+            changed = sorted(k for k in now if before.get(k) != now[k])
             raise EdgeSDKError(f"{out} was trained with another recipe (sections differ: {', '.join(changed)})",
                                "resume with the same recipe and overrides, or start a new --out folder")
         tensors = load_tensors(ckpt_dir / "last.safetensors")
@@ -206,7 +207,7 @@ def pretrain(recipe: Recipe, out: str | Path, fsdd=None, mnist=None, device: str
         log.info("resuming %s at step %d", out, step)
         if rank == 0 and (out / "metrics.jsonl").exists():  # drop rows of steps that will be redone
             rows = (out / "metrics.jsonl").read_text().splitlines()
-            atomic_write_text(out / "metrics.jsonl", "".join(r + "\n" for r in rows if r.strip() and json.loads(r)["step"] <= step))
+            atomic_write_text(out / "metrics.jsonl", "".join(r + "\n" for r in rows if _row_step(r) <= step))
     wrapped = module
     if world > 1:
         # Objectives switched on in later epochs leave parameters unused before then.
@@ -302,6 +303,32 @@ def _checkpoint(ckpt_dir: Path, module: TrainModule, opt, step: int, recipe: Rec
     tensors.update(_optim_tensors(opt))
     save_tensors(ckpt_dir / "last.safetensors", tensors)
     atomic_write_text(ckpt_dir / "last.json", json.dumps({"step": step, "recipe": recipe.to_dict()}))
+
+
+def _schedule(recipe: dict) -> dict:
+    """What a resumed run must share with the one it continues: the recipe less its time
+    budget (``--max-minutes`` is how long this sitting may take, not what is trained)."""
+    return {**recipe, "train": {k: v for k, v in recipe.get("train", {}).items() if k != "max_minutes"}}
+
+
+def _resume_state(path: Path, out: Path) -> dict:
+    """``checkpoints/last.json`` as :func:`_checkpoint` wrote it: the step and the recipe."""
+    try:
+        state = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        state = None
+    if not (isinstance(state, dict) and isinstance(state.get("step"), int) and isinstance(state.get("recipe"), dict)):
+        raise ModelFileError(f"{path} is damaged (not the step and recipe written with the last checkpoint)",
+                             f"restore it from a copy, or start over: delete {out} or choose another --out folder")
+    return state
+
+
+def _row_step(line: str) -> float:
+    """A metrics.jsonl row's step; a row cut short by a kill mid-write counts as after every checkpoint."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return math.inf
 
 
 def _map_offset(model, data, n: int = 48) -> list[int]:
