@@ -318,7 +318,7 @@ def test_uri_errors_and_usage(monkeypatch):
     assert "did you mean file://" in e.value.fix and all(f"{s}://" in e.value.fix for s in SCHEMES)
     with pytest.raises(ConfigError, match="no scheme") as e:
         open_source("clip.mp4")
-    assert "file://clip.mp4" in e.value.fix
+    assert f"file://{Path('clip.mp4').resolve()}" in e.value.fix  # an absolute path: file:///...
     with pytest.raises(ConfigError, match="realtme"):
         open_source(f"file://{clip('example2.mp4')}?realtme=1")
     with pytest.raises(ConfigError, match="loop='maybe'"):
