@@ -90,7 +90,7 @@ class Result:
     values: dict  # the task's numbers (peak, confidence, score, offset_ms, ...)
     heatmap: np.ndarray | None = None  # [h, w] on the model's map grid, for overlays
     frame: VideoFrame | None = None  # the frame it was computed on (for sinks)
-    skew_ns: int = 0  # end of the audio window minus the frame time
+    skew_ns: int = 0  # how far the audio reached past the end of the last window the task used (negative: missing)
     read_ns: int | None = None  # when the pipeline got the frame, where pts_ns is media time (an unpaced source)
 
     @property

@@ -28,6 +28,7 @@ Embedding::
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -108,7 +109,11 @@ class Pipeline:
         self.paced = getattr(video, "live", True)  # pts_ns is the capture time; else media time
         self.policy = policy or ("latest" if self.paced else "block")
         self.batch = max(1, batch)
-        self.frames: queue.Queue = queue.Queue(maxsize=max(queue_size, 2 * self.batch) if self.policy == "block" else queue_size)
+        # a task that scores sound after its frame (sync: up to +0.6 s) waits for it: live frames
+        # queue meanwhile (room for that long at up to 60 fps) instead of being dropped
+        self.lookahead_s = max(0.0, max(self.task.shifts_ms) / 1e3)
+        live_size = queue_size + math.ceil(self.lookahead_s * 60)
+        self.frames: queue.Queue = queue.Queue(maxsize=max(queue_size, 2 * self.batch) if self.policy == "block" else live_size)
         self.results: queue.Queue = queue.Queue(maxsize=32)  # a result holds its frame: 32 at 720p is 88 MB
         self.ring = AudioRing(spec.audio.sample_rate)
         self.stats = Stats()
@@ -195,10 +200,10 @@ class Pipeline:
         latest = frame.pts_ns + int(max(self.task.shifts_ms) * 1e6)
         t0 = time.perf_counter()
         if not self._audio_done():  # audio up to the frame, less the skew we accept live (about one frame), or a timeout
-            self.ring.wait_until(latest - (0 if self.policy == "block" else self.max_skew_ns), self.max_audio_wait_s)
+            self.ring.wait_until(latest - (0 if self.policy == "block" else self.max_skew_ns), self.max_audio_wait_s + self.lookahead_s)
         wait_ms = (time.perf_counter() - t0) * 1e3
         cuts = [self.ring.window(frame.pts_ns + int(s * 1e6), n) for s in self.task.shifts_ms]
-        skew = cuts[self.task.shifts_ms.index(0.0)][1] if 0.0 in self.task.shifts_ms else cuts[0][1]
+        skew = cuts[int(np.argmax(self.task.shifts_ms))][1]  # of the window ending last: negative where audio was missing
         return np.stack([c[0] for c in cuts]), skew, wait_ms
 
     def _process(self, taken: list[tuple[int, VideoFrame]]) -> list[Result]:
