@@ -52,7 +52,7 @@ def open_window(title: str) -> tuple["Window | None", str]:
 def hud(pipe) -> str:
     """The status line drawn on every frame: backend/precision and frames per second (each
     result's latency is drawn at the top by ``annotate``)."""
-    return f"{pipe.backend}  {pipe.stats.fps(2.0):.0f} fps"  # of the last 2 s: 0 once a camera is lost
+    return f"{pipe.backend}  {pipe.stats.fps(2.0):.0f} fps"  # of the last 2 s (drawn with each result)
 
 
 class Window:

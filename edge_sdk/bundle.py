@@ -25,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 
 from edge_sdk.errors import ConfigError, ModelFileError
-from edge_sdk.spec import ModelSpec
+from edge_sdk.spec import ModelSpec, spec_digest
 
 __all__ = ["SCHEMA", "MANIFEST", "BUNDLES", "Bundle", "Choice", "sha256_file", "library_versions", "write_manifest", "read_bundle",
            "bundle_path", "pack_zip", "unpack_zip", "shipped_bundles"]
@@ -139,7 +139,9 @@ def read_bundle(name_or_path: str | Path) -> Bundle:
 def _verify(folder: Path) -> Bundle:
     path = folder / MANIFEST
     if not path.is_file():
-        raise ModelFileError(f"{folder} has no {MANIFEST}", "pass a bundle folder written by edge-sdk quantize or export")
+        run = folder / "model.safetensors"  # a training run's folder: its checkpoint is what was meant
+        raise ModelFileError(f"{folder} has no {MANIFEST}", f"pass the checkpoint {run}" if run.is_file() else
+                             "pass a bundle folder written by edge-sdk quantize or export")
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -185,7 +187,7 @@ def _check_manifest(path: Path, manifest: dict) -> ModelSpec:
     except ConfigError as e:
         raise ModelFileError(f"{path}: {e.problem}", _REEXPORT) from None
     stamp = manifest.get("spec_sha256")
-    if stamp != spec.digest():
+    if stamp != spec_digest(manifest["spec"]):
         drift = spec.drift(None)
         if drift or stamp is not None:
             what = f"differs from the registered {spec.name}: {'; '.join(drift[:5])}" if drift else "was edited (its spec_sha256 no longer matches)"

@@ -22,7 +22,7 @@ from edge_sdk.bundle import MANIFEST
 from edge_sdk.errors import ConfigError, ModelFileError
 from edge_sdk.spec import ModelSpec
 
-__all__ = ["save_model", "load_model", "read_sidecar", "atomic_write_text", "save_tensors", "load_tensors", "stamp_spec"]
+__all__ = ["save_model", "load_model", "read_sidecar", "atomic_write_text", "save_tensors", "load_tensors"]
 
 FORMAT = "edge_sdk.model/1"
 SPEC_KEY = "edge_sdk.spec"  # safetensors metadata: the spec's JSON, as the weights were saved
@@ -111,6 +111,13 @@ def load_model(path: str | Path, spec: ModelSpec | None = None):
     if (path / MANIFEST).is_file():
         raise ModelFileError(f"{path} is a bundle, not a checkpoint",
                              "pass the .safetensors checkpoint it was exported from (edge-sdk eval and info take bundles)")
+    if path.is_dir():
+        inside = path / "model.safetensors"
+        raise ModelFileError(f"{path} is a folder, not a checkpoint",
+                             f"pass {inside}" if inside.is_file() else "pass a .safetensors checkpoint (a run folder has model.safetensors)")
+    if path.is_file() and path.suffix not in (".safetensors", ".json"):
+        raise ModelFileError(f"{path} is not a safetensors checkpoint", "edge_sdk loads .safetensors weights with a .json "
+                             "sidecar, never pickles: save_model(path, model) writes both")
     if path.suffix != ".safetensors":
         path = path.with_suffix(".safetensors")
     if not path.is_file():
@@ -137,11 +144,3 @@ def load_model(path: str | Path, spec: ModelSpec | None = None):
     model.eval()
     return model, meta
 
-
-def stamp_spec(path: str | Path) -> Path:
-    """Store the sidecar's spec in the metadata of a checkpoint saved before specs were stored
-    there (after :func:`load_model` has checked it), so later sidecar edits are caught in full."""
-    model, _ = load_model(path)
-    path = Path(path).with_suffix(".safetensors")
-    save_tensors(path, load_tensors(path), model.spec)
-    return path

@@ -17,14 +17,14 @@ from pathlib import Path
 
 from edge_sdk.errors import ConfigError
 
-__all__ = ["Recipe", "ModelCfg", "DataCfg", "TrainCfg", "DistillCfg", "ObjectiveCfg", "load_recipe", "recipe_path", "list_recipes"]
+__all__ = ["Recipe", "ModelCfg", "DataCfg", "TrainCfg", "DistillCfg", "ObjectiveCfg", "load_recipe", "recipe_path", "list_recipes", "at_least", "check_field"]
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 OBJECTIVE_NAMES = ("avc", "mil_nce", "infonce", "sync", "byol_audio", "zoom_eq", "kd_embed", "kd_relation", "kd_map")
 DISTILL_NAMES = ("kd_embed", "kd_relation", "kd_map")
 
 
-def _at_least(default, low, strict: bool = False):
+def at_least(default, low, strict: bool = False):
     """A number field that must be >= ``low`` (> ``low`` when ``strict``); :meth:`Recipe.validate` checks it."""
     return field(default=default, metadata={"low": low, "strict": strict})
 
@@ -41,24 +41,24 @@ class DataCfg:
     k: int = 3
     k_curriculum: list[int] = field(default_factory=list)  # digits per scene in the first epochs, then k
     k_mix: list[int] = field(default_factory=list)  # after the curriculum, each scene draws its K from this list (default [k])
-    scenes_per_epoch: int = _at_least(4096, 1)
+    scenes_per_epoch: int = at_least(4096, 1)
     test_speakers: list[str] = field(default_factory=lambda: ["george"])
     mask_audio: bool = False  # scenes only: SpecAugment-style band and time masks on training sounds
-    frames: int = _at_least(12, 1)  # clips only
-    fps: float = _at_least(10.0, 0, strict=True)  # clips only
+    frames: int = at_least(12, 1)  # clips only
+    fps: float = at_least(10.0, 0, strict=True)  # clips only
 
 
 @dataclass
 class TrainCfg:
-    epochs: int = _at_least(10, 1)
-    batch_size: int = _at_least(64, 2)  # contrastive objectives need negatives
-    lr: float = _at_least(2e-3, 0, strict=True)
-    weight_decay: float = _at_least(1e-4, 0)
-    warmup_steps: int = _at_least(50, 0)
-    seed: int = _at_least(0, 0)
-    checkpoint_every: int = _at_least(50, 1)
-    log_every: int = _at_least(10, 1)
-    max_minutes: float = _at_least(0.0, 0)  # stop (with a checkpoint) after this long; 0 = no limit
+    epochs: int = at_least(10, 1)
+    batch_size: int = at_least(64, 2)  # contrastive objectives need negatives
+    lr: float = at_least(2e-3, 0, strict=True)
+    weight_decay: float = at_least(1e-4, 0)
+    warmup_steps: int = at_least(50, 0)
+    seed: int = at_least(0, 0)
+    checkpoint_every: int = at_least(50, 1)
+    log_every: int = at_least(10, 1)
+    max_minutes: float = at_least(0.0, 0)  # stop (with a checkpoint) after this long; 0 = no limit
     precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" (also on CPU: AMX/AVX512-BF16) or "fp32"
 
 
@@ -69,8 +69,8 @@ class DistillCfg:
 
 @dataclass
 class ObjectiveCfg:
-    weight: float = _at_least(1.0, 0)
-    start_epoch: int = _at_least(0, 0)  # switched on from this epoch (e.g. after a global InfoNCE warm-up)
+    weight: float = at_least(1.0, 0)
+    start_epoch: int = at_least(0, 0)  # switched on from this epoch (e.g. after a global InfoNCE warm-up)
     params: dict = field(default_factory=dict)  # passed to the objective's constructor
 
 
@@ -117,7 +117,7 @@ class Recipe:
         parts = [(f"[{n}]", getattr(self, n)) for n in ("model", "data", "train", "distill")]
         for where, cfg in parts + [(f"[objectives.{n}]", c) for n, c in self.objectives.items()]:
             for f in dataclasses.fields(cfg):
-                _check(f, getattr(cfg, f.name), f"{source}: {where}")
+                check_field(f, getattr(cfg, f.name), f"{source}: {where}")
         if self.data.kind != "video" and self.data.scenes_per_epoch < self.train.batch_size:
             raise ConfigError(f"{source}: [data] scenes_per_epoch = {self.data.scenes_per_epoch} is below [train] batch_size = {self.train.batch_size}",
                               "an epoch needs at least one batch: raise scenes_per_epoch or lower batch_size")
@@ -162,7 +162,7 @@ _TYPES = {
 }
 
 
-def _check(f: dataclasses.Field, value, where: str) -> None:
+def check_field(f: dataclasses.Field, value, where: str) -> None:
     """One field: its annotated type, a finite float, and its range (``_at_least``)."""
     if not _TYPES[f.type](value):
         raise ConfigError(f"{where} {f.name} = {value!r} is not a {f.type}", f"give {f.name} a {f.type} value")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from edge_sdk.errors import ConfigError
 
-__all__ = ["AudioSpec", "ImageSpec", "TowerSpec", "ModelSpec", "ALIASES", "register", "get_spec", "list_specs"]
+__all__ = ["AudioSpec", "ImageSpec", "TowerSpec", "ModelSpec", "spec_digest", "ALIASES", "register", "get_spec", "list_specs"]
 
 
 @dataclass(frozen=True)
@@ -107,8 +107,9 @@ class ModelSpec:
             *((len(t.depths) == len(t.channels), f"{n}.depths", t.depths, f"one depth per channel ({len(t.channels)})")
               for n, t in towers.items()),
             (self.map_size >= 1, "image.size", self.image.size, f"at least the image tower's stride ({_stride(self.image_tower)})"),
-            (min(a.n_mels, a.num_frames) >= _stride(self.audio_tower), "audio", f"{a.n_mels} mels x {a.num_frames} frames",
-             f"at least the audio tower's stride ({_stride(self.audio_tower)}) on both axes"),
+            # a patchify stem floors, the stride-2 stages after it round up: one stem patch leaves a cell
+            (min(a.n_mels, a.num_frames) >= self.audio_tower.stem_stride, "audio", f"{a.n_mels} mels x {a.num_frames} frames",
+             f"at least the audio tower's stem stride ({self.audio_tower.stem_stride}) on both axes"),
         ]
         for ok, where, value, want in rules:
             if not ok:
@@ -126,10 +127,8 @@ class ModelSpec:
             raise ConfigError(f"model spec is malformed: {e}", _FIX) from None
 
     def digest(self) -> str:
-        """sha256 of the spec's canonical JSON (the description aside): what a bundle manifest
-        stores to notice a spec edited after export."""
-        d = {k: v for k, v in self.to_dict().items() if k != "description"}
-        return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        """:func:`spec_digest` of this spec's JSON form."""
+        return spec_digest(self.to_dict())
 
     def differences(self, other: "ModelSpec", parts: tuple[str, ...] | None = None) -> list[str]:
         """``field: mine != theirs`` for every field where two specs disagree (only the top-level
@@ -160,8 +159,16 @@ class ModelSpec:
         return self.preprocessing_mismatch(registered) if registered else []
 
 
+def spec_digest(d: dict) -> str:
+    """sha256 of a spec's JSON form as stored (canonical key order; the description aside): what
+    a bundle manifest keeps to notice a spec edited after export. Taken over the stored dict,
+    not a re-parsed spec, so a field a later release adds (with its default) changes nothing."""
+    d = {k: v for k, v in d.items() if k != "description"}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 _PARTS = {"image_tower": TowerSpec, "audio_tower": TowerSpec, "audio": AudioSpec, "image": ImageSpec}
-_FIX = "re-create it from a registered spec (edge-sdk info lists them)"
+_FIX = "give valid values (the registered specs, listed by edge-sdk info, are examples)"
 
 
 def _invalid(where: str, value, want: str) -> ConfigError:
@@ -182,21 +189,23 @@ def _number(value, where: str, kind: str):
 
 def _check_fields(obj, prefix: str) -> None:
     """Check a spec dataclass's fields by their annotations (ints, floats, tuples of them,
-    strings, nested parts) and store them normalised (tuples, floats) on the frozen object."""
+    strings, nested parts) and store them normalised (tuples, floats) on the frozen object;
+    fields of other types (a subclass's own) pass unchecked."""
     for f in dataclasses.fields(obj):
         value, where = getattr(obj, f.name), prefix + f.name
-        if f.type in ("int", "float"):
-            value = _number(value, where, f.type)
-        elif f.type.startswith("tuple["):
-            kind, size = f.type[6:].split(",")[0].rstrip("]"), None if "..." in f.type else f.type.count(",") + 1
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")  # a module without postponed annotations
+        if kind in ("int", "float"):
+            value = _number(value, where, kind)
+        elif kind.startswith("tuple["):
+            item, size = kind[6:].split(",")[0].rstrip("]"), None if "..." in kind else kind.count(",") + 1
             if not isinstance(value, (tuple, list)) or not value or len(value) != (size or len(value)):
-                raise _invalid(where, value, f"a list of {size or 'one or more'} {kind}s")
-            value = tuple(_number(v, f"{where}[{i}]", kind) for i, v in enumerate(value))
-        elif f.type == "str":
+                raise _invalid(where, value, f"a list of {size or 'one or more'} {item}s")
+            value = tuple(_number(v, f"{where}[{i}]", item) for i, v in enumerate(value))
+        elif kind == "str":
             if not isinstance(value, str):
                 raise _invalid(where, value, "a string")
-        elif not isinstance(value, _PARTS[f.name]):
-            raise _invalid(where, value, f"a {f.type}")
+        elif f.name in _PARTS and not isinstance(value, _PARTS[f.name]):
+            raise _invalid(where, value, f"a {kind}")
         object.__setattr__(obj, f.name, value)
 
 

@@ -123,9 +123,10 @@ def quantize_onnxruntime(model, calib, method: str, exclude: tuple[str, ...], ou
 
 @contextlib.contextmanager
 def _ort_quiet():
-    """ONNX Runtime's quantizer prints its calibrator's progress and warns on the root logger to
-    run its pre-processing (which edge-sdk skips on purpose: it crashed on dynamo-exported
-    graphs): both go to this module's debug log instead of burying the SDK's own output."""
+    """ONNX Runtime's quantizer prints its calibrator's progress (kept in this module's debug
+    log) and warns on the root logger to run its pre-processing (dropped: edge-sdk skips it on
+    purpose, it crashed on dynamo-exported graphs), burying the SDK's own output. The stdout
+    redirect is process-wide while a graph is quantized (a few seconds)."""
     advice = _Drop("pre-processing before quantization")
     root, out = logging.getLogger(), io.StringIO()
     root.addFilter(advice)

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 class _Towers:
     def __init__(self, spec: ModelSpec, map_offset=(0, 0), batch_size: int = 64):
         self.spec, self.map_offset, self.batch_size = spec, tuple(map_offset), batch_size
-        self._warned_scale = False
+        self._warned: set[str] = set()  # inputs whose scale looked wrong once (said once each)
 
     def _batched(self, run, x: np.ndarray) -> list[np.ndarray]:
         outs = [run(np.ascontiguousarray(x[i : i + self.batch_size], dtype=np.float32)) for i in range(0, len(x), self.batch_size)]
@@ -51,13 +51,18 @@ class _Towers:
         if x.ndim != len(dims) + 1 or x.shape[1:] != dims or not len(x) or x.dtype.kind not in kinds:
             what, fix = self._contract(name, x)
             raise DataError(f"{name} must be float32 [B, {', '.join(map(str, dims))}]{what}; got {x.shape} {x.dtype}", fix)
-        if x.dtype.kind == "f" and not np.isfinite(x).all():
+        lo, hi = (float(x.min()), float(x.max())) if x.dtype.kind == "f" else (0.0, 1.0)  # two passes, no temporaries
+        if not (np.isfinite(lo) and np.isfinite(hi)):  # NaN and inf carry into min/max
             item = int(np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(1))[0])
             raise DataError(f"{name} holds NaN/inf (batch item {item})", "check the source of the input; "
                             "np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0) replaces them")
-        if name == "image" and not self._warned_scale and 0 < x.max() <= 1 and (x != np.round(x)).any():
-            self._warned_scale = True  # the last test only on the rare dark batch: a dark 0..255 frame is whole numbers
-            log.warning("images in 0..1: the model takes RGB in 0..255 (multiply by 255); their embeddings are meaningless")
+        if name not in self._warned:
+            if name == "image" and 0 < hi <= 1 and (x != np.round(x)).any():  # a dark 0..255 frame is whole numbers
+                self._warned.add(name)
+                log.warning("images in 0..1: the model takes RGB in 0..255 (multiply by 255); their embeddings are meaningless")
+            elif name == "wave" and max(-lo, hi) > 1.5:
+                self._warned.add(name)
+                log.warning("waves reach %.0f: the model takes float audio in [-1, 1] (int16 PCM: divide by 32768)", max(-lo, hi))
         return x
 
     def _contract(self, name: str, x: np.ndarray) -> tuple[str, str]:

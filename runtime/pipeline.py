@@ -109,8 +109,9 @@ class Pipeline:
         self.paced = getattr(video, "live", True)  # pts_ns is the capture time; else media time
         self.policy = policy or ("latest" if self.paced else "block")
         self.batch = max(1, batch)
-        # a task that scores sound after its frame (sync: up to +0.6 s) waits for it: live frames
-        # queue meanwhile (room for that long at up to 60 fps) instead of being dropped
+        # a task that scores sound after its frame (sync: up to +0.4 s) waits for it: live frames
+        # queue meanwhile (room for that long at up to 60 fps) instead of being dropped, and
+        # :meth:`_take` skips to the newest frame whose sound is complete when inference falls behind
         self.lookahead_s = max(0.0, max(self.task.shifts_ms) / 1e3)
         live_size = queue_size + math.ceil(self.lookahead_s * 60)
         self.frames: queue.Queue = queue.Queue(maxsize=max(queue_size, 2 * self.batch) if self.policy == "block" else live_size)
@@ -186,7 +187,8 @@ class Pipeline:
             self.ring.push(item)
         elif isinstance(item, Gap):
             self.stats.fault(item.kind)
-            log.warning("%s: %s %s", item.source, item.kind, item.message)
+            # a lost stream is announced by its source (rate-limited); the rest are news here
+            (log.info if item.kind == "lost" else log.warning)("%s: %s %s", item.source, item.kind, item.message)
             for s in self.sinks:
                 s.gap(item)
 
@@ -264,6 +266,15 @@ class Pipeline:
         """The next frame, and with ``policy="block"`` (a file read as fast as possible) up to
         ``batch`` frames already waiting; live sources get one frame at a time (lowest latency)."""
         frames = [self.frames.get(timeout=0.05)]
+        if self.policy == "latest" and self.lookahead_s:  # behind: later frames' sound is complete too
+            ahead = int(self.lookahead_s * 1e9) - self.max_skew_ns
+            while True:
+                with self.frames.mutex:
+                    nxt = self.frames.queue[0] if self.frames.queue else None
+                if nxt is None or (self.ring.end_ns or 0) < nxt[1].pts_ns + ahead:
+                    break
+                frames = [self.frames.get_nowait()]  # the older one is dropped: a live result stays ~look-ahead late
+                self.stats.count("dropped")
         while self.policy == "block" and len(frames) < self.batch:
             try:
                 frames.append(self.frames.get_nowait())

@@ -58,7 +58,8 @@ class Stats:
         """Results per second over the whole run, or over the last ``recent_s`` seconds (0 once
         results stopped coming: a lost camera)."""
         with self._lock:
-            ts = [self.first_ns, self.last_ns] if recent_s is None else [t for t in self._recent if t >= now_ns() - recent_s * 1e9]
+            since = now_ns() - recent_s * 1e9 if recent_s is not None else None
+            ts = [self.first_ns, self.last_ns] if since is None else [t for t in self._recent if t >= since]
             n = self.counters["frames_out"] if recent_s is None else len(ts)
         if n < 2 or ts[0] is None or ts[-1] == ts[0]:
             return 0.0

@@ -157,7 +157,10 @@ def onnx_facts(onnx_path) -> dict:
     inputs, fixed = {}, {}
     for i in g.input:
         if i.name not in known:
-            batch, *dims = i.type.tensor_type.shape.dim
+            shape = i.type.tensor_type.shape.dim
+            if not shape:  # a scalar or shape-less input: nothing to profile
+                raise ModelFileError(f"{path}: input {i.name!r} has no shape", "re-export the tower (edge-sdk export): its inputs are [batch, ...]")
+            batch, *dims = shape
             inputs[i.name] = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in dims)
             if batch.HasField("dim_value"):
                 fixed[i.name] = batch.dim_value
@@ -484,8 +487,8 @@ class TrtTowers(_Towers):
             meta = None  # no sidecar (an engine from elsewhere) or a damaged one: TensorRT decides
         if meta:  # a clearer refusal than TensorRT's
             check_engine(meta, gpu_info(), self.trt.__version__, path)
-            if meta.get("plan", {}).get("dla_core") is not None:
-                self.runtime.DLA_core = meta["plan"]["dla_core"]  # the core it was built for (the runtime's default is -1)
+            core = meta.get("plan", {}).get("dla_core")
+            self.runtime.DLA_core = -1 if core is None else core  # the core it was built for (-1: the GPU), per engine
         try:
             engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
         except Exception:  # noqa: BLE001 - bindings raise RuntimeError/TypeError on foreign bytes

@@ -86,21 +86,33 @@ def test_a_folder_of_real_clips_is_a_calibration_set(data_dir):
     assert len(calib) >= MIN_CLIPS and "video files" in calib.source
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda d: d["wave"].__setitem__(7, np.nan), r"scene_00002.npz: its wave holds NaN or inf"),
-    (lambda d: d.update(image=d["image"].astype(np.float32) / 255.0), r"scene_00002.npz: image values are within 0..1"),
-])
-def test_a_bad_pair_is_named(calib_dir, tmp_path, edit, message):
+def _edit_pairs(src, dest, edit, files):
     import shutil
 
-    bad = tmp_path / "bad"
-    shutil.copytree(calib_dir, bad)
-    with np.load(bad / "scene_00002.npz") as z:
-        d = dict(z)
-    edit(d)
-    np.savez(bad / "scene_00002.npz", **d)
-    with pytest.raises(DataError, match=message):
+    shutil.copytree(src, dest)
+    for f in files(dest):
+        with np.load(f) as z:
+            d = dict(z)
+        edit(d)
+        np.savez(f, **d)
+    return dest
+
+
+def test_a_pair_with_nan_is_named(calib_dir, tmp_path):
+    bad = _edit_pairs(calib_dir, tmp_path / "bad", lambda d: d["wave"].__setitem__(7, np.nan), lambda p: [p / "scene_00002.npz"])
+    with pytest.raises(DataError, match=r"scene_00002.npz: its wave holds NaN or inf"):
         load_calib_set(bad, SPEC)
+
+
+def test_a_set_of_0_to_1_images_is_refused_but_one_dark_float_frame_is_fine(calib_dir, tmp_path):
+    def unit(d):
+        d["image"] = d["image"].astype(np.float32) / 255.0
+
+    dark = _edit_pairs(calib_dir, tmp_path / "dark", unit, lambda p: [p / "scene_00002.npz"])
+    assert len(load_calib_set(dark, SPEC)) == 40
+    scaled = _edit_pairs(calib_dir, tmp_path / "scaled", unit, lambda p: sorted(p.glob("*.npz")))
+    with pytest.raises(DataError, match=r"every image is within 0..1; the model takes RGB in 0..255"):
+        load_calib_set(scaled, SPEC)
 
 
 def test_a_clip_without_sound_is_named_with_the_folder(tmp_path):

@@ -49,6 +49,7 @@ def test_doctor_reports_backends_and_devices():
     (["eval", "avnet_s.avdigits", "--backend", "onnxruntime"], "is a checkpoint, which runs in PyTorch FP32 only"),
     (["eval", "avnet_s.avdigits", "--json", "no/such/dir/x.json"], "cannot write --json no/such/dir/x.json: folder no/such/dir does not exist"),
     (["run", "--bundle", "b", "--video", "v", "--stats", "no/such/dir/s.json"], "cannot write --stats"),
+    (["eval", "avnet_s.avdigits", "--json", "."], "--json . is a folder"),
     (["export", "student_xs", "--format", "executorch", "--precision", "fp16", "--out", "OUT"], "no export path for executorch at fp16"),
     (["export", "student_xs", "--format", "onnx", "--precision", "int8", "--out", "OUT"], "INT8 needs calibration data"),
     (["quantize", "student_xs", "--target", "xnnpack", "--method", "entropy", "--calib", "d", "--out", "OUT"], "has no entropy calibrator"),
@@ -68,6 +69,7 @@ def test_user_errors_are_one_line_and_exit_2(args, match, tmp_path):
     (["run", "--bundle", "b", "--video", "v", "--max-seconds", "-1"], "argument --max-seconds: -1 is out of range"),
     (["quantize", "m", "--calib", "c", "--out", "o", "--budget", "nan"], "argument --budget: nan is out of range"),
     (["calib", "--out", "o", "--n", "many"], "argument --n: 'many' is not an integer"),
+    (["calib", "--out", "o", "--n", "8"], "argument --n: 8 is out of range (>= 32)"),
 ])
 def test_numbers_out_of_range_are_refused_by_the_parser(args, match):
     out = _run(*args)
@@ -94,6 +96,6 @@ def test_run_with_a_device_profile_falls_back_when_the_bundle_lacks_its_choice(t
     out = _run("run", "--bundle", DEMO, "--video", "synthetic://av-digits?seconds=1&fps=5",
                "--headless", "--quiet", "--device", "jetson-orin", "--stats", str(tmp_path / "s.json"))
     assert out.returncode == 0, out.stderr[-1500:]
-    assert "has no tensorrt int8 model (the jetson-orin profile's choice): using the best one it has" in out.stderr
+    assert "has no tensorrt int8 model (asked with --device jetson-orin): using the best one it has" in out.stderr
     stats = json.loads((tmp_path / "s.json").read_text())  # the terminal gets one line, the file the statistics
     assert stats["frames_out"] == 5 and out.stdout.strip().splitlines() == [out.stdout.strip()] and "statistics in" in out.stdout

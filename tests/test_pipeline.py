@@ -5,6 +5,7 @@ import json
 import struct
 import subprocess
 import sys
+import time
 import wave
 
 import numpy as np
@@ -208,6 +209,9 @@ def test_the_towers_refuse_what_the_spec_does_not_take(bundle, caplog):
     caplog.clear()
     open_towers(bundle).embed_image(np.ones((1, 3, s, s), np.float32))  # a dark 0..255 frame: nothing to say
     assert "0..1" not in caplog.text
+    towers.embed_audio(np.full((2, n), 1200.0, np.float32))  # float PCM left at int16 scale
+    towers.embed_audio(np.full((2, n), 1200.0, np.float32))
+    assert caplog.text.count("waves reach 1200: the model takes float audio in [-1, 1]") == 1
 
 
 def test_a_source_without_the_track_its_role_needs_is_refused_at_open(bundle, tmp_path):
@@ -331,3 +335,19 @@ def test_live_sync_waits_for_the_sound_after_each_frame_without_dropping(bundle)
     assert stats["latency_from"] == "capture" and stats["dropped"] == 0 and stats["frames_out"] >= 25
     inside = results[:-4]  # the last 0.4 s of frames: the stream ends before their sound does
     assert all(r.skew_ns == 0 for r in inside) and min(r.latency_ms for r in inside) >= 400  # every window complete
+
+
+def test_live_sync_stays_a_look_ahead_late_when_inference_falls_behind(bundle):
+    """Inference slower than the camera: frames whose sound is complete pile up; the pipeline
+    skips to the newest of them (counted as dropped) rather than letting latency grow."""
+    results = []
+    pipe = Pipeline.from_bundle(bundle, "synthetic://av-digits?seconds=5&fps=10&realtime=1", task="sync", callback=results.append)
+    run_both = pipe.towers.embed_both
+
+    def slow(*a, **kw):
+        time.sleep(0.15)  # 6.7 inferences per second for 10 frames per second
+        return run_both(*a, **kw)
+
+    pipe.towers.embed_both = slow
+    stats = pipe.run()
+    assert stats["dropped"] > 0 and max(r.latency_ms for r in results) < 1000  # grew to 4.2 s before

@@ -38,8 +38,9 @@ def test_pipeline_recipes_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_pipeline("nope")
     assert load_pipeline("smoke").allow_mismatch and not load_pipeline("avdigits").allow_mismatch
-    for line, match in (('eval_scenes = "40"', "eval_scenes = '40' is not a non-negative int"),
-                        ("calib_pairs = -3", "calib_pairs = -3 is not a non-negative int"),
+    for line, match in (('eval_scenes = "40"', "eval_scenes = '40' is not a int"),
+                        ("calib_pairs = 8", "calib_pairs = 8 is out of range"),  # INT8 needs 32: fail now, not after training
+                        ("bench_seconds = 0", "bench_seconds = 0 is out of range"),
                         ('allow_mismatch = "yes"', "allow_mismatch = 'yes' is not a bool")):
         bad.write_text(f"[pipeline]\n{line}\n")
         with pytest.raises(ConfigError, match=match):

@@ -79,7 +79,7 @@ def _edited(**changes):
     (_edited(audio={"f_min": 5000.0}), r"audio.f_max = 4000.0 is invalid: want above f_min"),
     (_edited(audio={"f_min": float("nan")}), r"audio.f_min = nan is invalid: want a finite number"),
     (_edited(audio={"n_fft": 32000}), r"audio.n_fft = 32000 is invalid: want at most num_samples"),
-    (_edited(audio={"hop_length": 8000}), r"audio = '40 mels x 2 frames' is invalid: want at least the audio tower's stride \(16\)"),
+    (_edited(audio={"hop_length": 8000}), r"audio = '40 mels x 2 frames' is invalid: want at least the audio tower's stem stride \(4\)"),
     (_edited(audio={"samplerate": 16000}), r"malformed: .*samplerate"),
     (_edited(audio=[16000]), r"malformed: .*must be a mapping"),
     (_edited(image={"std": [0.25, 0.0, 0.25]}), r"image.std = \(0.25, 0.0, 0.25\) is invalid: want all above 0"),
@@ -116,3 +116,26 @@ def test_drift_compares_with_the_saved_spec_else_the_registered_preprocessing():
     old_towers = dataclasses.replace(spec, image_tower=dataclasses.replace(spec.image_tower, stem=16))
     assert old_towers.drift(None) == [] and old_towers.drift(spec) == ["image_tower.stem: 16 != 32"]
     assert dataclasses.replace(edited, name="mine").drift(None) == []  # unregistered and nothing saved: unchecked
+
+
+def test_specs_that_work_are_accepted_and_subclasses_keep_their_own_fields():
+    import dataclasses
+
+    import torch
+
+    from edge_sdk.models.avnet import AVNet
+    from edge_sdk.spec import AudioSpec, spec_digest
+
+    d = get_spec("student_s").to_dict()
+    d["audio"]["n_mels"] = 12  # 12 -> 3 -> 2 -> 1 rows through the tower: it runs
+    spec = ModelSpec.from_dict(d)
+    assert AVNet(spec).audio(torch.zeros(1, spec.audio.num_samples)).shape == (1, spec.embed_dim)
+
+    @dataclasses.dataclass(frozen=True)
+    class Centered(AudioSpec):
+        center: bool = True  # a field the validator does not know passes through
+
+    assert Centered().center and Centered().f_max == 4000.0
+    stored = get_spec("student_s").to_dict()  # a manifest's digest is of the dict as stored:
+    assert spec_digest({**stored, "description": "edited"}) == spec_digest(stored)  # the description aside
+    assert spec_digest({**stored, "audio": {**stored["audio"], "sample_rate": 8000}}) != spec_digest(stored)

@@ -209,6 +209,12 @@ def test_onnx_facts_bad_file_names_it(tmp_path):
         with pytest.raises(ModelFileError) as e:
             onnx_facts(path)
         assert str(path) in str(e.value)
+    g = helper.make_graph([helper.make_node("Identity", ["gain"], ["audio_emb"])], "g",
+                          [helper.make_tensor_value_info("gain", TensorProto.FLOAT, [])],
+                          [helper.make_tensor_value_info("audio_emb", TensorProto.FLOAT, [])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "scalar.onnx"))
+    with pytest.raises(ModelFileError, match="input 'gain' has no shape"):
+        onnx_facts(tmp_path / "scalar.onnx")
 
 
 def test_module_import_is_light():

@@ -55,6 +55,8 @@ COUNT, NONNEG, PORT = _number(int, 1), _number(float, 0), _number(int, 1, 65535)
 def _writable(**paths) -> None:
     """Refuse, before any work, output paths whose folder does not exist (results are written at the end)."""
     for flag, path in paths.items():
+        if path and Path(path).is_dir():
+            raise EdgeSDKError(f"--{flag.replace('_', '-')} {path} is a folder", "give the path of a file (in that folder or elsewhere)")
         if path and not Path(path).resolve().parent.is_dir():
             raise EdgeSDKError(f"cannot write --{flag.replace('_', '-')} {path}: folder {Path(path).parent} does not exist",
                                f"create it first (mkdir -p {Path(path).parent}) or pick another path")
@@ -208,7 +210,7 @@ def cmd_run(args) -> int:
         if want in has:
             args.backend, args.precision = want
         else:
-            print(f"edge-sdk run: {bundle.folder} has no {want[0]} {want[1]} model (the {args.device} profile's choice): "
+            print(f"edge-sdk run: {bundle.folder} has no {want[0]} {want[1]} model (asked with --device {args.device}): "
                   "using the best one it has", file=sys.stderr)
     pipe = Pipeline.from_bundle(bundle, args.video, args.audio, args.task, prefer=args.backend, precision=args.precision,
                                 sinks=sinks, task_opts=task_opts, policy=args.policy, audio_hop_ms=args.audio_hop_ms)
@@ -398,6 +400,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from edge_sdk.quant.calib import MIN_CLIPS
     parser = argparse.ArgumentParser(prog="edge-sdk", description="Audio-visual models from pretraining to live edge apps.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -421,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("calib", cmd_calib, "Write a calibration set of real AV-Digits training pairs (.npz) for INT8.")
     p.add_argument("--out", required=True, help="new folder for the pairs")
-    p.add_argument("--n", type=COUNT, default=256, help="pairs to write (default 256; at least 32 are needed)")
+    p.add_argument("--n", type=_number(int, MIN_CLIPS), default=256, help=f"pairs to write (default 256; at least {MIN_CLIPS} are needed)")
     p.add_argument("--spec", default="avnet_s.avdigits", help="spec whose preprocessing the pairs follow (all shipped specs share it)")
     p.add_argument("--seed", type=int, default=11)
     _data_args(p)

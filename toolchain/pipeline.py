@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from edge_sdk.errors import ConfigError
+from edge_sdk.quant.calib import MIN_CLIPS
+from edge_sdk.recipe import at_least, check_field
 
 __all__ = ["PipelineRecipe", "load_pipeline", "run_pipeline", "STAGES"]
 
@@ -43,11 +45,11 @@ class PipelineRecipe:
     student: str = "distill_s"
     formats: str = "onnx,executorch"
     precisions: str = "fp32,int8"
-    calib_pairs: int = 256
-    eval_scenes: int = 500
-    teacher_max_steps: int = 0
-    student_max_steps: int = 0
-    bench_seconds: float = 2.0
+    calib_pairs: int = at_least(256, MIN_CLIPS)  # INT8 calibration needs that many
+    eval_scenes: int = at_least(500, 1)
+    teacher_max_steps: int = at_least(0, 0)
+    student_max_steps: int = at_least(0, 0)
+    bench_seconds: float = at_least(2.0, 0, strict=True)
     allow_mismatch: bool = False
 
 
@@ -72,11 +74,7 @@ def load_pipeline(name_or_path: str) -> PipelineRecipe:
     if bad := sorted(set(data) - known):
         raise ConfigError(f"{p}: unknown [pipeline] key(s) {bad}", f"use: {', '.join(sorted(known))}")
     for f in fields(PipelineRecipe):
-        want, v = type(f.default), data.get(f.name, f.default)
-        ok = isinstance(v, want) and not (want is int and isinstance(v, bool)) or (want is float and type(v) is int)
-        if not ok or (want in (int, float) and v < 0):
-            raise ConfigError(f"{p}: [pipeline] {f.name} = {v!r} is not a {'non-negative ' if want in (int, float) else ''}{want.__name__}",
-                              f"write e.g. {f.name} = {json.dumps(f.default)}")
+        check_field(f, data.get(f.name, f.default), f"{p}: [pipeline]")
     return PipelineRecipe(**{"name": p.stem, **data})
 
 

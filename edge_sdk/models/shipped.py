@@ -45,7 +45,7 @@ def model_path(name_or_path: str) -> Path:
     """A checkpoint path or a shipped model name -> the .safetensors path."""
     path = Path(name_or_path)
     if path.suffix == ".safetensors" or path.exists():
-        return path.with_suffix(".safetensors") if path.suffix == ".json" else path  # load_model names anything else for what it is
+        return path.with_suffix(".safetensors") if path.suffix == ".json" else path  # load_model refuses the rest by name
     from edge_sdk.spec import ALIASES
 
     shipped = shipped_models()

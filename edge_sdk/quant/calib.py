@@ -91,15 +91,12 @@ def load_calib_set(folder: str | Path, spec: ModelSpec, min_clips: int = MIN_CLI
     if len(waves) < min_clips:
         raise DataError(f"calibration set {root} has {len(waves)} pairs; at least {min_clips} are needed",
                         "add pairs (`edge-sdk calib --n 256 --out DIR`) or longer clips")
-    for name, a in (("wave", waves), ("image", images)):
-        if not np.all(np.isfinite(a)):
-            raise DataError(f"calibration set {root}: a {name} holds NaN or inf", "re-record or regenerate the calibration set")
     return CalibSet(np.ascontiguousarray(waves), np.ascontiguousarray(images), hash_files(files, root), source)
 
 
 def _read_npz(files: list[Path], spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
     a, s = spec.audio, spec.image.size
-    waves, images = [], []
+    waves, images, unit = [], [], []
     for f in files:
         try:
             with np.load(f, allow_pickle=False) as z:
@@ -118,11 +115,12 @@ def _read_npz(files: list[Path], spec: ModelSpec) -> tuple[np.ndarray, np.ndarra
         if not (np.isfinite(wave).all() and np.isfinite(image).all()):
             raise DataError(f"{f}: its {'wave' if not np.isfinite(wave).all() else 'image'} holds NaN or inf",
                             "re-record or regenerate this pair (or delete it)")
-        if image.dtype.kind == "f" and image.size and image.max() <= 1.0:
-            raise DataError(f"{f}: image values are within 0..1; the model takes RGB in 0..255, as the camera gives",
-                            "store uint8 frames (or floats scaled to 0..255); calibrating on 0..1 images would set wrong ranges")
         waves.append(wave.astype(np.float32))
         images.append(image.transpose(2, 0, 1).astype(np.float32))
+        unit.append(image.dtype.kind == "f" and image.max() <= 1.0)  # a dark float frame may be; a whole set should not
+    if unit and all(unit):
+        raise DataError(f"{files[0].parent}: every image is within 0..1; the model takes RGB in 0..255, as the camera gives",
+                        "store uint8 frames (or floats scaled to 0..255): calibrating on 0..1 images would set wrong ranges")
     return np.stack(waves), np.stack(images)
 
 
