@@ -211,7 +211,7 @@ def test_the_towers_refuse_what_the_spec_does_not_take(bundle, caplog):
     assert "0..1" not in caplog.text
     towers.embed_audio(np.full((2, n), 1200.0, np.float32))  # float PCM left at int16 scale
     towers.embed_audio(np.full((2, n), 1200.0, np.float32))
-    assert caplog.text.count("waves reach 1200: the model takes float audio in [-1, 1]") == 1
+    assert caplog.text.count("waves at RMS 1200: the model takes float audio in [-1, 1]") == 1
 
 
 def test_a_source_without_the_track_its_role_needs_is_refused_at_open(bundle, tmp_path):
