@@ -28,7 +28,7 @@ from edge_sdk.errors import ConfigError, ModelFileError
 from edge_sdk.spec import ModelSpec, spec_digest
 
 __all__ = ["SCHEMA", "MANIFEST", "BUNDLES", "Bundle", "Choice", "sha256_file", "library_versions", "write_manifest", "read_bundle",
-           "bundle_path", "pack_zip", "unpack_zip", "shipped_bundles"]
+           "bundle_path", "cache_root", "pack_zip", "unpack_zip", "shipped_bundles"]
 
 SCHEMA = 1
 MANIFEST = "manifest.json"
@@ -211,8 +211,10 @@ def pack_zip(folder: str | Path, dest: str | Path | None = None) -> Path:
     return dest
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("EDGE_SDK_CACHE", Path.home() / ".cache" / "edge_sdk"))
+def cache_root() -> Path:
+    """``$EDGE_SDK_CACHE`` (default ``~/.cache/edge_sdk``): unpacked zip bundles in ``bundles/``,
+    TensorRT engines in ``engines/``."""
+    return Path(os.environ.get("EDGE_SDK_CACHE") or Path.home() / ".cache" / "edge_sdk").expanduser()
 
 
 def unpack_zip(path: str | Path, dest: str | Path | None = None) -> Path:
@@ -225,7 +227,7 @@ def unpack_zip(path: str | Path, dest: str | Path | None = None) -> Path:
     if not path.is_file():
         raise ModelFileError(f"bundle {path} does not exist", "pass a bundle folder or .zip written by edge-sdk export")
     cached = dest is None
-    dest = Path(dest) if dest else _cache_dir() / "bundles" / f"{path.stem}-{sha256_file(path)[:16]}"
+    dest = Path(dest) if dest else cache_root() / "bundles" / f"{path.stem}-{sha256_file(path)[:16]}"
     if (dest / MANIFEST).is_file():
         return dest
     try:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_sdk.bundle import sha256_file
+from edge_sdk.bundle import cache_root, sha256_file
 from edge_sdk.errors import ConfigError, EdgeSDKError, ModelFileError
 from edge_sdk.runtime.backends import _Towers
 
@@ -182,8 +182,8 @@ def cache_key(model_sha256: str, gpu: dict, trt_version: str, plan: BuildPlan) -
 
 
 def default_cache_dir() -> Path:
-    """``$EDGE_SDK_CACHE/engines`` (default ``~/.cache/edge_sdk/engines``)."""
-    return Path(os.environ.get("EDGE_SDK_CACHE") or Path.home() / ".cache" / "edge_sdk").expanduser() / "engines"
+    """``engines/`` in the SDK's cache (:func:`edge_sdk.bundle.cache_root`)."""
+    return cache_root() / "engines"
 
 
 def engine_path(cache_dir, tower: str, plan: BuildPlan, key: str) -> Path:
