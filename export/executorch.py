@@ -4,6 +4,9 @@
 same path lowers a float tower and a PT2E-quantized one (``convert_pt2e`` output). Programs
 take batch 1 (what a phone app runs; XNNPACK's dynamic-batch bounds proved brittle). How many graph nodes XNNPACK took
 (delegated) and how many stay on ExecuTorch's portable kernels is reported per program.
+A program stores every constant it reads, so the log-mel front end is lowered as a
+two-stage DFT (:meth:`~edge_sdk.models.frontend.LogMel.use_two_stage`) rather than with
+its 135 KB basis, which INT8 cannot shrink.
 """
 
 from __future__ import annotations
@@ -13,7 +16,17 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["lower_to_pte"]
+__all__ = ["lower_to_pte", "two_stage_frontends"]
+
+
+def two_stage_frontends(module: torch.nn.Module) -> torch.nn.Module:
+    """Switch every log-mel front end in ``module`` to its two-stage DFT; returns ``module``."""
+    from edge_sdk.models.frontend import LogMel
+
+    for m in module.modules():
+        if isinstance(m, LogMel):
+            m.use_two_stage()
+    return module
 
 
 def lower_to_pte(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path: str | Path) -> tuple[Path, dict]:
@@ -27,7 +40,7 @@ def lower_to_pte(module: torch.nn.Module, example: tuple[torch.Tensor, ...], pat
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    module = copy.deepcopy(module)
+    module = two_stage_frontends(copy.deepcopy(module))
     for m in module.modules():  # the edge verifier wants constants (the DFT basis, the mel matrix) as state
         m._non_persistent_buffers_set.clear()
     program = torch.export.export(module, example)

@@ -249,7 +249,7 @@ def quantize_xnnpack(model, calib, method: str, exclude: tuple[str, ...], out: P
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 
-    from edge_sdk.export.executorch import lower_to_pte
+    from edge_sdk.export.executorch import lower_to_pte, two_stage_frontends
     from edge_sdk.models.frontend import LogMel
     from edge_sdk.quant.pt2e_observers import activation_config
 
@@ -262,7 +262,7 @@ def quantize_xnnpack(model, calib, method: str, exclude: tuple[str, ...], out: P
                           "raise --threshold so no layer is excluded, or use --target onnxruntime/tensorrt for this model")
     prepared, examples = {}, {}
     for tower, data in (("audio", calib.waves), ("image", calib.images)):
-        module = copy.deepcopy(getattr(model, tower)).eval()  # prepare_pt2e folds batch norms into the graph's weights
+        module = two_stage_frontends(copy.deepcopy(getattr(model, tower)).eval())  # prepare_pt2e folds batch norms into the graph's weights
         examples[tower] = (torch.from_numpy(np.ascontiguousarray(data[:1])),)  # NCHW: programs keep the example's dim order
         # Global config: every conv/linear (weights per channel), add, pool of the tower; the
         # log-mel front end stays float (its products feed a log). Per-module configs lost

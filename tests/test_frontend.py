@@ -91,3 +91,30 @@ def test_exported_front_end_computes_its_matrices(tmp_path, n_mels, computed):
     with torch.no_grad():
         want = tower(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(got, want, atol=2e-4)
+
+
+@pytest.mark.parametrize("fields", [{}, {"n_fft": 400, "f_max": 8000.0}, {"n_fft": 512, "hop_length": 128, "n_mels": 64, "f_max": 8000.0}])
+def test_two_stage_dft_gives_the_stored_basis_values(fields):
+    spec = AudioSpec(**fields)
+    direct, two_stage = LogMel(spec), LogMel(spec)
+    assert two_stage.use_two_stage()
+    x = torch.randn(3, spec.num_samples) * 0.3
+    torch.testing.assert_close(two_stage(x), direct(x), atol=5e-5, rtol=0)
+    assert not LogMel(AudioSpec(n_fft=251)).use_two_stage()  # prime: nothing to split, the conv stays
+
+
+def test_executorch_program_of_the_front_end_stores_no_basis(tmp_path):
+    """The lowered front end keeps its constants small (the stored basis alone is 135 KB)
+    and gives what the module gives."""
+    pytest.importorskip("executorch")
+    from executorch.runtime import Runtime
+
+    from edge_sdk.export.executorch import lower_to_pte
+
+    spec = AudioSpec()
+    module = LogMel(spec).eval()
+    path, info = lower_to_pte(module, (torch.zeros(1, spec.num_samples),), tmp_path / "f.pte")
+    assert path.stat().st_size < 50_000 and info["portable_nodes"] <= 3 and module.two_stage is None  # the caller's module is untouched
+    x = torch.randn(1, spec.num_samples) * 0.3
+    got = Runtime.get().load_program(str(path)).load_method("forward").execute([x])[0]
+    torch.testing.assert_close(got, module(x), atol=5e-5, rtol=0)

@@ -3,6 +3,9 @@
 The log-mel front end computes the STFT as a strided ``Conv1d`` whose fixed kernels are
 the Hann-windowed DFT basis (only the bins below ``f_max``), then power, a mel matmul and
 a log: ops that ONNX, TensorRT and XNNPACK all run, with no ``torch.stft``/complex types.
+ONNX graphs compute that basis from a few nodes at load (:mod:`edge_sdk.export.frontend_graph`);
+ExecuTorch programs cannot, so they use :class:`TwoStageMel`, a two-stage DFT whose
+constants are 20 times smaller than the basis.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from torch import nn
 
 from edge_sdk.spec import AudioSpec, ImageSpec
 
-__all__ = ["LogMel", "ImageNormalize", "mel_filterbank", "mel_edges"]
+__all__ = ["LogMel", "TwoStageMel", "ImageNormalize", "mel_filterbank", "mel_edges"]
 
 
 def _hz_to_mel(f):
@@ -62,16 +65,94 @@ class LogMel(nn.Module):
         self.hop = spec.hop_length
         self.register_buffer("dft", torch.from_numpy(basis.astype(np.float32))[:, None, :], persistent=False)
         self.register_buffer("mel", torch.from_numpy(mel_filterbank(spec, n_bins)), persistent=False)
+        self.spec = spec
+        self.two_stage = None
+
+    def use_two_stage(self) -> bool:
+        """Compute the mel power with :class:`TwoStageMel` from now on, dropping the stored
+        basis (a program exports every buffer a module holds); False, and no change, when
+        ``n_fft`` has no factor of at least 4."""
+        if TwoStageMel.split(self.spec.n_fft) is None:
+            return False
+        self.two_stage = TwoStageMel(self.spec, self.mel.numpy())
+        del self.dft, self.mel
+        return True
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         if torch.is_autocast_enabled(wave.device.type):  # bf16 training: the DFT and the log stay fp32
             with torch.autocast(wave.device.type, enabled=False):
                 return self.forward(wave.float())
+        if self.two_stage is not None:
+            return torch.log(self.two_stage(wave) + 1e-6)[:, None]
         spec = nn.functional.conv1d(wave[:, None, :], self.dft, stride=self.hop)  # [B, 2K, T]
         re, im = spec[:, : self.n_bins], spec[:, self.n_bins :]
         power = re * re + im * im
         mel = torch.matmul(self.mel, power)  # [B, n_mels, T]
         return torch.log(mel + 1e-6)[:, None]
+
+
+class TwoStageMel(nn.Module):
+    """[B, num_samples] waveform -> [B, n_mels, T] mel power, through a two-stage
+    (Cooley-Tukey) DFT instead of :class:`LogMel`'s stored basis.
+
+    With ``n_fft = P * Q``, sample ``n = Q n1 + n2`` and bin ``k = k1 + P k2``, each
+    Hann-windowed frame is transformed by P-point DFTs over ``n1`` (one [P, 2P] matmul), a
+    twiddle ``exp(-2 pi i n2 k1 / n_fft)``, then Q-point DFTs over ``n2`` for the needed ``k2``
+    only (two [Q, 2 K2] matmuls); the squared real and imaginary parts meet the mel filters
+    in one last matmul whose rows are laid out as the second stage writes its bins.
+    For the shipped specs (256 = 16 x 16, 66 bins) that is 38 KB of constants in place of a
+    135 KB basis and 10 KB of filters: the ExecuTorch program a phone loads has no float
+    constant INT8 cannot shrink that is larger than its weights' scales, and runs as fast
+    (XNNPACK runs every op but the framing ``unfold``).
+    """
+
+    @staticmethod
+    def split(n_fft: int) -> tuple[int, int] | None:
+        """``(P, Q)`` with ``P * Q = n_fft`` and P the largest factor up to sqrt(n_fft); None
+        when that is below 4 (a prime ``n_fft``: no saving)."""
+        p = max(d for d in range(1, math.isqrt(n_fft) + 1) if n_fft % d == 0)
+        return (p, n_fft // p) if p >= 4 else None
+
+    def __init__(self, spec: AudioSpec, mel: np.ndarray):
+        super().__init__()
+        p, q = self.split(spec.n_fft)
+        n_mels, n_bins = mel.shape
+        k2 = -(-n_bins // p)  # second-stage outputs needed to reach every kept bin
+        self.p, self.q, self.k2, self.n_fft, self.hop = p, q, k2, spec.n_fft, spec.hop_length
+        n = np.arange(spec.n_fft)
+        window = (0.5 - 0.5 * np.cos(2 * np.pi * n / spec.n_fft)).reshape(p, q).T  # [n2, n1]
+        first = 2 * np.pi * np.outer(np.arange(p), np.arange(p)) / p  # [n1, k1]
+        twiddle = 2 * np.pi * np.outer(np.arange(q), np.arange(p)) / spec.n_fft  # [n2, k1]
+        second = 2 * np.pi * np.outer(np.arange(q), np.arange(k2)) / q  # [n2, k2]
+        c, s = np.cos(second), -np.sin(second)
+        filters = np.zeros((n_mels, p * k2))
+        filters[:, :n_bins] = mel
+        filters = filters.reshape(n_mels, k2, p).transpose(2, 1, 0)  # [k1, k2, mel]: bin k1 + P k2
+        consts = {
+            "window": window,
+            "first": np.concatenate([np.cos(first), -np.sin(first)], axis=1),  # [n1, (re|im, k1)]
+            "twiddle_re": np.cos(twiddle), "twiddle_im": -np.sin(twiddle),
+            "second_re": np.concatenate([c, s], axis=1),  # [n2, (re|im, k2)]: a complex product, re and im
+            "second_im": np.concatenate([-s, c], axis=1),
+            "filters": np.stack([filters, filters], axis=1).reshape(p * 2 * k2, n_mels),  # re^2 and im^2 alike
+        }
+        for name, value in consts.items():
+            self.register_buffer(name, torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)), persistent=False)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        p, q, k2 = self.p, self.q, self.k2
+        t = (wave.shape[1] - self.n_fft) // self.hop + 1
+        # Matmuls on 2-D views: a batched matmul would broadcast its constant with ops XNNPACK does not take.
+        frames = wave.unfold(1, self.n_fft, self.hop).reshape(-1, t, p, q).transpose(2, 3) * self.window
+        a = torch.mm(frames.reshape(-1, p), self.first).reshape(-1, t, q, 2 * p)  # [B, T, n2, (re|im, k1)]
+        re, im = a[..., :p], a[..., p:]
+        # Two matmuls and an add, not a concat: the XNNPACK quantizer annotates every concat,
+        # ignoring its module filters, so a concat here would put this float front end in INT8.
+        b_re = (re * self.twiddle_re - im * self.twiddle_im).transpose(2, 3).reshape(-1, q)  # [(B, T, k1), n2]
+        b_im = (re * self.twiddle_im + im * self.twiddle_re).transpose(2, 3).reshape(-1, q)
+        x = torch.mm(b_re, self.second_re) + torch.mm(b_im, self.second_im)  # [(B, T, k1), (re|im, k2)]
+        mel = torch.mm((x * x).reshape(-1, p * 2 * k2), self.filters)  # [(B, T), mel]
+        return mel.reshape(-1, t, mel.shape[1]).transpose(1, 2)
 
 
 class ImageNormalize(nn.Module):
