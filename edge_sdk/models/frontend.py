@@ -84,8 +84,8 @@ class LogMel(nn.Module):
                 return self.forward(wave.float())
         if self.two_stage is not None:
             return torch.log(self.two_stage(wave) + 1e-6)[:, None]
-        spec = nn.functional.conv1d(wave[:, None, :], self.dft, stride=self.hop)  # [B, 2K, T]
-        re, im = spec[:, : self.n_bins], spec[:, self.n_bins :]
+        stft = nn.functional.conv1d(wave[:, None, :], self.dft, stride=self.hop)  # [B, 2K, T]
+        re, im = stft[:, : self.n_bins], stft[:, self.n_bins :]
         power = re * re + im * im
         mel = torch.matmul(self.mel, power)  # [B, n_mels, T]
         return torch.log(mel + 1e-6)[:, None]
@@ -101,9 +101,9 @@ class TwoStageMel(nn.Module):
     only (two [Q, 2 K2] matmuls); the squared real and imaginary parts meet the mel filters
     in one last matmul whose rows are laid out as the second stage writes its bins.
     For the shipped specs (256 = 16 x 16, 66 bins) that is 38 KB of constants in place of a
-    135 KB basis and 10 KB of filters: the ExecuTorch program a phone loads has no float
-    constant INT8 cannot shrink that is larger than its weights' scales, and runs as fast
-    (XNNPACK runs every op but the framing ``unfold``).
+    135 KB basis and 10 KB of filters, which an ExecuTorch program would store in float.
+    XNNPACK runs every op but the framing ``unfold``; being more and smaller ops, the front
+    end takes about 0.02 ms more per call at batch 1 (measured: 0.184 vs 0.164 ms).
     """
 
     @staticmethod
