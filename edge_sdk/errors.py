@@ -4,7 +4,7 @@ The CLI prints ``str(error)`` on one line and exits non-zero; library callers ca
 :class:`EdgeSDKError` (or its subclasses) instead of a traceback from deep inside torch.
 """
 
-__all__ = ["EdgeSDKError", "DataError", "ModelFileError", "ConfigError"]
+__all__ = ["EdgeSDKError", "DataError", "ModelFileError", "ConfigError", "EXTRAS", "missing_package"]
 
 
 class EdgeSDKError(Exception):
@@ -26,3 +26,24 @@ class ModelFileError(EdgeSDKError):
 
 class ConfigError(EdgeSDKError):
     """A recipe or option is invalid (unknown key, wrong type, out of range)."""
+
+
+# What each optional extra of pyproject.toml installs (by import name).
+EXTRAS = {
+    "train": ("torch", "safetensors", "tqdm", "matplotlib"),
+    "export": ("torch", "onnx", "onnxscript", "safetensors", "modelopt"),
+    "executorch": ("executorch", "torchao"),
+    "live": ("sounddevice", "av"),
+    "tensorrt": ("tensorrt", "cuda", "modelopt"),
+}
+
+
+def missing_package(error: ModuleNotFoundError, prefer: str | None = None) -> EdgeSDKError | None:
+    """The error for an optional package that is not installed, naming the extra that brings
+    it (``prefer`` when that extra has it: the one a command needs as a whole); None when the
+    missing module is not one of the SDK's optional packages (a real bug: let it raise)."""
+    package = (error.name or "").split(".")[0]
+    extras = [prefer] if prefer in EXTRAS and package in EXTRAS[prefer] else [e for e, pkgs in EXTRAS.items() if package in pkgs]
+    if not extras:
+        return None
+    return EdgeSDKError(f"this needs {package}, which is not installed here", f"pip install 'edge_sdk[{extras[0]}]'")

@@ -7,14 +7,20 @@ start fast and work without torch. Errors a user can fix print one line and exit
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import sys
 from pathlib import Path
 
-from edge_sdk.errors import EdgeSDKError
+from edge_sdk import __version__
+from edge_sdk.errors import EdgeSDKError, missing_package
 
 __all__ = ["main", "build_parser"]
+
+# The extra a command needs as a whole, named when one of its packages is missing.
+NEEDS = {"pretrain": "train", "distill": "train", "eval": "train", "quantize": "export", "export": "export", "bench": "export",
+         "pipeline": "export", "bench-runtime": "train"}
 
 EXAMPLES = {
     "pretrain": "edge-sdk pretrain --recipe teacher --fsdd ../shared/data/fsdd/recordings --mnist ../shared/data/mnist --out runs/teacher",
@@ -23,9 +29,9 @@ EXAMPLES = {
     "calib": "edge-sdk calib --out runs/calib --n 256",
     "quantize": "edge-sdk quantize runs/student_s/model.safetensors --target all --calib runs/calib --out runs/student_s_int8",
     "export": "edge-sdk export student_s --format onnx,executorch --precision fp32,int8 --calib runs/calib --out runs/bundle --zip",
-    "bench": "edge-sdk bench edge_sdk/assets/bundles/avnet_s-demo --json bench.json --md bench.md --png bench.png",
-    "run": "edge-sdk run --bundle edge_sdk/assets/bundles/avnet_s-demo --video synthetic://av-digits?seconds=10 --task localize --headless --stats stats.json",
-    "bench-runtime": "edge-sdk bench-runtime --bundle edge_sdk/assets/bundles/avnet_s-demo --json runtime.json --soak 600",
+    "bench": "edge-sdk bench avnet_s-demo --json bench.json --md bench.md --png bench.png",
+    "run": "edge-sdk run --bundle avnet_s-demo --video synthetic://av-digits?seconds=10 --task localize --headless --stats stats.json",
+    "bench-runtime": "edge-sdk bench-runtime --bundle avnet_s-demo --json runtime.json --soak 600",
     "demo": "edge-sdk demo localize --headless --max-seconds 20",
     "calibrate": "edge-sdk calibrate --video cam://0 --audio mic://default --seconds 60 --out runs/calib_live",
     "pipeline": "edge-sdk pipeline --recipe avdigits --out runs/pipeline",
@@ -246,6 +252,9 @@ def cmd_bench_runtime(args) -> int:
     from edge_sdk.runtime.bench import bench_runtime
 
     _writable(json=args.json)
+    if args.teacher and importlib.util.find_spec("torch") is None:
+        raise EdgeSDKError("the PyTorch baseline (--teacher) needs torch, which is not installed here",
+                           "pip install 'edge_sdk[train]', or --teacher '' to measure the runtime alone")
     fsdd, mnist = _resolve_data(args)
     report = bench_runtime(args.bundle, seconds=args.seconds, prefer=args.backend, precision=args.precision,
                            teacher=args.teacher or None, soak_s=args.soak, fsdd=fsdd, mnist=mnist)
@@ -309,11 +318,13 @@ def _bundle_embedder(path: str, backend: str | None, precision: str | None):
 
 def cmd_eval(args) -> int:
     from edge_sdk.bundle import shipped_bundles
-    from edge_sdk.eval.evaluate import EvalConfig, TorchEmbedder, evaluate, format_table, map_offset_of
-    from edge_sdk.models.shipped import resolve_model
+    from edge_sdk.eval.evaluate import EvalConfig, evaluate, format_table
 
     _writable(json=args.json, heatmaps=args.heatmaps)
     fsdd, mnist = _resolve_data(args)
+    if fsdd is None:
+        print("evaluating on generated scenes (shapes and tones), not FSDD + MNIST: these numbers are not comparable "
+              "with the shipped metrics; give --fsdd and --mnist for those", file=sys.stderr)
     if Path(args.model).is_dir() or args.model.endswith(".zip") or (not Path(args.model).exists() and args.model in shipped_bundles()):
         # a bundle: run it through its own runtime
         embedder, bundle = _bundle_embedder(args.model, args.backend, args.precision)
@@ -328,6 +339,9 @@ def cmd_eval(args) -> int:
         raise EdgeSDKError(f"--backend {args.backend or 'torch'} --precision {args.precision or 'fp32'}: {args.model} is a checkpoint, "
                            "which runs in PyTorch FP32 only", f"export it to a bundle first (edge-sdk export {args.model} --out DIR), "
                            "then edge-sdk eval DIR with --backend/--precision")
+    from edge_sdk.eval.evaluate import TorchEmbedder, map_offset_of
+    from edge_sdk.models.shipped import resolve_model
+
     model, meta = resolve_model(args.model)
     test_speakers = tuple(args.test_speakers.split(",")) if args.test_speakers else tuple((meta.get("recipe") or {}).get("data", {}).get("test_speakers", ["george"]))
     offset = meta.get("map_offset_px") or map_offset_of(model, fsdd, mnist, test_speakers=test_speakers)
@@ -374,8 +388,11 @@ def cmd_info(args) -> int:
     else:
         print(f"{'name':<22}{'role':<9}{'params':>10}{'MMACs':>9}  outputs / path")
         for r in rows:
-            shapes = ", ".join(f"{k}{v}" for k, v in r["outputs"].items())
-            print(f"{r['name']:<22}{r['role']:<9}{r['params']:>10,}{r['macs'] / 1e6:>9.1f}  {shapes}  {r['path'] or '(not shipped)'}")
+            shapes = ", ".join(f"{k}{v}" for k, v in r["outputs"].items()) if r["outputs"] else "-"
+            params, macs = (f"{r['params']:,}", f"{r['macs'] / 1e6:.1f}") if r["macs"] else ("-", "-")
+            print(f"{r['name']:<22}{r['role']:<9}{params:>10}{macs:>9}  {shapes}  {r['path'] or '(not shipped)'}")
+        if any(r["outputs"] is None for r in rows):
+            print("(torch is not installed: output shapes, and the unshipped specs' sizes, need it: pip install 'edge_sdk[train]')")
         for b in bundles:
             print(f"bundle {b['name']:<15} {b['path']}")
     return 0
@@ -403,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     from edge_sdk.quant.calib import MIN_CLIPS
     parser = argparse.ArgumentParser(prog="edge-sdk", description="Audio-visual models from pretraining to live edge apps.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("--version", action="version", version=f"edge-sdk {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name, fn, help_):
@@ -490,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no live status line")
 
     p = add("bench-runtime", cmd_bench_runtime, "Measure the streaming runtime: overhead, drops, skew, speed-up over an OpenCV + PyTorch loop, memory.")
-    p.add_argument("--bundle", default="edge_sdk/assets/bundles/avnet_s-demo", help="bundle folder or .zip (default: the shipped demo)")
+    p.add_argument("--bundle", default="avnet_s-demo", help="bundle folder, .zip or shipped bundle name (default: the shipped demo)")
     p.add_argument("--seconds", type=COUNT, default=10, help="length of the 720p 30 fps test clip (default 10)")
     p.add_argument("--backend", help="backend to run (default: the best this machine runs)")
     p.add_argument("--precision", help="precision to run (default: the fastest the bundle has)")
@@ -562,6 +580,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.fn(args)
     except EdgeSDKError as e:
         print(f"edge-sdk {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        error = missing_package(e, NEEDS.get(args.command))
+        if error is None:
+            raise
+        print(f"edge-sdk {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"edge-sdk {args.command}: interrupted", file=sys.stderr)

@@ -8,9 +8,9 @@ convolutions and matrix products), never estimated by hand.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from edge_sdk.checkpoint import load_model
 from edge_sdk.errors import ModelFileError
 from edge_sdk.spec import ModelSpec, list_specs
 
@@ -26,10 +26,11 @@ def shipped_models() -> dict[str, Path]:
 def ship_model(model_path: str | Path, metrics: dict) -> Path:
     """Copy a trained checkpoint into the package assets under its spec name, with its
     training report and the metrics of ``edge-sdk eval`` in the sidecar."""
-    import json
     import shutil
 
     from edge_sdk.checkpoint import atomic_write_text, read_sidecar
+
+    from edge_sdk.checkpoint import load_model
 
     model, meta = load_model(model_path)
     ASSETS.mkdir(parents=True, exist_ok=True)
@@ -58,6 +59,8 @@ def model_path(name_or_path: str) -> Path:
 
 def resolve_model(name_or_path: str):
     """A checkpoint path or a shipped model name -> (model, sidecar metadata)."""
+    from edge_sdk.checkpoint import load_model
+
     return load_model(model_path(name_or_path))
 
 
@@ -76,23 +79,37 @@ def count_macs(model) -> int:
 
 
 def model_table() -> list[dict]:
-    """Every registered spec: role, parameters, MACs, output shapes, and its shipped file if any."""
+    """Every registered spec: role, parameters, MACs, output shapes, and its shipped file if any.
+
+    Without torch (a runtime-only install) nothing can be built or counted: shipped models
+    report the parameters and MACs recorded in their sidecars when they were shipped, and
+    every other field is None.
+    """
+    import importlib.util
+
+    counted = importlib.util.find_spec("torch") is not None
+    shipped = shipped_models()
+    rows = []
+    for spec in list_specs():
+        row = {"name": spec.name, "role": spec.role, "params": None, "macs": None, "outputs": None,
+               "path": str(shipped[spec.name]) if spec.name in shipped else None}
+        if counted:
+            row.update(_counted(spec))
+        elif row["path"]:  # edge_sdk.checkpoint needs torch; the shipped sidecars are plain JSON
+            meta = json.loads(Path(row["path"]).with_suffix(".json").read_text())
+            row.update(params=meta.get("params"), macs=meta.get("macs"))
+        rows.append(row)
+    return rows
+
+
+def _counted(spec: ModelSpec) -> dict:
     import torch
 
     from edge_sdk.models.avnet import AVNet
 
-    shipped = shipped_models()
-    rows = []
-    for spec in list_specs():
-        torch.manual_seed(0)
-        model = AVNet(spec).eval()
-        with torch.inference_mode():
-            out = model(torch.zeros(1, spec.audio.num_samples), torch.zeros(1, 3, spec.image.size, spec.image.size))
-        rows.append({
-            "name": spec.name, "role": spec.role,
-            "params": sum(p.numel() for p in model.parameters()),
-            "macs": count_macs(model),
-            "outputs": {k: list(v.shape) for k, v in out.items()},
-            "path": str(shipped[spec.name]) if spec.name in shipped else None,
-        })
-    return rows
+    torch.manual_seed(0)
+    model = AVNet(spec).eval()
+    with torch.inference_mode():
+        out = model(torch.zeros(1, spec.audio.num_samples), torch.zeros(1, 3, spec.image.size, spec.image.size))
+    return {"params": sum(p.numel() for p in model.parameters()), "macs": count_macs(model),
+            "outputs": {k: list(v.shape) for k, v in out.items()}}

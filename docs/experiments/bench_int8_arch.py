@@ -1,6 +1,6 @@
 """Which student towers does INT8 speed up? ONNX Runtime QDQ INT8 vs FP32, side by side.
 
-    .venv/bin/python toolchain/bench_int8_arch.py
+    .venv/bin/python docs/experiments/bench_int8_arch.py
 
 For each candidate tower design (random weights: speed does not depend on them) both
 towers are exported with the dynamo exporter, quantized with ``quantize_static`` (QDQ,
