@@ -83,10 +83,12 @@ def _digit_gallery(folder: Path, spec) -> Path:
 def run_demo(name: str, *, video: str | None = None, audio: str | None = None, bundle: str | None = None,
              backend: str | None = None, precision: str | None = None, headless: bool = False, out: str | Path = "runs/demo",
              mjpeg: int | None = None, max_seconds: float | None = None, gallery: str | None = None, on_stats=None) -> dict:
-    """Run one demo; returns a summary (paths written, stats, the notes shown to the user)."""
+    """Run one demo; returns a summary (paths written, stats, the notes shown to the user).
+    Ctrl-C ends it as the end of its input would, with ``stats["interrupted"]`` True."""
     from edge_sdk.bundle import read_bundle, shipped_bundles
-    from edge_sdk.runtime.pipeline import Pipeline
+    from edge_sdk.runtime.pipeline import Interrupted, Pipeline
     from edge_sdk.runtime.sinks import JsonlSink, MjpegSink, VideoSink, annotate
+    from edge_sdk.runtime.sources import media_path
 
     if name not in DEMOS:
         raise ConfigError(f"unknown demo {name!r}", f"use one of: {', '.join(DEMOS)}")
@@ -111,7 +113,7 @@ def run_demo(name: str, *, video: str | None = None, audio: str | None = None, b
         task_opts["gallery"] = gallery or str(_digit_gallery(out / "gallery", b.spec))
     last, hits = {}, []
     sinks = [JsonlSink(out / "events.jsonl"),
-             VideoSink(out / "annotated.mp4", audio_from=video[len("file://"):] if video.startswith("file://") else None)]
+             VideoSink(out / "annotated.mp4", audio_from=media_path(video))]
     if mjpeg is not None:
         sinks.append(MjpegSink(mjpeg))
         notes.append(f"preview at {sinks[-1].url}")
@@ -128,7 +130,10 @@ def run_demo(name: str, *, video: str | None = None, audio: str | None = None, b
     try:
         pipe = Pipeline.from_bundle(b, video, audio, DEMOS[name], prefer=backend, precision=precision, sinks=sinks,
                                     callback=keep, task_opts=task_opts)
-        stats = pipe.run(max_seconds, on_stats=on_stats, on_result=window.drawer(pipe) if window else None)
+        try:
+            stats = pipe.run(max_seconds, on_stats=on_stats, on_result=window.drawer(pipe) if window else None)
+        except Interrupted as e:  # how a live demo ends: its files are written all the same
+            stats = e.stats
     finally:
         if window:
             window.close()

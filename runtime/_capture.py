@@ -115,7 +115,8 @@ class Source:
     def _fail(self, e: BaseException) -> None:
         if self.error is None:
             self.error = e
-        log.error("%s stopped: %s", self.uri, e)
+        text = str(e)
+        log.error("%s", text if text.startswith(self.uri) else f"{self.uri} stopped: {text}")
         try:
             self.gap("error", message=str(e))
         except Exception as again:  # noqa: BLE001 - the consumer itself failed
@@ -332,6 +333,16 @@ def has_gstreamer() -> bool:
                for line in cv2.getBuildInformation().splitlines())
 
 
+def _quiet_opencv() -> None:
+    """OpenCV and its FFmpeg print each failed (re)connection to stderr (about 30 lines a
+    minute while a network camera is down: "Connection refused", "can't be used to capture
+    by name"); the SDK reports a lost camera itself, rate-limited. Setting
+    ``OPENCV_FFMPEG_LOGLEVEL`` or ``OPENCV_LOG_LEVEL`` brings their messages back."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # read when a capture opens
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 class CaptureSource(Source):
     """A camera or stream read with OpenCV's ``VideoCapture`` in a thread; ``pts_ns`` is the
     capture time on the SDK clock. Network streams (``network=True``) that end or stall for
@@ -343,6 +354,7 @@ class CaptureSource(Source):
 
     def __init__(self, uri: str, target, api: int, opts: dict, network: bool = False):
         super().__init__(uri, "video", opts)
+        _quiet_opencv()
         if network:
             self.counters.update(reconnect_attempts=0, lost_s=0.0)
         self.target, self.api, self.network = target, api, network

@@ -56,12 +56,18 @@ class AudioRing:
 
     def window(self, end_ns: int, n: int) -> tuple[np.ndarray, int]:
         """``(samples[n], skew_ns)``: the ``n`` samples ending at ``end_ns`` (zeros where the ring
-        has none), and the audio's end minus ``end_ns`` (negative: the audio had not got there)."""
+        has none), and the audio's end minus ``end_ns`` (negative: the audio had not got there).
+
+        Audio that is late (a microphone's latency) gives its newest ``n`` samples, so a
+        window shifts by at most its own length; audio that ended before the window starts
+        (a stalled or unplugged microphone) gives zeros, never sound heard earlier."""
         with self._lock:
             out = np.zeros(n, np.float32)
             if self.end_ns is None:
                 return out, 0
             skew = self.end_ns - end_ns
+            if -skew > n * 1e9 / self.sample_rate:
+                return out, skew
             lag = int(round(max(skew, 0) * self.sample_rate / 1e9))  # samples newer than the window's end
             last = self.total - lag  # index just after the window's last sample
             first = max(last - n, self.total - len(self.buf), 0)

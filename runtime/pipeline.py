@@ -43,11 +43,22 @@ from edge_sdk.runtime.frames import AudioBlock, Gap, Result, VideoFrame
 from edge_sdk.runtime.stats import Stats
 from edge_sdk.runtime.tasks import Geometry, Task, make_task
 
-__all__ = ["Pipeline", "pick_backend"]
+__all__ = ["Pipeline", "Interrupted", "pick_backend"]
 
 log = logging.getLogger(__name__)
 
 _END = object()
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during :meth:`Pipeline.run` (or SIGTERM/SIGHUP under ``edge-sdk``, which turns
+    them into Ctrl-C): the pipeline was stopped cleanly, its sinks closed, and ``stats``
+    holds the final statistics, with ``interrupted: True``. Code that catches
+    ``KeyboardInterrupt`` still catches it."""
+
+    def __init__(self, stats: dict):
+        super().__init__("interrupted")
+        self.stats = stats
 
 
 def pick_backend(bundle, prefer: str | None = None, precision: str | None = None):
@@ -373,13 +384,15 @@ class Pipeline:
             raise self.error if isinstance(self.error, EdgeSDKError) else RuntimeError(f"pipeline failed: {self.error!r}") from self.error
 
     def run(self, max_seconds: float | None = None, on_stats=None, every_s: float = 1.0, on_result=None) -> dict:
-        """Run to the end of the input (or ``max_seconds``); returns the final statistics.
+        """Run to the end of the input (or ``max_seconds``); returns the final statistics
+        (raises :class:`Interrupted`, holding them, on Ctrl-C).
 
         ``on_result(result)`` is called on the calling thread (a GUI's main thread) for each
         result it gets to; returning False stops the run (e.g. the user closed the window)."""
         t_end = time.monotonic() + max_seconds if max_seconds else None
         next_line = time.monotonic() + every_s
         self.start()
+        interrupted = False
         try:
             while True:
                 try:
@@ -395,8 +408,12 @@ class Pipeline:
                     next_line += every_s
                 if t_end and time.monotonic() >= t_end:
                     break
+        except KeyboardInterrupt:
+            interrupted = True
         finally:
             stats = self.stop()
+        if interrupted:
+            raise Interrupted({**stats, "interrupted": True}) from None
         if self.error is not None:
             raise self.error
         return stats

@@ -7,6 +7,7 @@ machine's own camera and microphone deliver them, in the ``.npz`` format of
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import time
 from pathlib import Path
@@ -25,7 +26,9 @@ log = logging.getLogger(__name__)
 def record_pairs(out: str | Path, spec, video: str, audio: str | None = None, seconds: float = 30.0,
                  every_ms: float = 250.0, min_rms: float = 1e-3) -> dict:
     """Keep one pair every ``every_ms`` of source time for ``seconds``; windows quieter than
-    ``min_rms`` are skipped (a calibration set of silence teaches the quantizer nothing)."""
+    ``min_rms`` are skipped (a calibration set of silence teaches the quantizer nothing).
+    Ctrl-C ends the recording early, keeping what was recorded (``interrupted``: True); each
+    pair file appears whole or not at all."""
     from edge_sdk.runtime.sources import open_source
 
     out = Path(out)
@@ -56,8 +59,12 @@ def record_pairs(out: str | Path, spec, video: str, audio: str | None = None, se
     for s in sources:
         s.start(emit)
     t_first, deadline = None, time.monotonic() + seconds + 30
+    interrupted, next_note = False, time.monotonic() + 5
     try:
         while time.monotonic() < deadline:
+            if time.monotonic() >= next_note:
+                next_note += 5
+                log.info("calibrate: %d pairs kept, %d silent windows skipped", counts["kept"], counts["silent"])
             try:
                 f = frames.get(timeout=0.2)
             except queue.Empty:
@@ -72,9 +79,13 @@ def record_pairs(out: str | Path, spec, video: str, audio: str | None = None, se
             if float(np.sqrt(np.mean(wave**2))) < min_rms:
                 counts["silent"] += 1
                 continue
-            np.savez(out / f"live_{counts['kept']:05d}.npz", wave=wave.astype(np.float32),
-                     image=f.square(size), sample_rate=np.int64(sr))
+            path = out / f"live_{counts['kept']:05d}.npz"
+            with open(path.with_suffix(".tmp"), "wb") as fh:  # renamed once whole: a kill mid-write leaves no half file
+                np.savez(fh, wave=wave.astype(np.float32), image=f.square(size), sample_rate=np.int64(sr))
+            os.replace(path.with_suffix(".tmp"), path)
             counts["kept"] += 1
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
         for s in sources:
             s.stop()
@@ -82,4 +93,4 @@ def record_pairs(out: str | Path, spec, video: str, audio: str | None = None, se
     if errors and not counts["kept"]:
         raise DataError(f"no calibration pairs recorded ({'; '.join(errors)})", "check the source URIs (edge-sdk doctor lists devices)")
     log.info("calibrate: kept %d pairs, skipped %d silent windows", counts["kept"], counts["silent"])
-    return {"out": str(out), **counts, "errors": errors}
+    return {"out": str(out), **counts, "errors": errors, "interrupted": interrupted}

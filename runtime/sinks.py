@@ -87,32 +87,51 @@ class JsonlSink(Sink):
 
 
 class VideoSink(Sink):
-    """Annotated frames to a video file; ``audio_from`` (a file) is muxed back in with ffmpeg at close."""
+    """Annotated frames to a video file at ``fps``, each placed at its frame's time (repeated
+    over dropped frames and gaps, skipped when frames come faster), so the video lasts as long
+    as the run and lines up with its sound; ``audio_from`` (a file, looped if the run was
+    longer) is muxed back in with ffmpeg at close."""
+
+    MAX_HOLD_S = 5.0  # a longer gap (a lost camera) is cut to this, then the video carries on
 
     def __init__(self, path: str | Path, fps: float = 25.0, audio_from: str | None = None):
         self.path, self.fps, self.audio_from = Path(path), fps, audio_from
         self.writer = None
         self.tmp = self.path.with_name(self.path.stem + ".video" + self.path.suffix)
+        self.t0_ns, self.written = 0, 0
 
     def result(self, r: Result) -> None:
-        img = annotate(r)
+        img = annotate(r)[:, :, ::-1]
         if self.writer is None:
             self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (img.shape[1], img.shape[0]))
-        self.writer.write(img[:, :, ::-1])
+            self.t0_ns = r.pts_ns
+        due = int((r.pts_ns - self.t0_ns) * self.fps / 1e9) + 1  # frames the video should hold by this one's time
+        if due < self.written - self.fps or due > self.written + self.MAX_HOLD_S * self.fps:  # time jumped: carry on from here
+            self.t0_ns, due = r.pts_ns - int(self.written * 1e9 / self.fps), self.written + 1
+        for _ in range(due - self.written):
+            self.writer.write(img)
+        self.written = max(self.written, due)
 
     def close(self) -> None:
         if self.writer is None:
             return
         self.writer.release()
         self.writer = None
-        if self.audio_from and shutil.which("ffmpeg"):
-            cmd = ["ffmpeg", "-y", "-loglevel", "error", "-i", str(self.tmp), "-i", self.audio_from, "-map", "0:v", "-map", "1:a?",
-                   "-c:v", "copy", "-c:a", "aac", "-shortest", str(self.path)]
-            if subprocess.run(cmd, capture_output=True).returncode == 0:
+        muxed = False
+        try:
+            muxed = bool(self.audio_from) and shutil.which("ffmpeg") is not None and self._mux()
+        finally:  # also when a second Ctrl-C stops the muxing: the silent video is kept
+            if muxed:
                 self.tmp.unlink()
-                return
-            log.warning("ffmpeg could not mux the audio back; the video is in %s without sound", self.tmp)
-        self.tmp.replace(self.path)
+            else:
+                if self.audio_from:
+                    log.warning("ffmpeg could not mux the sound of %s back; %s is without sound", self.audio_from, self.path)
+                self.tmp.replace(self.path)
+
+    def _mux(self) -> bool:
+        cmd = ["ffmpeg", "-y", "-loglevel", "error", "-i", str(self.tmp), "-stream_loop", "-1", "-i", self.audio_from,
+               "-map", "0:v", "-map", "1:a?", "-c:v", "copy", "-c:a", "aac", "-shortest", str(self.path)]
+        return subprocess.run(cmd, capture_output=True).returncode == 0
 
 
 class MjpegSink(Sink):

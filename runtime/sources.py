@@ -34,7 +34,7 @@ from edge_sdk.errors import ConfigError, DataError
 from edge_sdk.runtime._capture import CaptureSource, MicSource, Source, csi_pipeline, has_gstreamer
 from edge_sdk.runtime.clock import ClockMap, now_ns
 
-__all__ = ["Source", "FileSource", "SyntheticSource", "MicSource", "CaptureSource", "open_source", "usage", "SCHEMES"]
+__all__ = ["Source", "FileSource", "SyntheticSource", "MicSource", "CaptureSource", "open_source", "media_path", "usage", "SCHEMES"]
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,12 @@ def _coerce(uri: str, key: str, value, default):
             pass
     raise ConfigError(f"{uri}: option {key}={value!r} is not a {type(default).__name__}",
                       f"pass {key}={default!r} or another {type(default).__name__}")
+
+
+def media_path(uri: str) -> str | None:
+    """The file a ``file://`` URI reads, without its options; None for any other source."""
+    parts = urlsplit(uri)
+    return unquote(parts.netloc + parts.path) if parts.scheme.lower() == "file" else None
 
 
 def open_source(uri: str, *, sample_rate: int = 16000, **opts) -> Source:

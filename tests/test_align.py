@@ -19,8 +19,17 @@ def test_window_ends_at_the_frame_time_and_reports_skew():
     ring.push(_block(100, np.arange(100, 200)))
     w, skew = ring.window(int(150e6), 10)  # the 10 samples ending at 150 ms
     assert w.tolist() == list(range(140, 150)) and skew == int(50e6)
-    w, skew = ring.window(int(250e6), 10)  # audio has not reached 250 ms: newest samples, negative skew
-    assert w.tolist() == list(range(190, 200)) and skew == -int(50e6)
+    w, skew = ring.window(int(250e6), 100)  # audio has not reached 250 ms: newest samples, negative skew
+    assert w.tolist() == list(range(100, 200)) and skew == -int(50e6)
+
+
+def test_audio_that_stopped_before_the_window_gives_silence_not_old_sound():
+    ring = AudioRing(SR, seconds=1.0)
+    ring.push(_block(0, np.arange(1, 201)))  # audio up to 200 ms, then the microphone stalls
+    w, skew = ring.window(int(299e6), 100)  # late by 99 ms, less than the window: shifted
+    assert w.tolist() == list(range(101, 201)) and skew == -int(99e6)
+    w, skew = ring.window(int(450e6), 100)  # the window starts after the last sample: nothing to hear
+    assert not w.any() and skew == -int(250e6)
 
 
 def test_holes_are_filled_with_silence_and_counted_and_old_audio_expires():

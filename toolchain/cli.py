@@ -10,7 +10,9 @@ import argparse
 import importlib.util
 import json
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from edge_sdk import __version__
@@ -192,15 +194,16 @@ def cmd_bench(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from edge_sdk.runtime.pipeline import Pipeline
+    from edge_sdk.runtime.pipeline import Interrupted, Pipeline
     from edge_sdk.runtime.sinks import JsonlSink, MjpegSink, VideoSink
+    from edge_sdk.runtime.sources import media_path
 
     _writable(events=args.events, out_video=args.out_video, stats=args.stats)
     sinks = []
     if args.events:
         sinks.append(JsonlSink(args.events))
     if args.out_video:
-        sinks.append(VideoSink(args.out_video, audio_from=args.video[len("file://"):] if args.video.startswith("file://") else None))
+        sinks.append(VideoSink(args.out_video, audio_from=media_path(args.video)))
     if args.mjpeg:
         sinks.append(MjpegSink(args.mjpeg))
         print(f"preview: {sinks[-1].url}", file=sys.stderr)
@@ -228,13 +231,16 @@ def cmd_run(args) -> int:
         if window is None:
             print(f"{why}: running headless (use --mjpeg PORT for a live preview)", file=sys.stderr)
     live = None if args.quiet else (lambda st: print("\r" + st.line(), end="", file=sys.stderr, flush=True))
+    stopped = None
     try:
         stats = pipe.run(args.max_seconds, on_stats=live, on_result=window.drawer(pipe) if window else None)
+    except Interrupted as e:  # a live run ends this way: its statistics are written all the same
+        stats, stopped = e.stats, e
     finally:
         if window:
             window.close()
-    if live:
-        print(file=sys.stderr)
+        if live:
+            print(file=sys.stderr)
     for err in stats.get("errors", []):
         print(f"edge-sdk run: {err}", file=sys.stderr)
     text = json.dumps(stats, indent=2)
@@ -245,6 +251,8 @@ def cmd_run(args) -> int:
               f"p50 {lat.get('p50', '-')} ms p95 {lat.get('p95', '-')} ms; statistics in {args.stats}")
     else:
         print(text)
+    if stopped:
+        raise stopped
     return 0
 
 
@@ -270,16 +278,20 @@ def cmd_demo(args) -> int:
     from edge_sdk.apps.demo import run_demo
 
     live = None if args.quiet else (lambda st: print("\r" + st.line(), end="", file=sys.stderr, flush=True))
-    summary = run_demo(args.name, video=args.video, audio=args.audio, bundle=args.bundle, backend=args.backend,
-                       precision=args.precision, headless=args.headless, out=args.out, mjpeg=args.mjpeg,
-                       max_seconds=args.max_seconds, gallery=args.gallery, on_stats=live)
-    if live:
-        print(file=sys.stderr)
+    try:
+        summary = run_demo(args.name, video=args.video, audio=args.audio, bundle=args.bundle, backend=args.backend,
+                           precision=args.precision, headless=args.headless, out=args.out, mjpeg=args.mjpeg,
+                           max_seconds=args.max_seconds, gallery=args.gallery, on_stats=live)
+    finally:
+        if live:
+            print(file=sys.stderr)
     st = summary["stats"]
     lat = st["latency_ms"].get("capture_to_result", {})
     print(f"demo {summary['demo']} on {summary['backend']}: {st['frames_out']} frames, {st['fps']} fps, dropped {st['dropped']}, "
           f"capture-to-result p50 {lat.get('p50')} ms p95 {lat.get('p95')} ms")
     print("wrote " + ", ".join(summary["files"].values()))
+    if st.get("interrupted"):
+        raise KeyboardInterrupt
     return 0
 
 
@@ -289,6 +301,8 @@ def cmd_calibrate(args) -> int:
 
     res = record_pairs(args.out, get_spec(args.spec), args.video, args.audio, args.seconds, args.every_ms)
     print(json.dumps(res, indent=2))
+    if res["interrupted"]:
+        raise KeyboardInterrupt
     if res["kept"] < 32:
         print(f"edge-sdk calibrate: only {res['kept']} pairs; INT8 needs at least 32: record longer (--seconds) or more often (--every-ms)", file=sys.stderr)
         return 2
@@ -567,15 +581,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# SIGTERM (timeout, systemd, docker stop) and SIGHUP (a closed terminal) stop a command as
+# Ctrl-C does: a live run writes its statistics and closes its video. Exit code 128 + signal.
+_STOP_SIGNALS = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None]
+_received = [signal.SIGINT]
+
+
+def _stop(signum, frame):
+    _received.append(signum)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # On a terminal a log line first clears the live status line it would otherwise be glued to
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format=("\r\x1b[K" if sys.stderr.isatty() else "") + "%(levelname)s %(name)s: %(message)s")
     # Long jobs say which stage they are in (without -v, only their own stage lines)
     stages = {"eval": ("edge_sdk.eval",), "quantize": ("edge_sdk.export.quantize",), "export": ("edge_sdk.export.engine",),
               "bench": ("edge_sdk.export.bench",), "bench-runtime": ("edge_sdk.runtime.bench",),
               "pipeline": ("edge_sdk.toolchain.pipeline", "edge_sdk.export.engine"), "calibrate": ("edge_sdk.runtime.record",)}
     for name in stages.get(args.command, ()):
         logging.getLogger(name).setLevel(logging.INFO)
+    mine = threading.current_thread() is threading.main_thread()  # only the main thread may set handlers
+    before = {sig: signal.signal(sig, _stop) for sig in _STOP_SIGNALS} if mine else {}
     try:
         return args.fn(args)
     except EdgeSDKError as e:
@@ -589,7 +618,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print(f"edge-sdk {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return 128 + _received[-1]
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":
