@@ -391,7 +391,7 @@ class CaptureSource(Source):
 
     def _open_error(self) -> DataError:
         if self.network:
-            return DataError(f"{self.uri} could not be opened (nothing within {self.stall_s:g} s)",
+            return DataError(f"{self.uri} could not be opened (refused, not found, or no stream within {self.stall_s:g} s)",
                              "check that the URL plays in ffplay or VLC, that the camera is reachable "
                              "and the credentials in the URL are right")
         if self.uri.startswith("csi:"):

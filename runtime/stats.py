@@ -55,15 +55,20 @@ class Stats:
             self._recent.append(t_ns)
 
     def fps(self, recent_s: float | None = None) -> float:
-        """Results per second over the whole run, or over the last ``recent_s`` seconds (0 once
-        results stopped coming: a lost camera)."""
+        """Results per second over the whole run, or over the last ``recent_s`` seconds: the
+        results in that window over its length (0 once results stopped coming: a lost camera;
+        a burst after a reconnection counts for what it is, not as hundreds per second)."""
         with self._lock:
-            since = now_ns() - recent_s * 1e9 if recent_s is not None else None
-            ts = [self.first_ns, self.last_ns] if since is None else [t for t in self._recent if t >= since]
-            n = self.counters["frames_out"] if recent_s is None else len(ts)
-        if n < 2 or ts[0] is None or ts[-1] == ts[0]:
+            now, first, n = now_ns(), self.first_ns, self.counters["frames_out"]
+            recent = [t for t in self._recent if t >= now - recent_s * 1e9] if recent_s is not None else None
+            last = self.last_ns
+        if recent is not None and first is not None and now - first >= recent_s * 1e9:
+            return round(len(recent) / recent_s, 2)
+        if recent is not None and not recent:
             return 0.0
-        return round((n - 1) / ((ts[-1] - ts[0]) / 1e9), 2)
+        if n < 2 or first is None or last == first:  # the whole run (younger than the window)
+            return 0.0
+        return round((n - 1) / ((last - first) / 1e9), 2)
 
     def to_dict(self) -> dict:
         with self._lock:
