@@ -19,7 +19,10 @@ def test_wheel_holds_the_namespace_and_shipped_assets(tmp_path):
     for pkg in ("edge_sdk", "edge_sdk/export", "edge_sdk/runtime", "edge_sdk/apps", "edge_sdk/toolchain", "edge_sdk/models"):
         assert f"{pkg}/__init__.py" in names, pkg
     assert "edge_sdk/recipes/teacher.toml" in names
-    assert {"edge_sdk/assets/models/avnet_t.avdigits.safetensors", "edge_sdk/assets/models/avnet_t.avdigits.json"} <= names
+    assert {"edge_sdk/assets/models/avnet_t.avdigits.safetensors", "edge_sdk/assets/models/avnet_t.avdigits.json",
+            "edge_sdk/assets/NOTICE"} <= names
+    assert any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE") for n in names)
+    assert not any(n.startswith("edge_sdk/toolchain/bench_") for n in names)  # development scripts stay out
     assert not any(n.startswith(("export/", "runtime/", "toolchain/", "tests/")) for n in names)  # no generic top-level modules
 
 
