@@ -41,8 +41,13 @@ EXTRAS = {
 def missing_package(error: ModuleNotFoundError, prefer: str | None = None) -> EdgeSDKError | None:
     """The error for an optional package that is not installed, naming the extra that brings
     it (``prefer`` when that extra has it: the one a command needs as a whole); None when the
-    missing module is not one of the SDK's optional packages (a real bug: let it raise)."""
+    missing module is not one of the SDK's optional packages, or that package is installed
+    and lacks the module (a version problem or a bug: let it raise)."""
+    import importlib.util
+
     package = (error.name or "").split(".")[0]
+    if not package or importlib.util.find_spec(package) is not None:  # installed: a module it lacks is another problem
+        return None
     extras = [prefer] if prefer in EXTRAS and package in EXTRAS[prefer] else [e for e, pkgs in EXTRAS.items() if package in pkgs]
     if not extras:
         return None

@@ -337,8 +337,10 @@ def _quiet_opencv() -> None:
     """OpenCV and its FFmpeg print each failed (re)connection to stderr (about 30 lines a
     minute while a network camera is down: "Connection refused", "can't be used to capture
     by name"); the SDK reports a lost camera itself, rate-limited. Setting
-    ``OPENCV_FFMPEG_LOGLEVEL`` or ``OPENCV_LOG_LEVEL`` brings their messages back."""
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # read when a capture opens
+    ``OPENCV_FFMPEG_LOGLEVEL`` or ``OPENCV_LOG_LEVEL`` brings their messages back. OpenCV
+    reads the first when the process opens its first FFmpeg capture: an app that opened one
+    before the SDK's keeps its own setting."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     if "OPENCV_LOG_LEVEL" not in os.environ:
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 

@@ -59,8 +59,9 @@ class AudioRing:
         has none), and the audio's end minus ``end_ns`` (negative: the audio had not got there).
 
         Audio that is late (a microphone's latency) gives its newest ``n`` samples, so a
-        window shifts by at most its own length; audio that ended before the window starts
-        (a stalled or unplugged microphone) gives zeros, never sound heard earlier."""
+        window shifts back by at most its own length; audio that ended before the window
+        starts (a microphone stalled or unplugged for longer than a window) gives zeros, not
+        sound from before the window, again and again."""
         with self._lock:
             out = np.zeros(n, np.float32)
             if self.end_ns is None:

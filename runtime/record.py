@@ -80,9 +80,12 @@ def record_pairs(out: str | Path, spec, video: str, audio: str | None = None, se
                 counts["silent"] += 1
                 continue
             path = out / f"live_{counts['kept']:05d}.npz"
-            with open(path.with_suffix(".tmp"), "wb") as fh:  # renamed once whole: a kill mid-write leaves no half file
-                np.savez(fh, wave=wave.astype(np.float32), image=f.square(size), sample_rate=np.int64(sr))
-            os.replace(path.with_suffix(".tmp"), path)
+            try:  # renamed once whole: a kill mid-write leaves no half file, Ctrl-C no temporary one
+                with open(path.with_suffix(".tmp"), "wb") as fh:
+                    np.savez(fh, wave=wave.astype(np.float32), image=f.square(size), sample_rate=np.int64(sr))
+                os.replace(path.with_suffix(".tmp"), path)
+            finally:
+                path.with_suffix(".tmp").unlink(missing_ok=True)
             counts["kept"] += 1
     except KeyboardInterrupt:
         interrupted = True

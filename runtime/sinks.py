@@ -87,30 +87,34 @@ class JsonlSink(Sink):
 
 
 class VideoSink(Sink):
-    """Annotated frames to a video file at ``fps``, each placed at its frame's time (repeated
-    over dropped frames and gaps, skipped when frames come faster), so the video lasts as long
-    as the run and lines up with its sound; ``audio_from`` (a file, looped if the run was
-    longer) is muxed back in with ffmpeg at close."""
+    """Annotated frames to a video file at ``fps``, each shown from its frame's time until the
+    next one's (held over dropped frames and gaps, skipped when frames come faster), so the
+    video lasts as long as the run and stays in step with its sound; ``audio_from`` (a file,
+    looped if the run was longer) is muxed back in with ffmpeg at close."""
 
-    MAX_HOLD_S = 5.0  # a longer gap (a lost camera) is cut to this, then the video carries on
+    MAX_HOLD_S = 5.0  # a longer gap (a lost camera) is cut out: the next frame follows at once
 
     def __init__(self, path: str | Path, fps: float = 25.0, audio_from: str | None = None):
         self.path, self.fps, self.audio_from = Path(path), fps, audio_from
         self.writer = None
         self.tmp = self.path.with_name(self.path.stem + ".video" + self.path.suffix)
-        self.t0_ns, self.written = 0, 0
+        self.t0_ns, self.written, self.shown = 0, 0, None
 
     def result(self, r: Result) -> None:
         img = annotate(r)[:, :, ::-1]
         if self.writer is None:
             self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (img.shape[1], img.shape[0]))
             self.t0_ns = r.pts_ns
-        due = int((r.pts_ns - self.t0_ns) * self.fps / 1e9) + 1  # frames the video should hold by this one's time
-        if due < self.written - self.fps or due > self.written + self.MAX_HOLD_S * self.fps:  # time jumped: carry on from here
-            self.t0_ns, due = r.pts_ns - int(self.written * 1e9 / self.fps), self.written + 1
-        for _ in range(due - self.written):
+        slot = int((r.pts_ns - self.t0_ns) * self.fps / 1e9)  # where this frame starts in the video
+        if slot < self.written - self.fps or slot > self.written + self.MAX_HOLD_S * self.fps:  # time jumped: carry on from here
+            self.t0_ns, slot = r.pts_ns - int(self.written * 1e9 / self.fps), self.written
+        while self.shown is not None and self.written < slot:  # the previous frame lasts until this one
+            self.writer.write(self.shown)
+            self.written += 1
+        if slot >= self.written or self.shown is None:
             self.writer.write(img)
-        self.written = max(self.written, due)
+            self.written += 1
+        self.shown = img  # a frame faster than the video's rate is not written, but is held from here
 
     def close(self) -> None:
         if self.writer is None:

@@ -55,15 +55,19 @@ class Stats:
             self._recent.append(t_ns)
 
     def fps(self, recent_s: float | None = None) -> float:
-        """Results per second over the whole run, or over the last ``recent_s`` seconds: the
-        results in that window over its length (0 once results stopped coming: a lost camera;
+        """Results per second over the whole run, or over the last ``recent_s`` seconds: over
+        the span of the results in that window when they cover half of it or more, otherwise
+        their count over the window's length (0 once results stopped coming: a lost camera;
         a burst after a reconnection counts for what it is, not as hundreds per second)."""
         with self._lock:
             now, first, n = now_ns(), self.first_ns, self.counters["frames_out"]
             recent = [t for t in self._recent if t >= now - recent_s * 1e9] if recent_s is not None else None
             last = self.last_ns
         if recent is not None and first is not None and now - first >= recent_s * 1e9:
-            return round(len(recent) / recent_s, 2)
+            span = (recent[-1] - recent[0]) / 1e9 if len(recent) >= 2 else 0.0
+            if span >= recent_s / 2 or len(recent) == self._recent.maxlen:  # steady (or more than the deque holds): exact
+                return round((len(recent) - 1) / span, 2)
+            return round(len(recent) / recent_s, 2)  # a burst, or the tail of a stream that stopped
         if recent is not None and not recent:
             return 0.0
         if n < 2 or first is None or last == first:  # the whole run (younger than the window)

@@ -15,12 +15,18 @@ import pytest
 LIVE = "synthetic://av-digits?seconds=120&realtime=1"  # paced like a camera: it only ends when stopped
 
 
-def _stop_when(cmd, ready, sig, cwd, timeout=120.0):
-    """Start ``cmd``, send ``sig`` once ``ready()`` holds, and return the finished process."""
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _stop_when(cmd, ready, sig, cwd, timeout=120.0, nohup=False):
+    """Start ``cmd`` (with SIGHUP ignored, as ``nohup`` starts it), send ``sig`` once
+    ``ready()`` holds, and return the finished process."""
+    hup = (lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if nohup else None
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=hup)
     deadline = time.monotonic() + timeout
     while not ready() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
+    if nohup:
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert proc.poll() is None, "SIGHUP stopped a run started under nohup"
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     return proc.returncode, out, err
@@ -33,7 +39,7 @@ def _lines(path):
 def test_sigterm_ends_a_run_with_its_statistics_and_a_playable_video(tmp_path):
     cmd = [sys.executable, "-m", "edge_sdk", "run", "--bundle", "avnet_s-demo", "--video", LIVE, "--task", "localize",
            "--headless", "--quiet", "--events", "e.jsonl", "--stats", "s.json", "--out-video", "o.mp4"]
-    rc, _, err = _stop_when(cmd, lambda: _lines(tmp_path / "e.jsonl") >= 15, signal.SIGTERM, tmp_path)
+    rc, _, err = _stop_when(cmd, lambda: _lines(tmp_path / "e.jsonl") >= 15, signal.SIGTERM, tmp_path, nohup=True)
     assert rc == 128 + signal.SIGTERM and "interrupted" in err and "Traceback" not in err, err[-2000:]
     stats = json.loads((tmp_path / "s.json").read_text())
     assert stats["interrupted"] and stats["frames_out"] >= 15
@@ -76,3 +82,40 @@ def test_a_paced_file_keeps_its_sound_in_the_annotated_video(tmp_path, data_dir)
     assert out.returncode == 0, out.stderr[-2000:]
     with av.open(str(tmp_path / "o.mp4")) as f:
         assert f.streams.audio and f.streams.video
+
+
+def test_annotated_video_shows_each_frame_from_its_time_until_the_next(tmp_path):
+    from edge_sdk.runtime.frames import Result, VideoFrame
+    from edge_sdk.runtime.sinks import VideoSink
+
+    sink = VideoSink(tmp_path / "v.mp4", fps=25.0)
+    shades = [20 * i + 30 for i in range(10)]
+    for i, shade in enumerate(shades):  # 10 fps for 1 s into a 25 fps file; then a lost camera for 9 s
+        t = int(i * 1e8) + (int(9e9) if i == 9 else 0)
+        sink.result(Result("localize", t, i, t, {}, None, VideoFrame(t, i, np.full((64, 64, 3), shade, np.uint8)), 0, t))
+    sink.close()
+    video, got = cv2.VideoCapture(str(tmp_path / "v.mp4")), []
+    while (frame := video.read())[0]:
+        got.append(int(round(frame[1][40:60, 20:40].mean())))
+    # frame i starts at slot int(2.5 i) and lasts until the next; the 9 s gap is cut out, not held
+    want = [shades[max(i for i in range(9) if int(2.5 * i) <= slot)] for slot in range(21)] + [shades[9]]
+    assert len(got) == len(want) and all(abs(g - w) <= 4 for g, w in zip(got, want, strict=True)), (got, want)
+
+
+def test_a_closed_terminal_still_gets_the_statistics_written(tmp_path):
+    """An ssh session closed under a run: the terminal's writes fail (EIO), then SIGHUP."""
+    import os
+
+    master, slave = os.openpty()
+    cmd = [sys.executable, "-m", "edge_sdk", "run", "--bundle", "avnet_s-demo", "--video", LIVE, "--task", "localize",
+           "--headless", "--events", "e.jsonl", "--stats", "s.json"]  # the live status line on: it writes to the terminal
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdin=slave, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    deadline = time.monotonic() + 120
+    while _lines(tmp_path / "e.jsonl") < 15 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.close(master)
+    time.sleep(1.5)  # a status line or two written into the closed terminal
+    proc.send_signal(signal.SIGHUP)
+    assert proc.wait(timeout=60) == 128 + signal.SIGHUP
+    assert json.loads((tmp_path / "s.json").read_text())["interrupted"]

@@ -7,6 +7,7 @@ start fast and work without torch. Errors a user can fix print one line and exit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import logging
@@ -193,6 +194,28 @@ def cmd_bench(args) -> int:
     return 0
 
 
+class _StatusLine:
+    """The live statistics line, redrawn in place on stderr. A terminal that went away (a
+    closed ssh session: writes fail with EIO) ends it quietly, so the run can still write
+    its statistics file."""
+
+    def __init__(self):
+        self.ok = True
+
+    def _write(self, text: str, end: str = "") -> None:
+        if self.ok:
+            try:
+                print(text, end=end, file=sys.stderr, flush=True)
+            except OSError:
+                self.ok = False
+
+    def __call__(self, stats) -> None:
+        self._write("\r" + stats.line())
+
+    def end(self) -> None:
+        self._write("", end="\n")
+
+
 def cmd_run(args) -> int:
     from edge_sdk.runtime.pipeline import Interrupted, Pipeline
     from edge_sdk.runtime.sinks import JsonlSink, MjpegSink, VideoSink
@@ -230,7 +253,7 @@ def cmd_run(args) -> int:
         window, why = open_window(f"edge-sdk run {args.task}")
         if window is None:
             print(f"{why}: running headless (use --mjpeg PORT for a live preview)", file=sys.stderr)
-    live = None if args.quiet else (lambda st: print("\r" + st.line(), end="", file=sys.stderr, flush=True))
+    live = None if args.quiet else _StatusLine()
     stopped = None
     try:
         stats = pipe.run(args.max_seconds, on_stats=live, on_result=window.drawer(pipe) if window else None)
@@ -240,7 +263,7 @@ def cmd_run(args) -> int:
         if window:
             window.close()
         if live:
-            print(file=sys.stderr)
+            live.end()
     for err in stats.get("errors", []):
         print(f"edge-sdk run: {err}", file=sys.stderr)
     text = json.dumps(stats, indent=2)
@@ -277,14 +300,14 @@ def cmd_bench_runtime(args) -> int:
 def cmd_demo(args) -> int:
     from edge_sdk.apps.demo import run_demo
 
-    live = None if args.quiet else (lambda st: print("\r" + st.line(), end="", file=sys.stderr, flush=True))
+    live = None if args.quiet else _StatusLine()
     try:
         summary = run_demo(args.name, video=args.video, audio=args.audio, bundle=args.bundle, backend=args.backend,
                            precision=args.precision, headless=args.headless, out=args.out, mjpeg=args.mjpeg,
                            max_seconds=args.max_seconds, gallery=args.gallery, on_stats=live)
     finally:
         if live:
-            print(file=sys.stderr)
+            live.end()
     st = summary["stats"]
     lat = st["latency_ms"].get("capture_to_result", {})
     print(f"demo {summary['demo']} on {summary['backend']}: {st['frames_out']} frames, {st['fps']} fps, dropped {st['dropped']}, "
@@ -581,9 +604,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# SIGTERM (timeout, systemd, docker stop) and SIGHUP (a closed terminal) stop a command as
-# Ctrl-C does: a live run writes its statistics and closes its video. Exit code 128 + signal.
+# SIGTERM (timeout, systemd, docker stop) and SIGHUP (a closed terminal) stop a live command
+# as Ctrl-C does: it writes its statistics and closes its video. Exit code 128 + signal. Other
+# commands keep the default (SIGTERM kills at once, even inside a long native call), and a
+# signal already ignored (nohup) stays ignored.
 _STOP_SIGNALS = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None]
+_LIVE = ("run", "demo", "calibrate")
 _received = [signal.SIGINT]
 
 
@@ -603,8 +629,10 @@ def main(argv: list[str] | None = None) -> int:
               "pipeline": ("edge_sdk.toolchain.pipeline", "edge_sdk.export.engine"), "calibrate": ("edge_sdk.runtime.record",)}
     for name in stages.get(args.command, ()):
         logging.getLogger(name).setLevel(logging.INFO)
+    _received[:] = [signal.SIGINT]
     mine = threading.current_thread() is threading.main_thread()  # only the main thread may set handlers
-    before = {sig: signal.signal(sig, _stop) for sig in _STOP_SIGNALS} if mine else {}
+    watch = [sig for sig in _STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN] if mine and args.command in _LIVE else []
+    before = {sig: signal.signal(sig, _stop) for sig in watch}
     try:
         return args.fn(args)
     except EdgeSDKError as e:
@@ -617,7 +645,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edge-sdk {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"edge-sdk {args.command}: interrupted", file=sys.stderr)
+        with contextlib.suppress(OSError):  # the terminal may be gone
+            print(f"edge-sdk {args.command}: interrupted", file=sys.stderr)
         return 128 + _received[-1]
     finally:
         for sig, handler in before.items():
