@@ -264,11 +264,12 @@ def cmd_run(args) -> int:
             window.close()
         if live:
             live.end()
+    text = json.dumps(stats, indent=2)
+    if args.stats:  # written first: the terminal may be gone
+        Path(args.stats).write_text(text)
     for err in stats.get("errors", []):
         print(f"edge-sdk run: {err}", file=sys.stderr)
-    text = json.dumps(stats, indent=2)
     if args.stats:  # the file has it all; the terminal gets one line
-        Path(args.stats).write_text(text)
         lat = stats.get("latency_ms", {}).get("capture_to_result") or {}
         print(f"{stats.get('frames_out')} results, {stats.get('fps')} fps, dropped {stats.get('dropped')}, capture-to-result "
               f"p50 {lat.get('p50', '-')} ms p95 {lat.get('p95', '-')} ms; statistics in {args.stats}")
