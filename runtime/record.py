@@ -89,6 +89,7 @@ def record_pairs(out: str | Path, spec, video: str, audio: str | None = None, se
             counts["kept"] += 1
     except KeyboardInterrupt:
         interrupted = True
+        counts["kept"] = len(list(out.glob("live_*.npz")))  # an interrupt may fall between a rename and the count
     finally:
         for s in sources:
             s.stop()
