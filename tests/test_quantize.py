@@ -189,6 +189,7 @@ def test_quantize_run_writes_bundle_report_and_tries_qat(model, tmp_path):
     assert not any(producer.get(i) is not None and producer[i].op_type == "Cast" for i in dft.input)  # no float16 round trip
 
 
+@pytest.mark.slow  # about 2.3 minutes; CI runs it in its second step
 def test_xnnpack_qat_runs_through_pt2e_and_the_orchestrator(model, tmp_path):
     from edge_sdk.eval.evaluate import EvalConfig
     from edge_sdk.export.quantize import quantize
