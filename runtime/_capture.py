@@ -118,7 +118,7 @@ class Source:
         text = str(e)
         log.error("%s", text if text.startswith(self.uri) else f"{self.uri} stopped: {text}")
         try:
-            self.gap("error", message=str(e))
+            self.gap("error", message=text)
         except Exception as again:  # noqa: BLE001 - the consumer itself failed
             log.error("%s: could not report the error: %s", self.uri, again)
 

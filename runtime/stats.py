@@ -65,7 +65,7 @@ class Stats:
             last = self.last_ns
         if recent is not None and first is not None and now - first >= recent_s * 1e9:
             span = (recent[-1] - recent[0]) / 1e9 if len(recent) >= 2 else 0.0
-            if span >= recent_s / 2 or len(recent) == self._recent.maxlen:  # steady (or more than the deque holds): exact
+            if span > 0 and (span >= recent_s / 2 or len(recent) == self._recent.maxlen):  # steady (or more than the deque holds): exact
                 return round((len(recent) - 1) / span, 2)
             return round(len(recent) / recent_s, 2)  # a burst, or the tail of a stream that stopped
         if recent is not None and not recent:

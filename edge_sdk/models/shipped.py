@@ -28,9 +28,7 @@ def ship_model(model_path: str | Path, metrics: dict) -> Path:
     training report and the metrics of ``edge-sdk eval`` in the sidecar."""
     import shutil
 
-    from edge_sdk.checkpoint import atomic_write_text, read_sidecar
-
-    from edge_sdk.checkpoint import load_model
+    from edge_sdk.checkpoint import atomic_write_text, load_model, read_sidecar
 
     model, meta = load_model(model_path)
     ASSETS.mkdir(parents=True, exist_ok=True)
