@@ -24,16 +24,19 @@ log = logging.getLogger(__name__)
 
 
 def record_pairs(out: str | Path, spec, video: str, audio: str | None = None, seconds: float = 30.0,
-                 every_ms: float = 250.0, min_rms: float = 1e-3) -> dict:
+                 every_ms: float = 250.0, min_rms: float = 1e-3, append: bool = False) -> dict:
     """Keep one pair every ``every_ms`` of source time for ``seconds``; windows quieter than
     ``min_rms`` are skipped (a calibration set of silence teaches the quantizer nothing).
     Ctrl-C ends the recording early, keeping what was recorded (``interrupted``: True); each
-    pair file appears whole or not at all."""
+    pair file appears whole or not at all. ``append`` adds to the pairs already in ``out``
+    (another room, another light), once one of them is checked against ``spec``; ``total``
+    counts them all."""
     from edge_sdk.runtime.sources import open_source
 
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise DataError(f"{out} is not empty", "choose a new folder for the calibration set")
+    first = _first_index(out, spec) if append else 0
+    if not append and out.exists() and any(out.iterdir()):
+        raise DataError(f"{out} is not empty", "choose a new folder for the calibration set, or pass --append to add pairs to it")
     out.mkdir(parents=True, exist_ok=True)
     sr, n, size = spec.audio.sample_rate, spec.audio.num_samples, spec.image.size
     ring, frames = AudioRing(sr), queue.Queue(maxsize=8)
@@ -79,7 +82,7 @@ def record_pairs(out: str | Path, spec, video: str, audio: str | None = None, se
             if float(np.sqrt(np.mean(wave**2))) < min_rms:
                 counts["silent"] += 1
                 continue
-            path = out / f"live_{counts['kept']:05d}.npz"
+            path = out / f"live_{first + counts['kept']:05d}.npz"
             try:  # renamed once whole: a kill mid-write leaves no half file, Ctrl-C no temporary one
                 with open(path.with_suffix(".tmp"), "wb") as fh:
                     np.savez(fh, wave=wave.astype(np.float32), image=f.square(size), sample_rate=np.int64(sr))
@@ -89,7 +92,7 @@ def record_pairs(out: str | Path, spec, video: str, audio: str | None = None, se
             counts["kept"] += 1
     except KeyboardInterrupt:
         interrupted = True
-        counts["kept"] = len(list(out.glob("live_*.npz")))  # an interrupt may fall between a rename and the count
+        counts["kept"] = sum(_index(p) >= first for p in out.glob("live_*.npz"))  # an interrupt may fall between a rename and the count
     finally:
         for s in sources:
             s.stop()
@@ -97,4 +100,24 @@ def record_pairs(out: str | Path, spec, video: str, audio: str | None = None, se
     if errors and not counts["kept"]:
         raise DataError(f"no calibration pairs recorded ({'; '.join(errors)})", "check the source URIs (edge-sdk doctor lists devices)")
     log.info("calibrate: kept %d pairs, skipped %d silent windows", counts["kept"], counts["silent"])
-    return {"out": str(out), **counts, "errors": errors, "interrupted": interrupted}
+    return {"out": str(out), **counts, "total": len(list(out.glob("*.npz"))), "errors": errors, "interrupted": interrupted}
+
+
+def _index(path: Path) -> int:
+    """The number in ``live_NNNNN.npz`` (-1 for another name)."""
+    digits = path.stem.removeprefix("live_")
+    return int(digits) if digits.isdigit() else -1
+
+
+def _first_index(out: Path, spec) -> int:
+    """The number the next appended pair takes, once the folder's pairs are checked to be
+    calibration pairs for ``spec`` (sample rate, window, image size): a mixed set would only
+    fail later, at quantization."""
+    from edge_sdk.quant.calib import read_pairs
+
+    pairs = sorted(out.glob("*.npz")) if out.is_dir() else []
+    if not pairs and out.is_dir() and any(out.iterdir()):
+        raise DataError(f"{out} holds no calibration pairs to append to", "choose a new folder, or one `edge-sdk calibrate` or `edge-sdk calib` wrote")
+    if pairs:
+        read_pairs(pairs[-1:], spec)
+    return 1 + max((_index(p) for p in pairs), default=-1)

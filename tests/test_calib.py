@@ -73,6 +73,14 @@ def test_missing_empty_and_corrupt_sets(tmp_path, calib_dir):
         load_calib_set(broken, SPEC)
 
 
+def test_a_large_set_is_read_evenly_not_from_its_start(calib_dir):
+    full = load_calib_set(calib_dir, SPEC, min_clips=1)
+    part = load_calib_set(calib_dir, SPEC, min_clips=1, max_pairs=len(full) // 2)
+    assert len(part) == len(full) // 2 and f"{len(part)} of {len(full)} .npz pairs, evenly spaced" in part.source
+    np.testing.assert_array_equal(part.waves[-1], full.waves[2 * (len(part) - 1)])  # every second pair, to the end
+    assert part.sha256 != full.sha256  # the hash names the pairs used
+
+
 def test_refuses_to_write_into_a_non_empty_folder(calib_dir):
     with pytest.raises(DataError, match="is not empty"):
         write_calib_set(calib_dir, SPEC, n=4)

@@ -17,8 +17,32 @@ def test_recorded_pairs_from_a_stream_are_a_valid_calibration_set(tmp_path):
     assert res["kept"] >= 32 and res["silent"] > 0  # the silent second of each scene is skipped
     calib = load_calib_set(tmp_path / "c", spec)
     assert calib.waves.shape == (res["kept"], spec.audio.num_samples) and calib.images.shape[1:] == (3, 96, 96)
-    with pytest.raises(DataError, match="not empty"):
+    with pytest.raises(DataError, match="not empty") as e:
         record_pairs(tmp_path / "c", spec, "synthetic://av-digits?seconds=1")
+    assert "--append" in e.value.fix
+
+
+def test_append_adds_pairs_after_the_last_and_checks_the_set_first(tmp_path):
+    spec = get_spec("student_s")
+    first = record_pairs(tmp_path / "c", spec, "synthetic://av-digits?seconds=3&fps=8", seconds=3, every_ms=250)
+    more = record_pairs(tmp_path / "c", spec, "synthetic://av-digits?seconds=3&fps=8", seconds=3, every_ms=250, append=True)
+    names = sorted(p.name for p in (tmp_path / "c").glob("*.npz"))
+    assert first["kept"] > 0 and more["kept"] > 0 and more["total"] == first["kept"] + more["kept"] == len(names)
+    assert names[-1] == f"live_{more['total'] - 1:05d}.npz"  # numbered on, nothing overwritten
+    assert len(load_calib_set(tmp_path / "c", spec, min_clips=1)) == more["total"]
+    # a set recorded for another model is refused before any recording
+    with pytest.raises(DataError, match="audio at 16000 Hz, the model takes 8000 Hz"):
+        record_pairs(tmp_path / "c", _spec_at(spec, 8000), "synthetic://av-digits?seconds=1", append=True)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match="holds no calibration pairs to append to"):
+        record_pairs(tmp_path / "other", spec, "synthetic://av-digits?seconds=1", append=True)
+
+
+def _spec_at(spec, rate):
+    import dataclasses
+
+    return dataclasses.replace(spec, audio=dataclasses.replace(spec.audio, sample_rate=rate))
 
 
 def test_cli_records_a_real_clip_and_says_when_too_short(tmp_path, data_dir):

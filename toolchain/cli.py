@@ -320,15 +320,17 @@ def cmd_demo(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
+    from edge_sdk.quant.calib import MIN_CLIPS
     from edge_sdk.runtime.record import record_pairs
     from edge_sdk.spec import get_spec
 
-    res = record_pairs(args.out, get_spec(args.spec), args.video, args.audio, args.seconds, args.every_ms)
+    res = record_pairs(args.out, get_spec(args.spec), args.video, args.audio, args.seconds, args.every_ms, append=args.append)
     print(json.dumps(res, indent=2))
     if res["interrupted"]:
         raise KeyboardInterrupt
-    if res["kept"] < 32:
-        print(f"edge-sdk calibrate: only {res['kept']} pairs; INT8 needs at least 32: record longer (--seconds) or more often (--every-ms)", file=sys.stderr)
+    if res["total"] < MIN_CLIPS:
+        print(f"edge-sdk calibrate: only {res['total']} pairs; INT8 needs at least {MIN_CLIPS}: record longer (--seconds), more often (--every-ms), "
+              "or add more with --append", file=sys.stderr)
         return 2
     return 0
 
@@ -576,6 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--every-ms", type=_number(float, 1), default=250.0, help="keep one pair every this many ms (default 250)")
     p.add_argument("--spec", default="avnet_s.avdigits", help="spec whose preprocessing the pairs follow")
     p.add_argument("--out", required=True, help="new folder for the .npz pairs (edge-sdk quantize/export --calib)")
+    p.add_argument("--append", action="store_true", help="add to the pairs already in --out (checked against --spec)")
 
     p = add("pipeline", cmd_pipeline, "Pretrain -> distill -> calibrate -> quantize + export -> bench in one go, resumable, one report.")
     p.add_argument("--recipe", default="avdigits", help="a pipeline recipe: avdigits (the shipped models' schedule), smoke, or a .toml path")

@@ -23,7 +23,7 @@ import numpy as np
 from edge_sdk.errors import DataError
 from edge_sdk.spec import ModelSpec
 
-__all__ = ["CalibSet", "MIN_CLIPS", "load_calib_set", "write_calib_set", "hash_files"]
+__all__ = ["CalibSet", "MIN_CLIPS", "load_calib_set", "read_pairs", "write_calib_set", "hash_files"]
 
 MIN_CLIPS = 32  # fewer pairs give unstable activation ranges (percentile/entropy need a histogram)
 
@@ -80,8 +80,9 @@ def load_calib_set(folder: str | Path, spec: ModelSpec, min_clips: int = MIN_CLI
     npz = sorted(root.glob("*.npz"))
     videos = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
     if npz:
-        waves, images = _read_npz(npz[:max_pairs], spec)
-        files, source = npz, f"{root} ({len(npz)} .npz pairs)"
+        files = _spread(npz, max_pairs)  # evenly over the set: pairs appended later (another room, another day) count too
+        waves, images = read_pairs(files, spec)
+        source = f"{root} ({len(npz)} .npz pairs)" if len(files) == len(npz) else f"{root} ({len(files)} of {len(npz)} .npz pairs, evenly spaced)"
     elif videos:
         waves, images = _read_videos(root, spec, max_pairs)
         files, source = videos, f"{root} ({len(videos)} video files)"
@@ -94,7 +95,12 @@ def load_calib_set(folder: str | Path, spec: ModelSpec, min_clips: int = MIN_CLI
     return CalibSet(np.ascontiguousarray(waves), np.ascontiguousarray(images), hash_files(files, root), source)
 
 
-def _read_npz(files: list[Path], spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
+def _spread(files: list[Path], n: int) -> list[Path]:
+    """At most ``n`` of ``files``, evenly spaced, in order."""
+    return files if len(files) <= n else [files[i * len(files) // n] for i in range(n)]
+
+
+def read_pairs(files: list[Path], spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
     a, s = spec.audio, spec.image.size
     waves, images, unit = [], [], []
     for f in files:
