@@ -101,9 +101,11 @@ class Bundle:
             if (backend is None or c.backend == backend) and (precision is None or c.precision == precision):
                 return c
         have = sorted((c.backend, c.precision) for c in self.choices())
+        fmt = {"onnxruntime": "onnx"}.get(backend, backend) or "..."  # export's --format for a backend
         raise ModelFileError(f"{self.folder} has no {backend or 'any'} {precision or ''} model".replace("  ", " "),
                              f"choose one it has: {', '.join(f'--backend {b} --precision {p}' for b, p in have) or '(none)'}, "
-                             "or export the missing one: edge-sdk export MODEL --format ... --precision ...")
+                             f"or export the missing one: edge-sdk export MODEL --format {fmt} --precision {precision or '...'} "
+                             "(--calib DIR for int8)")
 
 
 def bundle_path(name_or_path: str | Path) -> Path:

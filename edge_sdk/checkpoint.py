@@ -11,6 +11,7 @@ process killed mid-write never leaves a half-written checkpoint behind.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -23,6 +24,10 @@ from edge_sdk.errors import ConfigError, ModelFileError
 from edge_sdk.spec import ModelSpec
 
 __all__ = ["save_model", "load_model", "read_sidecar", "atomic_write_text", "save_tensors", "load_tensors"]
+
+log = logging.getLogger(__name__)
+_UMASK = os.umask(0o022)  # read once (umask can only be read by setting it), restored at once
+os.umask(_UMASK)
 
 FORMAT = "edge_sdk.model/1"
 SPEC_KEY = "edge_sdk.spec"  # safetensors metadata: the spec's JSON, as the weights were saved
@@ -39,6 +44,7 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], spec: ModelSpec |
     tmp = path.with_name(path.name + ".tmp")
     metadata = {SPEC_KEY: json.dumps(spec.to_dict())} if spec is not None else None
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # safetensors creates its files 0600: a bundle must be readable by the app's user too
     os.replace(tmp, path)
 
 
@@ -122,17 +128,25 @@ def load_model(path: str | Path, spec: ModelSpec | None = None):
         path = path.with_suffix(".safetensors")
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist", "pass a .safetensors checkpoint or a shipped model name (edge-sdk info)")
-    meta = read_sidecar(path)
-    file_spec = _spec(side, meta["spec"])
+    if side.is_file():
+        meta = read_sidecar(path)
+        file_spec = _spec(side, meta["spec"])
+        state, stored = _load(path)
+        saved = _spec(path, stored) if stored is not None else None
+        drift = file_spec.drift(saved)
+        if drift:
+            against = "the spec saved with the weights" if saved else f"the registered {file_spec.name}"
+            raise ModelFileError(f"{path} does not match spec {file_spec.name} in its sidecar {side.name} (sidecar != {against}): {'; '.join(drift[:5])}",
+                                 f"restore {side.name} as it was written: changed preprocessing needs a retrained model")
+    else:  # a bundle's model.safetensors copied out alone: the spec saved with the weights is enough
+        state, stored = _load(path)
+        if stored is None:
+            raise ModelFileError(f"{side} is missing, and {path.name} stores no spec of its own",
+                                 f"a model file needs its JSON sidecar (spec and recipe) beside it: {side.name}")
+        file_spec, meta = _spec(path, stored), {"format": FORMAT, "spec": stored}
+        log.info("%s: no sidecar %s; using the spec saved in the weights (%s), without recipe or metrics", path, side.name, file_spec.name)
     if spec is not None and spec.to_dict() != file_spec.to_dict():
         raise ModelFileError(f"{path} was trained for spec {file_spec.name}, not {spec.name}", f"load it with spec {file_spec.name}, or use a checkpoint of {spec.name}")
-    state, stored = _load(path)
-    saved = _spec(path, stored) if stored is not None else None
-    drift = file_spec.drift(saved)
-    if drift:
-        against = "the spec saved with the weights" if saved else f"the registered {file_spec.name}"
-        raise ModelFileError(f"{path} does not match spec {file_spec.name} in its sidecar {side.name} (sidecar != {against}): {'; '.join(drift[:5])}",
-                             f"restore {side.name} as it was written: changed preprocessing needs a retrained model")
     model = AVNet(file_spec)
     want = model.state_dict()
     missing = sorted(set(want) - set(state))

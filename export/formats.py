@@ -82,6 +82,16 @@ def artifact(path: Path, graph: str, fmt: str, backend: str, precision: str, **e
             "inputs": TOWERS[graph]["inputs"], "outputs": TOWERS[graph]["outputs"], **extra}
 
 
+def torch_weights(model, out: Path) -> dict:
+    """``out/model.safetensors`` (the spec in its metadata, as ``save_model`` writes it): the
+    PyTorch reference every bundle holds; its artifact record."""
+    from edge_sdk.checkpoint import save_tensors
+
+    path = out / "model.safetensors"
+    save_tensors(path, model.state_dict(), model.spec)
+    return artifact(path, "av", "safetensors", "torch", "fp32")
+
+
 class Exporter:
     """One format. Subclasses declare the class attributes and implement ``write``/``runner``."""
 
@@ -113,11 +123,7 @@ class TorchExporter(Exporter):
     requires, extra = ("torch", "safetensors"), "train"
 
     def write(self, job, precision):
-        from edge_sdk.checkpoint import save_tensors
-
-        path = job.out / "model.safetensors"
-        save_tensors(path, job.model.state_dict(), job.model.spec)  # the spec in its metadata, as save_model writes it
-        return [artifact(path, "av", self.format, self.backend, precision)]
+        return [torch_weights(job.model, job.out)]
 
     def runner(self, files, spec, offset, precision):
         from edge_sdk.runtime.backends import TorchTowers

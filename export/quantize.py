@@ -20,6 +20,7 @@ from pathlib import Path
 from edge_sdk.bundle import MANIFEST, write_manifest
 from edge_sdk.errors import ConfigError, EdgeSDKError
 from edge_sdk.eval.evaluate import METRIC_KEYS, EvalConfig, TorchEmbedder, evaluate, map_offset_of
+from edge_sdk.export.formats import torch_weights
 from edge_sdk.export.int8 import TARGETS, THIN_CHANNELS
 
 __all__ = ["quantize", "GATED", "format_report"]
@@ -87,7 +88,7 @@ def quantize(model_ref: str, targets: list[str], calib_dir: str | Path, out: str
     base = evaluate(TorchEmbedder(model, map_offset=offset), spec, fsdd, mnist, cfg)
     rows.append(_row(spec.name, "torch", "fp32", base, _file_mb(model_path(model_ref)), macs, role="student"))
 
-    artifacts, notes = [], []
+    artifacts, notes = [torch_weights(model, out)], []  # the reference, as in every bundle (eval --backend torch)
     for target in targets:
         log.info("quantize: %s PTQ (%s calibration)", target, method)
         try:

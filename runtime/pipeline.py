@@ -244,16 +244,21 @@ class Pipeline:
             elif float(np.abs(waves[i][0]).max()) >= 0.999:
                 st.fault("clipped_audio")
         t1 = time.perf_counter()
-        reuse = (n == 1 and self._last_audio is not None and self.audio_hop_ns and len(waves[0]) == 1
-                 and frames[0].pts_ns - self._last_audio[0] < self.audio_hop_ns)
-        if reuse:
-            audio_emb = self._last_audio[1][None]
-            image_emb, image_map = self.towers.embed_image(images)
-        else:
+        fresh = self._fresh_audio(frames, len(waves[0]))
+        if len(fresh) == n:
             audio_emb, image_emb, image_map = self.towers.embed_both(np.concatenate(waves), images)
             audio_emb = audio_emb.reshape(n, len(waves[0]), -1)
-            self._last_audio = (frames[-1].pts_ns, audio_emb[-1])
-            st.count("audio_inferences", n)
+        else:  # audio_hop_ms: only the frames a hop apart get their sound embedded, the rest reuse the last
+            image_emb, image_map = self.towers.embed_image(images)
+            new = iter(self.towers.embed_audio(np.concatenate([waves[i] for i in fresh]))[:, None] if fresh else ())
+            last, audio_emb = (self._last_audio[1] if self._last_audio is not None else None), []
+            for i in range(n):
+                last = next(new) if i in fresh else last
+                audio_emb.append(last)
+            audio_emb = np.stack(audio_emb)
+        if fresh:
+            self._last_audio = (frames[fresh[-1]].pts_ns, audio_emb[fresh[-1]])
+        st.count("audio_inferences", len(fresh))
         st.count("inference_batches")
         t2 = time.perf_counter()
         out = []
@@ -272,6 +277,19 @@ class Pipeline:
             st.time("skew", abs(skew) / 1e6)
             results.append(Result(self.task.name, frame.pts_ns, frame.seq, done, values, heat, frame, skew, None if self.paced else origin))
         return results
+
+    def _fresh_audio(self, frames, shifts: int) -> list[int]:
+        """Indices of the frames whose sound is embedded afresh: all of them, or with
+        ``audio_hop_ms`` (one window per frame) those at least a hop after the last one
+        embedded; a file that loops back in time starts afresh."""
+        if not self.audio_hop_ns or shifts != 1:
+            return list(range(len(frames)))
+        fresh, last = [], self._last_audio[0] if self._last_audio is not None else None
+        for i, f in enumerate(frames):
+            if last is None or not 0 <= f.pts_ns - last < self.audio_hop_ns:
+                fresh.append(i)
+                last = f.pts_ns
+        return fresh
 
     def _take(self) -> list[tuple[int, VideoFrame]]:
         """The next frame, and with ``policy="block"`` (a file read as fast as possible) up to

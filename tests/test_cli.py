@@ -99,3 +99,17 @@ def test_run_with_a_device_profile_falls_back_when_the_bundle_lacks_its_choice(t
     assert "has no tensorrt int8 model (asked with --device jetson-orin): using the best one it has" in out.stderr
     stats = json.loads((tmp_path / "s.json").read_text())  # the terminal gets one line, the file the statistics
     assert stats["frames_out"] == 5 and out.stdout.strip().splitlines() == [out.stdout.strip()] and "statistics in" in out.stdout
+
+
+def test_an_unreadable_file_is_one_line_naming_it(monkeypatch, capsys):
+    # A bundle written by another user with 0600 files: every read of it hashes every file.
+    # (Run as root here, a real chmod would not stop the read, so the read itself is made to fail.)
+    from edge_sdk.toolchain import cli
+
+    def refused(path):
+        raise PermissionError(13, "Permission denied", f"{path}/model.safetensors")
+
+    monkeypatch.setattr("edge_sdk.bundle.read_bundle", refused)
+    assert cli.main(["info", DEMO]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot access {DEMO}/model.safetensors: permission denied" in err and "read access" in err

@@ -115,7 +115,7 @@ def test_cli_eval_runs_every_backend_with_checkpoint_keys(exported, tmp_path, ba
         return
     assert out.returncode == 0, out.stderr[-1500:]
     res = json.loads((tmp_path / "e.json").read_text())
-    assert {"pointing_acc", "a2i_r1", "probe_audio_acc", "sync_acc"} <= set(res) and res["backend"] == backend
+    assert {"pointing_acc", "a2i_r1", "probe_audio_acc", "sync_acc"} <= set(res) and (res["backend"], res["precision"]) == (backend, precision)
 
 
 def test_zip_roundtrip_and_refusals(exported, tmp_path):

@@ -64,6 +64,28 @@ def test_a_checkpoint_saved_without_a_stored_spec_falls_back_to_shapes_for_its_t
         load_model(ckpt)
 
 
+def test_weights_copied_out_without_their_sidecar_load_by_the_spec_saved_inside(ckpt, tmp_path):
+    alone = tmp_path / "copy" / "model.safetensors"  # a bundle's model.safetensors, copied out on its own
+    alone.parent.mkdir()
+    shutil.copy(ckpt, alone)
+    model, meta = load_model(alone)
+    assert model.spec.to_dict() == load_model(ckpt)[0].spec.to_dict() and meta["spec"]["name"] == "avnet_xs.avdigits"
+    with pytest.raises(ModelFileError, match="was trained for spec avnet_xs.avdigits, not avnet_s.avdigits"):
+        load_model(alone, get_spec("avnet_s.avdigits"))
+    save_tensors(alone, load_tensors(alone))  # weights with no spec of their own still need the sidecar
+    with pytest.raises(ModelFileError, match="model.json is missing, and model.safetensors stores no spec of its own"):
+        load_model(alone)
+
+
+def test_saved_weights_are_readable_by_other_users(ckpt):
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(ckpt.stat().st_mode) == 0o666 & ~umask  # safetensors alone would make it 0600
+
+
 @pytest.mark.parametrize("edit, match", [
     (lambda d: [], "m.json: a JSON list, not an object"),
     (lambda d: d.pop("spec") and None, 'm.json has no "spec"'),

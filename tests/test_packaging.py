@@ -41,8 +41,9 @@ def test_runtime_only_install_lists_models_and_evaluates_a_bundle():
     row = next(line for line in out.stdout.splitlines() if line.startswith("avnet_s.avdigits"))
     assert "320,448" in row and "35.1" in row  # from the shipped sidecar: nothing to count with
     assert "pip install 'edge_sdk[train]'" in out.stdout
-    out = _core("eval", "avnet_s-demo", "--backend", "onnxruntime", "--synthetic", "--scenes", "24")
+    out = _core("eval", "avnet_s-demo", "--synthetic", "--scenes", "24")  # what `run` would load: no torch needed
     assert out.returncode == 0 and "pointing_acc" in out.stdout and "not comparable" in out.stderr, out.stderr[-2000:]
+    assert "evaluating onnxruntime int8 of avnet_s-demo" in out.stderr
 
 
 @pytest.mark.parametrize("args,extra", [

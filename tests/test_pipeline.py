@@ -312,6 +312,15 @@ def test_audio_tower_at_its_own_rate_and_mjpeg_preview(bundle):
     assert b"--frame" in got.get("head", b"") and b"image/jpeg" in got["head"]
 
 
+def test_audio_hop_holds_for_a_file_read_in_batches(bundle):
+    # A file is read as fast as it decodes, frames taken up to 8 at a time: the hop still
+    # counts in the file's own time, across and within batches.
+    pipe = Pipeline.from_bundle(bundle, "synthetic://av-digits?seconds=4&fps=10", task="localize", audio_hop_ms=500)
+    stats = pipe.run()
+    assert stats["frames_out"] == 40 and stats["counters"]["inference_batches"] < 40  # batched
+    assert stats["counters"]["audio_inferences"] == 8  # at 0.0, 0.5, ... 3.5 s
+
+
 def test_a_manifest_that_does_not_match_its_models_is_refused_by_name(bundle, tmp_path):
     import shutil
 

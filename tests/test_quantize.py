@@ -166,6 +166,7 @@ def test_quantize_run_writes_bundle_report_and_tries_qat(model, tmp_path):
     assert report["calibration"]["pairs"] == 40 and len(report["calibration"]["sha256"]) == 64
     bundle = read_bundle(tmp_path / "b")
     assert bundle.find("onnxruntime", "int8").files["image"].suffix == ".onnx"
+    assert bundle.find("torch", "fp32").files["av"].name == "model.safetensors"  # the reference, as in every bundle
     assert {a["precision"] for a in bundle.manifest["artifacts"]} >= {"fp32", "int8", "fp16"}
     assert "| avnet_s.avdigits | onnxruntime | int8 |" in (tmp_path / "b" / "report.md").read_text()
     with pytest.raises(Exception, match="already holds a bundle"):

@@ -89,3 +89,4 @@ def test_a_bundle_without_the_asked_backend_names_what_it_has():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "no tensorrt int8 model" in out.stderr and "--backend onnxruntime --precision int8" in out.stderr
+    assert "edge-sdk export MODEL --format tensorrt --precision int8 (--calib DIR for int8)" in out.stderr

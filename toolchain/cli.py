@@ -349,11 +349,15 @@ def cmd_pipeline(args) -> int:
 
 
 def _bundle_embedder(path: str, backend: str | None, precision: str | None):
+    """The runner ``run`` would load from the bundle on this machine (``--backend`` /
+    ``--precision`` narrow the choice), its bundle and its choice."""
     from edge_sdk.bundle import read_bundle
     from edge_sdk.runtime.backends import open_towers
+    from edge_sdk.runtime.pipeline import pick_backend
 
     bundle = read_bundle(path)
-    return open_towers(bundle, backend, precision), bundle
+    choice = pick_backend(bundle, backend, precision)
+    return open_towers(bundle, choice.backend, choice.precision), bundle, choice
 
 
 def cmd_eval(args) -> int:
@@ -367,11 +371,12 @@ def cmd_eval(args) -> int:
               "with the shipped metrics; give --fsdd and --mnist for those", file=sys.stderr)
     if Path(args.model).is_dir() or args.model.endswith(".zip") or (not Path(args.model).exists() and args.model in shipped_bundles()):
         # a bundle: run it through its own runtime
-        embedder, bundle = _bundle_embedder(args.model, args.backend, args.precision)
+        embedder, bundle, choice = _bundle_embedder(args.model, args.backend, args.precision)
+        print(f"evaluating {choice.backend} {choice.precision} of {args.model} (--backend/--precision choose another)", file=sys.stderr)
         cfg = EvalConfig(scenes=args.scenes, k=args.k, seed=args.seed, test_speakers=tuple(args.test_speakers.split(",")) if args.test_speakers else EvalConfig.test_speakers)
         res = evaluate(embedder, bundle.spec, fsdd, mnist, cfg, heatmap_png=args.heatmaps)
-        res.update(model=args.model, backend=args.backend, precision=args.precision)
-        print(format_table({Path(args.model).name: res}))
+        res.update(model=args.model, backend=choice.backend, precision=choice.precision)
+        print(format_table({f"{Path(args.model).name} {choice.backend} {choice.precision}": res}))
         if args.json:
             Path(args.json).write_text(json.dumps(res, indent=2))
         return 0
@@ -589,7 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("eval", cmd_eval, "Evaluate a model on speaker- and image-disjoint AV-Digits.")
     p.add_argument("model", help="a .safetensors checkpoint, a shipped model name (edge-sdk info), or a bundle folder or .zip")
-    p.add_argument("--backend", help="bundles: onnxruntime, tensorrt, executorch or torch (default: the first it has)")
+    p.add_argument("--backend", help="bundles: onnxruntime, tensorrt, executorch or torch (default: what `run` picks on this machine)")
     p.add_argument("--precision", help="bundles: fp32, fp16 or int8")
     p.add_argument("--scenes", type=COUNT, default=500, help="test scenes (default 500)")
     p.add_argument("--k", type=_number(int, 1, 10), default=3, help="digits per scene (default 3)")
@@ -641,6 +646,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.fn(args)
     except EdgeSDKError as e:
         print(f"edge-sdk {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except PermissionError as e:  # e.g. a bundle another user wrote, an output folder of someone else's
+        print(f"edge-sdk {args.command}: error: cannot access {e.filename or e}: permission denied -- fix: give this user "
+              "read access (and write access for outputs) to it, or copy it to a folder this user owns", file=sys.stderr)
         return 2
     except ModuleNotFoundError as e:
         error = missing_package(e, NEEDS.get(args.command))
