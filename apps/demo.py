@@ -117,8 +117,8 @@ def run_demo(name: str, *, video: str | None = None, audio: str | None = None, b
     if mjpeg is not None:
         sinks.append(MjpegSink(mjpeg))
         notes.append(f"preview at {sinks[-1].url}")
-    for n in notes:  # said once, before the run
-        log.warning("demo %s: %s", name, n)
+    for n in notes:  # said once, before the run (the CLI shows this module's INFO lines)
+        log.info("demo %s: %s", name, n)
 
     def keep(result):
         last["result"] = result
@@ -139,7 +139,8 @@ def run_demo(name: str, *, video: str | None = None, audio: str | None = None, b
             window.close()
     summary = {"demo": name, "video": video, "audio": audio, "backend": pipe.backend, "notes": notes, "out": str(out),
                "window": {"kind": window.kind, "frames_shown": window.shown} if window else None,
-               "files": {"video": str(out / "annotated.mp4"), "events": str(out / "events.jsonl"), "stats": str(out / "stats.json")},
+               "files": {"video": str(out / "annotated.mp4"), "events": str(out / "events.jsonl"), "stats": str(out / "stats.json"),
+                         "summary": str(out / "summary.json")},
                "stats": stats, "pointing_acc": float(np.mean(hits)) if hits else None}
     if "result" in last:
         cv2.imwrite(str(out / "snapshot.png"), annotate(last["result"], hud(pipe), min_side=MIN_SIDE)[:, :, ::-1])

@@ -127,7 +127,7 @@ def _decode_only(clip: Path, size: int) -> dict:
     return {"frames": n, "fps": round(n / (time.perf_counter() - t0), 2)}
 
 
-def bench_runtime(bundle, *, seconds: int = 10, fps: int = 30, prefer: str | None = None, precision: str | None = None,
+def bench_runtime(bundle, *, seconds: int = 60, fps: int = 30, prefer: str | None = None, precision: str | None = None,
                   teacher: str | None = "teacher", soak_s: float = 0.0, fsdd=None, mnist=None, workdir=None) -> dict:
     from edge_sdk.bundle import read_bundle
     from edge_sdk.data.clipfile import read_boxes, write_clip

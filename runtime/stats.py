@@ -88,5 +88,7 @@ class Stats:
         """One status line for the terminal: the frame rate of the last 2 s."""
         d = self.to_dict()
         lat, skew = d["latency_ms"]["capture_to_result"], d["latency_ms"]["skew"]
+        kinds = Counter(d["faults"]).most_common(2)  # say what they are: silence between words is one, a lost camera another
+        faults = f"faults {sum(d['faults'].values())}" + (" (" + ", ".join(f"{k} {n}" for k, n in kinds) + ")" if kinds else "")
         return (f"{self.fps(2.0):6.1f} fps  in {d['frames_in']}  out {d['frames_out']}  dropped {d['dropped']}  "
-                f"latency p50 {lat.get('p50')} p95 {lat.get('p95')} ms  skew p95 {skew.get('p95')} ms  faults {sum(d['faults'].values())}")
+                f"latency p50 {lat.get('p50')} p95 {lat.get('p95')} ms  skew p95 {skew.get('p95')} ms  {faults}")

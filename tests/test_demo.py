@@ -26,6 +26,8 @@ def test_localize_falls_back_to_generated_scenes_and_points_at_the_speaker(tmp_p
     assert any("no camera" in n for n in s["notes"]) and any("no display" in n for n in s["notes"])
     assert s["video"].startswith("synthetic://") and s["stats"]["frames_out"] >= 20
     assert s["pointing_acc"] is not None and s["pointing_acc"] >= 0.6
+    assert set(s["files"]) == {"video", "events", "stats", "summary", "snapshot"}
+    assert all(Path(f).is_file() for f in s["files"].values())  # every file the demo says it wrote
     snap = cv2.imread(s["files"]["snapshot"])
     hsv = cv2.cvtColor(snap, cv2.COLOR_BGR2HSV)
     assert np.mean(hsv[..., 1] > 80) > 0.2  # the colour heatmap is drawn over the grey digits

@@ -241,6 +241,10 @@ def test_stats_without_frames_and_the_live_rate_after_they_stop():
         st.count("frames_out")
         st.mark(t + i * 100_000_000)
     assert st.fps() == pytest.approx(10.0) and st.fps(2.0) == 0.0 and st.line().startswith("   0.0 fps")
+    assert st.line().endswith("faults 0")
+    for kind in ("silent_audio", "silent_audio", "lost", "black_frame", "silent_audio"):
+        st.fault(kind)
+    assert st.line().endswith("faults 5 (silent_audio 3, lost 1)")  # what they are, the most frequent first
     for i in range(5):  # reconnected: five frames the camera had buffered, in one burst
         st.count("frames_out")
         st.mark(now_ns() - (5 - i) * 1_000_000)

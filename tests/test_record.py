@@ -49,7 +49,7 @@ def test_cli_records_a_real_clip_and_says_when_too_short(tmp_path, data_dir):
     clip = data_dir / "video" / "chaplin.mp4"
     out = subprocess.run([sys.executable, "-m", "edge_sdk", "calibrate", "--video", f"file://{clip}", "--seconds", "3",
                           "--out", str(tmp_path / "c")], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and "at least 32" in out.stderr
+    assert out.returncode == 2 and "at least 32" in out.stderr and f"pairs to {tmp_path / 'c'}" in out.stderr
     assert len(list((tmp_path / "c").glob("*.npz"))) >= 8
 
 

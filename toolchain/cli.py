@@ -326,6 +326,8 @@ def cmd_calibrate(args) -> int:
 
     res = record_pairs(args.out, get_spec(args.spec), args.video, args.audio, args.seconds, args.every_ms, append=args.append)
     print(json.dumps(res, indent=2))
+    print(f"edge-sdk calibrate: wrote {res['kept']} pairs to {res['out']} ({res['total']} in all; {res['silent']} silent windows skipped); "
+          f"use it with --calib {res['out']}", file=sys.stderr)
     if res["interrupted"]:
         raise KeyboardInterrupt
     if res["total"] < MIN_CLIPS:
@@ -554,7 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("bench-runtime", cmd_bench_runtime, "Measure the streaming runtime: overhead, drops, skew, speed-up over an OpenCV + PyTorch loop, memory.")
     p.add_argument("--bundle", default="avnet_s-demo", help="bundle folder, .zip or shipped bundle name (default: the shipped demo)")
-    p.add_argument("--seconds", type=COUNT, default=10, help="length of the 720p 30 fps test clip (default 10)")
+    p.add_argument("--seconds", type=COUNT, default=60, help="length of the 720p 30 fps test clip (default 60, as the README's "
+                   "figures; a shorter clip weighs start-up more: overhead up, speed-up down)")
     p.add_argument("--backend", help="backend to run (default: the best this machine runs)")
     p.add_argument("--precision", help="precision to run (default: the fastest the bundle has)")
     p.add_argument("--teacher", default="teacher", help="the baseline's PyTorch model ('' to skip the baseline)")
@@ -635,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
     # Long jobs say which stage they are in (without -v, only their own stage lines)
     stages = {"eval": ("edge_sdk.eval",), "quantize": ("edge_sdk.export.quantize",), "export": ("edge_sdk.export.engine",),
               "bench": ("edge_sdk.export.bench",), "bench-runtime": ("edge_sdk.runtime.bench",),
-              "pipeline": ("edge_sdk.toolchain.pipeline", "edge_sdk.export.engine"), "calibrate": ("edge_sdk.runtime.record",)}
+              "pipeline": ("edge_sdk.toolchain.pipeline", "edge_sdk.export.engine"), "calibrate": ("edge_sdk.runtime.record",), "demo": ("edge_sdk.apps.demo",)}
     for name in stages.get(args.command, ()):
         logging.getLogger(name).setLevel(logging.INFO)
     _received[:] = [signal.SIGINT]
