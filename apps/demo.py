@@ -55,8 +55,9 @@ def default_sources(video: str | None, audio: str | None) -> tuple[str, str | No
     if video:
         return video, audio, None
     cam = _camera()
-    if cam is None:
-        return FALLBACK, None, "no camera found (no /dev/video* that opens): running on synthetic://av-digits; pass --video URI"
+    if cam is None:  # a given --audio is kept: the scenes' pictures with that sound
+        sound = f" with the sound of {audio}" if audio else ""
+        return FALLBACK, audio, f"no camera found (no /dev/video* that opens): running on synthetic://av-digits{sound}; pass --video URI"
     mic = audio or _microphone()
     if mic is None:
         return FALLBACK, None, f"camera {cam} but no microphone: running on synthetic://av-digits; pass --audio URI"

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import zipfile
+import zlib
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -102,7 +103,7 @@ class Bundle:
                 return c
         have = sorted((c.backend, c.precision) for c in self.choices())
         fmt = {"onnxruntime": "onnx"}.get(backend, backend) or "..."  # export's --format for a backend
-        raise ModelFileError(f"{self.folder} has no {backend or 'any'} {precision or ''} model".replace("  ", " "),
+        raise ModelFileError(f"{self.folder} has no {' '.join(x for x in (backend, precision) if x) or 'runnable'} model",
                              f"choose one it has: {', '.join(f'--backend {b} --precision {p}' for b, p in have) or '(none)'}, "
                              f"or export the missing one: edge-sdk export MODEL --format {fmt} --precision {precision or '...'} "
                              "(--calib DIR for int8)")
@@ -254,8 +255,8 @@ def unpack_zip(path: str | Path, dest: str | Path | None = None) -> Path:
                     (tmp / root).replace(dest)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-    except zipfile.BadZipFile as e:
-        raise ModelFileError(f"{path}: not a readable zip ({e})", "the download is truncated or damaged: copy it again") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:  # a damaged member's data fails only when inflated
+        raise ModelFileError(f"{path}: not a readable zip ({e.__class__.__name__}: {e})", "the download is truncated or damaged: copy it again") from None
     return dest
 
 

@@ -257,9 +257,27 @@ class MicSource(Source):
             self._callback_error = e
             raise self._sd.CallbackAbort from e
 
+    DEAD_S = 2.0  # this long of exact zeros from a microphone is reported (a real one always hisses)
+
+    def _watch_silence(self, data: np.ndarray, t_ns: int) -> None:
+        """Say when the device delivers exact digital silence for :attr:`DEAD_S` (muted, or
+        unplugged: PulseAudio and PipeWire move a lost device's stream to a silent source, so
+        the stream never stops), as a ``silent_device`` gap, and when sound comes back."""
+        if data.any():
+            if self._zeros_s >= self.DEAD_S:
+                log.info("%s: sound again after %.1f s of digital silence", self.uri, self._zeros_s)
+            self._zeros_s = 0.0
+            return
+        before, self._zeros_s = self._zeros_s, self._zeros_s + len(data) / self.device_rate
+        if before < self.DEAD_S <= self._zeros_s:
+            log.warning("%s delivers exact digital silence (%.0f s so far): muted, or unplugged", self.uri, self.DEAD_S)
+            self.gap("silent_device", self._zeros_s, "the microphone delivers exact zeros: muted, or unplugged "
+                     "(a sound server moves a lost device's stream to a silent source)", pts_ns=t_ns)
+
     def _feed(self) -> None:
         rs, n_in, n_out, t_chunk, i_chunk = None, 0, 0, 0, 0
         step_ns = 1e9 / self.device_rate
+        self._zeros_s = 0.0
         while not self.stopped:
             if self._callback_error is not None:
                 raise DataError(f"{self.uri}: the audio callback failed ({self._callback_error!r})",
@@ -284,6 +302,7 @@ class MicSource(Source):
                 t_chunk = self._clock.to_sdk(adc)
             else:
                 t_chunk = arrival - int(len(data) * step_ns)
+            self._watch_silence(data, t_chunk)
             i_chunk = n_in
             n_in += len(data)
             y = rs.resample_chunk(np.ascontiguousarray(data.mean(axis=1), np.float32))
@@ -447,7 +466,7 @@ class CaptureSource(Source):
                 attempts += 1
                 if attempts == 1 or t - said >= self._SAY_EVERY_NS:
                     said = t
-                    log.warning("lost %s: reconnecting (attempt %d, next in %g s; no frame for %.0f s)",
+                    log.warning("lost %s: attempt %d to reconnect in %g s (no frame for %.0f s)",
                                 self.uri, attempts, delay, (t - lost_at) / 1e9)
                 if self._stopping.wait(delay):
                     break

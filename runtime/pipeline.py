@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_sdk.errors import ConfigError, DataError, EdgeSDKError
+from edge_sdk.errors import ConfigError, DataError
 from edge_sdk.runtime.align import AudioRing
 from edge_sdk.runtime.clock import now_ns
 from edge_sdk.runtime.frames import AudioBlock, Gap, Result, VideoFrame
@@ -103,6 +103,8 @@ class Pipeline:
                  sinks=(), callback=None, task_opts: dict | None = None):
         if policy not in (None, "latest", "block"):
             raise ConfigError(f"queue policy {policy!r}", "use latest (drop the oldest frame, counted) or block (never drop)")
+        if queue_size < 1:
+            raise ConfigError(f"queue_size={queue_size}", "use 1 or more (frames waiting for inference; 2 keeps live latency low)")
         if getattr(video, "kind", "video") == "audio":
             raise DataError(f"{video.uri} has no video track; the video source needs pictures",
                             "sound-only inputs go to --audio (audio=); give a camera, stream or video file as --video")
@@ -114,8 +116,10 @@ class Pipeline:
         self.task = make_task(task, **(task_opts or {})) if isinstance(task, str) else task
         self.task.setup(towers, spec)
         if audio is None and getattr(video, "kind", "av") == "video":
-            log.warning("%s has no audio track; the %s task needs sound: pass --audio mic://default or wav:///path "
-                        "(running on silence, counted as silent_audio)", video.uri, self.task.name)
+            why = ("has no audio track" if getattr(video, "counters", {}).get("no_audio")
+                   else "gives pictures only (cameras and network streams are read without their sound)")
+            log.warning("%s %s; the %s task needs sound: pass --audio mic://default or wav:///path "
+                        "(running on silence, counted as silent_audio)", video.uri, why, self.task.name)
         self.map_offset = tuple(map_offset)
         self.paced = getattr(video, "live", True)  # pts_ns is the capture time; else media time
         self.policy = policy or ("latest" if self.paced else "block")
@@ -135,6 +139,11 @@ class Pipeline:
         self.max_skew_ns = int(max_skew_ms * 1e6)
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
+        self._consumer = False  # someone takes the results (run(), iteration): a file's wait for it instead of dropping
+        self._ended = False  # the end of the results was taken
+        self._closed = threading.Lock()  # held once the sinks are closed: stop() runs once
+        self._sink_errors: list[str] = []
+        self._failed: list = []  # sinks left out after failing
         self._last_audio: tuple[int, np.ndarray] | None = None
         self.error: BaseException | None = None
 
@@ -200,8 +209,7 @@ class Pipeline:
             self.stats.fault(item.kind)
             # a lost stream is announced by its source (rate-limited); the rest are news here
             (log.info if item.kind == "lost" else log.warning)("%s: %s %s", item.source, item.kind, item.message)
-            for s in self.sinks:
-                s.gap(item)
+            self._to_sinks("gap", item)
 
     # -- inference side ---------------------------------------------------------------
     def _audio_done(self) -> bool:
@@ -321,9 +329,10 @@ class Pipeline:
                         break
                     continue
                 for result in self._process(frames):
+                    if self._stop.is_set():  # stop() from a callback closes the sinks: nothing more goes to them
+                        break
                     t0 = time.perf_counter()
-                    for s in self.sinks:
-                        s.result(result)
+                    self._to_sinks("result", result)
                     if self.callback:
                         self.callback(result)
                     self.stats.time("sinks", (time.perf_counter() - t0) * 1e3)
@@ -335,12 +344,39 @@ class Pipeline:
         finally:
             self._deliver(_END)
 
+    def _to_sinks(self, method: str, item) -> None:
+        """``item`` to every sink still working. A sink that fails (a full disk) is said once,
+        left out from then on and listed in the statistics' ``errors``; the run and the other
+        sinks go on."""
+        for s in self.sinks:
+            if s in self._failed:
+                continue
+            try:
+                getattr(s, method)(item)
+            except Exception as e:  # noqa: BLE001 - any sink's failure is handled the same way
+                self._sink_failed(s, e)
+
+    def _sink_failed(self, sink, e: Exception) -> None:
+        self._failed.append(sink)
+        log.error("%s failed (%s: %s); the run goes on without it", type(sink).__name__, e.__class__.__name__, e)
+        self._sink_errors.append(f"{type(sink).__name__}: {e.__class__.__name__}: {e}")
+
     def _deliver(self, item) -> None:
+        """Hand a result to the consumer. A file (``block``) with a consumer waits for it: its
+        results are never dropped. Live, or with nobody taking results (sinks and callbacks
+        only), the oldest waiting result makes room (counted as ``results_dropped``)."""
         while True:
             try:
-                self.results.put_nowait(item)
+                if self.policy == "block" and self._consumer and item is not _END:
+                    self.results.put(item, timeout=0.1)
+                else:
+                    self.results.put_nowait(item)
                 return
-            except queue.Full:  # nobody is iterating: keep the newest results
+            except queue.Full:
+                if self.policy == "block" and self._consumer and item is not _END:
+                    if self._stop.is_set():
+                        return
+                    continue
                 try:
                     self.results.get_nowait()
                     self.stats.count("results_dropped")
@@ -349,6 +385,10 @@ class Pipeline:
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> "Pipeline":
+        if self._worker is not None:
+            raise ConfigError("this pipeline was already started (a Pipeline runs once)",
+                              "open a new one (Pipeline.from_bundle) for another run; iterate it or call run(), not both")
+        self._t_start, self._t_stop = time.monotonic(), None
         self._worker = threading.Thread(target=self._run, name="edge_sdk-infer", daemon=True)
         self._worker.start()
         if self.audio is not None:  # a separate microphone or track: the video source's own sound is not used
@@ -359,15 +399,23 @@ class Pipeline:
         return self
 
     def stop(self) -> dict:
-        """Stop sources and workers (never hangs) and return the final statistics."""
+        """Stop sources and workers (never hangs; also from a callback) and return the final
+        statistics. Every sink is closed even when one fails (a full disk): the failure goes
+        to the statistics' ``errors``, the other sinks' files are finished."""
         self._stop.set()
         for src in (self.video, self.audio):
             if src is not None:
                 src.stop()
-        if self._worker is not None:
+        if self._worker is not None and self._worker is not threading.current_thread():
             self._worker.join(timeout=5.0)
-        for s in self.sinks:
-            s.close()
+        if self._closed.acquire(blocking=False):
+            self._t_stop = time.monotonic()
+            for s in self.sinks:
+                try:
+                    s.close()
+                except Exception as e:  # noqa: BLE001 - any sink's failure is reported the same way
+                    if s not in self._failed:
+                        self._sink_failed(s, e)
         return self.final_stats()
 
     def final_stats(self) -> dict:
@@ -375,6 +423,8 @@ class Pipeline:
         d["policy"] = self.policy
         d["latency_from"] = "capture" if self.paced else "read"  # an unpaced file's pts_ns is media time
         d["backend"] = getattr(self, "backend", type(self.towers).__name__)
+        if self._worker is not None:  # the run's length, beside fps (the rate while results came)
+            d["seconds"] = round((self._t_stop or time.monotonic()) - self._t_start, 2)
         d["audio_gaps"] = self.ring.gaps
         for name, src in (("video", self.video), ("audio", self.audio)):
             if src is not None:
@@ -382,6 +432,8 @@ class Pipeline:
                 if src.error is not None:  # the source ended on an error: said, not swallowed
                     d["faults"]["source_error"] = d["faults"].get("source_error", 0) + 1
                     d.setdefault("errors", []).append(f"{name} source {src.uri}: {src.error}")
+        if self._sink_errors:
+            d.setdefault("errors", []).extend(f"sink {e}" for e in self._sink_errors)
         return d
 
     def __enter__(self) -> "Pipeline":
@@ -391,15 +443,24 @@ class Pipeline:
         self.stop()
 
     def __iter__(self):
+        """The results, in order, until the input ends (a finished pipeline yields nothing more);
+        an error of the run is raised here, as :meth:`run` raises it."""
+        if self._ended:
+            return
         if self._worker is None:
             self.start()
-        while True:
-            item = self.results.get()
-            if item is _END:
-                break
-            yield item
+        self._consumer = True
+        try:
+            while True:
+                item = self.results.get()
+                if item is _END:
+                    self._ended = True
+                    break
+                yield item
+        finally:
+            self._consumer = False  # a loop left early takes no more: the worker must not wait for it
         if self.error is not None:
-            raise self.error if isinstance(self.error, EdgeSDKError) else RuntimeError(f"pipeline failed: {self.error!r}") from self.error
+            raise self.error
 
     def run(self, max_seconds: float | None = None, on_stats=None, every_s: float = 1.0, on_result=None) -> dict:
         """Run to the end of the input (or ``max_seconds``); returns the final statistics
@@ -410,6 +471,7 @@ class Pipeline:
         t_end = time.monotonic() + max_seconds if max_seconds else None
         next_line = time.monotonic() + every_s
         self.start()
+        self._consumer = True
         interrupted = False
         try:
             while True:
@@ -418,6 +480,7 @@ class Pipeline:
                 except queue.Empty:
                     item = None
                 if item is _END:
+                    self._ended = True
                     break
                 if on_result and item is not None and on_result(item) is False:
                     break
@@ -429,6 +492,7 @@ class Pipeline:
         except KeyboardInterrupt:
             interrupted = True
         finally:
+            self._consumer = False
             stats = self.stop()
         if interrupted:
             raise Interrupted({**stats, "interrupted": True}) from None

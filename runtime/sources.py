@@ -114,9 +114,13 @@ def _coerce(uri: str, key: str, value, default):
             return False
     else:
         try:
-            return type(default)(value)
+            number = type(default)(value)
         except (TypeError, ValueError):
             pass
+        else:
+            if isinstance(number, str) or number >= 0:  # every numeric option is a size, a rate or a time (0: the device's or the default)
+                return number
+            raise ConfigError(f"{uri}: option {key}={value!r} is negative", f"pass {key}=0 or more (default {default!r})")
     raise ConfigError(f"{uri}: option {key}={value!r} is not a {type(default).__name__}",
                       f"pass {key}={default!r} or another {type(default).__name__}")
 

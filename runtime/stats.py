@@ -81,6 +81,7 @@ class Stats:
         frames_in = counters.get("frames_in", 0)
         return {"frames_in": frames_in, "frames_out": counters.get("frames_out", 0), "dropped": counters.get("dropped", 0),
                 "drop_rate": round(counters.get("dropped", 0) / frames_in, 4) if frames_in else 0.0,
+                "results_dropped": counters.get("results_dropped", 0),  # made room for newer ones: nobody took them in time
                 "audio_blocks": counters.get("audio_blocks", 0), "fps": self.fps(), "faults": faults,
                 "latency_ms": stages, "counters": counters}
 

@@ -113,3 +113,9 @@ def test_an_unreadable_file_is_one_line_naming_it(monkeypatch, capsys):
     assert cli.main(["info", DEMO]) == 2
     err = capsys.readouterr().err
     assert f"cannot access {DEMO}/model.safetensors: permission denied" in err and "read access" in err
+
+
+def test_the_status_line_is_whole_lines_when_stderr_is_not_a_terminal():
+    out = _run("run", "--bundle", DEMO, "--video", "synthetic://av-digits?seconds=2&realtime=1", "--headless")
+    assert out.returncode == 0, out.stderr[-1000:]
+    assert "\r" not in out.stderr and any(" fps  in " in line and "faults" in line for line in out.stderr.splitlines())

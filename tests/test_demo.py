@@ -94,3 +94,16 @@ def test_the_20_line_embedding_example_runs():
     out = subprocess.run([sys.executable, str(app), "synthetic://av-digits?seconds=2&fps=5"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-1000:]
     assert out.stdout.count("sound at") == 10
+
+
+def test_a_given_sound_is_kept_when_there_is_no_camera(tmp_path, monkeypatch):
+    import wave
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    path = tmp_path / "tone.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes((np.sin(np.arange(48000) * 0.2) * 8000).astype("<i2").tobytes())
+    s = run_demo("sync", audio=f"wav://{path}", out=tmp_path, max_seconds=2, headless=True)
+    assert s["audio"] == f"wav://{path}" and any(f"with the sound of wav://{path}" in n for n in s["notes"])
+    assert s["stats"]["sources"]["audio"]["uri"] == f"wav://{path}"  # the scenes' own sound was not used

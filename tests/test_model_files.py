@@ -202,6 +202,25 @@ def test_a_zip_without_a_manifest_at_its_top_is_refused_and_leaves_nothing(bundl
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache" / "bundles").iterdir())
 
 
+def test_a_zip_whose_member_data_is_damaged_is_refused_by_name(bundle, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGE_SDK_CACHE", str(tmp_path / "cache"))
+    (bundle / "audio.onnx").write_bytes(bytes(range(256)) * 2000)  # compressible: a deflate stream to damage
+    write_manifest(bundle, get_spec("avnet_s.avdigits"), json.loads((bundle / "manifest.json").read_text())["artifacts"])
+    path = tmp_path / "d.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(bundle.iterdir()):
+            z.write(f, f.name)
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo("audio.onnx")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)  # the member's compressed bytes
+    data[start + 20 : start + 60] = bytes(40)
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="d.zip: not a readable zip") as e:  # zlib's or the CRC's error, not a traceback
+        read_bundle(path)
+    assert "damaged" in e.value.fix
+
+
 def test_a_damaged_cached_unpack_is_unpacked_again_from_the_zip(bundle, tmp_path, monkeypatch):
     monkeypatch.setenv("EDGE_SDK_CACHE", str(tmp_path / "cache"))
     z = _zip(bundle, tmp_path / "b.zip")

@@ -368,3 +368,61 @@ def test_live_sync_stays_a_look_ahead_late_when_inference_falls_behind(bundle):
     pipe.towers.embed_both = slow
     stats = pipe.run()
     assert stats["dropped"] > 0 and max(r.latency_ms for r in results) < 1000  # grew to 4.2 s before
+
+
+def test_a_slow_consumer_of_a_file_gets_every_result_in_order(bundle):
+    pipe = Pipeline.from_bundle(bundle, "synthetic://av-digits?seconds=5&fps=10", task="localize")  # 50 > the 32 results queued
+    seqs = []
+    for r in pipe:
+        seqs.append(r.seq)
+        time.sleep(0.02)  # slower than inference: a file waits for its consumer instead of dropping
+    stats = pipe.stop()
+    assert seqs == list(range(50)) and stats["results_dropped"] == 0 and stats["seconds"] > 0
+    assert list(pipe) == []  # a finished pipeline yields nothing more (it used to wait forever)
+    with pytest.raises(ConfigError, match="already started"):
+        pipe.start()
+
+
+def test_stop_from_a_callback_ends_the_run_cleanly(bundle):
+    seen = []
+
+    def callback(result):
+        seen.append(result.seq)
+        if len(seen) == 5:
+            pipe.stop()  # on the inference thread: it must not join itself
+
+    pipe = Pipeline.from_bundle(bundle, "synthetic://av-digits?seconds=5&fps=10", task="localize", callback=callback)
+    stats = pipe.run()
+    assert seen[:5] == [0, 1, 2, 3, 4] and len(seen) < 50 and "errors" not in stats
+
+
+def test_a_sink_that_fails_at_close_loses_neither_the_others_nor_the_statistics(bundle, tmp_path):
+    from edge_sdk.runtime.sinks import JsonlSink
+
+    class FullDisk:
+        def __init__(self, after):
+            self.n, self.after = 0, after
+
+        def result(self, r):
+            self.n += 1
+            if self.n > self.after:
+                raise OSError(28, "No space left on device")
+
+        def gap(self, g):
+            pass
+
+        def close(self):
+            raise OSError(28, "No space left on device")
+
+    for after in (3, 100):  # full during the run, or only when the last buffer is flushed
+        events = tmp_path / f"e{after}.jsonl"
+        sinks = [FullDisk(after), JsonlSink(events)]
+        stats = Pipeline.from_bundle(bundle, "synthetic://av-digits?seconds=2&fps=5", task="localize", sinks=sinks).run()
+        assert stats["frames_out"] == 10 and len(events.read_text().splitlines()) == 10  # the sink after it was finished
+        assert stats["errors"] == ["sink FullDisk: OSError: [Errno 28] No space left on device"]  # said once
+        assert sinks[0].n == min(after + 1, 10)  # left out after failing
+
+
+def test_queue_size_below_one_is_refused(bundle):
+    with pytest.raises(ConfigError, match="queue_size=0"):
+        Pipeline.from_bundle(bundle, "synthetic://av-digits?seconds=1", queue_size=0)

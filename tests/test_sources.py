@@ -323,6 +323,8 @@ def test_uri_errors_and_usage(monkeypatch):
         open_source(f"file://{clip('example2.mp4')}?realtme=1")
     with pytest.raises(ConfigError, match="loop='maybe'"):
         open_source(f"file://{clip('example2.mp4')}?loop=maybe")
+    with pytest.raises(ConfigError, match="option blocksize='-5' is negative"):  # was an OverflowError deep in PortAudio
+        open_source("mic://default?blocksize=-5")
     text = usage()
     assert all(f"{s}://" in text for s in SCHEMES) and set(SCHEMES) >= {"file", "wav", "mic", "cam", "v4l2", "csi",
                                                                         "http", "rtsp", "synthetic"}
@@ -454,6 +456,23 @@ def test_microphone_callback_errors_reach_the_consumer(pulse, tmp_path):
     player.wait(timeout=20)
     assert isinstance(src.error, DataError) and "callback failed" in str(src.error)
     assert [g.kind for g in items if isinstance(g, Gap)] == ["error"]
+
+
+def test_a_microphone_gone_digitally_silent_is_reported_once(pulse, tmp_path):
+    # An unplugged device's stream is moved by the sound server to a silent source and never
+    # stops: exact zeros are all that tells. The null sink with nothing playing gives just that.
+    speech_wav(tmp_path / "speech.wav")
+    src = open_source("mic://default")
+    items: list = []
+    src.start(items.append)
+    end = time.monotonic() + 15  # the sound server starts the stream late: its samples, not the wall clock, count
+    while not any(isinstance(g, Gap) for g in items) and time.monotonic() < end:
+        time.sleep(0.1)
+    subprocess.run(["paplay", "-d", pulse, str(tmp_path / "speech.wav")], check=True, timeout=20)
+    src.stop()
+    gaps = [g for g in items if isinstance(g, Gap)]
+    assert [g.kind for g in gaps] == ["silent_device"] and "muted, or unplugged" in gaps[0].message
+    assert src.error is None and any(b.samples.any() for b in split(items)[1])  # the speech after it came through
 
 
 def test_unknown_microphone_lists_devices(pulse):

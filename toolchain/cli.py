@@ -14,6 +14,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from edge_sdk import __version__
@@ -195,12 +196,15 @@ def cmd_bench(args) -> int:
 
 
 class _StatusLine:
-    """The live statistics line, redrawn in place on stderr. A terminal that went away (a
-    closed ssh session: writes fail with EIO) ends it quietly, so the run can still write
-    its statistics file."""
+    """The live statistics line, redrawn in place on stderr; where stderr is not a terminal
+    (a service's journal, a log file) a whole line every :attr:`LOG_EVERY_S` instead. A
+    terminal that went away (a closed ssh session: writes fail with EIO) ends it quietly, so
+    the run can still write its statistics file."""
+
+    LOG_EVERY_S = 10.0
 
     def __init__(self):
-        self.ok = True
+        self.ok, self.tty, self.next = True, sys.stderr.isatty(), 0.0
 
     def _write(self, text: str, end: str = "") -> None:
         if self.ok:
@@ -210,10 +214,15 @@ class _StatusLine:
                 self.ok = False
 
     def __call__(self, stats) -> None:
-        self._write("\r" + stats.line())
+        if self.tty:
+            self._write("\r" + stats.line())
+        elif time.monotonic() >= self.next:
+            self.next = time.monotonic() + self.LOG_EVERY_S
+            self._write(stats.line().strip(), end="\n")
 
     def end(self) -> None:
-        self._write("", end="\n")
+        if self.tty:
+            self._write("", end="\n")
 
 
 def cmd_run(args) -> int:
@@ -271,13 +280,14 @@ def cmd_run(args) -> int:
         print(f"edge-sdk run: {err}", file=sys.stderr)
     if args.stats:  # the file has it all; the terminal gets one line
         lat = stats.get("latency_ms", {}).get("capture_to_result") or {}
-        print(f"{stats.get('frames_out')} results, {stats.get('fps')} fps, dropped {stats.get('dropped')}, capture-to-result "
-              f"p50 {lat.get('p50', '-')} ms p95 {lat.get('p95', '-')} ms; statistics in {args.stats}")
+        print(f"{stats.get('frames_out')} results in {stats.get('seconds')} s ({stats.get('fps')} fps while they came), "
+              f"dropped {stats.get('dropped')}, capture-to-result p50 {lat.get('p50', '-')} ms p95 {lat.get('p95', '-')} ms; "
+              f"statistics in {args.stats}")
     else:
         print(text)
     if stopped:
         raise stopped
-    return 0
+    return 1 if stats.get("errors") else 0  # a source that ended on an error, an output that could not be finished
 
 
 def cmd_bench_runtime(args) -> int:
