@@ -349,7 +349,22 @@ class FileSource(Source):
             last = track.time_out() if last is None else max(last, track.time_out())
         if not self._drain(None):
             return None
+        self._check_length(c, last)
         return 0.0 if first is None else last - first
+
+    def _check_length(self, c, last: float | None) -> None:
+        """Say (once, as a ``truncated`` gap) when decoding ended well before the length the
+        file's header declares: a cut-off download or copy, whose missing part would otherwise
+        just be absent from the results."""
+        declared = c.duration / 1e6 if c.duration else None
+        if declared is None or self.counters.get("truncated_s"):
+            return
+        missing = (c.start_time or 0) / 1e6 + declared - (last or 0.0)
+        if missing > max(1.0, 0.05 * declared):
+            self.counters["truncated_s"] = round(missing, 2)
+            log.warning("%s: decoding ended %.1f s before the %.1f s its header declares: the file is truncated or damaged",
+                        self.uri, missing, declared)
+            self.gap("truncated", missing, f"the file ends {missing:.1f} s before the {declared:.1f} s its header declares")
 
     def _picture(self, fr, pts_ns: int) -> bool:
         if fr.format.name in YUV420:

@@ -306,8 +306,13 @@ def test_truncated_and_corrupt_files(tmp_path):
     assert {g.kind for g in gaps} == {"decode"} and len(gaps) == src.counters["decode_errors"]
     webm = clip("big_buck_bunny_0_30.webm").read_bytes()
     (tmp_path / "cut.webm").write_bytes(webm[:len(webm) // 3])  # streamable: plays up to the cut
-    frames, _, _ = split(run(open_source(f"file://{tmp_path / 'cut.webm'}"), timeout=20))
+    src = open_source(f"file://{tmp_path / 'cut.webm'}")
+    frames, _, gaps = split(run(src, timeout=20))
     assert 100 < len(frames) < 720
+    assert [g.kind for g in gaps] == ["truncated"] and src.counters["truncated_s"] > 10  # said, not just fewer frames
+    assert "before the 30.0 s its header declares" in gaps[0].message
+    src = open_source(f"file://{clip('big_buck_bunny_0_30.webm')}")  # the whole file: nothing to say
+    assert not split(run(src, timeout=30))[2] and "truncated_s" not in src.counters
     with pytest.raises(DataError, match="nope.mp4 does not exist"):
         open_source(f"file://{tmp_path / 'nope.mp4'}")
 
