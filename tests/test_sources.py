@@ -591,7 +591,7 @@ def test_a_camera_that_never_comes_back_is_reported_and_counted(tmp_path, caplog
     gaps = split(items)[2]
     assert [g.kind for g in gaps] == ["lost"] and src.counters["reconnects"] == 0 and src.counters["lost_s"] > 1.5
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("lost http://")]
-    assert said and "attempt 1, next in 0.25 s" in said[0] and len(said) < src.counters["reconnect_attempts"]  # rate-limited
+    assert said and "attempt 1 to reconnect in 0.25 s" in said[0] and len(said) < src.counters["reconnect_attempts"]  # rate-limited
 
 
 def test_http_stream_without_reconnect_ends():
