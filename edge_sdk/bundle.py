@@ -102,11 +102,22 @@ class Bundle:
             if (backend is None or c.backend == backend) and (precision is None or c.precision == precision):
                 return c
         have = sorted((c.backend, c.precision) for c in self.choices())
-        fmt = {"onnxruntime": "onnx"}.get(backend, backend) or "..."  # export's --format for a backend
+        fmt, precisions = _EXPORTS.get(backend, (None, ()))
+        if backend == "torch":
+            how = "or re-export the bundle: edge-sdk export writes the PyTorch weights (FP32) into every bundle"
+        elif fmt and (precision is None or precision in precisions):
+            how = (f"or export the missing one: edge-sdk export MODEL --format {fmt} --precision {precision or '|'.join(precisions)}"
+                   + (" --calib DIR" if precision == "int8" else ""))
+        else:
+            how = "or export another: " + "; ".join(f"--format {f} --precision {'|'.join(p)}" for f, p in _EXPORTS.values())
         raise ModelFileError(f"{self.folder} has no {' '.join(x for x in (backend, precision) if x) or 'runnable'} model",
-                             f"choose one it has: {', '.join(f'--backend {b} --precision {p}' for b, p in have) or '(none)'}, "
-                             f"or export the missing one: edge-sdk export MODEL --format {fmt} --precision {precision or '...'} "
-                             "(--calib DIR for int8)")
+                             f"choose one it has: {', '.join(f'--backend {b} --precision {p}' for b, p in have) or '(none)'}, {how}")
+
+
+# backend -> (edge-sdk export's --format, the precisions it writes for it); kept here so this
+# module stays torch-free (export/formats.py holds the exporters; a test checks they agree)
+_EXPORTS = {"onnxruntime": ("onnx", ("fp32", "fp16", "int8")), "tensorrt": ("tensorrt", ("fp32", "fp16", "int8")),
+            "executorch": ("executorch", ("fp32", "int8"))}
 
 
 def bundle_path(name_or_path: str | Path) -> Path:

@@ -258,11 +258,13 @@ class MicSource(Source):
             raise self._sd.CallbackAbort from e
 
     DEAD_S = 2.0  # this long of exact zeros from a microphone is reported (a real one always hisses)
+    SAY_EVERY_S = 60.0  # at most one report a minute (a noise-gated microphone gives zeros at every pause)
 
     def _watch_silence(self, data: np.ndarray, t_ns: int) -> None:
-        """Say when the device delivers exact digital silence for :attr:`DEAD_S` (muted, or
+        """Report when the device delivers exact digital silence for :attr:`DEAD_S` (muted, or
         unplugged: PulseAudio and PipeWire move a lost device's stream to a silent source, so
-        the stream never stops), as a ``silent_device`` gap, and when sound comes back."""
+        the stream never stops) as a ``silent_device`` gap, which the consumer logs; every
+        such stretch is counted (``counters["silent_device"]``), reported at most once a minute."""
         if data.any():
             if self._zeros_s >= self.DEAD_S:
                 log.info("%s: sound again after %.1f s of digital silence", self.uri, self._zeros_s)
@@ -270,14 +272,16 @@ class MicSource(Source):
             return
         before, self._zeros_s = self._zeros_s, self._zeros_s + len(data) / self.device_rate
         if before < self.DEAD_S <= self._zeros_s:
-            log.warning("%s delivers exact digital silence (%.0f s so far): muted, or unplugged", self.uri, self.DEAD_S)
-            self.gap("silent_device", self._zeros_s, "the microphone delivers exact zeros: muted, or unplugged "
-                     "(a sound server moves a lost device's stream to a silent source)", pts_ns=t_ns)
+            self.counters["silent_device"] = self.counters.get("silent_device", 0) + 1
+            if self._said_silent is None or t_ns - self._said_silent >= self.SAY_EVERY_S * 1e9:
+                self._said_silent = t_ns
+                self.gap("silent_device", self._zeros_s, "the microphone delivers exact zeros: muted, or unplugged "
+                         "(a sound server moves a lost device's stream to a silent source)", pts_ns=t_ns)
 
     def _feed(self) -> None:
         rs, n_in, n_out, t_chunk, i_chunk = None, 0, 0, 0, 0
         step_ns = 1e9 / self.device_rate
-        self._zeros_s = 0.0
+        self._zeros_s, self._said_silent = 0.0, None
         while not self.stopped:
             if self._callback_error is not None:
                 raise DataError(f"{self.uri}: the audio callback failed ({self._callback_error!r})",

@@ -139,8 +139,10 @@ class Pipeline:
         self.max_skew_ns = int(max_skew_ms * 1e6)
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
-        self._consumer = False  # someone takes the results (run(), iteration): a file's wait for it instead of dropping
         self._ended = False  # the end of the results was taken
+        self._taken_pts: int | None = None  # the time of the frame inference is at: an unpaced sound file is kept near it
+        self._worker_done = threading.Event()
+        self._hold_sound = audio is not None and not self.paced and not getattr(audio, "live", True)
         self._closed = threading.Lock()  # held once the sinks are closed: stop() runs once
         self._sink_errors: list[str] = []
         self._failed: list = []  # sinks left out after failing
@@ -198,6 +200,8 @@ class Pipeline:
                     except queue.Empty:
                         pass
         elif isinstance(item, AudioBlock):
+            if self._hold_sound:
+                self._hold(item)
             self.stats.count("audio_blocks")
             if not np.isfinite(item.samples).all():  # NaN would reach every result; ~1 us per 10 ms block
                 if not self.stats.faults["nonfinite_audio"]:
@@ -210,6 +214,18 @@ class Pipeline:
             # a lost stream is announced by its source (rate-limited); the rest are news here
             (log.info if item.kind == "lost" else log.warning)("%s: %s %s", item.source, item.kind, item.message)
             self._to_sinks("gap", item)
+
+    def _hold(self, block: AudioBlock) -> None:
+        """Keep a sound file's blocks within half the ring of the frame inference is at: with
+        an unpaced video file beside it, both decode as fast as they are taken and the sound,
+        far cheaper, would wrap the ring and leave the frames' windows silent (also after the
+        video ended, for the frames still queued). Its reading thread waits."""
+        ahead = int(self.ring.buf.size / self.ring.sample_rate / 2 * 1e9)
+        first = block.pts_ns
+        while not self._stop.is_set() and not self._worker_done.is_set():
+            if block.pts_ns - (self._taken_pts if self._taken_pts is not None else first) < ahead:
+                return
+            time.sleep(0.005)
 
     # -- inference side ---------------------------------------------------------------
     def _audio_done(self) -> bool:
@@ -236,6 +252,7 @@ class Pipeline:
         t_start = now_ns()
         waves, skews = [], []
         for origin, frame in taken:
+            self._taken_pts = frame.pts_ns
             st.time("queue", (t_start - origin) / 1e6)
             w, skew, wait_ms = self._windows(frame)
             st.time("audio_wait", wait_ms)
@@ -342,6 +359,7 @@ class Pipeline:
         except BaseException as e:  # noqa: BLE001 - re-raised on the consumer's thread
             self.error = e
         finally:
+            self._worker_done.set()
             self._deliver(_END)
 
     def _to_sinks(self, method: str, item) -> None:
@@ -362,20 +380,20 @@ class Pipeline:
         self._sink_errors.append(f"{type(sink).__name__}: {e.__class__.__name__}: {e}")
 
     def _deliver(self, item) -> None:
-        """Hand a result to the consumer. A file (``block``) with a consumer waits for it: its
-        results are never dropped. Live, or with nobody taking results (sinks and callbacks
-        only), the oldest waiting result makes room (counted as ``results_dropped``)."""
+        """Hand a result (or the end) to whoever takes them (:meth:`run`, iteration). A file
+        (``block``) waits for them to be taken, like its frames: nothing is dropped, and 32
+        results wait for a consumer that comes later. Live, or once stopping, the oldest
+        waiting result makes room (counted as ``results_dropped``)."""
         while True:
+            wait = self.policy == "block" and not self._stop.is_set()
             try:
-                if self.policy == "block" and self._consumer and item is not _END:
+                if wait:
                     self.results.put(item, timeout=0.1)
                 else:
                     self.results.put_nowait(item)
                 return
             except queue.Full:
-                if self.policy == "block" and self._consumer and item is not _END:
-                    if self._stop.is_set():
-                        return
+                if wait:
                     continue
                 try:
                     self.results.get_nowait()
@@ -445,20 +463,16 @@ class Pipeline:
     def __iter__(self):
         """The results, in order, until the input ends (a finished pipeline yields nothing more);
         an error of the run is raised here, as :meth:`run` raises it."""
-        if self._ended:
+        if self._ended or self._closed.locked():  # ended, or stopped: what is left in the queue is stale
             return
         if self._worker is None:
             self.start()
-        self._consumer = True
-        try:
-            while True:
-                item = self.results.get()
-                if item is _END:
-                    self._ended = True
-                    break
-                yield item
-        finally:
-            self._consumer = False  # a loop left early takes no more: the worker must not wait for it
+        while True:
+            item = self.results.get()
+            if item is _END:
+                self._ended = True
+                break
+            yield item
         if self.error is not None:
             raise self.error
 
@@ -471,7 +485,6 @@ class Pipeline:
         t_end = time.monotonic() + max_seconds if max_seconds else None
         next_line = time.monotonic() + every_s
         self.start()
-        self._consumer = True
         interrupted = False
         try:
             while True:
@@ -492,7 +505,6 @@ class Pipeline:
         except KeyboardInterrupt:
             interrupted = True
         finally:
-            self._consumer = False
             stats = self.stop()
         if interrupted:
             raise Interrupted({**stats, "interrupted": True}) from None

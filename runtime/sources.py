@@ -357,14 +357,16 @@ class FileSource(Source):
         file's header declares: a cut-off download or copy, whose missing part would otherwise
         just be absent from the results."""
         declared = c.duration / 1e6 if c.duration else None
-        if declared is None or self.counters.get("truncated_s"):
+        # Only where every track was read (the container's length is its longest track's) and
+        # there is video: a sound-only file's length may be FFmpeg's estimate from its bitrate.
+        every_track = self._video and (self._audio or not c.streams.audio)
+        if declared is None or not every_track or self.counters.get("truncated_s"):
             return
         missing = (c.start_time or 0) / 1e6 + declared - (last or 0.0)
         if missing > max(1.0, 0.05 * declared):
-            self.counters["truncated_s"] = round(missing, 2)
-            log.warning("%s: decoding ended %.1f s before the %.1f s its header declares: the file is truncated or damaged",
-                        self.uri, missing, declared)
-            self.gap("truncated", missing, f"the file ends {missing:.1f} s before the {declared:.1f} s its header declares")
+            self.counters["truncated_s"] = round(missing, 2)  # a gap the consumer reports (the pipeline logs it)
+            self.gap("truncated", missing, f"the file ends {missing:.1f} s before the {declared:.1f} s its header declares: "
+                     "truncated or damaged")
 
     def _picture(self, fr, pts_ns: int) -> bool:
         if fr.format.name in YUV420:

@@ -371,16 +371,31 @@ def test_live_sync_stays_a_look_ahead_late_when_inference_falls_behind(bundle):
 
 
 def test_a_slow_consumer_of_a_file_gets_every_result_in_order(bundle):
-    pipe = Pipeline.from_bundle(bundle, "synthetic://av-digits?seconds=5&fps=10", task="localize")  # 50 > the 32 results queued
-    seqs = []
-    for r in pipe:
-        seqs.append(r.seq)
-        time.sleep(0.02)  # slower than inference: a file waits for its consumer instead of dropping
+    with Pipeline.from_bundle(bundle, "synthetic://av-digits?seconds=5&fps=10", task="localize") as pipe:  # 50 > 32 queued
+        time.sleep(1.0)  # started, not yet taken: the file waits for its consumer
+        seqs = []
+        for r in pipe:
+            seqs.append(r.seq)
+            time.sleep(0.06)  # slower than inference
     stats = pipe.stop()
-    assert seqs == list(range(50)) and stats["results_dropped"] == 0 and stats["seconds"] > 0
+    assert seqs == list(range(50)) and stats["results_dropped"] == 0 and stats["seconds"] > 0  # the end pushed none out
     assert list(pipe) == []  # a finished pipeline yields nothing more (it used to wait forever)
     with pytest.raises(ConfigError, match="already started"):
         pipe.start()
+    stopped = Pipeline.from_bundle(bundle, "synthetic://av-digits?seconds=5&fps=10", task="localize")
+    stopped.run(on_result=lambda r: r.seq < 4)
+    assert list(stopped) == []  # stopped early: what was left queued is stale
+
+
+def test_a_sound_file_beside_a_video_file_keeps_pace_with_a_slow_consumer(bundle, data_dir):
+    # Both decode as fast as they are taken; the sound, far cheaper, used to wrap the 8 s ring
+    # while a slow consumer held the video back, and the frames' windows were cut from zeros.
+    rain = data_dir / "video" / "rain.mp3"
+    pipe = Pipeline.from_bundle(bundle, "synthetic://av-digits?seconds=12&fps=10", audio=f"wav://{rain}", task="localize")
+    for r in pipe:
+        time.sleep(0.03)
+    stats = pipe.stop()
+    assert stats["frames_out"] == 120 and stats["faults"].get("silent_audio", 0) <= 5  # its first 0.3 s are quiet
 
 
 def test_stop_from_a_callback_ends_the_run_cleanly(bundle):

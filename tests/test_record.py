@@ -89,4 +89,12 @@ def test_a_bundle_without_the_asked_backend_names_what_it_has():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "no tensorrt int8 model" in out.stderr and "--backend onnxruntime --precision int8" in out.stderr
-    assert "edge-sdk export MODEL --format tensorrt --precision int8 (--calib DIR for int8)" in out.stderr
+    assert "edge-sdk export MODEL --format tensorrt --precision int8 --calib DIR" in out.stderr
+
+
+def test_the_export_hint_names_formats_and_precisions_export_takes():
+    from edge_sdk.bundle import _EXPORTS
+    from edge_sdk.export.formats import EXPORTERS
+
+    for backend, (fmt, precisions) in _EXPORTS.items():  # the hint's table agrees with the exporters
+        assert EXPORTERS[fmt].backend == backend and tuple(EXPORTERS[fmt].precisions) == precisions
