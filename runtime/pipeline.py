@@ -306,12 +306,12 @@ class Pipeline:
     def _fresh_audio(self, frames, shifts: int) -> list[int]:
         """Indices of the frames whose sound is embedded afresh: all of them, or with
         ``audio_hop_ms`` (one window per frame) those at least a hop after the last one
-        embedded; a file that loops back in time starts afresh."""
+        embedded (a source's times only grow, a looping file's too)."""
         if not self.audio_hop_ns or shifts != 1:
             return list(range(len(frames)))
         fresh, last = [], self._last_audio[0] if self._last_audio is not None else None
         for i, f in enumerate(frames):
-            if last is None or not 0 <= f.pts_ns - last < self.audio_hop_ns:
+            if last is None or f.pts_ns - last >= self.audio_hop_ns:
                 fresh.append(i)
                 last = f.pts_ns
         return fresh
