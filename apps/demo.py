@@ -5,9 +5,10 @@ Defaults: the shipped demo bundle, the machine's camera and microphone; where th
 camera (or no microphone) the demo says so and runs on ``synthetic://av-digits`` (held-out
 scenes with real speech, paced like a camera). Every demo writes an annotated video with
 sound, JSON-lines events, the final stats and a snapshot, optionally serves an MJPEG
-preview, and shows a window (``apps/window.py``: OpenCV's, or Tk's under a headless
-OpenCV) with backend, FPS and latency drawn on each frame, unless ``--headless`` or there
-is no display (said in a note).
+preview, and shows a window (``window://``, :mod:`edge_sdk.runtime.window`: OpenCV's, or
+Tk's under a headless OpenCV) with backend, FPS and latency drawn on each frame, unless
+``--headless`` or there is no display (said in a note). Every sink is opened by URI
+(:func:`edge_sdk.runtime.sinks.open_sink`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_sdk.apps.window import MIN_SIDE, hud, open_window
-from edge_sdk.errors import ConfigError
+from edge_sdk.errors import ConfigError, EdgeSDKError
 
 __all__ = ["DEMOS", "run_demo", "default_sources"]
 
@@ -66,9 +66,9 @@ def default_sources(video: str | None, audio: str | None) -> tuple[str, str | No
 
 def _digit_gallery(folder: Path, spec) -> Path:
     """One image per digit from the held-out AV-Digits renderer, for the retrieve demo's default gallery."""
-    from edge_sdk.data.avdigits import render_single
-    from edge_sdk.data.bank import DEFAULT_TEST_SPEAKERS, load_bank, synthetic_bank
-    from edge_sdk.data.sources import default_data_dir
+    from edge_sdk.media.avdigits import render_single
+    from edge_sdk.media.corpora import default_data_dir
+    from edge_sdk.media.digits import DEFAULT_TEST_SPEAKERS, load_bank, synthetic_bank
 
     root = default_data_dir()
     sr = spec.audio.sample_rate
@@ -88,8 +88,8 @@ def run_demo(name: str, *, video: str | None = None, audio: str | None = None, b
     Ctrl-C ends it as the end of its input would, with ``stats["interrupted"]`` True."""
     from edge_sdk.bundle import read_bundle, shipped_bundles
     from edge_sdk.runtime.pipeline import Interrupted, Pipeline
-    from edge_sdk.runtime.sinks import JsonlSink, MjpegSink, VideoSink, annotate
-    from edge_sdk.runtime.sources import media_path
+    from edge_sdk.runtime.sinks import annotate, open_sink
+    from edge_sdk.runtime.window import MIN_SIDE, hud
 
     if name not in DEMOS:
         raise ConfigError(f"unknown demo {name!r}", f"use one of: {', '.join(DEMOS)}")
@@ -102,22 +102,23 @@ def run_demo(name: str, *, video: str | None = None, audio: str | None = None, b
     video, audio, note = default_sources(video, audio)
     if note:
         notes.append(note)
-    window = None
-    if not headless:
-        window, why = open_window(f"edge-sdk demo {name}")
-        if window is None:
-            notes.append(f"{why}: running headless (annotated video, events and stats in {out}; --mjpeg PORT for a live preview)")
     out = Path(out) / name
     out.mkdir(parents=True, exist_ok=True)
     task_opts = {}
     if DEMOS[name] == "retrieval":
         task_opts["gallery"] = gallery or str(_digit_gallery(out / "gallery", b.spec))
     last, hits = {}, []
-    sinks = [JsonlSink(out / "events.jsonl"),
-             VideoSink(out / "annotated.mp4", audio_from=media_path(video))]
+    sinks = [open_sink(out / "events.jsonl"), open_sink(out / "annotated.mp4")]  # its sound: the run's own file, if any
     if mjpeg is not None:
-        sinks.append(MjpegSink(mjpeg))
+        sinks.append(open_sink(f"mjpeg://127.0.0.1:{mjpeg}"))
         notes.append(f"preview at {sinks[-1].url}")
+    window = None
+    if not headless:  # opened last: nothing after it can fail and leave it on the screen
+        try:
+            window = open_sink("window://", title=f"edge-sdk demo {name}")
+            sinks.append(window)
+        except EdgeSDKError as e:
+            notes.append(f"{e.problem}: running headless (annotated video, events and stats in {out}; --mjpeg PORT for a live preview)")
     for n in notes:  # said once, before the run (the CLI shows this module's INFO lines)
         log.info("demo %s: %s", name, n)
 
@@ -131,13 +132,14 @@ def run_demo(name: str, *, video: str | None = None, audio: str | None = None, b
     try:
         pipe = Pipeline.from_bundle(b, video, audio, DEMOS[name], prefer=backend, precision=precision, sinks=sinks,
                                     callback=keep, task_opts=task_opts)
-        try:
-            stats = pipe.run(max_seconds, on_stats=on_stats, on_result=window.drawer(pipe) if window else None)
-        except Interrupted as e:  # how a live demo ends: its files are written all the same
-            stats = e.stats
-    finally:
-        if window:
-            window.close()
+    except BaseException:
+        for s in sinks:  # the pipeline never had them: closed here
+            s.close()
+        raise
+    try:
+        stats = pipe.run(max_seconds, on_stats=on_stats)  # the window is drawn here, on this thread
+    except Interrupted as e:  # how a live demo ends: its files are written all the same
+        stats = e.stats
     summary = {"demo": name, "video": video, "audio": audio, "backend": pipe.backend, "notes": notes, "out": str(out),
                "window": {"kind": window.kind, "frames_shown": window.shown} if window else None,
                "files": {"video": str(out / "annotated.mp4"), "events": str(out / "events.jsonl"), "stats": str(out / "stats.json"),

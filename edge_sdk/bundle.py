@@ -28,7 +28,7 @@ from pathlib import Path
 from edge_sdk.errors import ConfigError, ModelFileError
 from edge_sdk.spec import ModelSpec, spec_digest
 
-__all__ = ["SCHEMA", "MANIFEST", "BUNDLES", "Bundle", "Choice", "sha256_file", "library_versions", "write_manifest", "read_bundle",
+__all__ = ["SCHEMA", "MANIFEST", "BUNDLES", "Bundle", "Choice", "EXPORT_FORMATS", "sha256_file", "library_versions", "write_manifest", "read_bundle",
            "bundle_path", "cache_root", "pack_zip", "unpack_zip", "shipped_bundles"]
 
 SCHEMA = 1
@@ -102,21 +102,21 @@ class Bundle:
             if (backend is None or c.backend == backend) and (precision is None or c.precision == precision):
                 return c
         have = sorted((c.backend, c.precision) for c in self.choices())
-        fmt, precisions = _EXPORTS.get(backend, (None, ()))
+        fmt, precisions = EXPORT_FORMATS.get(backend, (None, ()))
         if backend == "torch":
             how = "or re-export the bundle: edge-sdk export writes the PyTorch weights (FP32) into every bundle"
         elif fmt and (precision is None or precision in precisions):
             how = (f"or export the missing one: edge-sdk export MODEL --format {fmt} --precision {precision or '|'.join(precisions)}"
                    + (" --calib DIR" if precision == "int8" else ""))
         else:
-            how = "or export another: " + "; ".join(f"--format {f} --precision {'|'.join(p)}" for f, p in _EXPORTS.values())
+            how = "or export another: " + "; ".join(f"--format {f} --precision {'|'.join(p)}" for f, p in EXPORT_FORMATS.values())
         raise ModelFileError(f"{self.folder} has no {' '.join(x for x in (backend, precision) if x) or 'runnable'} model",
                              f"choose one it has: {', '.join(f'--backend {b} --precision {p}' for b, p in have) or '(none)'}, {how}")
 
 
 # backend -> (edge-sdk export's --format, the precisions it writes for it); kept here so this
-# module stays torch-free (export/formats.py holds the exporters; a test checks they agree)
-_EXPORTS = {"onnxruntime": ("onnx", ("fp32", "fp16", "int8")), "tensorrt": ("tensorrt", ("fp32", "fp16", "int8")),
+# module stays torch-free (export/targets.py holds the exporters; a test checks they agree)
+EXPORT_FORMATS = {"onnxruntime": ("onnx", ("fp32", "fp16", "int8")), "tensorrt": ("tensorrt", ("fp32", "fp16", "int8")),
             "executorch": ("executorch", ("fp32", "int8"))}
 
 

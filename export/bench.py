@@ -138,14 +138,14 @@ def bench_bundle(path: str | Path, *, teacher: str | None = "teacher", batch: in
 def _teacher_row(teacher, inputs, cfg, fsdd, mnist, peak, batch, seconds) -> dict:
     from edge_sdk.errors import ModelFileError
     from edge_sdk.models.shipped import count_macs, model_path, resolve_model
-    from edge_sdk.runtime.backends import TorchTowers
+    from edge_sdk.models.torch_runner import TorchTowers
 
     try:
         model, meta = resolve_model(teacher)
     except ModelFileError as e:
         return {"model": teacher, "format": "safetensors", "backend": "torch", "precision": "fp32", "status": f"skipped: {e.problem}"}
     log.info("bench: teacher %s (PyTorch eager FP32)", teacher)
-    runner = TorchTowers(model_path(teacher), model.spec, meta.get("map_offset_px") or (0, 0), batch_size=batch)
+    runner = TorchTowers(model, meta.get("map_offset_px") or (0, 0), batch_size=batch)
     row = _row(model.spec.name, ("torch", "fp32", "safetensors"), runner, inputs, cfg, fsdd, mnist, count_macs(model), peak,
                batch, seconds, round(model_path(teacher).stat().st_size / 1e6, 3), "reference")
     return {**row, "role": "teacher"}

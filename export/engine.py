@@ -1,47 +1,46 @@
 """``edge-sdk export``: the one generic engine behind every exporter.
 
-For each requested format and precision: the exporter writes its files -> they are run
-through their real runtime on held-out AV-Digits scenes -> every output is compared with
-PyTorch (max abs diff, cosine) and the heatmaps with PyTorch's -> the task metrics are
-measured through the same runtime -> :func:`~.validate.verdict` against the exporter's
-tolerance. A miss fails the export (:class:`ExportMismatch`, non-zero exit) unless
-``allow_mismatch``; the report (``report.json``, ``report.md``) is written either way and
-says which output missed and by how much, and the manifest only when the bundle passed
-(or the mismatch was allowed, which the manifest then records).
+For each requested target and precision: the exporter writes its files (:mod:`.base`'s
+protocol) -> they run through their real runtime on held-out AV-Digits scenes -> every
+output is compared with PyTorch (max abs diff, cosine) and the heatmaps with PyTorch's ->
+the task metrics are measured through the same runtime -> the exporter's tolerance decides.
+A miss fails the export (:class:`ExportMismatch`, non-zero exit) unless ``allow_mismatch``;
+the report (``report.json``, ``report.md``) is written either way and says which output
+missed and by how much, and the manifest only when the bundle passed (or the mismatch was
+allowed, which the manifest then records).
 
-The bundle always holds the PyTorch weights (``model.safetensors``): they are the
-reference, ``--backend torch`` of ``edge-sdk eval`` and the eager rows of ``edge-sdk bench``.
+The bundle always holds the PyTorch weights (``model.safetensors``): they are the reference,
+``--backend torch`` of ``edge-sdk eval`` and the eager rows of ``edge-sdk bench``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
-
-import numpy as np
 
 from edge_sdk.bundle import MANIFEST, pack_zip, write_manifest
 from edge_sdk.errors import ConfigError, EdgeSDKError
 from edge_sdk.eval.evaluate import METRIC_KEYS, EvalConfig, evaluate, map_offset_of
-from edge_sdk.export.formats import EXPORTERS, Job
-from edge_sdk.export.onnx import TOWERS
-from edge_sdk.export.validate import compare, heatmap_agreement, real_inputs, run_graph, verdict
+from edge_sdk.export.base import Job, Reference, reference_outputs, report_row, validate
+from edge_sdk.export.graphs import TOWERS
+from edge_sdk.export.report import format_export_report
+from edge_sdk.export.targets import EXPORTERS
+from edge_sdk.export.validate import real_inputs
 
-__all__ = ["export_bundle", "check_contract", "ExportMismatch", "PRECISIONS", "GATED", "format_export_report"]
+__all__ = ["export_bundle", "check_contract", "ExportMismatch", "PRECISIONS", "parse_choices"]
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
-GATED = ("pointing_acc", "a2i_r1", "probe_audio_acc")
 
 
 class ExportMismatch(EdgeSDKError):
     """An exported model missed its tolerance on real inputs."""
 
 
-def _parse(value, allowed, what: str) -> list[str]:
+def parse_choices(value, allowed, what: str) -> list[str]:
+    """``value`` ("all", a name, a comma list, or a list of them) as names from ``allowed``."""
     items = list(allowed) if value in ("all", None) else ([value] if isinstance(value, str) else list(value))
     items = [i for part in items for i in part.split(",")]
     bad = [i for i in items if i not in allowed]
@@ -50,42 +49,10 @@ def _parse(value, allowed, what: str) -> list[str]:
     return items
 
 
-def _shapes(graph: str, spec, ref: dict[str, np.ndarray], batch: str) -> dict[str, list]:
+def _shapes(graph: str, spec, ref: dict, batch: str) -> dict[str, list]:
     ins = spec.input_shapes
     b = "batch" if batch == "dynamic" else int(batch)
     return {**{n: [b, *ins[n]] for n in TOWERS[graph]["inputs"]}, **{n: [b, *ref[n].shape[1:]] for n in TOWERS[graph]["outputs"]}}
-
-
-def _whole_model_parity(path: Path, inputs: dict, ref: dict) -> dict:
-    """Parity of the one-graph model (``av``) through ONNX Runtime."""
-    import onnxruntime as ort
-
-    from edge_sdk.runtime.backends import ort_load_error
-
-    try:
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as e:  # noqa: BLE001
-        raise ort_load_error(path, e) from None
-    outs = sess.run(TOWERS["av"]["outputs"], {"wave": inputs["wave"], "image": inputs["image"]})
-    return compare(ref, dict(zip(TOWERS["av"]["outputs"], outs)))
-
-
-def _validate(exporter, precision, arts, job, inputs, ref, base, fsdd, mnist, cfg, spec, offset) -> dict:
-    files = {a["tower"]: job.out / a["file"] for a in arts}
-    runner = exporter.runner(files, spec, offset, precision)
-    t0 = time.perf_counter()
-    got = run_graph(runner, inputs)
-    parity = compare(ref, got)
-    heat = heatmap_agreement(ref, got)
-    metrics = evaluate(runner, spec, fsdd, mnist, cfg)
-    drops = {k: round(base[k] - metrics[k], 4) for k in GATED} if base else {}
-    misses = verdict(parity, heat, drops, exporter.tolerance(precision))
-    if "av" in files and exporter.format == "onnx":
-        whole = _whole_model_parity(files["av"], inputs, ref)
-        misses += [f"whole-model graph {m}" for m in verdict(whole, None, None, exporter.tolerance(precision))]
-        parity = {**parity, **{f"av/{k}": v for k, v in whole.items()}}
-    return {"parity": parity, "heatmap_agreement": heat, "metrics": {k: metrics[k] for k in METRIC_KEYS}, "drop": drops,
-            "misses": misses, "validate_s": round(time.perf_counter() - t0, 1)}
 
 
 def check_contract(model) -> None:
@@ -94,7 +61,7 @@ def check_contract(model) -> None:
     ``model(wave, image) -> {"audio_emb", "image_emb", "image_map"}``."""
     import torch
 
-    from edge_sdk.export.onnx import example_inputs
+    from edge_sdk.export.graphs import example_inputs
     from edge_sdk.spec import ModelSpec
 
     spec = getattr(model, "spec", None)
@@ -115,27 +82,61 @@ def check_contract(model) -> None:
                           f"audio_emb and image_emb must be [B, {d}] and image_map [B, {d}, h, w] (spec.embed_dim = {d})")
 
 
-def export_bundle(model_ref, out: str | Path, formats="all", precisions="all", *, calib=None, method: str = "percentile",
-                  fsdd=None, mnist=None, eval_cfg: EvalConfig | None = None, parity_scenes: int = 64, opset: int | None = None,
-                  allow_mismatch: bool = False, zip_bundle: bool = False, name: str | None = None) -> dict:
-    """Export ``model_ref`` (checkpoint, shipped name, or a module following :func:`check_contract`)
-    into the bundle folder ``out``; returns the report."""
-    from edge_sdk.checkpoint import atomic_write_text
-    from edge_sdk.models.shipped import count_macs, resolve_model
-
-    formats = _parse(formats, [f for f in EXPORTERS if f != "torch"], "format(s)")
-    precisions = _parse(precisions, PRECISIONS, "precision(s)")
-    out = Path(out)
-    if (out / MANIFEST).exists() or (out.exists() and any(out.iterdir())):
-        raise EdgeSDKError(f"{out} is not empty", "choose a new --out folder, or delete that one (nothing is overwritten)")
+def _load(model_ref):
+    """(model, sidecar metadata, whether it is the user's own module) of a checkpoint, a shipped name or a module."""
     from edge_sdk.models.avnet import AVNet
+    from edge_sdk.models.shipped import resolve_model
 
     if isinstance(model_ref, (str, Path)):
         model, meta = resolve_model(str(model_ref))
     else:  # bring your own module
         check_contract(model_ref)
         model, meta = model_ref.eval(), {}
-    custom = not isinstance(model, AVNet)
+    return model, meta, not isinstance(model, AVNet)
+
+
+def _row(fmt: str, precision: str, job: Job, ref: Reference) -> tuple[dict, list[dict]]:
+    """Write and validate one target at one precision: (report row, artifacts kept)."""
+    exporter = EXPORTERS[fmt]
+    head = {"format": exporter.format, "exporter": fmt, "backend": exporter.backend, "precision": precision, "batch": exporter.batch}
+    if precision not in exporter.precisions:
+        return {**head, "status": f"skipped: {fmt} has no {precision} path (it has {', '.join(exporter.precisions)})"}, []
+    if reason := exporter.missing():
+        return {**head, "status": f"skipped: {reason}"}, []
+    log.info("export: %s %s", fmt, precision)
+    try:
+        arts = exporter.write(job, precision)
+        result = validate(exporter, precision, arts, job.out, ref)
+    except EdgeSDKError as e:
+        return {**head, "status": "failed", "misses": [f"{e.problem} ({e.fix})" if e.fix else e.problem]}, []
+    except RuntimeError as e:  # the exported program does not run in its own runtime: a failed row, not a traceback
+        log.exception("export: %s %s does not run", fmt, precision)
+        return {**head, "status": "failed", "misses": [f"the exported program fails in its runtime: {str(e).splitlines()[0][:200]}"]}, []
+    if ref.metrics is None:
+        ref.metrics = result["metrics"]
+    for a in arts:
+        a.update(shapes=_shapes(a["tower"], ref.spec, ref.outputs, exporter.batch), parity="passed" if not result["misses"] else "failed")
+    row = report_row(exporter, precision, arts, result, job.out)
+    worst = min(p["cosine_mean"] for p in result["parity"].values())
+    log.info("export: %s %s %s (worst mean cosine %.5f, pointing %.3f, %.1f s to validate)", fmt, precision, row["status"], worst,
+             result["metrics"]["pointing_acc"], result["validate_s"])
+    return row, arts
+
+
+def export_bundle(model_ref, out: str | Path, formats="all", precisions="all", *, calib=None, method: str = "percentile",
+                  fsdd=None, mnist=None, eval_cfg: EvalConfig | None = None, parity_scenes: int = 64, opset: int | None = None,
+                  allow_mismatch: bool = False, zip_bundle: bool = False, name: str | None = None) -> dict:
+    """Export ``model_ref`` (checkpoint, shipped name, or a module following :func:`check_contract`)
+    into the bundle folder ``out``; returns the report."""
+    from edge_sdk.checkpoint import atomic_write_text
+    from edge_sdk.models.shipped import count_macs
+
+    formats = parse_choices(formats, [f for f in EXPORTERS if f != "torch"], "format(s)")
+    precisions = parse_choices(precisions, PRECISIONS, "precision(s)")
+    out = Path(out)
+    if (out / MANIFEST).exists() or (out.exists() and any(out.iterdir())):
+        raise EdgeSDKError(f"{out} is not empty", "choose a new --out folder, or delete that one (nothing is overwritten)")
+    model, meta, custom = _load(model_ref)
     spec = model.spec
     wanted = [(f, p) for f in formats for p in precisions if p in EXPORTERS[f].precisions]
     if not wanted:  # everything asked for would be a skipped row
@@ -148,70 +149,33 @@ def export_bundle(model_ref, out: str | Path, formats="all", precisions="all", *
     out.mkdir(parents=True, exist_ok=True)
     if not (fsdd and mnist):
         log.warning("export: validating on generated scenes (no fsdd/mnist given); for real data pass fsdd= and mnist= "
-                    "(edge_sdk.data.sources.default_data_dir() finds ../shared/data)")
+                    "(edge_sdk.media.corpora.default_data_dir() finds ../shared/data)")
     cfg = eval_cfg or EvalConfig()
     # where the map's cells look in the image: recorded with a trained checkpoint, else measured
     # (zoom consistency on unlabeled training scenes, as edge-sdk eval does); a module of your own gets it too
     offset = tuple(meta.get("map_offset_px") or map_offset_of(model, fsdd, mnist, test_speakers=cfg.test_speakers))
     inputs = real_inputs(spec, fsdd, mnist, parity_scenes, test_speakers=cfg.test_speakers)
-    import torch
+    ref = Reference(spec, offset, inputs, reference_outputs(model, inputs), fsdd, mnist, cfg)
 
-    with torch.inference_mode():
-        raw = model(torch.from_numpy(inputs["wave"]), torch.from_numpy(inputs["image"]))
-    ref = {k: v.numpy() for k, v in raw.items()}
-
-    rows, artifacts, base = [], [], None
+    rows, artifacts = [], []
     if custom:  # the reference runs in memory: its weights would need its own class to load again
-        from edge_sdk.eval.evaluate import TorchEmbedder
+        from edge_sdk.models.torch_runner import TorchTowers
 
-        base = evaluate(TorchEmbedder(model, map_offset=offset), spec, fsdd, mnist, cfg)
+        ref.metrics = evaluate(TorchTowers(model, offset), spec, fsdd, mnist, cfg)
         rows.append({"format": "module", "exporter": "torch", "backend": "torch", "precision": "fp32", "batch": "dynamic",
                      "status": f"reference: {type(model).__name__} in memory (no weights file: loading them needs its class)",
-                     "metrics": {k: base[k] for k in METRIC_KEYS}})
-    plan = ([] if custom else [("torch", "fp32")]) + [(f, p) for f in formats for p in precisions]
-    for fmt, precision in plan:
-        exporter = EXPORTERS[fmt]
-        row = {"format": exporter.format, "exporter": fmt, "backend": exporter.backend, "precision": precision, "batch": exporter.batch}
-        if precision not in exporter.precisions:
-            rows.append({**row, "status": f"skipped: {fmt} has no {precision} path (it has {', '.join(exporter.precisions)})"})
-            continue
-        if reason := exporter.missing():
-            rows.append({**row, "status": f"skipped: {reason}"})
-            continue
-        log.info("export: %s %s", fmt, precision)
-        try:
-            arts = exporter.write(job, precision)
-            result = _validate(exporter, precision, arts, job, inputs, ref, base, fsdd, mnist, cfg, spec, offset)
-        except EdgeSDKError as e:
-            rows.append({**row, "status": "failed", "misses": [f"{e.problem} ({e.fix})" if e.fix else e.problem]})
-            continue
-        except RuntimeError as e:  # the exported program does not run in its own runtime: a failed row, not a traceback
-            log.exception("export: %s %s does not run", fmt, precision)
-            rows.append({**row, "status": "failed", "misses": [f"the exported program fails in its runtime: {str(e).splitlines()[0][:200]}"]})
-            continue
-        if base is None:
-            base = result["metrics"]
-        for a in arts:
-            a.update(shapes=_shapes(a["tower"], spec, ref, exporter.batch), parity="passed" if not result["misses"] else "failed")
+                     "metrics": {k: ref.metrics[k] for k in METRIC_KEYS}})
+    for fmt, precision in ([] if custom else [("torch", "fp32")]) + [(f, p) for f in formats for p in precisions]:
+        row, arts = _row(fmt, precision, job, ref)
+        rows.append(row)
         artifacts += arts
-        size = sum((out / a["file"]).stat().st_size for a in arts if a["tower"] != "av" or exporter.format == "safetensors")
-        status = "ok" if not result["misses"] else "mismatch"
-        if fmt == "tensorrt":
-            row["engine"] = exporter.engine_status()
-        if any("delegated" in a for a in arts):
-            row["delegation"] = [{"graph": a["tower"], **a["delegated"]} for a in arts if "delegated" in a]
-        rows.append({**row, "status": status, "files": [a["file"] for a in arts], "size_mb": round(size / 1e6, 3),
-                     "tolerance": exporter.tolerance(precision).to_dict(), **result})
-        worst = min(p["cosine_mean"] for p in result["parity"].values())
-        log.info("export: %s %s %s (worst mean cosine %.5f, pointing %.3f, %.1f s to validate)", fmt, precision, status, worst,
-                 result["metrics"]["pointing_acc"], result["validate_s"])
 
     failed = [r for r in rows if r["status"] in ("failed", "mismatch")]
-    report = {"model": str(model_ref) if isinstance(model_ref, (str, Path)) else type(model).__name__, "spec": spec.name, "macs": count_macs(model), "formats": formats, "precisions": precisions,
+    report = {"model": str(model_ref) if isinstance(model_ref, (str, Path)) else type(model).__name__, "spec": spec.name,
+              "macs": count_macs(model), "formats": formats, "precisions": precisions,
               "inputs": {"scenes": parity_scenes, "data": inputs["source"]},
               "eval": {"scenes": cfg.scenes, "k": cfg.k, "seed": cfg.seed, "test_speakers": list(cfg.test_speakers)},
-              "calibration": ({**job.calib.describe(), "method": method} if job._calib is not None else None),
-              "rows": rows, "passed": not failed, "allow_mismatch": allow_mismatch}
+              "calibration": job.calibration(), "rows": rows, "passed": not failed, "allow_mismatch": allow_mismatch}
     atomic_write_text(out / "report.json", json.dumps(report, indent=2))
     atomic_write_text(out / "report.md", format_export_report(report))
     listed = {a["file"] for a in artifacts}
@@ -236,29 +200,3 @@ def export_bundle(model_ref, out: str | Path, formats="all", precisions="all", *
     if zip_bundle:
         report["zip"] = str(pack_zip(out))
     return report
-
-
-def format_export_report(report: dict) -> str:
-    keys = ("pointing_acc", "a2i_r1", "probe_audio_acc", "sync_acc")
-    lines = [f"# Export report: {report['model']} ({report['spec']})", "",
-             f"Parity on {report['inputs']['scenes']} held-out scenes ({report['inputs']['data']}); metrics on "
-             f"{report['eval']['scenes']} scenes, K={report['eval']['k']}. Verdict: **{'passed' if report['passed'] else 'FAILED'}**.", "",
-             "| format | backend | precision | status | size MB | mean cosine (worst output) | max abs diff | heatmap agree | " + " | ".join(keys) + " |",
-             "|---|---|---|---|---:|---|---:|---:|" + "---:|" * len(keys)]
-    for r in report["rows"]:
-        if "parity" not in r:
-            lines.append(f"| {r['format']} | {r['backend']} | {r['precision']} | {r['status']} |" + " |" * (4 + len(keys)))
-            continue
-        worst = min(r["parity"], key=lambda k: r["parity"][k]["cosine_mean"])
-        mx = max(p["max_abs"] for p in r["parity"].values())
-        cells = [f"{r['metrics'][k]:.3f}" + (f" ({-r['drop'][k]:+.3f})" if k in r["drop"] else "") for k in keys]
-        lines.append(f"| {r['format']} | {r['backend']} | {r['precision']} | {r['status']} | {r['size_mb']:.2f} | "
-                     f"{r['parity'][worst]['cosine_mean']:.5f} ({worst}) | {mx:.2g} | {r['heatmap_agreement']:.3f} | " + " | ".join(cells) + " |")
-    lines += ["", "Metric change in brackets: to PyTorch FP32 of the same model."]
-    notes = [f"- {r['exporter']} {r['precision']}: {m}" for r in report["rows"] for m in r.get("misses", [])]
-    notes += [f"- {r['exporter']} {r['precision']}: {r['engine']}" for r in report["rows"] if r.get("engine")]
-    notes += [f"- {r['exporter']} {r['precision']} {a['graph']}: XNNPACK runs {a['delegated_nodes']} nodes in {a['subgraphs']} subgraphs, "
-              f"{a['portable_nodes']} on portable kernels" for r in report["rows"] for a in r.get("delegation", [])]
-    if notes:
-        lines += ["", "## Notes", "", *notes]
-    return "\n".join(lines) + "\n"

@@ -4,7 +4,7 @@ TensorRT 10 can take the FP32 ONNX with its FP16 builder flag; TensorRT 11 build
 strongly typed networks, so FP16 must be in the graph itself. This converts the towers'
 FP32 ONNX with ONNX Runtime's float16 converter, inputs and outputs kept float32 and the
 log-mel front end kept in FP32 (its power spectrum spans more range than FP16 holds
-comfortably). Where ONNX Runtime's CPU kernels run the FP16 graph, it is evaluated here.
+comfortably). Both the ONNX Runtime and the TensorRT targets write their FP16 graphs with it.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from pathlib import Path
 
 import onnx
 
-__all__ = ["to_fp16", "fp16_towers"]
+__all__ = ["to_fp16"]
 
 
 def to_fp16(src: Path, dest: Path) -> Path:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from edge_sdk.export.onnx import module_nodes
+    from edge_sdk.export.graphs import module_nodes
 
     model = onnx.load(str(src))
     found = module_nodes(src, ["frontend", "audio.frontend"], ops=None)  # a tower's graph, or the whole model's
@@ -93,27 +93,3 @@ def _toposort(graph) -> None:
         c.CopyFrom(n)
     del graph.node[:]
     graph.node.extend(copies)
-
-
-def fp16_towers(model, out: Path, spec, offset, fsdd, mnist, cfg, macs: int):
-    """Write ``{tower}.fp16.onnx``; returns (report rows, artifacts, note)."""
-    from edge_sdk.errors import ModelFileError
-    from edge_sdk.eval.evaluate import evaluate
-    from edge_sdk.export.int8 import fp32_graph
-    from edge_sdk.export.quantize import _row, _size_mb
-    from edge_sdk.runtime.backends import OrtTowers
-
-    arts = []
-    for tower in ("audio", "image"):
-        listed = (out / f"{tower}.fp32.onnx").exists()  # the onnxruntime target lists it when it ran; else list it here
-        fp32 = fp32_graph(model, tower, out)
-        if not listed:
-            arts.append({"file": fp32.name, "tower": tower, "format": "onnx", "backend": "onnxruntime", "precision": "fp32"})
-        dest = to_fp16(fp32, out / f"{tower}.fp16.onnx")
-        arts.append({"file": dest.name, "tower": tower, "format": "onnx", "backend": "onnxruntime", "precision": "fp16"})
-    try:
-        half = {a["tower"]: out / a["file"] for a in arts if a["precision"] == "fp16"}
-        metrics = evaluate(OrtTowers(half["audio"], half["image"], spec, offset), spec, fsdd, mnist, cfg)
-    except (ModelFileError, RuntimeError) as e:
-        return [], arts, f"fp16: graphs written for GPU targets; ONNX Runtime's CPU kernels cannot run them here ({str(e)[:160]})"
-    return [_row(spec.name, "onnxruntime", "fp16", metrics, _size_mb(out, [a for a in arts if a["precision"] == "fp16"]), macs, target="gpu", method="fp16")], arts, ""

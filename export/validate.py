@@ -41,8 +41,8 @@ TOLERANCES = {
 
 def real_inputs(spec, fsdd=None, mnist=None, n: int = 64, seed: int = 99, test_speakers=None) -> dict[str, np.ndarray]:
     """``wave`` and ``image`` of ``n`` held-out AV-Digits scenes (K=3), real data when given."""
-    from edge_sdk.data.avdigits import AVDigits
-    from edge_sdk.data.bank import DEFAULT_TEST_SPEAKERS, load_bank, synthetic_bank
+    from edge_sdk.media.avdigits import AVDigits
+    from edge_sdk.media.digits import DEFAULT_TEST_SPEAKERS, load_bank, synthetic_bank
 
     sr = spec.audio.sample_rate
     speakers = tuple(test_speakers or DEFAULT_TEST_SPEAKERS)

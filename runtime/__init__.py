@@ -1,17 +1,21 @@
 """The streaming runtime: sources by URI on one clock, A/V alignment, inference backends,
-the concurrent pipeline, live tasks, sinks and latency statistics. Needs no torch for
-ONNX Runtime, TensorRT or ExecuTorch bundles."""
+the concurrent pipeline, live tasks, sinks by URI and latency statistics. Needs no torch for
+ONNX Runtime, TensorRT or ExecuTorch bundles, and never imports training code.
 
-__all__ = ["Pipeline", "open_source", "usage"]
+The public entry points, each in one hop::
+
+    from edge_sdk.runtime import Pipeline, PipelineConfig, open_source, open_sink, open_towers
+"""
+
+__all__ = ["Pipeline", "PipelineConfig", "Interrupted", "open_source", "open_sink", "open_towers", "runner_for", "pick_backend"]
+
+_HOMES = {"Pipeline": "pipeline", "Interrupted": "pipeline", "PipelineConfig": "config", "open_source": "sources",
+          "open_sink": "sinks", "open_towers": "backends", "runner_for": "backends", "pick_backend": "backends"}
 
 
-def __getattr__(name):  # light import: pull in a submodule only when its name is used
-    if name == "Pipeline":
-        from edge_sdk.runtime.pipeline import Pipeline
+def __getattr__(name):  # light import: pull in a submodule only when one of its names is used
+    if name not in _HOMES:
+        raise AttributeError(name)
+    import importlib
 
-        return Pipeline
-    if name in ("open_source", "usage"):
-        from edge_sdk.runtime import sources
-
-        return getattr(sources, name)
-    raise AttributeError(name)
+    return getattr(importlib.import_module(f"edge_sdk.runtime.{_HOMES[name]}"), name)

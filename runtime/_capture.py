@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 import soxr
 
-from edge_sdk.data.video import center_crop_resize
 from edge_sdk.errors import ConfigError, DataError
+from edge_sdk.media.image import center_crop_resize
 from edge_sdk.runtime.clock import ClockMap, now_ns
 from edge_sdk.runtime.frames import AudioBlock, Gap, VideoFrame
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_sdk.data.video import center_crop_resize
+from edge_sdk.media.image import center_crop_resize
 
 __all__ = ["VideoFrame", "AudioBlock", "Gap", "Result"]
 

@@ -1,16 +1,19 @@
 """The streaming pipeline: camera and microphone on one clock, into any backend, live.
 
-Stages run concurrently: each source captures on its own thread (or device callback) and
-hands frames to a bounded queue and audio blocks to the :class:`~.align.AudioRing`; one
-inference thread takes a frame, cuts the audio window(s) ending at the frame's time,
-preprocesses, runs the towers, computes the task, and hands the result to the sinks, the
-callback and the iterator. When inference is slower than capture the frame queue keeps
-the latest frames and counts every frame it drops (``policy="latest"``, the default for
-live sources); a file read as fast as possible is never dropped from (``policy="block"``
-pushes back on the decoder), so offline processing is the streaming loop over a file.
-Offline, the frames already waiting (up to ``batch``) run as one inference (0.17 instead
-of 0.33 ms per pair at batch 8, measured); a live source goes one frame at a time, for the
-lowest latency.
+Each source captures on its own thread (or device callback) into a bounded frame queue
+(:class:`~.queues.BoundedQueue`) and the :class:`~.align.AudioRing`; one inference thread
+takes a frame, cuts the audio window(s) ending at its time, runs the towers and the task,
+and hands the result to the sinks, the callback and the consumer (``run()`` or iteration).
+When inference is slower than capture the queue keeps the latest frames and counts every
+drop (``policy="latest"``, the default for live sources); a file read as fast as possible
+is never dropped from (``policy="block"`` pushes back on the decoder), so offline is the
+streaming loop over a file. Offline, the frames already waiting (up to ``batch``) run as
+one inference (0.17 instead of 0.33 ms per pair at batch 8, measured); a live source goes
+one frame at a time, for the lowest latency. The knobs are one :class:`PipelineConfig`.
+
+Sinks are URIs (:func:`~.sinks.open_sink`: video file, JSON-lines events, MJPEG preview,
+window) or objects. A window (GUI toolkits draw only on the thread that made them) is fed
+by the thread that consumes the results, not the inference thread; closing it ends the run.
 
 Latency is measured from a frame's capture time for live and paced sources; a file or
 generated scenes read as fast as possible stamp frames with media time (their audio and
@@ -18,9 +21,8 @@ video must line up), so there it is measured from when the frame was read
 (``final_stats()["latency_from"]``), and the skew is how far the audio window falls short.
 Non-finite audio samples are replaced by silence and counted (``nonfinite_audio``).
 
-Embedding::
-
-    with Pipeline.from_bundle("bundle", video="cam://0", audio="mic://default", task="localize") as p:
+    with Pipeline.from_bundle("bundle", video="cam://0", audio="mic://default", task="localize",
+                              sinks=["events.jsonl", "window://"]) as p:
         for result in p:
             print(result.values["peak_xy"], result.latency_ms)
 """
@@ -29,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
 import threading
 import time
 from pathlib import Path
@@ -39,11 +40,14 @@ import numpy as np
 from edge_sdk.errors import ConfigError, DataError
 from edge_sdk.runtime.align import AudioRing
 from edge_sdk.runtime.clock import now_ns
+from edge_sdk.runtime.config import PipelineConfig
 from edge_sdk.runtime.frames import AudioBlock, Gap, Result, VideoFrame
+from edge_sdk.runtime.queues import BoundedQueue
+from edge_sdk.runtime.sinks import SinkSet
 from edge_sdk.runtime.stats import Stats
 from edge_sdk.runtime.tasks import Geometry, Task, make_task
 
-__all__ = ["Pipeline", "Interrupted", "pick_backend"]
+__all__ = ["Pipeline", "PipelineConfig", "Interrupted"]
 
 log = logging.getLogger(__name__)
 
@@ -59,24 +63,6 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, stats: dict):
         super().__init__("interrupted")
         self.stats = stats
-
-
-def pick_backend(bundle, prefer: str | None = None, precision: str | None = None):
-    """The bundle's best choice for this machine: TensorRT (GPU and TensorRT present) >
-    ONNX Runtime > ExecuTorch > PyTorch, INT8 before FP16 before FP32 on CPU; ``prefer`` /
-    ``precision`` narrow it."""
-    import importlib.util
-
-    order = ["onnxruntime", "executorch", "torch"]
-    if importlib.util.find_spec("tensorrt") is not None:
-        order.insert(0, "tensorrt")
-    if prefer:
-        order = [prefer]
-    ranks = {"int8": 0, "fp16": 1, "fp32": 2} if "tensorrt" not in order[:1] else {"fp16": 0, "int8": 1, "fp32": 2}
-    choices = [c for c in bundle.choices() if c.backend in order and (precision is None or c.precision == precision)]
-    if not choices:
-        bundle.find(prefer, precision)  # raises with the choices the bundle has
-    return min(choices, key=lambda c: (order.index(c.backend), ranks.get(c.precision, 9)))
 
 
 def _check_contract(towers, bundle) -> None:
@@ -97,21 +83,21 @@ def _check_contract(towers, bundle) -> None:
 
 
 class Pipeline:
-    def __init__(self, towers, spec, video, audio=None, task: Task | str = "localize", *, map_offset=(0, 0),
-                 policy: str | None = None, queue_size: int = 2, batch: int = 8, audio_hop_ms: float = 0.0, max_audio_wait_s: float = 0.25,
-                 max_skew_ms: float = 30.0,
-                 sinks=(), callback=None, task_opts: dict | None = None):
-        if policy not in (None, "latest", "block"):
-            raise ConfigError(f"queue policy {policy!r}", "use latest (drop the oldest frame, counted) or block (never drop)")
-        if queue_size < 1:
-            raise ConfigError(f"queue_size={queue_size}", "use 1 or more (frames waiting for inference; 2 keeps live latency low)")
+    """Sources -> frame queue + audio ring -> one inference thread -> task -> sinks, callback
+    and the consumer. ``config`` holds the knobs (:class:`PipelineConfig`); ``sinks`` are
+    URIs (opened here, after the sources and the task) or sink objects; ``backend`` names
+    what runs the towers (``from_bundle`` says which backend and precision)."""
+
+    def __init__(self, towers, spec, video, audio=None, task: Task | str = "localize", *, config: PipelineConfig | None = None,
+                 map_offset=(0, 0), sinks=(), callback=None, task_opts: dict | None = None, backend: str | None = None):
+        self.config = cfg = config if config is not None else PipelineConfig()
         if getattr(video, "kind", "video") == "audio":
             raise DataError(f"{video.uri} has no video track; the video source needs pictures",
                             "sound-only inputs go to --audio (audio=); give a camera, stream or video file as --video")
         if audio is not None and getattr(audio, "kind", "audio") == "video":
             raise DataError(f"{audio.uri} has no audio track; the audio source needs sound",
                             "give a microphone or a file with sound as --audio (mic://default, wav:///path)")
-        self.towers, self.spec = towers, spec
+        self.towers, self.spec, self.backend = towers, spec, backend or type(towers).__name__
         self.video, self.audio = video, audio
         self.task = make_task(task, **(task_opts or {})) if isinstance(task, str) else task
         self.task.setup(towers, spec)
@@ -122,42 +108,45 @@ class Pipeline:
                         "(running on silence, counted as silent_audio)", video.uri, why, self.task.name)
         self.map_offset = tuple(map_offset)
         self.paced = getattr(video, "live", True)  # pts_ns is the capture time; else media time
-        self.policy = policy or ("latest" if self.paced else "block")
-        self.batch = max(1, batch)
+        self.policy = cfg.policy or ("latest" if self.paced else "block")
+        self.batch = cfg.batch
         # a task that scores sound after its frame (sync: up to +0.4 s) waits for it: live frames
         # queue meanwhile (room for that long at up to 60 fps) instead of being dropped, and
         # :meth:`_take` skips to the newest frame whose sound is complete when inference falls behind
         self.lookahead_s = max(0.0, max(self.task.shifts_ms) / 1e3)
-        live_size = queue_size + math.ceil(self.lookahead_s * 60)
-        self.frames: queue.Queue = queue.Queue(maxsize=max(queue_size, 2 * self.batch) if self.policy == "block" else live_size)
-        self.results: queue.Queue = queue.Queue(maxsize=32)  # a result holds its frame: 32 at 720p is 88 MB
+        live_size = cfg.queue_size + math.ceil(self.lookahead_s * 60)
+        self.frames = BoundedQueue(max(cfg.queue_size, 2 * self.batch) if self.policy == "block" else live_size)
+        self.results = BoundedQueue(32)  # a result holds its frame: 32 at 720p is 88 MB
         self.ring = AudioRing(spec.audio.sample_rate)
         self.stats = Stats()
-        self.sinks, self.callback = list(sinks), callback
-        self.audio_hop_ns = int(audio_hop_ms * 1e6)
-        self.max_audio_wait_s = max_audio_wait_s
-        self.max_skew_ns = int(max_skew_ms * 1e6)
+        self.callback = callback
+        self.audio_hop_ns = int(cfg.audio_hop_ms * 1e6)
+        self.max_skew_ns = int(cfg.max_skew_ms * 1e6)
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
+        self._consumer: threading.Thread | None = None  # the thread of run() or iteration: it feeds the window
         self._ended = False  # the end of the results was taken
         self._taken_pts: int | None = None  # the time of the frame inference is at: an unpaced sound file is kept near it
         self._worker_done = threading.Event()
         self._hold_sound = audio is not None and not self.paced and not getattr(audio, "live", True)
-        self._closed = threading.Lock()  # held once the sinks are closed: stop() runs once
-        self._sink_errors: list[str] = []
-        self._failed: list = []  # sinks left out after failing
         self._last_audio: tuple[int, np.ndarray] | None = None
+        self._t_start: float | None = None
+        self._t_stop: float | None = None
         self.error: BaseException | None = None
+        self.sinks = SinkSet(sinks)  # URIs opened last: nothing else can fail and leave them open
 
     @classmethod
     def from_bundle(cls, bundle, video: str, audio: str | None = None, task: str = "localize", *, prefer: str | None = None,
-                    precision: str | None = None, source_opts: dict | None = None, **kw) -> "Pipeline":
+                    precision: str | None = None, source_opts: dict | None = None, config: PipelineConfig | None = None,
+                    sinks=(), callback=None, task_opts: dict | None = None, **knobs) -> Pipeline:
         """Open a bundle (folder or zip) on the backend this machine runs best, and the sources by
-        URI (``source_opts`` go to the video source)."""
+        URI (``source_opts`` go to the video source). ``knobs`` (``policy=``, ``queue_size=``,
+        ``batch=``, ``audio_hop_ms=``, ...) replace those of ``config``: see :class:`PipelineConfig`."""
         from edge_sdk.bundle import read_bundle
-        from edge_sdk.runtime.backends import open_towers
+        from edge_sdk.runtime.backends import open_towers, pick_backend
         from edge_sdk.runtime.sources import open_source
 
+        cfg = PipelineConfig.of(config, **knobs)  # checked before anything is opened
         b = read_bundle(bundle) if isinstance(bundle, (str, Path)) else bundle
         choice = pick_backend(b, prefer, precision)
         towers = open_towers(b, choice.backend, choice.precision, batch_size=64)
@@ -166,9 +155,8 @@ class Pipeline:
         v = open_source(video, sample_rate=rate, **(source_opts or {}))
         a = None if audio in (None, "", video) else open_source(audio, sample_rate=rate)
         _check_contract(towers, b)
-        p = cls(towers, b.spec, v, a, task, map_offset=b.map_offset, **kw)
-        p.backend = f"{choice.backend}/{choice.precision}"
-        return p
+        return cls(towers, b.spec, v, a, task, config=cfg, map_offset=b.map_offset, sinks=sinks, callback=callback,
+                   task_opts=task_opts, backend=f"{choice.backend}/{choice.precision}")
 
     # -- capture side ---------------------------------------------------------------
     def _emit_picture(self, item) -> None:
@@ -180,25 +168,10 @@ class Pipeline:
     def _emit(self, item) -> None:
         if isinstance(item, VideoFrame):
             self.stats.count("frames_in")
-            item = (item.pts_ns if self.paced else now_ns(), item)  # where its latency is measured from
-            if self.policy == "block":
-                while not self._stop.is_set():
-                    try:
-                        self.frames.put(item, timeout=0.1)
-                        return
-                    except queue.Full:
-                        continue
-                return
-            while True:
-                try:
-                    self.frames.put_nowait(item)
-                    return
-                except queue.Full:
-                    try:
-                        self.frames.get_nowait()
-                        self.stats.count("dropped")
-                    except queue.Empty:
-                        pass
+            origin = item.pts_ns if self.paced else now_ns()  # where its latency is measured from
+            dropped = self.frames.put((origin, item), self.policy == "block", self._stop)  # None: stopped while waiting
+            if dropped:
+                self.stats.count("dropped", dropped)
         elif isinstance(item, AudioBlock):
             if self._hold_sound:
                 self._hold(item)
@@ -213,7 +186,7 @@ class Pipeline:
             self.stats.fault(item.kind)
             # a lost stream is announced by its source (rate-limited); the rest are news here
             (log.info if item.kind == "lost" else log.warning)("%s: %s %s", item.source, item.kind, item.message)
-            self._to_sinks("gap", item)
+            self.sinks.send("gap", item)
 
     def _hold(self, block: AudioBlock) -> None:
         """Keep a sound file's blocks within half the ring of the frame inference is at: with
@@ -237,7 +210,7 @@ class Pipeline:
         latest = frame.pts_ns + int(max(self.task.shifts_ms) * 1e6)
         t0 = time.perf_counter()
         if not self._audio_done():  # audio up to the frame, less the skew we accept live (about one frame), or a timeout
-            self.ring.wait_until(latest - (0 if self.policy == "block" else self.max_skew_ns), self.max_audio_wait_s + self.lookahead_s)
+            self.ring.wait_until(latest - (0 if self.policy == "block" else self.max_skew_ns), self.config.max_audio_wait_s + self.lookahead_s)
         wait_ms = (time.perf_counter() - t0) * 1e3
         cuts = [self.ring.window(frame.pts_ns + int(s * 1e6), n) for s in self.task.shifts_ms]
         skew = cuts[int(np.argmax(self.task.shifts_ms))][1]  # of the window ending last: negative where audio was missing
@@ -253,21 +226,14 @@ class Pipeline:
         waves, skews = [], []
         for origin, frame in taken:
             self._taken_pts = frame.pts_ns
-            st.time("queue", (t_start - origin) / 1e6)
             w, skew, wait_ms = self._windows(frame)
-            st.time("audio_wait", wait_ms)
+            st.times(queue=(t_start - origin) / 1e6, audio_wait=wait_ms)
             waves.append(w)
             skews.append(skew if self.paced else min(skew, 0))  # unpaced audio decoded ahead is no skew
         t0 = time.perf_counter()
         size = self.spec.image.size
         images = np.ascontiguousarray(np.stack([f.square(size) for f in frames]).transpose(0, 3, 1, 2), dtype=np.float32)
-        for i in range(n):
-            if float(images[i].mean()) < 2.0:
-                st.fault("black_frame")
-            if float(np.sqrt(np.mean(waves[i][0] ** 2))) < 1e-4:
-                st.fault("silent_audio")
-            elif float(np.abs(waves[i][0]).max()) >= 0.999:
-                st.fault("clipped_audio")
+        st.check_inputs(images, [w[0] for w in waves])
         t1 = time.perf_counter()
         fresh = self._fresh_audio(frames, len(waves[0]))
         if len(fresh) == n:
@@ -295,11 +261,8 @@ class Pipeline:
         done = now_ns()
         results = []
         for origin, (frame, values, heat, skew) in zip(origins, out):
-            st.time("preprocess", (t1 - t0) * 1e3 / n)
-            st.time("inference", (t2 - t1) * 1e3 / n)
-            st.time("task", (t3 - t2) * 1e3 / n)
-            st.time("capture_to_result", (done - origin) / 1e6)
-            st.time("skew", abs(skew) / 1e6)
+            st.times(preprocess=(t1 - t0) * 1e3 / n, inference=(t2 - t1) * 1e3 / n, task=(t3 - t2) * 1e3 / n,
+                     capture_to_result=(done - origin) / 1e6, skew=abs(skew) / 1e6)
             results.append(Result(self.task.name, frame.pts_ns, frame.seq, done, values, heat, frame, skew, None if self.paced else origin))
         return results
 
@@ -317,31 +280,26 @@ class Pipeline:
         return fresh
 
     def _take(self) -> list[tuple[int, VideoFrame]]:
-        """The next frame, and with ``policy="block"`` (a file read as fast as possible) up to
-        ``batch`` frames already waiting; live sources get one frame at a time (lowest latency)."""
-        frames = [self.frames.get(timeout=0.05)]
+        """The next frame (none if none came within 50 ms), and with ``policy="block"`` (a file
+        read as fast as possible) up to ``batch`` frames already waiting; live sources get one
+        frame at a time (lowest latency)."""
+        first = self.frames.get(timeout=0.05)
+        if first is None:
+            return []
         if self.policy == "latest" and self.lookahead_s:  # behind: later frames' sound is complete too
-            ahead = int(self.lookahead_s * 1e9) - self.max_skew_ns
-            while True:
-                with self.frames.mutex:
-                    nxt = self.frames.queue[0] if self.frames.queue else None
-                if nxt is None or (self.ring.end_ns or 0) < nxt[1].pts_ns + ahead:
-                    break
-                frames = [self.frames.get_nowait()]  # the older one is dropped: a live result stays ~look-ahead late
-                self.stats.count("dropped")
-        while self.policy == "block" and len(frames) < self.batch:
-            try:
-                frames.append(self.frames.get_nowait())
-            except queue.Empty:
-                break
-        return frames
+            end = (self.ring.end_ns or 0) - int(self.lookahead_s * 1e9) + self.max_skew_ns
+            first, skipped = self.frames.skip_while(first, lambda waiting: waiting[1].pts_ns <= end)
+            if skipped:  # the older ones are dropped: a live result stays ~look-ahead late
+                self.stats.count("dropped", skipped)
+        if self.policy == "block":
+            return [first, *self.frames.take(self.batch - 1)]
+        return [first]
 
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                try:
-                    frames = self._take()
-                except queue.Empty:
+                frames = self._take()
+                if not frames:
                     if self.video.done or self.video.error is not None:
                         break
                     continue
@@ -349,7 +307,7 @@ class Pipeline:
                     if self._stop.is_set():  # stop() from a callback closes the sinks: nothing more goes to them
                         break
                     t0 = time.perf_counter()
-                    self._to_sinks("result", result)
+                    self.sinks.send("result", result)
                     if self.callback:
                         self.callback(result)
                     self.stats.time("sinks", (time.perf_counter() - t0) * 1e3)
@@ -362,51 +320,24 @@ class Pipeline:
             self._worker_done.set()
             self._deliver(_END)
 
-    def _to_sinks(self, method: str, item) -> None:
-        """``item`` to every sink still working. A sink that fails (a full disk) is said once,
-        left out from then on and listed in the statistics' ``errors``; the run and the other
-        sinks go on."""
-        for s in self.sinks:
-            if s in self._failed:
-                continue
-            try:
-                getattr(s, method)(item)
-            except Exception as e:  # noqa: BLE001 - any sink's failure is handled the same way
-                self._sink_failed(s, e)
-
-    def _sink_failed(self, sink, e: Exception) -> None:
-        self._failed.append(sink)
-        log.error("%s failed (%s: %s); the run goes on without it", type(sink).__name__, e.__class__.__name__, e)
-        self._sink_errors.append(f"{type(sink).__name__}: {e.__class__.__name__}: {e}")
-
     def _deliver(self, item) -> None:
         """Hand a result (or the end) to whoever takes them (:meth:`run`, iteration). A file
         (``block``) waits for them to be taken, like its frames: nothing is dropped, and 32
         results wait for a consumer that comes later. Live, or once stopping, the oldest
         waiting result makes room (counted as ``results_dropped``)."""
-        while True:
-            wait = self.policy == "block" and not self._stop.is_set()
-            try:
-                if wait:
-                    self.results.put(item, timeout=0.1)
-                else:
-                    self.results.put_nowait(item)
-                return
-            except queue.Full:
-                if wait:
-                    continue
-                try:
-                    self.results.get_nowait()
-                    self.stats.count("results_dropped")
-                except queue.Empty:
-                    pass
+        dropped = self.results.put(item, self.policy == "block", self._stop)
+        if dropped is None:  # stopped while waiting: in all the same (the end must reach the consumer)
+            dropped = self.results.put(item, False)
+        if dropped:
+            self.stats.count("results_dropped", dropped)
 
     # -- lifecycle ---------------------------------------------------------------------
-    def start(self) -> "Pipeline":
+    def start(self) -> Pipeline:
         if self._worker is not None:
             raise ConfigError("this pipeline was already started (a Pipeline runs once)",
                               "open a new one (Pipeline.from_bundle) for another run; iterate it or call run(), not both")
-        self._t_start, self._t_stop = time.monotonic(), None
+        self._t_start = time.monotonic()
+        self.sinks.send("attach", self, list(self.sinks))  # a sink may read the backend, stats and sources (a HUD, the sound to mux)
         self._worker = threading.Thread(target=self._run, name="edge_sdk-infer", daemon=True)
         self._worker.start()
         if self.audio is not None:  # a separate microphone or track: the video source's own sound is not used
@@ -419,29 +350,28 @@ class Pipeline:
     def stop(self) -> dict:
         """Stop sources and workers (never hangs; also from a callback) and return the final
         statistics. Every sink is closed even when one fails (a full disk): the failure goes
-        to the statistics' ``errors``, the other sinks' files are finished."""
+        to the statistics' ``errors``, the other sinks' files are finished. A sink that draws
+        on the consumer's thread (a window) is closed by a stop() on that thread (``run``
+        ends with one)."""
         self._stop.set()
         for src in (self.video, self.audio):
             if src is not None:
                 src.stop()
         if self._worker is not None and self._worker is not threading.current_thread():
             self._worker.join(timeout=5.0)
-        if self._closed.acquire(blocking=False):
+        if self._t_stop is None:
             self._t_stop = time.monotonic()
-            for s in self.sinks:
-                try:
-                    s.close()
-                except Exception as e:  # noqa: BLE001 - any sink's failure is reported the same way
-                    if s not in self._failed:
-                        self._sink_failed(s, e)
+        if self.sinks.drawn and self._consumer is None and self.stats.counters["frames_out"]:
+            log.warning("a window sink showed nothing: it is fed by Pipeline.run() or by iterating the pipeline")
+        self.sinks.close(drawn=self._consumer in (None, threading.current_thread()))
         return self.final_stats()
 
     def final_stats(self) -> dict:
         d = self.stats.to_dict()
         d["policy"] = self.policy
         d["latency_from"] = "capture" if self.paced else "read"  # an unpaced file's pts_ns is media time
-        d["backend"] = getattr(self, "backend", type(self.towers).__name__)
-        if self._worker is not None:  # the run's length, beside fps (the rate while results came)
+        d["backend"] = self.backend
+        if self._t_start is not None:  # the run's length, beside fps (the rate while results came)
             d["seconds"] = round((self._t_stop or time.monotonic()) - self._t_start, 2)
         d["audio_gaps"] = self.ring.gaps
         for name, src in (("video", self.video), ("audio", self.audio)):
@@ -450,29 +380,37 @@ class Pipeline:
                 if src.error is not None:  # the source ended on an error: said, not swallowed
                     d["faults"]["source_error"] = d["faults"].get("source_error", 0) + 1
                     d.setdefault("errors", []).append(f"{name} source {src.uri}: {src.error}")
-        if self._sink_errors:
-            d.setdefault("errors", []).extend(f"sink {e}" for e in self._sink_errors)
+        if self.sinks.errors:
+            d.setdefault("errors", []).extend(f"sink {e}" for e in self.sinks.errors)
         return d
 
-    def __enter__(self) -> "Pipeline":
+    def __enter__(self) -> Pipeline:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    def _next_result(self, timeout: float | None):
+        """The next result, ``_END`` at the end of the input, or None after ``timeout``."""
+        item = self.results.get(timeout)
+        self._ended = self._ended or item is _END
+        return item
+
     def __iter__(self):
         """The results, in order, until the input ends (a finished pipeline yields nothing more);
-        an error of the run is raised here, as :meth:`run` raises it."""
-        if self._ended or self._closed.locked():  # ended, or stopped: what is left in the queue is stale
+        an error of the run is raised here, as :meth:`run` raises it. A window sink is drawn
+        on this thread; closing it stops the pipeline and ends the iteration."""
+        if self._ended or self._stop.is_set():  # ended, or stopped: what is left in the queue is stale
             return
+        self._consumer = threading.current_thread()
         if self._worker is None:
             self.start()
-        while True:
-            item = self.results.get()
-            if item is _END:
-                self._ended = True
-                break
-            yield item
+        while (item := self._next_result(0.03 if self.sinks.drawn else None)) is not _END:
+            if self.sinks.drawn and not self.sinks.draw(item):
+                self.stop()
+                return
+            if item is not None:
+                yield item
         if self.error is not None:
             raise self.error
 
@@ -480,22 +418,20 @@ class Pipeline:
         """Run to the end of the input (or ``max_seconds``); returns the final statistics
         (raises :class:`Interrupted`, holding them, on Ctrl-C).
 
-        ``on_result(result)`` is called on the calling thread (a GUI's main thread) for each
-        result it gets to; returning False stops the run (e.g. the user closed the window)."""
+        Sinks that draw on the caller's thread (``window://``) are fed here; closing the
+        window (q, Esc) ends the run. ``on_result(result)`` is also called on this thread for
+        each result it gets to; returning False stops the run."""
         t_end = time.monotonic() + max_seconds if max_seconds else None
         next_line = time.monotonic() + every_s
+        self._consumer = threading.current_thread()
         self.start()
+        wait = 0.03 if self.sinks.drawn else 0.1  # a window stays responsive
         interrupted = False
         try:
-            while True:
-                try:
-                    item = self.results.get(timeout=0.1)
-                except queue.Empty:
-                    item = None
-                if item is _END:
-                    self._ended = True
-                    break
+            while (item := self._next_result(wait)) is not _END:
                 if on_result and item is not None and on_result(item) is False:
+                    break
+                if not self.sinks.draw(item):
                     break
                 if on_stats and time.monotonic() >= next_line:
                     on_stats(self.stats)

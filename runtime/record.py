@@ -1,13 +1,13 @@
 """Record a calibration set from live sources: (frame, audio window) pairs as the target
 machine's own camera and microphone deliver them, in the ``.npz`` format of
 ``edge-sdk calib`` (``wave`` float32, ``image`` HxWx3 uint8 at the spec's size,
-``sample_rate``), so INT8 calibration sees the real input distribution of the device.
+``sample_rate``: :mod:`edge_sdk.media.pairs`), so INT8 calibration sees the real input
+distribution of the device.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import time
 from pathlib import Path
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_sdk.errors import DataError
+from edge_sdk.media.pairs import read_pairs, write_pair
 from edge_sdk.runtime.align import AudioRing
 from edge_sdk.runtime.frames import AudioBlock, Gap, VideoFrame
 
@@ -82,13 +83,8 @@ def record_pairs(out: str | Path, spec, video: str, audio: str | None = None, se
             if float(np.sqrt(np.mean(wave**2))) < min_rms:
                 counts["silent"] += 1
                 continue
-            path = out / f"live_{first + counts['kept']:05d}.npz"
-            try:  # renamed once whole: a kill mid-write leaves no half file, Ctrl-C no temporary one
-                with open(path.with_suffix(".tmp"), "wb") as fh:
-                    np.savez(fh, wave=wave.astype(np.float32), image=f.square(size), sample_rate=np.int64(sr))
-                os.replace(path.with_suffix(".tmp"), path)
-            finally:
-                path.with_suffix(".tmp").unlink(missing_ok=True)
+            # renamed once whole: a kill mid-write leaves no half file, Ctrl-C no temporary one
+            write_pair(out / f"live_{first + counts['kept']:05d}.npz", wave, f.square(size), sr)
             counts["kept"] += 1
     except KeyboardInterrupt:
         interrupted = True
@@ -113,8 +109,6 @@ def _first_index(out: Path, spec) -> int:
     """The number the next appended pair takes, once the folder's pairs are checked to be
     calibration pairs for ``spec`` (sample rate, window, image size): a mixed set would only
     fail later, at quantization."""
-    from edge_sdk.quant.calib import read_pairs
-
     pairs = sorted(out.glob("*.npz")) if out.is_dir() else []
     if not pairs and out.is_dir() and any(out.iterdir()):
         raise DataError(f"{out} holds no calibration pairs to append to", "choose a new folder, or one `edge-sdk calibrate` or `edge-sdk calib` wrote")

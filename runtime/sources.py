@@ -27,10 +27,10 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import cv2
 import numpy as np
-import soxr
 
-from edge_sdk.data.video import YUV420, av_square
 from edge_sdk.errors import ConfigError, DataError
+from edge_sdk.media.audio import AudioTrack
+from edge_sdk.media.image import YUV420, av_square
 from edge_sdk.runtime._capture import CaptureSource, MicSource, Source, csi_pipeline, has_gstreamer
 from edge_sdk.runtime.clock import ClockMap, now_ns
 
@@ -38,7 +38,6 @@ __all__ = ["Source", "FileSource", "SyntheticSource", "MicSource", "CaptureSourc
 
 log = logging.getLogger(__name__)
 
-_GAP_S = 0.02  # audio pts jumps larger than this are filled with silence (as in edge_sdk.data.video)
 _PACE = dict(realtime=False, loop=False)
 _NET = dict(reconnect=True, stall_s=2.0)
 
@@ -188,33 +187,6 @@ def _why(e: Exception) -> str:
     return f"{e.__class__.__name__}: {getattr(e, 'strerror', None) or e}"
 
 
-class _Track:
-    """Audio of one pass through a file: format conversion, gap filling and streaming resampling."""
-
-    def __init__(self, av, frame, stream, sample_rate: int):
-        self.rate, self.sample_rate = frame.sample_rate, sample_rate
-        self.convert = av.AudioResampler(format="fltp", rate=self.rate)  # planar float, same layout and rate
-        self.start = frame.time if frame.time is not None else float((stream.start_time or 0) * stream.time_base)
-        self.resampler = soxr.ResampleStream(self.rate, sample_rate, 1, dtype="float32", quality="HQ")
-        self.n_in = self.n_out = 0
-
-    def push(self, frame) -> np.ndarray:
-        """Resampled samples for one decoded frame (``None`` flushes the resampler at the end)."""
-        chunks = []
-        if frame is not None and frame.time is not None:  # fill real holes in the track with silence
-            hole = int(round((frame.time - self.start) * self.rate)) - self.n_in
-            if hole > _GAP_S * self.rate:
-                chunks.append(np.zeros(hole, np.float32))
-        chunks += [out.to_ndarray().mean(axis=0).astype(np.float32) for out in self.convert.resample(frame)]
-        x = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-        self.n_in += x.size
-        return self.resampler.resample_chunk(x, last=frame is None)
-
-    def time_out(self) -> float:
-        """File time of the next output sample (the soxr stream is delay-compensated)."""
-        return self.start + self.n_out / self.sample_rate
-
-
 class _Yuv420:
     """A decoded 4:2:0 frame as FFmpeg gave it (see :class:`~.frames.VideoFrame`): nothing is
     converted at decode time; the model's input comes from the planes, the whole RGB frame only
@@ -337,7 +309,7 @@ class FileSource(Source):
                     last = t + 1 / fps if last is None else max(last, t + 1 / fps)
                     continue
                 if track is None:
-                    track = _Track(av, fr, aus, self.sample_rate)
+                    track = AudioTrack(av, fr, aus, self.sample_rate)
                     first = min(first, track.start) if first is not None else track.start
                 if not self._audio_out(track, track.push(fr), clock, offset):
                     return None
@@ -401,7 +373,7 @@ class FileSource(Source):
                 return False
         return not self.stopped
 
-    def _audio_out(self, track: _Track, y: np.ndarray, clock: ClockMap, offset: float) -> bool:
+    def _audio_out(self, track: AudioTrack, y: np.ndarray, clock: ClockMap, offset: float) -> bool:
         """Emit resampled audio in blocks of at most ``block_ms`` (in realtime mode each paced to
         its last sample, as a microphone delivers them: a 64 ms codec frame released whole would
         hold back the frames it covers); False once stopped."""
@@ -427,8 +399,8 @@ class FileSource(Source):
 # -- generated scenes ----------------------------------------------------------------------
 @functools.lru_cache(maxsize=4)
 def _bank(sample_rate: int, which: str):
-    from edge_sdk.data.bank import load_bank, synthetic_bank
-    from edge_sdk.data.sources import default_data_dir
+    from edge_sdk.media.corpora import default_data_dir
+    from edge_sdk.media.digits import load_bank, synthetic_bank
 
     root = default_data_dir()
     real = root is not None and (root / "fsdd" / "recordings").is_dir() and (root / "mnist").is_dir()
@@ -458,7 +430,7 @@ class SyntheticSource(Source):
                 raise ConfigError(f"{uri}: {key}={opts[key]!r} is out of range",
                                   "fps, seconds, block_ms > 0; hold >= 1; k 1..10; size >= 32; bank auto|real|synthetic")
         super().__init__(uri, "av", opts)
-        from edge_sdk.data.avdigits import AVDigits
+        from edge_sdk.media.avdigits import AVDigits
         from edge_sdk.spec import get_spec
 
         base = get_spec("student_s")

@@ -1,5 +1,6 @@
 """Latency and fault statistics of a running pipeline: per-stage percentiles,
-capture-to-result latency, frames in/out, drops, faults by kind, A/V skew. Every stage is
+capture-to-result latency, frames in/out, drops, faults by kind (including those the
+model's inputs show: black frames, silent or clipped sound), A/V skew. Every stage is
 reported, with ``None`` percentiles where nothing was measured (a run without frames)."""
 
 from __future__ import annotations
@@ -39,6 +40,24 @@ class Stats:
     def time(self, stage: str, ms: float) -> None:
         with self._lock:
             self.stages[stage].append(ms)
+
+    def times(self, **ms: float) -> None:
+        """Several stages' times (ms) at once: ``times(inference=0.4, task=0.1)``."""
+        with self._lock:
+            for stage, v in ms.items():
+                self.stages[stage].append(v)
+
+    def check_inputs(self, images: np.ndarray, waves) -> None:
+        """Count the faults the model's inputs show: a black frame (mean below 2 of 255), a
+        silent (RMS below 1e-4) or clipped (a sample at 0.999 or more) audio window; one
+        image [3, H, W] and one window per item."""
+        for image, wave in zip(images, waves):
+            if float(image.mean()) < 2.0:
+                self.fault("black_frame")
+            if float(np.sqrt(np.mean(wave ** 2))) < 1e-4:
+                self.fault("silent_audio")
+            elif float(np.abs(wave).max()) >= 0.999:
+                self.fault("clipped_audio")
 
     def count(self, name: str, n: int = 1) -> None:
         with self._lock:

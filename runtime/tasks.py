@@ -126,7 +126,7 @@ class Retrieval(Task):
     def setup(self, towers, spec) -> None:
         import cv2
 
-        from edge_sdk.data.video import center_crop_resize
+        from edge_sdk.media.image import center_crop_resize
 
         images, sounds, names_i, names_s = [], [], [], []
         for p in sorted(self.folder.rglob("*")):
@@ -139,7 +139,7 @@ class Retrieval(Task):
             elif p.suffix.lower() in self._SOUNDS:
                 import soxr
 
-                from edge_sdk.data.sources import read_wav
+                from edge_sdk.media.audio import read_wav
 
                 x, rate, _ = read_wav(p)
                 wave = soxr.resample(x.mean(1), rate, spec.audio.sample_rate) if rate != spec.audio.sample_rate else x.mean(1)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_sdk.data.sources import default_data_dir
+from edge_sdk.media.corpora import default_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from edge_sdk.errors import DataError
-from edge_sdk.quant.calib import MIN_CLIPS, load_calib_set, write_calib_set
+from edge_sdk.media.pairs import MIN_CLIPS
+from edge_sdk.quant.calib import load_calib_set, write_calib_set
 from edge_sdk.spec import get_spec
 
 SPEC = get_spec("student_s")

@@ -5,10 +5,11 @@ import wave
 import numpy as np
 import pytest
 
-from edge_sdk.data.avdigits import AVDigitClips, AVDigits, mask_sound, place_sound
-from edge_sdk.data.bank import load_bank, synthetic_bank
-from edge_sdk.data.sources import load_fsdd, load_mnist, read_wav
 from edge_sdk.errors import DataError
+from edge_sdk.media.audio import read_wav
+from edge_sdk.media.avdigits import AVDigitClips, AVDigits, mask_sound, place_sound
+from edge_sdk.media.corpora import load_fsdd, load_mnist
+from edge_sdk.media.digits import load_bank, synthetic_bank
 from edge_sdk.spec import get_spec
 
 SPEC = get_spec("avnet_t.avdigits")

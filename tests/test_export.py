@@ -12,15 +12,16 @@ import onnxruntime as ort
 import pytest
 
 from edge_sdk.bundle import read_bundle, shipped_bundles, unpack_zip
-from edge_sdk.data.sources import default_data_dir
 from edge_sdk.errors import ModelFileError
 from edge_sdk.eval.evaluate import EvalConfig
 from edge_sdk.export.engine import PRECISIONS, ExportMismatch, export_bundle
-from edge_sdk.export.formats import EXPORTERS, OnnxExporter
+from edge_sdk.export.onnxruntime import OnnxRuntimeExporter
+from edge_sdk.export.targets import EXPORTERS
 from edge_sdk.export.validate import TOLERANCES, Tolerance, compare, verdict
+from edge_sdk.media.corpora import default_data_dir
 from edge_sdk.models.shipped import shipped_models
 from edge_sdk.quant.calib import write_calib_set
-from edge_sdk.runtime.backends import OrtTowers
+from edge_sdk.runtime.backends.onnxruntime import OrtTowers
 
 SMALL = EvalConfig(scenes=40, gallery_per_class=5, probe_images=200, sync_clips=10)
 
@@ -164,7 +165,7 @@ def test_a_miss_fails_the_export_unless_allowed(tmp_path, monkeypatch):
     if "avnet_s.avdigits" not in shipped_models():
         pytest.skip("the distilled student_s is not shipped in this checkout")
     impossible = Tolerance(cosine=1.5, max_abs=0.0, heatmap=1.0, metric_drop=0.0)
-    monkeypatch.setattr(OnnxExporter, "tolerance", lambda self, precision: impossible)
+    monkeypatch.setattr(OnnxRuntimeExporter, "tolerance", lambda self, precision: impossible)
     with pytest.raises(ExportMismatch, match=r"onnx fp32: audio_emb: mean cosine"):
         export_bundle("student_s", tmp_path / "a", "onnx", "fp32", eval_cfg=SMALL, parity_scenes=8)
     assert (tmp_path / "a" / "report.md").is_file() and not (tmp_path / "a" / "manifest.json").exists()
@@ -297,6 +298,8 @@ def test_a_program_that_fails_in_its_runtime_is_a_failed_row(tmp_path, monkeypat
         def embed_image(self, x):
             raise RuntimeError("method->execute() failed with error 0x10")
 
-    monkeypatch.setattr(OnnxExporter, "runner", lambda self, files, spec, offset, precision: Broken())
+    import edge_sdk.runtime.backends as backends
+
+    monkeypatch.setattr(backends, "runner_for", lambda *a, **k: Broken())
     with pytest.raises(ExportMismatch, match="onnx fp32: the exported program fails in its runtime: method->execute"):
         export_bundle("student_s", tmp_path / "a", "onnx", "fp32", eval_cfg=SMALL, parity_scenes=8)

@@ -13,7 +13,7 @@ import pytest
 
 from edge_sdk.bundle import shipped_bundles
 from edge_sdk.errors import ConfigError, DataError, ModelFileError
-from edge_sdk.runtime.pipeline import Pipeline, pick_backend
+from edge_sdk.runtime.pipeline import Pipeline
 
 
 @pytest.fixture(scope="module")
@@ -26,20 +26,12 @@ def bundle():
 
 
 def _clip(tmp_path, bundle, seconds=4):
-    from edge_sdk.data.clipfile import write_clip
-    from edge_sdk.data.sources import default_data_dir
+    from edge_sdk.media.clipfile import write_clip
+    from edge_sdk.media.corpora import default_data_dir
 
     root = default_data_dir()
     fsdd, mnist = (root / "fsdd" / "recordings", root / "mnist") if root else (None, None)
     return write_clip(tmp_path / "clip.mp4", bundle.spec, seconds=seconds, fps=10, size=(320, 240), fsdd=fsdd, mnist=mnist)
-
-
-def test_backend_choice_prefers_int8_onnxruntime_on_this_cpu(bundle):
-    c = pick_backend(bundle)
-    assert (c.backend, c.precision) == ("onnxruntime", "int8")
-    assert pick_backend(bundle, prefer="executorch").backend == "executorch"
-    with pytest.raises(Exception, match="--backend"):
-        pick_backend(bundle, prefer="tensorrt")
 
 
 def test_synthetic_scenes_are_localized_with_stats(bundle):
@@ -95,7 +87,7 @@ def test_offline_frames_run_in_batches_with_the_same_results(bundle, tmp_path):
 def test_centre_crop_resize_matches_one_area_resize():
     import cv2
 
-    from edge_sdk.data.video import center_crop_resize
+    from edge_sdk.media.image import center_crop_resize
 
     yy, xx = np.mgrid[0:721, 0:1283]
     rgb = np.stack([(xx * 255 // 1282), (yy * 255 // 720), ((xx // 40 + yy // 40) % 2) * 255], -1).astype(np.uint8)
@@ -441,3 +433,39 @@ def test_a_sink_that_fails_at_close_loses_neither_the_others_nor_the_statistics(
 def test_queue_size_below_one_is_refused(bundle):
     with pytest.raises(ConfigError, match="queue_size=0"):
         Pipeline.from_bundle(bundle, "synthetic://av-digits?seconds=1", queue_size=0)
+
+
+def test_sinks_given_by_uri_write_the_events_and_a_video_with_the_files_sound(bundle, tmp_path):
+    clip = _clip(tmp_path, bundle)  # 4 s at 10 fps, with speech
+    (tmp_path / "out").mkdir()
+    pipe = Pipeline.from_bundle(bundle, f"file://{clip}", task="localize",
+                                sinks=[str(tmp_path / "out" / "e.jsonl"), f"file://{tmp_path}/out/o.mp4?fps=10"])
+    stats = pipe.run()
+    events = [json.loads(line) for line in (tmp_path / "out" / "e.jsonl").read_text().splitlines()]
+    assert stats["frames_out"] == 40 and [e["seq"] for e in events if e["type"] == "result"] == list(range(40))
+    probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_type,avg_frame_rate:format=duration",
+                            "-of", "json", str(tmp_path / "out" / "o.mp4")], capture_output=True, text=True, check=True)
+    info = json.loads(probe.stdout)
+    kinds = {s["codec_type"]: s for s in info["streams"]}
+    assert set(kinds) == {"video", "audio"} and kinds["video"]["avg_frame_rate"] == "10/1"  # the clip's sound, muxed back
+    assert abs(float(info["format"]["duration"]) - 4.0) < 0.3
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["e.jsonl", "o.mp4"]  # no temporary left behind
+
+
+def test_every_attribute_is_created_in_init_and_the_backend_is_named(bundle):
+    pipe = Pipeline.from_bundle(bundle, "synthetic://av-digits?seconds=1&fps=5", task="localize", batch=2)
+    before = set(vars(pipe))
+    stats = pipe.run()
+    assert set(vars(pipe)) == before, set(vars(pipe)) ^ before
+    assert pipe.backend == stats["backend"] == "onnxruntime/int8" and pipe.config.batch == 2
+
+
+def test_the_pipeline_reads_no_queue_internals():
+    import ast
+    import inspect
+
+    from edge_sdk.runtime import pipeline
+
+    tree = ast.parse(inspect.getsource(pipeline))
+    attrs = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    assert not attrs & {"mutex", "not_empty", "not_full", "all_tasks_done", "queue"}

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from edge_sdk.errors import ConfigError
-from edge_sdk.toolchain.pipeline import load_pipeline
+from edge_sdk.toolchain.workflow import load_pipeline
 
 
 def test_pipeline_runs_every_stage_and_resumes(tmp_path):

@@ -10,11 +10,15 @@ import torch
 
 from edge_sdk.bundle import read_bundle, write_manifest
 from edge_sdk.errors import ConfigError, ModelFileError
-from edge_sdk.export.int8 import quantize_onnxruntime, quantize_tensorrt, quantize_xnnpack, thin_convs
+from edge_sdk.export.base import Job
+from edge_sdk.export.executorch import quantize_programs
+from edge_sdk.export.onnxruntime import quantize_graphs, thin_convs
+from edge_sdk.export.tensorrt import TensorRTExporter
 from edge_sdk.models.shipped import resolve_model, shipped_models
 from edge_sdk.quant.calib import load_calib_set, write_calib_set
 from edge_sdk.quant.fakequant import fake_quantize, layer_sensitivity, quantizable_layers
-from edge_sdk.runtime.backends import ExecuTorchTowers, OrtTowers
+from edge_sdk.runtime.backends.executorch import ExecuTorchTowers
+from edge_sdk.runtime.backends.onnxruntime import OrtTowers
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +44,11 @@ def _reference(model, calib, n=16):
     return {k: v.numpy() for k, v in out.items()}
 
 
+def _job(model, calib, out, method="percentile", exclude=(), **kw) -> Job:
+    """A job over an already-read calibration set."""
+    return Job(model, out, method=method, exclude=exclude, calib_set=calib, **kw)
+
+
 def _agree(towers, model, calib, floor):
     ref = _reference(model, calib)
     emb, fmap = towers.embed_image(calib.images[:16])
@@ -61,8 +70,9 @@ def test_sensitivity_covers_every_layer_and_exclusion_keeps_float(model, calib):
 
 def test_onnxruntime_qdq_int8_runs_and_matches_float(model, calib, tmp_path):
     exclude = ("audio.tower.layers.1.body.0.0",)  # as the sensitivity analysis would name it
-    arts = quantize_onnxruntime(model, calib, "percentile", exclude, tmp_path)
-    int8 = {a["tower"]: tmp_path / a["file"] for a in arts if a["precision"] == "int8"}
+    arts = quantize_graphs(_job(model, calib, tmp_path, exclude=exclude))
+    int8 = {a["tower"]: tmp_path / a["file"] for a in arts}
+    assert {a["precision"] for a in arts} == {"int8"}
     for tower, n_float in (("audio", 3), ("image", 1)):
         # float weights and inputs: audio's DFT conv, stem (one log-mel plane) and the excluded layer; the RGB stem
         graph = onnx.load(str(int8[tower])).graph
@@ -103,7 +113,7 @@ def test_thin_convs_are_stems_not_depthwise(tmp_path):
 
 
 def test_xnnpack_pt2e_int8_program_runs_in_executorch(model, calib, tmp_path):
-    arts = quantize_xnnpack(model, calib, "percentile", (), tmp_path)
+    arts = quantize_programs(_job(model, calib, tmp_path), tmp_path)
     assert all(a["delegated"]["delegated_nodes"] > 0 for a in arts)
     pte = {a["tower"]: tmp_path / a["file"] for a in arts}
     float_bytes = 4 * sum(p.numel() for p in model.image.parameters())
@@ -114,13 +124,14 @@ def test_xnnpack_pt2e_int8_program_runs_in_executorch(model, calib, tmp_path):
     channels_last = calib.images[:4].transpose(0, 2, 3, 1).copy().transpose(0, 3, 1, 2)
     assert np.allclose(towers.embed_image(channels_last)[1], towers.embed_image(calib.images[:4])[1])
     with pytest.raises(ConfigError, match="no entropy calibrator"):
-        quantize_xnnpack(model, calib, "entropy", (), tmp_path)
+        quantize_programs(_job(model, calib, tmp_path, "entropy"), tmp_path)
     with pytest.raises(ConfigError, match="cannot keep single layers in float"):
-        quantize_xnnpack(model, calib, "minmax", ("image.proj",), tmp_path)
+        quantize_programs(_job(model, calib, tmp_path, "minmax", ("image.proj",)), tmp_path)
 
 
 def test_tensorrt_qdq_graph_from_modelopt(model, calib, tmp_path):
-    arts = quantize_tensorrt(model, calib, "entropy", (), tmp_path)
+    arts = TensorRTExporter().write(_job(model, calib, tmp_path, "entropy"), "int8")
+    assert {(a["backend"], a["precision"], a["role"]) for a in arts} == {("tensorrt", "int8", "engine source")}
     paths = {a["tower"]: tmp_path / a["file"] for a in arts}
     ops = [n.op_type for n in onnx.load(str(paths["image"])).graph.node]
     assert ops.count("QuantizeLinear") > 5 and ops.count("DequantizeLinear") >= ops.count("QuantizeLinear")
@@ -160,8 +171,11 @@ def test_quantize_run_writes_bundle_report_and_tries_qat(model, tmp_path):
     report = quantize("avnet_s.avdigits", ["onnxruntime"], calib_dir, tmp_path / "b", teacher=None, eval_cfg=cfg,
                       qat="always", qat_steps=4, fp16=True)
     rows = report["rows"]
-    assert [(r["backend"], r["precision"]) for r in rows][0] == ("torch", "fp32")
-    assert rows[1]["precision"] == "int8" and rows[1]["method"] in ("ptq", "qat") and "delta" in rows[1]
+    assert [(r["backend"], r["precision"]) for r in rows] == [("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"),
+                                                              ("onnxruntime", "fp16")]
+    assert rows[2]["method"] in ("ptq", "qat") and "delta" in rows[2] and rows[2]["status"] == "ok"
+    assert set(rows[2]["parity"]) >= {"audio_emb", "image_emb", "image_map"}  # validated like an export row
+    assert report["recipes"]["onnxruntime"]["per_channel"] is True
     assert any("QAT" in n for n in report["notes"])
     assert report["calibration"]["pairs"] == 40 and len(report["calibration"]["sha256"]) == 64
     bundle = read_bundle(tmp_path / "b")
@@ -198,7 +212,7 @@ def test_xnnpack_qat_runs_through_pt2e_and_the_orchestrator(model, tmp_path):
     calib_dir = write_calib_set(tmp_path / "calib", model.spec, n=40)
     calib = load_calib_set(calib_dir, model.spec)
     (tmp_path / "direct").mkdir()
-    arts = quantize_xnnpack(model, calib, "percentile", (), tmp_path / "direct", qat_steps=3)
+    arts = quantize_programs(_job(model, calib, tmp_path / "direct", qat_steps=3), tmp_path / "direct", qat=True)
     assert {a["method"] for a in arts} == {"qat"}
     towers = {a["tower"]: tmp_path / "direct" / a["file"] for a in arts}
     _agree(ExecuTorchTowers(towers["audio"], towers["image"], model.spec), model, calib, 0.98)
@@ -211,9 +225,9 @@ def test_xnnpack_qat_runs_through_pt2e_and_the_orchestrator(model, tmp_path):
 def test_onnxruntime_quantizer_chatter_goes_to_the_debug_log(capsys, caplog):
     import logging
 
-    from edge_sdk.export.int8 import _ort_quiet
+    from edge_sdk.export.onnxruntime import ort_quiet
 
-    with caplog.at_level(logging.DEBUG), _ort_quiet():
+    with caplog.at_level(logging.DEBUG), ort_quiet():
         print("Collecting tensor data and making histogram ...")  # what ORT's calibrators print
         logging.warning("Please consider pre-processing before quantization. See https://...")  # ORT, on the root logger
         logging.warning("a warning of the SDK's own")
@@ -221,3 +235,25 @@ def test_onnxruntime_quantizer_chatter_goes_to_the_debug_log(capsys, caplog):
     assert "pre-processing" not in caplog.text and "a warning of the SDK's own" in caplog.text
     logging.warning("Please consider pre-processing before quantization, after")  # the filter is gone again
     assert "after" in caplog.text
+
+
+def test_quantize_and_export_write_the_same_int8_graph(model, tmp_path):
+    """One INT8 path: `edge-sdk quantize --target onnxruntime` and `edge-sdk export --format onnx
+    --precision int8` call the same exporter, so with the same model, calibration set and method
+    they write the same graphs, node for node and weight for weight."""
+    from edge_sdk.eval.evaluate import EvalConfig
+    from edge_sdk.export.engine import export_bundle
+    from edge_sdk.export.quantize import quantize
+
+    calib_dir = write_calib_set(tmp_path / "calib", model.spec, n=40)
+    cfg = EvalConfig(scenes=20, gallery_per_class=3, probe_images=100, sync_clips=5)
+    report = quantize("avnet_s.avdigits", ["onnxruntime"], calib_dir, tmp_path / "q", method="minmax", teacher=None, eval_cfg=cfg,
+                      qat="off", fp16=False, threshold=1.0)  # nothing kept float by sensitivity: the export has no such policy
+    assert report["float_layers"] == []
+    export_bundle("avnet_s.avdigits", tmp_path / "e", "onnx", "int8", calib=calib_dir, method="minmax", eval_cfg=cfg, parity_scenes=8)
+    for graph in ("audio", "image", "av"):
+        q, e = (onnx.load(str(tmp_path / side / f"{graph}.int8.onnx")).graph for side in ("q", "e"))
+        assert [(n.op_type, list(n.input), list(n.output)) for n in q.node] == [(n.op_type, list(n.input), list(n.output)) for n in e.node]
+        weights = {t.name: t.SerializeToString() for t in q.initializer}
+        assert weights == {t.name: t.SerializeToString() for t in e.initializer}, graph
+        assert sum(n.op_type == "QuantizeLinear" for n in q.node) > 5  # and they are INT8 graphs

@@ -68,7 +68,7 @@ def test_a_video_without_sound_is_refused_at_once(tmp_path):
 def test_device_profiles_pick_targets_and_refuse_typos():
     from edge_sdk.errors import ConfigError
     from edge_sdk.export.engine import PRECISIONS
-    from edge_sdk.export.formats import EXPORTERS
+    from edge_sdk.export.targets import EXPORTERS
     from edge_sdk.profiles import PROFILES, get_profile
 
     for p in PROFILES.values():  # every profile names formats and precisions that exist
@@ -93,8 +93,8 @@ def test_a_bundle_without_the_asked_backend_names_what_it_has():
 
 
 def test_the_export_hint_names_formats_and_precisions_export_takes():
-    from edge_sdk.bundle import _EXPORTS
-    from edge_sdk.export.formats import EXPORTERS
+    from edge_sdk.bundle import EXPORT_FORMATS
+    from edge_sdk.export.targets import EXPORTERS
 
-    for backend, (fmt, precisions) in _EXPORTS.items():  # the hint's table agrees with the exporters
+    for backend, (fmt, precisions) in EXPORT_FORMATS.items():  # the hint's table agrees with the exporters
         assert EXPORTERS[fmt].backend == backend and tuple(EXPORTERS[fmt].precisions) == precisions

@@ -1,77 +1,29 @@
-"""Sources on real inputs: the clips in ../shared/data/video, ffmpeg-made variants (no audio,
-late audio, truncated, corrupt), generated AV-Digits scenes, a PulseAudio virtual
-microphone played into with paplay, and two network cameras that are killed and restarted:
-ffmpeg serving MJPEG over HTTP and GStreamer's RTSP server streaming H.264."""
+"""File and generated sources on real inputs: the clips in ../shared/data/video, ffmpeg-made
+variants (no audio, late audio, truncated, corrupt), generated AV-Digits scenes, and the URI
+parser (live sources: test_live_sources.py)."""
 
 from __future__ import annotations
 
 import logging
 import queue
-import shutil
-import socket
 import subprocess
 import sys
-import threading
 import time
 import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
-import soxr
 
 av = pytest.importorskip("av", reason="PyAV is not installed (pip install 'edge_sdk[live]')")
+
+from live_media import CLIPS, SR, VIDEO_DIR, clip, ffmpeg, increasing, need, run, split  # noqa: E402
 
 from edge_sdk.data.video import decode_av  # noqa: E402
 from edge_sdk.errors import ConfigError, DataError  # noqa: E402
 from edge_sdk.runtime.clock import now_ns  # noqa: E402
-from edge_sdk.runtime.frames import AudioBlock, Gap, VideoFrame  # noqa: E402
+from edge_sdk.runtime.frames import VideoFrame  # noqa: E402
 from edge_sdk.runtime.sources import SCHEMES, open_source, usage  # noqa: E402
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-VIDEO_DIR = DATA / "video"
-SR = 16000
-# clip -> (length s, fps), from ../shared/data/README.md
-CLIPS = {"chaplin.mp4": (9.6, 25), "big_buck_bunny_0_30.webm": (30.0, 24), "smpte-2997.mp4": (10.0, 25),
-         "example2.mp4": (2.0, 24)}
-
-
-def clip(name: str) -> Path:
-    p = VIDEO_DIR / name
-    if not p.is_file():
-        pytest.skip(f"real clip {p} is absent (../shared/data/video is not on this machine)")
-    return p
-
-
-def need(*tools: str) -> None:
-    for t in tools:
-        if shutil.which(t) is None:
-            pytest.skip(f"the {t} binary is not installed (apt-get install {t}; toolchain/setup.sh does it)")
-
-
-def run(src, timeout: float = 30.0, until=None) -> list:
-    """Start ``src``, collect what it emits until it is done (or ``until(items)``), then stop it."""
-    items: list = []
-    src.start(items.append)
-    end = time.monotonic() + timeout
-    while not (src.done or src.error or (until and until(items))):
-        assert time.monotonic() < end, f"{src.uri} did not finish in {timeout} s: {src.counters}"
-        time.sleep(0.01)
-    src.stop()
-    return items
-
-
-def split(items):
-    return ([i for i in items if isinstance(i, VideoFrame)], [i for i in items if isinstance(i, AudioBlock)],
-            [i for i in items if isinstance(i, Gap)])
-
-
-def increasing(items) -> bool:
-    return all(np.diff([i.pts_ns for i in items]) > 0) and [i.seq for i in items] == list(range(len(items)))
-
-
-def ffmpeg(*args: str) -> None:
-    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *args], check=True, timeout=60)
 
 
 @pytest.mark.parametrize("name", sorted(CLIPS))
@@ -108,7 +60,7 @@ def _square_agrees(src, stride: int = 5) -> int:
     matrix or range is off by a mean 1.6-14 and a p90 of 4-38 on these clips; sharp chroma
     edges differ more, as chroma is averaged before the conversion). Returns how many frames
     came as planes."""
-    from edge_sdk.data.video import center_crop_resize
+    from edge_sdk.media.image import center_crop_resize
 
     frames, _, _ = split(run(src))
     planes = sum(f._image is None for f in frames)
@@ -398,227 +350,3 @@ def test_stop_is_prompt_and_idempotent():
     assert time.monotonic() - t < 1.0 and len(items) == n and not src.done and items
     with pytest.raises(RuntimeError, match="already started"):
         src.start(items.append)
-
-
-# -- a virtual microphone (the pulse fixture is in conftest.py) --------------------------------
-def speech_wav(path: Path) -> np.ndarray:
-    """0.5 s of silence, a real FSDD recording (or a tone), 0.5 s of silence, as 16-bit 16 kHz."""
-    rec = DATA / "fsdd" / "recordings" / "7_jackson_0.wav"
-    if rec.is_file():
-        with wave.open(str(rec)) as w:
-            x = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768
-            x = soxr.resample(x, w.getframerate(), SR).astype(np.float32)
-        x *= 0.5 / np.abs(x).max()
-    else:
-        t = np.arange(int(0.6 * SR)) / SR
-        x = (0.3 * np.sin(2 * np.pi * 440 * t) * np.sin(np.pi * t / 0.6)).astype(np.float32)
-    sig = np.concatenate([np.zeros(SR // 2, np.float32), x, np.zeros(SR // 2, np.float32)])
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SR)
-        w.writeframes((sig * 32767).astype("<i2").tobytes())
-    return x
-
-
-def test_virtual_microphone_records_what_is_played(pulse, tmp_path):
-    ref = speech_wav(tmp_path / "speech.wav")
-    src = open_source("mic://default", sample_rate=SR)
-    assert src.kind == "audio"
-    items: list = []
-    t0 = now_ns()
-    src.start(items.append)
-    time.sleep(0.3)
-    subprocess.run(["paplay", "-d", pulse, str(tmp_path / "speech.wav")], check=True, timeout=20)
-    time.sleep(0.5)
-    src.stop()
-    _, blocks, _ = split(items)
-    assert blocks and increasing(blocks) and src.error is None
-    assert abs(blocks[0].pts_ns - t0) < 2e9 and {b.sample_rate for b in blocks} == {SR}
-    x = np.concatenate([b.samples for b in blocks])
-    n = 1 << int(np.ceil(np.log2(x.size + ref.size)))
-    lag = int(np.argmax(np.fft.irfft(np.fft.rfft(x, n) * np.conj(np.fft.rfft(ref, n)), n)[:x.size]))
-    seg = x[lag:lag + ref.size]
-    assert seg.size == ref.size, "the recording stops before the played speech ends"
-    r = np.corrcoef(seg, ref)[0, 1]
-    assert r > 0.8, f"captured audio does not match the played recording (correlation {r:.2f})"
-    before = x[max(0, lag - SR // 3):max(0, lag - SR // 20)]  # the silence paplay played first
-    loud, quiet = np.sqrt(np.mean(seg ** 2)), np.sqrt(np.mean(before ** 2))
-    assert before.size > SR // 10 and loud > 10 * (quiet + 1e-6), (loud, quiet)
-
-
-def test_microphone_callback_errors_reach_the_consumer(pulse, tmp_path):
-    speech_wav(tmp_path / "speech.wav")
-    src = open_source("mic://default")
-    src._queue.put_nowait = None  # the callback fails on its first buffer
-    items: list = []
-    src.start(items.append)
-    player = subprocess.Popen(["paplay", "-d", pulse, str(tmp_path / "speech.wav")])
-    end = time.monotonic() + 10
-    while src.error is None and time.monotonic() < end:
-        time.sleep(0.02)
-    src.stop()
-    player.wait(timeout=20)
-    assert isinstance(src.error, DataError) and "callback failed" in str(src.error)
-    assert [g.kind for g in items if isinstance(g, Gap)] == ["error"]
-
-
-def test_a_microphone_gone_digitally_silent_is_reported_once(pulse, tmp_path):
-    # An unplugged device's stream is moved by the sound server to a silent source and never
-    # stops: exact zeros are all that tells. The null sink with nothing playing gives just that.
-    speech_wav(tmp_path / "speech.wav")
-    src = open_source("mic://default")
-    items: list = []
-    src.start(items.append)
-    end = time.monotonic() + 15  # the sound server starts the stream late: its samples, not the wall clock, count
-    while not any(isinstance(g, Gap) for g in items) and time.monotonic() < end:
-        time.sleep(0.1)
-    subprocess.run(["paplay", "-d", pulse, str(tmp_path / "speech.wav")], check=True, timeout=20)
-    src.stop()
-    gaps = [g for g in items if isinstance(g, Gap)]
-    assert [g.kind for g in gaps] == ["silent_device"] and "muted, or unplugged" in gaps[0].message
-    assert src.error is None and any(b.samples.any() for b in split(items)[1])  # the speech after it came through
-
-
-def test_unknown_microphone_lists_devices(pulse):
-    with pytest.raises(DataError, match="no audio input device named 'no-such-mic'") as e:
-        open_source("mic://no-such-mic")
-    assert "default" in e.value.fix
-
-
-# -- network cameras: ffmpeg serving MJPEG over HTTP, GStreamer's RTSP server; killed and restarted ---
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve(path: Path, port: int) -> subprocess.Popen:
-    return subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-i", str(path), "-an",
-                             "-c:v", "mjpeg", "-q:v", "8", "-f", "mpjpeg", "-listen", "1", f"http://127.0.0.1:{port}/"],
-                            stdin=subprocess.DEVNULL)
-
-
-SYSTEM_PYTHON = "/usr/bin/python3"  # PyGObject comes from apt, not from the venv
-
-
-def serve_rtsp(path: Path, port: int) -> subprocess.Popen:
-    """tests/rtsp_camera.py (GStreamer's RTSP server), once it listens."""
-    server = subprocess.Popen([SYSTEM_PYTHON, str(Path(__file__).with_name("rtsp_camera.py")), str(path), str(port)],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
-    line = server.stdout.readline().strip()
-    if line != "ready":
-        server.kill()
-        server.wait()
-        if server.returncode == 2 or not line:
-            pytest.skip(f"no GStreamer RTSP server ({line or 'no output'}): apt-get install python3-gi "
-                        "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good (toolchain/setup.sh does it)")
-        raise RuntimeError(f"the RTSP camera did not start: {line}")
-    return server
-
-
-CAMERAS = {"http": (serve, "http://127.0.0.1:{port}/"), "rtsp": (serve_rtsp, "rtsp://127.0.0.1:{port}/cam")}
-
-
-def connect(url: str, **opts):
-    end = time.monotonic() + 10
-    while True:  # until ffmpeg listens
-        try:
-            return open_source(url, **opts)
-        except DataError:
-            if time.monotonic() > end:
-                raise
-            time.sleep(0.2)
-
-
-@pytest.mark.parametrize("scheme", CAMERAS)
-def test_network_camera_reconnects_after_the_server_restarts(scheme):
-    need("ffmpeg")
-    if scheme == "rtsp" and not Path(SYSTEM_PYTHON).exists():
-        pytest.skip(f"{SYSTEM_PYTHON} is absent: the RTSP camera needs the system Python with PyGObject")
-    start, url = CAMERAS[scheme]
-    path, port = clip("chaplin.mp4"), free_port()
-    url = url.format(port=port)
-    server = start(path, port)
-    try:
-        src = connect(f"{url}?stall_s=1")
-        assert src.kind == "video" and src.target == url
-        items: list = []
-        lock = threading.Lock()
-        src.start(lambda item: (lock.acquire(), items.append(item), lock.release()))
-        wait_for(lambda: len(items) >= 10, 10, src)
-        server.kill()
-        server.wait()
-        time.sleep(0.5)
-        server = start(path, port)
-        wait_for(lambda: any(isinstance(i, Gap) for i in items) and isinstance(items[-1], VideoFrame)
-                 and len(items) - [type(i) for i in items].index(Gap) > 5, 20, src)
-        t = time.monotonic()
-        src.stop()
-        assert time.monotonic() - t < 1.5
-        frames, _, gaps = split(items)
-        assert [g.kind for g in gaps] == ["lost", "reconnect"] and src.counters["reconnects"] == 1
-        assert gaps[1].seconds > 0.4 and increasing(frames) and frames[-1].shape == (360, 640)
-        assert src.counters["reconnect_attempts"] >= 1 and src.counters["lost_s"] >= gaps[1].seconds - 0.01
-        # the model's input is cut from the BGR capture, exactly as from the frame converted whole
-        from edge_sdk.data.video import center_crop_resize
-
-        square = frames[3].square(96)
-        assert frames[3]._image is None and np.array_equal(square, center_crop_resize(frames[3].image, 96))
-        assert frames[-1].image.shape == (360, 640, 3) and frames[-1].image.dtype == np.uint8
-        # what came through is the clip itself (H.264 passed through by RTSP; MJPEG-recoded by HTTP)
-        assert nearest_clip_frame(path, frames[5].image) < 6
-    finally:
-        server.kill()
-        server.wait()
-
-
-def test_a_camera_that_never_comes_back_is_reported_and_counted(tmp_path, caplog):
-    need("ffmpeg")
-    path, port = tmp_path / "cam.mp4", free_port()
-    ffmpeg("-f", "lavfi", "-i", "testsrc=size=160x120:rate=10", "-t", "30", "-an", str(path))
-    server = serve(path, port)
-    try:
-        src = connect(f"http://127.0.0.1:{port}/?stall_s=1")
-        items: list = []
-        src.start(items.append)
-        wait_for(lambda: len(items) >= 5, 10, src)
-    finally:
-        server.kill()
-        server.wait()
-    wait_for(lambda: src.counters["reconnect_attempts"] >= 3, 15, src)  # 0.25, 0.5, 1 s apart
-    src.stop()
-    gaps = split(items)[2]
-    assert [g.kind for g in gaps] == ["lost"] and src.counters["reconnects"] == 0 and src.counters["lost_s"] > 1.5
-    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("lost http://")]
-    assert said and "attempt 1 to reconnect in 0.25 s" in said[0] and len(said) < src.counters["reconnect_attempts"]  # rate-limited
-
-
-def test_http_stream_without_reconnect_ends():
-    need("ffmpeg")
-    path, port = clip("example2.mp4"), free_port()
-    server = serve(path, port)
-    try:
-        src = connect(f"http://127.0.0.1:{port}/", reconnect=0)
-        frames, _, gaps = split(run(src, timeout=15))
-        assert src.done and gaps == [] and len(frames) > 40
-    finally:
-        server.kill()
-        server.wait()
-
-
-def nearest_clip_frame(path: Path, image: np.ndarray) -> float:
-    """Mean absolute difference (levels, at 1/8 size) from ``image`` to the closest frame of the clip."""
-    import cv2
-
-    small = lambda x: cv2.resize(x, (x.shape[1] // 8, x.shape[0] // 8), interpolation=cv2.INTER_AREA).astype(np.float32)
-    target = small(image)
-    with av.open(str(path)) as c:
-        return min(float(np.abs(small(f.to_ndarray(format="rgb24")) - target).mean()) for f in c.decode(video=0))
-
-
-def wait_for(cond, timeout: float, src) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < end and src.error is None, f"{src.uri}: {src.counters}, error {src.error}"
-        time.sleep(0.02)

@@ -9,8 +9,9 @@ import pytest
 
 av = pytest.importorskip("av", reason="PyAV is not installed (pip install 'edge_sdk[live]')")
 
-from edge_sdk.data.video import VideoFolderDataset, audio_window, decode_av  # noqa: E402
+from edge_sdk.data.video import VideoFolderDataset, decode_av  # noqa: E402
 from edge_sdk.errors import DataError  # noqa: E402
+from edge_sdk.media.audio import audio_window  # noqa: E402
 from edge_sdk.spec import get_spec  # noqa: E402
 
 VIDEO_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "video"

@@ -1,5 +1,5 @@
-"""Window mode as a person sees it: ``edge-sdk demo`` on a real X server (Xvfb), the screen
-read back with ffmpeg's x11grab, keys sent with xdotool."""
+"""Window mode as a person sees it: ``edge-sdk demo`` and the ``window://`` sink on a real X
+server (Xvfb), the screen read back with ffmpeg's x11grab, keys sent with xdotool."""
 
 import json
 import os
@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_sdk.apps.window import MIN_SIDE, window_kind
 from edge_sdk.bundle import shipped_bundles
+from edge_sdk.runtime.window import MIN_SIDE, window_kind
 
 SCREEN = (1024, 768)
 pytestmark = pytest.mark.skipif("avnet_s-demo" not in shipped_bundles(), reason="the demo bundle is not shipped in this checkout")
@@ -109,3 +109,95 @@ def test_a_display_that_is_not_there_falls_back_to_headless(tmp_path, monkeypatc
     s = run_demo("localize", out=tmp_path, max_seconds=2)
     assert s["window"] is None and s["stats"]["frames_out"] > 0
     assert any("cannot open a window on DISPLAY=:987" in n and "headless" in n for n in s["notes"]), s["notes"]
+
+
+# In-process windows run in a child Python: Tk keeps its X connection open until the process
+# exits, and an Xvfb stopped under it (each test has its own) ends the process that holds it.
+_SINK_RUN = """
+import json, sys, time
+from edge_sdk.bundle import shipped_bundles
+from edge_sdk.runtime.pipeline import Pipeline
+
+title, events, iterate = sys.argv[1], sys.argv[2], sys.argv[3] == "iterate"
+pipe = Pipeline.from_bundle(shipped_bundles()["avnet_s-demo"], "synthetic://av-digits?seconds=60&realtime=1", task="localize",
+                            sinks=[f"window://{title}", events])
+window = next(s for s in pipe.sinks if s.on_caller_thread)
+started = time.monotonic()
+if iterate:
+    with pipe:
+        seen = sum(1 for _ in pipe)
+    stats = pipe.final_stats()
+else:
+    stats, seen = pipe.run(max_seconds=90), None
+print(json.dumps({"seconds": time.monotonic() - started, "shown": window.shown, "open": window.window.open, "seen": seen,
+                  "stats": stats}))
+"""
+
+
+def _sink_run(tmp_path, title: str, key: str, how: str) -> dict:
+    """``_SINK_RUN`` in a child Python; ``key`` typed into its window once it has drawn for a while."""
+    child = subprocess.Popen([sys.executable, "-c", _SINK_RUN, title, str(tmp_path / "e.jsonl"), how], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    try:
+        subprocess.run(["xdotool", "search", "--sync", "--name", title], check=True, timeout=60, capture_output=True)
+        time.sleep(2.0)  # frames drawn (10 fps)
+        subprocess.run(["xdotool", "search", "--name", title, "windowfocus", "--sync", "key", key], check=True, timeout=30,
+                       capture_output=True)
+        out, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 0, err[-2000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@needs_x
+def test_the_window_sink_draws_on_the_running_thread_and_q_ends_the_run(display, tmp_path):
+    title = "edge-sdk sink test"
+    got = _sink_run(tmp_path, title, "q", "run")
+    stats = got["stats"]
+    assert got["seconds"] < 30 and stats["frames_out"] >= 10  # q ended a 60 s source
+    assert "errors" not in stats and got["shown"] >= 10 and not got["open"]  # drawn on the running thread: another is refused (below)
+    assert len((tmp_path / "e.jsonl").read_text().splitlines()) == stats["frames_out"]  # the other sinks closed whole
+    gone = subprocess.run(["xdotool", "search", "--name", title], capture_output=True, timeout=30)
+    assert gone.returncode != 0  # the window went with the run
+
+
+@needs_x
+def test_iterating_draws_the_window_too_and_esc_ends_the_iteration(display, tmp_path):
+    got = _sink_run(tmp_path, "edge-sdk iteration test", "Escape", "iterate")
+    assert got["seconds"] < 30 and 10 <= got["seen"] < 300 and got["shown"] >= 10 and "errors" not in got["stats"]
+
+
+_OTHER_THREAD = """
+import threading
+
+import numpy as np
+from edge_sdk.errors import ConfigError
+from edge_sdk.runtime.frames import Result, VideoFrame
+from edge_sdk.runtime.sinks import open_sink
+
+sink = open_sink("window://", title="thread test")
+result = Result("localize", 0, 0, 0, {}, None, VideoFrame(0, 0, np.zeros((96, 96, 3), np.uint8)), 0, 0)
+
+def draw():
+    try:
+        sink.result(result)
+    except ConfigError as e:
+        print(e)
+
+t = threading.Thread(target=draw, name="not-the-gui-thread")
+t.start()
+t.join(10)
+sink.result(result)  # on its own thread: drawn
+print("pumped", sink.pump(), "shown", sink.shown)
+sink.close()
+"""
+
+
+@needs_x
+def test_a_window_fed_from_another_thread_is_refused_by_name(display):
+    out = subprocess.run([sys.executable, "-c", _OTHER_THREAD], capture_output=True, text=True, timeout=60, env=os.environ.copy())
+    assert out.returncode == 0, out.stderr[-2000:]
+    refused, drawn = out.stdout.strip().splitlines()
+    assert "used from thread not-the-gui-thread" in refused and "Pipeline.run()" in refused
+    assert drawn == "pumped True shown 1"

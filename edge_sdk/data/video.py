@@ -3,8 +3,9 @@
 Point :class:`VideoFolderDataset` at a folder of ``.mp4 / .m4v / .mov / .mkv / .webm / .avi``
 files (searched recursively, sorted). Each file is decoded once with PyAV; every kept video
 frame becomes one item: the frame, centre-cropped to a square and resized to
-``spec.image.size`` (from its YUV planes, as the runtime cuts it: :func:`av_square`), and
-the ``spec.audio.num_samples`` of mono audio that END at the frame's presentation time.
+``spec.image.size`` (from its YUV planes, as the runtime cuts it:
+:func:`~edge_sdk.media.image.av_square`), and the ``spec.audio.num_samples`` of mono audio
+that END at the frame's presentation time (:func:`~edge_sdk.media.audio.audio_window`).
 Alignment uses real timestamps (frame and audio pts), not frame counts, so variable frame
 rates and audio that starts late are handled.
 
@@ -22,97 +23,18 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import cv2
 import numpy as np
-import soxr
 
 from edge_sdk.errors import DataError, EdgeSDKError
+from edge_sdk.media.audio import AudioTrack, audio_window
+from edge_sdk.media.image import av_square
 from edge_sdk.spec import ModelSpec
 
-__all__ = ["VIDEO_EXTENSIONS", "decode_av", "audio_window", "center_crop_resize", "yuv420_square", "av_square", "VideoFolderDataset"]
+__all__ = ["VIDEO_EXTENSIONS", "decode_av", "VideoFolderDataset"]
 
 log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
-_GAP_S = 0.02  # audio pts jumps larger than this are filled with silence
-
-
-def _shrink_square(sq: np.ndarray, size: int) -> np.ndarray:
-    """An s x s image (any channels) to ``size`` x ``size``: exact 2x2 halvings while it stays at
-    least ``size`` (OpenCV's INTER_AREA is fast only for an integer ratio), then area the rest
-    of the way; a smaller square is enlarged bilinearly."""
-    s = sq.shape[0]
-    if s <= size:
-        return np.ascontiguousarray(sq) if s == size else cv2.resize(sq, (size, size), interpolation=cv2.INTER_LINEAR)
-    while s % 2 == 0 and s // 2 >= size:
-        s //= 2
-        sq = cv2.resize(sq, (s, s), interpolation=cv2.INTER_AREA)
-    return sq if s == size else cv2.resize(sq, (size, size), interpolation=cv2.INTER_AREA)
-
-
-def center_crop_resize(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Centre-crop an HxWx3 image to a square, then resize it to ``size`` x ``size`` (area
-    averaging when shrinking).
-
-    The square is halved first (exact 2x2 averages) while it stays at least ``size``, then
-    area-resized the rest of the way: 720 -> 96 px takes 0.24 ms instead of 1.1 ms in one
-    step, within 8 levels (mean 0.2) of it (measured on the runtime benchmark's 720p clip;
-    the runtime does this for every frame).
-    """
-    h, w = rgb.shape[:2]
-    s = min(h, w)
-    y, x = (h - s) // 2, (w - s) // 2
-    return _shrink_square(rgb[y:y + s, x:x + s], size)
-
-
-def _yuv_to_rgb(bt709: bool, full_range: bool) -> np.ndarray:
-    """The 3x4 matrix taking (Y, U, V, 1) to (R, G, B): BT.601 or BT.709, limited (16-235) or
-    full range -- swscale (PyAV's ``to_ndarray``) takes BT.601 unless the frame says BT.709."""
-    kr, kb = (0.2126, 0.0722) if bt709 else (0.299, 0.114)
-    kg = 1 - kr - kb
-    sy, sc, y0 = (1.0, 1.0, 0.0) if full_range else (255 / 219, 255 / 224, 16.0)
-    m = np.array([[sy, 0, 2 * (1 - kr) * sc, 0],
-                  [sy, -2 * (1 - kb) * kb / kg * sc, -2 * (1 - kr) * kr / kg * sc, 0],
-                  [sy, 2 * (1 - kb) * sc, 0, 0]])
-    m[:, 3] = -y0 * m[:, 0] - 128 * (m[:, 1] + m[:, 2])
-    return m.astype(np.float32)
-
-
-_YUV_TO_RGB = {(bt709, full): _yuv_to_rgb(bt709, full) for bt709 in (False, True) for full in (False, True)}
-
-
-def yuv420_square(y: np.ndarray, u: np.ndarray, v: np.ndarray, size: int, *, bt709: bool = False,
-                  full_range: bool = False) -> np.ndarray:
-    """What :func:`center_crop_resize` gives on the RGB conversion of a YUV 4:2:0 picture (its
-    three uint8 planes, chroma at half width and height), without converting the whole
-    picture: the centre squares of the planes are shrunk first and only ``size`` x ``size``
-    pixels are converted. A 720p frame takes 0.37 instead of 1.0 ms (RGB conversion of the
-    frame, then the crop), within a mean 1.2 levels of it (chroma is averaged before the
-    conversion instead of after; measured on the runtime benchmark's clip and
-    ``../shared/data/video``)."""
-    h, w = y.shape
-    s = min(h, w)
-    y0, x0 = (h - s) // 2, (w - s) // 2
-    c0, c1, cs = y0 // 2, x0 // 2, s // 2
-    yuv = cv2.merge([_shrink_square(y[y0:y0 + s, x0:x0 + s], size),
-                     _shrink_square(u[c0:c0 + cs, c1:c1 + cs], size),
-                     _shrink_square(v[c0:c0 + cs, c1:c1 + cs], size)])
-    return cv2.transform(yuv, _YUV_TO_RGB[bool(bt709), bool(full_range)])  # rounds and saturates to uint8
-
-
-YUV420 = ("yuv420p", "yuvj420p")  # PyAV frame formats :func:`av_square` cuts from the planes
-
-
-def av_square(frame, size: int) -> np.ndarray:
-    """A decoded PyAV video frame's centre square at ``size`` x ``size`` RGB uint8: from its
-    YUV 4:2:0 planes (:func:`yuv420_square`, BT.709 when the frame says so, full range for
-    ``yuvj420p``, as swscale would convert it), other formats through a whole RGB conversion."""
-    if frame.format.name not in YUV420:
-        return center_crop_resize(frame.to_ndarray(format="rgb24"), size)
-    h, w, (py, pu, pv) = frame.height, frame.width, frame.planes
-    y = np.frombuffer(py, np.uint8).reshape(-1, py.line_size)[:h, :w]
-    u, v = (np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[:(h + 1) // 2, :(w + 1) // 2] for p in (pu, pv))
-    return yuv420_square(y, u, v, size, bt709=frame.colorspace == 1, full_range=frame.format.name == "yuvj420p")
 
 
 def decode_av(path, sample_rate: int, *, size: int | None = None, frame_step: int = 1,
@@ -135,56 +57,31 @@ def decode_av(path, sample_rate: int, *, size: int | None = None, frame_step: in
         raise DataError(f"frame_step must be >= 1, got {frame_step}", "pass frame_step=1 to keep every frame")
     frames: list[tuple[float, np.ndarray]] = []
     chunks: list[np.ndarray] = []
-    rate = audio_start = None
-    n_audio = n_video = 0
+    track, n_video = None, 0
     try:
         with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise DataError(f"{path} has no video track", "VideoFolderDataset needs video clips; "
-                                "move audio-only files out of the folder")
-            if not container.streams.audio:
-                raise DataError(f"{path} has no audio track",
-                                "VideoFolderDataset needs clips with sound; remove this file, "
-                                "or pass skip_bad=True to skip files like it")
-            vs, aus = container.streams.video[0], container.streams.audio[0]
-            vs.thread_type = "AUTO"
-            resampler = None
+            vs, aus = _streams(container, path)
             last_pts = prev_t = None
             for packet in container.demux(vs, aus):
                 if packet.stream is vs and last_pts is not None:
                     continue  # enough frames: only keep reading audio up to the last frame
                 for frame in packet.decode():
                     if packet.stream is aus:
-                        if resampler is None:
-                            rate = frame.sample_rate
-                            resampler = av.AudioResampler(format="fltp", rate=rate)  # planar float, same layout
-                            audio_start = frame.time if frame.time is not None else float(
-                                (aus.start_time or 0) * aus.time_base)
-                        if frame.time is not None:  # fill real gaps in the track with silence
-                            gap = int(round((frame.time - audio_start) * rate)) - n_audio
-                            if gap > _GAP_S * rate:
-                                chunks.append(np.zeros(gap, np.float32))
-                                n_audio += gap
-                        for out in resampler.resample(frame):
-                            chunks.append(out.to_ndarray().mean(axis=0))
-                            n_audio += chunks[-1].size
+                        track = track or AudioTrack(av, frame, aus, sample_rate)
+                        chunks.append(track.push(frame))
                         continue
                     t = frame.time
                     if t is None:  # no pts: step on from the previous frame at the nominal rate
-                        fps = float(vs.average_rate or 25)
-                        t = 0.0 if prev_t is None else prev_t + 1.0 / fps
-                    prev_t = t
-                    n_video += 1
-                    if (n_video - 1) % frame_step:
-                        continue
-                    frames.append((float(t), frame.to_ndarray(format="rgb24") if size is None else av_square(frame, size)))
-                    if max_frames is not None and len(frames) >= max_frames:
-                        last_pts = float(t)
-                if last_pts is not None and rate is not None and audio_start + n_audio / rate >= last_pts:
+                        t = 0.0 if prev_t is None else prev_t + 1.0 / float(vs.average_rate or 25)
+                    prev_t, n_video = t, n_video + 1
+                    if (n_video - 1) % frame_step == 0:
+                        frames.append((float(t), frame.to_ndarray(format="rgb24") if size is None else av_square(frame, size)))
+                        if max_frames is not None and len(frames) >= max_frames:
+                            last_pts = float(t)
+                if last_pts is not None and track is not None and track.time_in() >= last_pts:
                     break
-            if resampler is not None:
-                for out in resampler.resample(None):
-                    chunks.append(out.to_ndarray().mean(axis=0))
+            if track is not None:
+                chunks.append(track.push(None))
     except av.FFmpegError as e:
         why = f"{e.__class__.__name__}: {getattr(e, 'strerror', None) or e}"
         raise DataError(f"{path} could not be decoded ({why})",
@@ -193,25 +90,22 @@ def decode_av(path, sample_rate: int, *, size: int | None = None, frame_step: in
     if not frames:
         raise DataError(f"{path}: no video frames could be decoded",
                         "the file is empty or corrupt; re-encode or remove it")
-    if not chunks:
+    audio = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+    if not audio.size:
         raise DataError(f"{path}: the audio track has no decodable samples",
                         "VideoFolderDataset needs clips with sound; re-encode or remove it")
-    audio = np.concatenate(chunks).astype(np.float32, copy=False)
-    if rate != sample_rate:
-        audio = soxr.resample(audio, rate, sample_rate).astype(np.float32, copy=False)
-    return frames, audio, float(audio_start)
+    return frames, audio, float(track.start)
 
 
-def audio_window(audio: np.ndarray, audio_start_s: float, end_s: float, sample_rate: int,
-                 num_samples: int) -> np.ndarray:
-    """The ``num_samples`` of ``audio`` ending at time ``end_s``, zero-padded where outside the track."""
-    end = int(round((end_s - audio_start_s) * sample_rate))
-    start = end - num_samples
-    out = np.zeros(num_samples, np.float32)
-    lo, hi = max(start, 0), min(end, audio.size)
-    if hi > lo:
-        out[lo - start:hi - start] = audio[lo:hi]
-    return out
+def _streams(container, path: Path):
+    """The first video and audio streams of an open container; a DataError naming what is missing."""
+    if not container.streams.video:
+        raise DataError(f"{path} has no video track", "VideoFolderDataset needs video clips; move audio-only files out of the folder")
+    if not container.streams.audio:
+        raise DataError(f"{path} has no audio track", "VideoFolderDataset needs clips with sound; remove this file, "
+                        "or pass skip_bad=True to skip files like it")
+    container.streams.video[0].thread_type = "AUTO"
+    return container.streams.video[0], container.streams.audio[0]
 
 
 class VideoFolderDataset:

@@ -1,7 +1,8 @@
 """``edge-sdk eval``: every AV-Digits metric, on speakers and images never trained on.
 
-The model is seen only through an *embedder* (``embed_audio``, ``embed_image``), so the
-same evaluation runs a PyTorch checkpoint here and, through the export stage, an ONNX
+The model is seen only through a runner (:class:`edge_sdk.runner.Towers`: ``embed_audio``,
+``embed_image``), so the same evaluation runs a PyTorch model
+(:class:`edge_sdk.models.torch_runner.TorchTowers`) and, through the export stage, an ONNX
 Runtime, TensorRT or ExecuTorch program. Definitions of the metrics: :mod:`.metrics`.
 """
 
@@ -14,40 +15,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_sdk.data.avdigits import AVDigitClips, AVDigits, place_sound, render_single
-from edge_sdk.data.bank import DEFAULT_TEST_SPEAKERS, DigitBank, load_bank, synthetic_bank
 from edge_sdk.eval import metrics as M
 from edge_sdk.heatmap import heatmaps
+from edge_sdk.media.avdigits import AVDigitClips, AVDigits, place_sound, render_single
+from edge_sdk.media.digits import DEFAULT_TEST_SPEAKERS, DigitBank, load_bank, synthetic_bank
 from edge_sdk.spec import ModelSpec
 
-__all__ = ["EvalConfig", "evaluate", "TorchEmbedder", "map_offset_of", "save_heatmap_grid", "format_table"]
+__all__ = ["EvalConfig", "evaluate", "map_offset_of", "save_heatmap_grid", "format_table"]
 
 log = logging.getLogger(__name__)
-
-
-class TorchEmbedder:
-    """Runs a PyTorch AVNet in batches on numpy inputs."""
-
-    def __init__(self, model, batch_size: int = 64, map_offset: tuple[int, int] = (0, 0)):
-        self.model, self.spec, self.batch_size = model.eval(), model.spec, batch_size
-        self.map_offset = tuple(map_offset)  # (dy, dx): see estimate_map_offset
-
-    def _run(self, fn, x: np.ndarray):
-        import torch
-
-        outs = []
-        with torch.inference_mode():
-            for i in range(0, len(x), self.batch_size):
-                y = fn(torch.from_numpy(np.ascontiguousarray(x[i : i + self.batch_size], dtype=np.float32)))
-                outs.append([t.numpy() for t in (y if isinstance(y, tuple) else (y,))])
-        return [np.concatenate(parts) for parts in zip(*outs)]
-
-    def embed_audio(self, waves: np.ndarray) -> np.ndarray:
-        return self._run(self.model.audio, waves)[0]
-
-    def embed_image(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        emb, fmap = self._run(self.model.image, images)
-        return emb, fmap
 
 
 @dataclass
@@ -89,7 +65,7 @@ def _singles(bank: DigitBank, per_class: int, size: int, seed: int) -> tuple[np.
     return imgs, bank.image_labels[idx]
 
 
-def evaluate(embedder, spec: ModelSpec, fsdd=None, mnist=None, cfg: EvalConfig | None = None,
+def evaluate(runner, spec: ModelSpec, fsdd=None, mnist=None, cfg: EvalConfig | None = None,
              heatmap_png: str | Path | None = None) -> dict:
     """All metrics for one model; real data when both folders are given, else the generated fallback."""
     cfg = cfg or EvalConfig()
@@ -109,12 +85,12 @@ def evaluate(embedder, spec: ModelSpec, fsdd=None, mnist=None, cfg: EvalConfig |
     waves = np.stack([it["wave"] for it in items])
     labels = np.array([it["label"] for it in items])
     boxes = np.stack([it["box"] for it in items])
-    a = embedder.embed_audio(waves)
-    _, fmap = embedder.embed_image(images)
-    heat = heatmaps(a, fmap, s, embedder.map_offset)
-    res["map_offset_px"] = list(embedder.map_offset)
+    a = runner.embed_audio(waves)
+    _, fmap = runner.embed_image(images)
+    heat = heatmaps(a, fmap, s, runner.map_offset)
+    res["map_offset_px"] = list(runner.map_offset)
     res["pointing_acc"] = float(M.pointing_hits(heat, boxes).mean())
-    res["pointing_acc_bilinear"] = float(M.pointing_hits(heatmaps(a, fmap, s, embedder.map_offset, "linear"), boxes).mean())
+    res["pointing_acc_bilinear"] = float(M.pointing_hits(heatmaps(a, fmap, s, runner.map_offset, "linear"), boxes).mean())
     gt = np.zeros((len(boxes), s, s), np.float64)
     for g, (x0, y0, x1, y1) in zip(gt, boxes.astype(int)):
         g[y0:y1, x0:x1] = 1.0
@@ -127,27 +103,27 @@ def evaluate(embedder, spec: ModelSpec, fsdd=None, mnist=None, cfg: EvalConfig |
 
     # Cross-modal retrieval: spoken digits vs single-digit images, class-level.
     log.info("eval: retrieval and probes")
-    test_sounds = embedder.embed_audio(_centered_sounds(test, n, cfg.seed))
+    test_sounds = runner.embed_audio(_centered_sounds(test, n, cfg.seed))
     gallery, gallery_labels = _singles(test, cfg.gallery_per_class, s, cfg.seed)
-    gallery_emb, _ = embedder.embed_image(gallery)
+    gallery_emb, _ = runner.embed_image(gallery)
     r = M.recall_at_k(test_sounds, test.sound_labels, gallery_emb, gallery_labels, ks=(1, 5))
     res["a2i_r1"], res["a2i_r5"] = r[1], r[5]
     res["i2a_r1"] = M.recall_at_k(gallery_emb, gallery_labels, test_sounds, test.sound_labels, ks=(1,))[1]
 
     # Linear probes on frozen embeddings (train speakers/images -> test speakers/images).
-    train_sounds = embedder.embed_audio(_centered_sounds(train, n, cfg.seed + 1))
+    train_sounds = runner.embed_audio(_centered_sounds(train, n, cfg.seed + 1))
     res["probe_audio_acc"] = M.linear_probe(train_sounds, train.sound_labels, test_sounds, test.sound_labels, 10)
     probe_imgs, probe_labels = _singles(train, max(1, cfg.probe_images // 10), s, cfg.seed + 2)
-    res["probe_image_acc"] = M.linear_probe(embedder.embed_image(probe_imgs)[0], probe_labels, gallery_emb, gallery_labels, 10)
+    res["probe_image_acc"] = M.linear_probe(runner.embed_image(probe_imgs)[0], probe_labels, gallery_emb, gallery_labels, 10)
 
     # Synchrony on pulsing clips: the aligned window must outscore every shifted one.
     log.info("eval: synchrony on %d clips", cfg.sync_clips)
     clips = AVDigitClips(test, spec, cfg.sync_clips, cfg.k, cfg.seed, train=False)
     views = [clips[i] for i in range(len(clips))]
-    _, cmap = embedder.embed_image(np.stack([v["image"] for v in views]))
-    aligned = _mil_scores(embedder.embed_audio(np.stack([v["wave"] for v in views])), cmap)
+    _, cmap = runner.embed_image(np.stack([v["image"] for v in views]))
+    aligned = _mil_scores(runner.embed_audio(np.stack([v["wave"] for v in views])), cmap)
     sh = np.stack([v["wave_shifted"] for v in views])
-    sh_emb = embedder.embed_audio(sh.reshape(-1, n)).reshape(len(views), sh.shape[1], -1)
+    sh_emb = runner.embed_audio(sh.reshape(-1, n)).reshape(len(views), sh.shape[1], -1)
     shifted = np.stack([_mil_scores(sh_emb[:, m], cmap) for m in range(sh.shape[1])], 1)
     res["sync_acc"] = M.sync_accuracy(aligned, shifted)
 

@@ -4,7 +4,8 @@ A calibration set is a folder. Two kinds are read:
 
 - ``.npz`` pairs (what ``edge-sdk calib`` writes from AV-Digits training scenes, and what
   the runtime records live): each file holds ``wave`` (float32 mono in [-1, 1]),
-  ``image`` (uint8 H x W x 3 RGB) and ``sample_rate``;
+  ``image`` (uint8 H x W x 3 RGB) and ``sample_rate`` (the format is
+  :mod:`edge_sdk.media.pairs`);
 - video files with sound (mp4, webm, mkv, ...), decoded into (frame, audio window) pairs
   with :class:`~edge_sdk.data.video.VideoFolderDataset`.
 
@@ -14,18 +15,16 @@ quantized model, so a result can be traced to the exact data it was calibrated o
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edge_sdk.errors import DataError
+from edge_sdk.media.pairs import MIN_CLIPS, hash_files, read_pairs, write_pair
 from edge_sdk.spec import ModelSpec
 
-__all__ = ["CalibSet", "MIN_CLIPS", "load_calib_set", "read_pairs", "write_calib_set", "hash_files"]
-
-MIN_CLIPS = 32  # fewer pairs give unstable activation ranges (percentile/entropy need a histogram)
+__all__ = ["CalibSet", "load_calib_set", "write_calib_set"]
 
 
 @dataclass
@@ -42,19 +41,11 @@ class CalibSet:
         return {"source": self.source, "pairs": len(self), "sha256": self.sha256}
 
 
-def hash_files(files: list[Path], root: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(files):
-        h.update(str(f.relative_to(root)).encode() + b"\0")
-        h.update(f.read_bytes())
-    return h.hexdigest()
-
-
 def write_calib_set(out: str | Path, spec: ModelSpec, n: int = 256, fsdd=None, mnist=None, seed: int = 11,
                     test_speakers: tuple[str, ...] = ("george",)) -> Path:
     """Write ``n`` AV-Digits *training* scenes (never test speakers or images) as .npz pairs."""
-    from edge_sdk.data.avdigits import AVDigits
-    from edge_sdk.data.bank import load_bank, synthetic_bank
+    from edge_sdk.media.avdigits import AVDigits
+    from edge_sdk.media.digits import load_bank, synthetic_bank
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -65,8 +56,7 @@ def write_calib_set(out: str | Path, spec: ModelSpec, n: int = 256, fsdd=None, m
     out.mkdir(parents=True, exist_ok=True)
     for i in range(n):
         it = ds[i]
-        np.savez(out / f"scene_{i:05d}.npz", wave=it["wave"].astype(np.float32),
-                 image=it["image"].transpose(1, 2, 0).astype(np.uint8), sample_rate=np.int64(sr))
+        write_pair(out / f"scene_{i:05d}.npz", it["wave"].astype(np.float32), it["image"].transpose(1, 2, 0).astype(np.uint8), sr)
     return out
 
 
@@ -98,36 +88,6 @@ def load_calib_set(folder: str | Path, spec: ModelSpec, min_clips: int = MIN_CLI
 def _spread(files: list[Path], n: int) -> list[Path]:
     """At most ``n`` of ``files``, evenly spaced, in order."""
     return files if len(files) <= n else [files[i * len(files) // n] for i in range(n)]
-
-
-def read_pairs(files: list[Path], spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
-    a, s = spec.audio, spec.image.size
-    waves, images, unit = [], [], []
-    for f in files:
-        try:
-            with np.load(f, allow_pickle=False) as z:
-                wave, image, rate = z["wave"], z["image"], int(z["sample_rate"])
-        except Exception as e:  # noqa: BLE001 - zip, key and value errors all mean a bad file
-            raise DataError(f"{f}: not a calibration pair ({e.__class__.__name__}: {e})",
-                            "each .npz needs wave, image and sample_rate; regenerate it with `edge-sdk calib`") from None
-        if rate != a.sample_rate:
-            raise DataError(f"{f}: audio at {rate} Hz, the model takes {a.sample_rate} Hz",
-                            f"record or resample the calibration set at {a.sample_rate} Hz")
-        if wave.shape != (a.num_samples,):
-            raise DataError(f"{f}: wave has shape {wave.shape}, expected ({a.num_samples},)",
-                            f"store {a.window_seconds:g} s windows of mono audio")
-        if image.shape != (s, s, 3):
-            raise DataError(f"{f}: image has shape {image.shape}, expected ({s}, {s}, 3)", f"store {s}x{s} RGB frames")
-        if not (np.isfinite(wave).all() and np.isfinite(image).all()):
-            raise DataError(f"{f}: its {'wave' if not np.isfinite(wave).all() else 'image'} holds NaN or inf",
-                            "re-record or regenerate this pair (or delete it)")
-        waves.append(wave.astype(np.float32))
-        images.append(image.transpose(2, 0, 1).astype(np.float32))
-        unit.append(image.dtype.kind == "f" and image.max() <= 1.0)  # a dark float frame may be; a whole set should not
-    if unit and all(unit):
-        raise DataError(f"{files[0].parent}: every image is within 0..1; the model takes RGB in 0..255, as the camera gives",
-                        "store uint8 frames (or floats scaled to 0..255): calibrating on 0..1 images would set wrong ranges")
-    return np.stack(waves), np.stack(images)
 
 
 def _read_videos(root: Path, spec: ModelSpec, max_pairs: int) -> tuple[np.ndarray, np.ndarray]:

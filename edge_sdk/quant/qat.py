@@ -27,8 +27,8 @@ def finetune(run, params, ref, fsdd=None, mnist=None, steps: int = 150, batch: i
              progress: bool = True, extra_loss=None) -> list[dict]:
     """Self-distillation of a quantized student ``run(wave, image) -> outputs`` towards the
     float ``ref`` on fresh training scenes; returns the loss log (a row every 10 steps)."""
-    from edge_sdk.data.avdigits import AVDigits
-    from edge_sdk.data.bank import load_bank, synthetic_bank
+    from edge_sdk.media.avdigits import AVDigits
+    from edge_sdk.media.digits import load_bank, synthetic_bank
 
     sr = ref.spec.audio.sample_rate
     bank = load_bank(fsdd, mnist, "train", sr) if fsdd and mnist else synthetic_bank("train", sr)

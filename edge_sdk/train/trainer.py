@@ -65,8 +65,8 @@ class TrainModule(nn.Module):
 
 def build_train_data(recipe: Recipe, spec, fsdd, mnist, split: str = "train", length: int | None = None, seed: int | None = None):
     """The recipe's data set: real AV-Digits when both folders are given, else the generated fallback."""
-    from edge_sdk.data.avdigits import AVDigitClips, AVDigits
-    from edge_sdk.data.bank import load_bank, synthetic_bank
+    from edge_sdk.media.avdigits import AVDigitClips, AVDigits
+    from edge_sdk.media.digits import load_bank, synthetic_bank
 
     if recipe.data.kind == "video":
         from edge_sdk.data.video import VideoFolderDataset
@@ -173,9 +173,7 @@ def pretrain(recipe: Recipe, out: str | Path, fsdd=None, mnist=None, device: str
     if (ckpt_dir / "last.json").exists() and not resume:
         raise EdgeSDKError(f"{out} already holds a training run", "pass --resume to continue it, or choose another --out folder")
     rank, world = _dist()
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-    if dev.type == "cuda" and world > 1:
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    dev = _device(device, world)
     spec = get_spec(recipe.model.spec)
     cfg = recipe.train
     if cfg.batch_size % world:
@@ -192,38 +190,13 @@ def pretrain(recipe: Recipe, out: str | Path, fsdd=None, mnist=None, device: str
     opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, len(data) // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs if max_steps is None else min(max_steps, steps_per_epoch * cfg.epochs)
-    step = 0
-    if resume and (ckpt_dir / "last.json").exists():
-        state = _resume_state(ckpt_dir / "last.json", out)
-        before, now = _schedule(state["recipe"]), _schedule(recipe.to_dict())
-        if before != now:
-            changed = sorted(k for k in now if before.get(k) != now[k])
-            raise EdgeSDKError(f"{out} was trained with another recipe (sections differ: {', '.join(changed)})",
-                               "resume with the same recipe and overrides, or start a new --out folder")
-        tensors = load_tensors(ckpt_dir / "last.safetensors")
-        module.load_state_dict({k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")})
-        _load_optim(opt, tensors)
-        step = state["step"]
-        log.info("resuming %s at step %d", out, step)
-        if rank == 0 and (out / "metrics.jsonl").exists():  # drop rows of steps that will be redone
-            rows = (out / "metrics.jsonl").read_text().splitlines()
-            atomic_write_text(out / "metrics.jsonl", "".join(r + "\n" for r in rows if _row_step(r) <= step))
-    wrapped = module
-    if world > 1:
-        # Objectives switched on in later epochs leave parameters unused before then.
-        scheduled = any(c.start_epoch > 0 for c in recipe.objectives.values())
-        wrapped = nn.parallel.DistributedDataParallel(module, device_ids=[dev.index] if dev.type == "cuda" else None,
-                                                      find_unused_parameters=scheduled)
+    step = _restore(out, recipe, module, opt, rank) if resume and (ckpt_dir / "last.json").exists() else 0
+    wrapped = _wrap(module, recipe, world, dev)
     if rank == 0:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "recipe.json", json.dumps(recipe.to_dict(), indent=2))
     local = cfg.batch_size // world
-    bar = None
-    if progress and rank == 0:
-        from tqdm import tqdm
-
-        stage = "distill" if teacher is not None else "pretrain"
-        bar = tqdm(total=total, initial=step, desc=f"{stage} {recipe.name}", unit="step", dynamic_ncols=True)
+    bar = _progress(f"{'distill' if teacher is not None else 'pretrain'} {recipe.name}", total, step) if progress and rank == 0 else None
     started, t_last, deadline = time.time(), time.time(), time.time() + cfg.max_minutes * 60 if cfg.max_minutes else None
     metrics_path = out / "metrics.jsonl"
     module.train()
@@ -250,13 +223,7 @@ def pretrain(recipe: Recipe, out: str | Path, fsdd=None, mnist=None, device: str
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses['loss'].item():.3f}", epoch=epoch)
             if step % cfg.log_every == 0 or step == total:
-                now = time.time()
-                rec = {"step": step, "epoch": epoch, "lr": opt.param_groups[0]["lr"], "time_s": round(now - started, 2),
-                       "samples_per_s": round(cfg.log_every * cfg.batch_size / max(now - t_last, 1e-9), 1),
-                       **{k: round(v.item(), 5) for k, v in losses.items()}}
-                t_last = now
-                with metrics_path.open("a") as f:
-                    f.write(json.dumps(rec) + "\n")
+                t_last = _log_row(metrics_path, {"step": step, "epoch": epoch, "lr": opt.param_groups[0]["lr"]}, losses, cfg, started, t_last)
             stop = deadline is not None and time.time() > deadline
             if step % cfg.checkpoint_every == 0 or step == total or stop:
                 _checkpoint(ckpt_dir, module, opt, step, recipe)
@@ -268,15 +235,75 @@ def pretrain(recipe: Recipe, out: str | Path, fsdd=None, mnist=None, device: str
     report = {"recipe": recipe.name, "spec": spec.name, "steps": step, "total_steps": total, "world_size": world,
               "minutes": round((time.time() - started) / 60, 2)}
     if rank == 0:
-        model = module.model.cpu()
-        offset = _map_offset(model, data)
-        report["model"] = str(save_model(out / "model.safetensors", model, recipe.to_dict(), {"train": report, "map_offset_px": offset}))
-        _plot_losses(metrics_path, out / "loss.png")
-        _plot_heatmaps(model, recipe, fsdd, mnist, out / "heatmaps.png", offset)
-        module.model.to(dev)
+        report["model"] = _finish(module, data, recipe, out, report, fsdd, mnist, dev)
     if world > 1:
         torch.distributed.barrier()
     return report
+
+
+def _device(device: str, world: int):
+    """``auto`` (CUDA when there is one), ``cpu`` or ``cuda``; under DDP on GPUs, this process's own GPU."""
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    if dev.type == "cuda" and world > 1:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return dev
+
+
+def _progress(desc: str, total: int, step: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=step, desc=desc, unit="step", dynamic_ncols=True)
+
+
+def _restore(out: Path, recipe: Recipe, module, opt, rank: int) -> int:
+    """Load the last checkpoint of ``out`` into ``module`` and ``opt`` (refusing another recipe's run);
+    the step it reached. Metrics rows of the steps to be redone are dropped."""
+    state = _resume_state(out / "checkpoints" / "last.json", out)
+    before, now = _schedule(state["recipe"]), _schedule(recipe.to_dict())
+    if before != now:
+        changed = sorted(k for k in now if before.get(k) != now[k])
+        raise EdgeSDKError(f"{out} was trained with another recipe (sections differ: {', '.join(changed)})",
+                           "resume with the same recipe and overrides, or start a new --out folder")
+    tensors = load_tensors(out / "checkpoints" / "last.safetensors")
+    module.load_state_dict({k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")})
+    _load_optim(opt, tensors)
+    step = state["step"]
+    log.info("resuming %s at step %d", out, step)
+    if rank == 0 and (out / "metrics.jsonl").exists():  # drop rows of steps that will be redone
+        rows = (out / "metrics.jsonl").read_text().splitlines()
+        atomic_write_text(out / "metrics.jsonl", "".join(r + "\n" for r in rows if _row_step(r) <= step))
+    return step
+
+
+def _wrap(module, recipe: Recipe, world: int, dev):
+    """``module`` for the forward pass: itself, or DDP over ``world`` processes."""
+    if world <= 1:
+        return module
+    # Objectives switched on in later epochs leave parameters unused before then.
+    scheduled = any(c.start_epoch > 0 for c in recipe.objectives.values())
+    return nn.parallel.DistributedDataParallel(module, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                               find_unused_parameters=scheduled)
+
+
+def _log_row(path: Path, row: dict, losses: dict, cfg, started: float, t_last: float) -> float:
+    """Append one metrics row (time, throughput since ``t_last``, losses); the time it was taken."""
+    now = time.time()
+    row = {**row, "time_s": round(now - started, 2), "samples_per_s": round(cfg.log_every * cfg.batch_size / max(now - t_last, 1e-9), 1),
+           **{k: round(v.item(), 5) for k, v in losses.items()}}
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    return now
+
+
+def _finish(module, data, recipe: Recipe, out: Path, report: dict, fsdd, mnist, dev) -> str:
+    """Save the trained model (with its measured map offset) and its plots; the model file's path."""
+    model = module.model.cpu()
+    offset = _map_offset(model, data)
+    path = save_model(out / "model.safetensors", model, recipe.to_dict(), {"train": report, "map_offset_px": offset})
+    _plot_losses(out / "metrics.jsonl", out / "loss.png")
+    _plot_heatmaps(model, recipe, fsdd, mnist, out / "heatmaps.png", offset)
+    module.model.to(dev)
+    return str(path)
 
 
 def distill(recipe: Recipe, out: str | Path, fsdd=None, mnist=None, **kw) -> dict:
@@ -343,14 +370,15 @@ def _map_offset(model, data, n: int = 48) -> list[int]:
 
 def _plot_heatmaps(model, recipe: Recipe, fsdd, mnist, png: Path, offset, n: int = 8) -> None:
     """Example localization heatmaps on held-out scenes (test speakers and images)."""
-    from edge_sdk.eval.evaluate import TorchEmbedder, save_heatmap_grid
+    from edge_sdk.eval.evaluate import save_heatmap_grid
     from edge_sdk.heatmap import heatmaps
+    from edge_sdk.models.torch_runner import TorchTowers
 
     data = build_train_data(recipe, model.spec, fsdd, mnist, split="test", length=n, seed=recipe.train.seed + 1)
     data.set_k(recipe.data.k)
     items = [data[i] for i in np.linspace(0, len(data) - 1, min(n, len(data))).astype(int)]
     images, waves = np.stack([it["image"] for it in items]), np.stack([it["wave"] for it in items])
-    emb = TorchEmbedder(model)
+    emb = TorchTowers(model)
     heat = heatmaps(emb.embed_audio(waves), emb.embed_image(images)[1], model.spec.image.size, offset)
     labelled = "box" in items[0]  # AV-Digits has ground truth; real videos do not
     save_heatmap_grid(png, images, heat, np.stack([it["box"] for it in items]) if labelled else None,

@@ -1,9 +1,13 @@
-"""Readers for the two real datasets AV-Digits is built from, with errors that name the fix.
+"""Readers for the two real datasets AV-Digits is built from, with errors that name the fix,
+and where the project keeps them (:func:`default_data_dir`).
 
 - Free Spoken Digit Dataset (Jakobovski et al., CC BY-SA 4.0): ``{digit}_{speaker}_{index}.wav``,
   mono 16-bit PCM (8 kHz in the original).
 - MNIST (LeCun, Cortes, Burges; CC BY-SA 3.0): IDX files ``images-idx3-ubyte.gz`` and
   ``labels-idx1-ubyte.gz`` (big-endian header, magic 2051 / 2049).
+
+A recording's samples are read with :func:`edge_sdk.media.audio.read_wav`. numpy and the
+standard library only; no torch.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import numpy as np
 
 from edge_sdk.errors import DataError
 
-__all__ = ["Recording", "read_wav", "load_fsdd", "load_mnist", "default_data_dir"]
+__all__ = ["Recording", "load_fsdd", "load_mnist", "default_data_dir"]
 
 _NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
 
@@ -40,23 +44,6 @@ class Recording:
     speaker: str
     index: int
     path: Path
-
-
-def read_wav(path: str | Path) -> tuple[np.ndarray, int, int]:
-    """Read a PCM WAV -> (float32 samples [n, channels] in [-1, 1], sample rate, channels)."""
-    path = Path(path)
-    try:
-        with wave.open(str(path), "rb") as w:
-            rate, channels, width, n = w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()
-            raw = w.readframes(n)
-    except (wave.Error, EOFError, struct.error) as e:
-        raise DataError(f"{path}: not a readable PCM WAV ({e})", "re-download the file or convert it: sox in.wav -b 16 out.wav") from None
-    if width not in (1, 2, 4) or n == 0 or len(raw) < n * width * channels:
-        raise DataError(f"{path}: truncated or unsupported WAV ({width * 8}-bit, {n} frames)", "convert it to 16-bit PCM: sox in.wav -b 16 out.wav")
-    dtype = {1: np.uint8, 2: "<i2", 4: "<i4"}[width]
-    x = np.frombuffer(raw[: n * width * channels], dtype=dtype).astype(np.float32)
-    x = (x - 128.0) / 128.0 if width == 1 else x / float(2 ** (8 * width - 1))
-    return x.reshape(n, channels), rate, channels
 
 
 def load_fsdd(root: str | Path) -> tuple[list[Recording], int]:

@@ -1,40 +1,85 @@
-"""INT8 post-training quantization, one recipe per target, each through the toolchain
-that target really runs:
+"""The ONNX Runtime target: ONNX graphs of the towers and of the whole model, FP32, FP16 and
+INT8, run by ONNX Runtime on the CPU (and its CUDA/TensorRT providers).
 
-- ``onnxruntime``: static QDQ quantization of the towers' ONNX graphs
-  (``onnxruntime.quantization.quantize_static``), weights per channel;
-- ``xnnpack``: PT2E (``torch.export`` -> ``prepare_pt2e`` with ``XNNPACKQuantizer`` ->
-  calibrate -> ``convert_pt2e``) lowered to ExecuTorch ``.pte`` programs;
-- ``tensorrt``: explicit Q/DQ from NVIDIA Model Optimizer, exported to ONNX, which
-  TensorRT 10 and 11 both build INT8 engines from (on this CPU the same graph is run and
-  measured with ONNX Runtime).
-
-Layers named in ``exclude`` (from the sensitivity analysis) stay in float on every target.
-Each function writes its files into ``out`` and returns their artifact records.
+- FP32: the dynamo exporter's graphs (:mod:`.graphs`), batch norms folded, front end in the graph.
+- FP16: ONNX Runtime's float16 converter, front end and I/O kept FP32 (:mod:`.fp16`).
+- INT8 (:data:`RECIPE`): static QDQ quantization (``onnxruntime.quantization.quantize_static``),
+  weights per channel, u8 activations on x86 (VNNI) and s8 on ARM, as ONNX Runtime advises.
+  Kept float: the log-mel front end, per-utterance normalisation, pooling and L2 norms
+  (quantizing the power spectrum before its log cost the audio embedding 6 points of
+  cosine), the stems (:func:`thin_convs`: faster in FP32) and the layers the sensitivity
+  analysis names. The QDQ graph is then tidied (:func:`_tidy`). QAT: Model Optimizer's
+  fake-quant model, fine-tuned, as Q/DQ ONNX (:func:`edge_sdk.export.tensorrt.qdq_graphs`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import logging
 import platform
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from edge_sdk.errors import ConfigError
-from edge_sdk.export.formats import artifact
-from edge_sdk.export.onnx import OPSET, TOWERS, export_tower, module_nodes
+from edge_sdk.export.base import Exporter, Int8Recipe, Job, Reference, artifact
+from edge_sdk.export.graphs import TOWERS, module_nodes
+from edge_sdk.export.validate import Tolerance, compare, verdict
 
-__all__ = ["TARGETS", "quantize_onnxruntime", "quantize_xnnpack", "quantize_tensorrt", "float_nodes", "thin_convs", "fp32_graph", "calib_inputs"]
+__all__ = ["RECIPE", "OnnxRuntimeExporter", "quantize_graphs", "float_nodes", "thin_convs", "calib_inputs", "graph_layers",
+           "THIN_CHANNELS", "ort_session", "ort_quiet"]
 
 log = logging.getLogger(__name__)
 
+RECIPE = Int8Recipe(
+    quantizer="onnxruntime.quantization.quantize_static, QDQ format", methods=("minmax", "percentile", "entropy"), per_channel=True,
+    kept_float="log-mel front end, normalisations, pooling, L2 norms, stems reading at most 4 channels",
+    layer_fallback=True, qat="Model Optimizer fake-quant QAT, exported as Q/DQ ONNX")
 
-def _graph_layers(exclude, graph: str) -> list[str]:
+
+class OnnxRuntimeExporter(Exporter):
+    name, target, format, backend = "onnx", "onnxruntime", "onnx", "onnxruntime"
+    precisions, graphs = ("fp32", "fp16", "int8"), ("audio", "image", "av")
+    requires = ("onnx", "onnxscript", "onnxruntime")
+    int8 = RECIPE
+
+    def write(self, job, precision):
+        if precision == "fp32":
+            return [artifact(job.fp32(g), g, "onnx", self.backend, "fp32", opset=job.opset) for g in self.graphs]
+        if precision == "fp16":
+            return [artifact(job.fp16(g), g, "onnx", self.backend, "fp16", opset=job.opset,
+                             note="FP16 weights and activations; the log-mel front end and the I/O stay FP32") for g in self.graphs]
+        return quantize_graphs(job, self.graphs)
+
+    def write_qat(self, job, out):
+        from edge_sdk.export.tensorrt import qat_model, qdq_graphs
+
+        return qdq_graphs(qat_model(job), out, self.backend, "qat", graphs=("audio", "image"))
+
+    def extra_parity(self, files, ref: Reference, tol: Tolerance):
+        """The whole-model graph ``av`` (both inputs, all three outputs) through ONNX Runtime."""
+        if "av" not in files:
+            return {}, []
+        sess = ort_session(files["av"])
+        outs = sess.run(TOWERS["av"]["outputs"], {"wave": ref.inputs["wave"], "image": ref.inputs["image"]})
+        whole = compare(ref.outputs, dict(zip(TOWERS["av"]["outputs"], outs)))
+        return {f"av/{k}": v for k, v in whole.items()}, [f"whole-model graph {m}" for m in verdict(whole, None, None, tol)]
+
+
+def ort_session(path: Path):
+    """A CPU ONNX Runtime session of ``path``; a graph it refuses is a ModelFileError naming why."""
+    import onnxruntime as ort
+
+    from edge_sdk.runtime.backends.onnxruntime import ort_load_error
+
+    try:
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
+        raise ort_load_error(path, e) from None
+
+
+def graph_layers(exclude, graph: str) -> list[str]:
     """AVNet layer names as module paths of one graph: relative to a tower (``image.tower.x``
     -> ``tower.x``), unchanged for the whole-model graph ``av``."""
     if graph == "av":
@@ -94,13 +139,9 @@ class _Reader:
         return next(self.items, None)
 
 
-def fp32_graph(model, graph: str, out: Path, opset: int = OPSET) -> Path:
-    """``{graph}.fp32.onnx`` in ``out``, exported once and reused by every precision and format."""
-    path = out / f"{graph}.fp32.onnx"
-    return path if path.exists() else export_tower(model, graph, path, opset=opset)
-
-
-def quantize_onnxruntime(model, calib, method: str, exclude: tuple[str, ...], out: Path, graphs=("audio", "image")) -> list[dict]:
+def quantize_graphs(job: Job, graphs=("audio", "image")) -> list[dict]:
+    """``{graph}.int8.onnx`` for each graph: ONNX Runtime's static QDQ quantization of the job's
+    FP32 graph, calibrated on its calibration pairs; returns the INT8 artifact records."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}
@@ -108,21 +149,21 @@ def quantize_onnxruntime(model, calib, method: str, exclude: tuple[str, ...], ou
     act = QuantType.QUInt8 if platform.machine().lower() in ("x86_64", "amd64") else QuantType.QInt8
     arts = []
     for graph in graphs:
-        fp32 = fp32_graph(model, graph, out)
-        dest = out / f"{graph}.int8.onnx"
-        excluded = sorted(set(float_nodes(fp32, _graph_layers(exclude, graph))) | set(thin_convs(fp32)))
-        with _ort_quiet():
-            quantize_static(str(fp32), str(dest), _Reader(calib_inputs(calib, graph)), quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=act, weight_type=QuantType.QInt8, calibrate_method=methods[method],
+        fp32 = job.fp32(graph)
+        dest = job.out / f"{graph}.int8.onnx"
+        excluded = sorted(set(float_nodes(fp32, graph_layers(job.exclude, graph))) | set(thin_convs(fp32)))
+        with ort_quiet():
+            quantize_static(str(fp32), str(dest), _Reader(calib_inputs(job.calib, graph)), quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=act, weight_type=QuantType.QInt8, calibrate_method=methods[job.method],
                             nodes_to_exclude=excluded, extra_options={"CalibPercentile": 99.99, "CalibMovingAverage": False})
         _tidy(dest, excluded)
-        arts.append(artifact(fp32, graph, "onnx", "onnxruntime", "fp32"))
-        arts.append(artifact(dest, graph, "onnx", "onnxruntime", "int8", activations=str(act).split(".")[-1], float_nodes=excluded))
+        arts.append(artifact(dest, graph, "onnx", "onnxruntime", "int8", opset=job.opset, activations=str(act).split(".")[-1],
+                             float_nodes=excluded, method="ptq"))
     return arts
 
 
 @contextlib.contextmanager
-def _ort_quiet():
+def ort_quiet():
     """ONNX Runtime's quantizer prints its calibrator's progress (kept in this module's debug
     log) and warns on the root logger to run its pre-processing (dropped: edge-sdk skips it on
     purpose, it crashed on dynamo-exported graphs), burying the SDK's own output. The stdout
@@ -217,86 +258,3 @@ def _drop_zero_points(model) -> None:
     keep = [t for t in model.graph.initializer if t.name in used]
     del model.graph.initializer[:]
     model.graph.initializer.extend(keep)
-
-
-def quantize_tensorrt(model, calib, method: str, exclude: tuple[str, ...], out: Path, qmodel=None, graphs=("audio", "image")) -> list[dict]:
-    """Q/DQ ONNX graphs from a Model Optimizer fake-quant model (PTQ, or the QAT result)."""
-    from edge_sdk.quant.fakequant import fake_quantize
-
-    qmodel = qmodel if qmodel is not None else fake_quantize(model, calib, method, exclude)
-    arts = []
-    for tower in graphs:
-        dest = export_tower(qmodel, tower, out / f"{tower}.int8.qdq.onnx", dynamo=False)
-        arts.append(artifact(dest, tower, "onnx", "tensorrt", "int8", note="explicit Q/DQ (TensorRT 10 and 11); runs in ONNX Runtime here"))
-    return arts
-
-
-def _drop_unused_state(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
-    """Delete the float parameters a converted PT2E graph no longer reads (its weights now
-    live in folded int8 constants): ``torch.export`` would carry them into the program."""
-    used = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
-    for name, _ in list(gm.named_parameters()) + list(gm.named_buffers()):
-        if name not in used:
-            owner, _, attr = name.rpartition(".")
-            delattr(gm.get_submodule(owner) if owner else gm, attr)
-    return gm
-
-
-def quantize_xnnpack(model, calib, method: str, exclude: tuple[str, ...], out: Path, qat_steps: int = 0, fsdd=None,
-                     mnist=None) -> list[dict]:
-    """PT2E INT8 for XNNPACK: PTQ, or with ``qat_steps`` QAT (``prepare_qat_pt2e``, calibrated,
-    then self-distilled towards the float model), lowered to ``.pte`` programs."""
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
-
-    from edge_sdk.export.executorch import lower_to_pte, two_stage_frontends
-    from edge_sdk.models.frontend import LogMel
-    from edge_sdk.quant.pt2e_observers import activation_config
-
-    if method == "entropy":
-        raise ConfigError("the xnnpack target (PT2E) has no entropy calibrator", "use --method percentile or minmax for xnnpack")
-    if exclude:
-        # PT2E loses the module path of convs it folds batch norms into, so per-layer
-        # exclusion would silently leave those convs unquantized: say so instead.
-        raise ConfigError(f"the xnnpack target cannot keep single layers in float ({', '.join(exclude)})",
-                          "raise --threshold so no layer is excluded, or use --target onnxruntime/tensorrt for this model")
-    prepared, examples = {}, {}
-    for tower, data in (("audio", calib.waves), ("image", calib.images)):
-        module = two_stage_frontends(copy.deepcopy(getattr(model, tower)).eval())  # prepare_pt2e folds batch norms into the graph's weights
-        examples[tower] = (torch.from_numpy(np.ascontiguousarray(data[:1])),)  # NCHW: programs keep the example's dim order
-        # Global config: every conv/linear (weights per channel), add, pool of the tower; the
-        # log-mel front end stays float (its products feed a log). Per-module configs lost
-        # the convs whose batch norms PT2E folds: weights stayed float (measured). QAT uses
-        # the QAT config's moving-average fake quantizers (``method`` is for PTQ).
-        if qat_steps:
-            batch = torch.export.Dim("batch")
-            exported = torch.export.export(module, (torch.from_numpy(np.ascontiguousarray(data[:2])),), dynamic_shapes=({0: batch},)).module()
-            quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=True))
-            quantizer.set_module_type(LogMel, None)
-            prepared[tower] = prepare_qat_pt2e(exported, quantizer)
-        else:
-            exported = torch.export.export(module, examples[tower]).module()
-            quantizer = XNNPACKQuantizer().set_global(activation_config(get_symmetric_quantization_config(is_per_channel=True), method))
-            quantizer.set_module_type(LogMel, None)
-            prepared[tower] = prepare_pt2e(exported, quantizer)
-        # QAT's moving-average fake quantizers take their first range from the first batch:
-        # give them whole batches (PTQ observers see every pair, one at a time, batch 1)
-        step = 32 if qat_steps else 1
-        with torch.no_grad():
-            for i in range(0, len(data), step):
-                prepared[tower](torch.from_numpy(np.ascontiguousarray(data[i : i + step])))
-    if qat_steps:
-        from edge_sdk.quant.qat import pt2e_finetune
-
-        log.info("xnnpack: PT2E QAT, %d steps", qat_steps)
-        pt2e_finetune(prepared, copy.deepcopy(model), fsdd, mnist, steps=qat_steps)
-    arts = []
-    for tower in ("audio", "image"):
-        converted = _drop_unused_state(convert_pt2e(prepared[tower]))
-        dest, delegated = lower_to_pte(converted, examples[tower], out / f"{tower}.int8.pte")
-        arts.append(artifact(dest, tower, "executorch", "executorch", "int8", delegate="xnnpack", delegated=delegated,
-                             method="qat" if qat_steps else "ptq"))
-    return arts
-
-
-TARGETS = {"onnxruntime": quantize_onnxruntime, "xnnpack": quantize_xnnpack, "tensorrt": quantize_tensorrt}

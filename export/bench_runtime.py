@@ -1,6 +1,10 @@
 """``edge-sdk bench-runtime``: the streaming runtime measured against its own targets and
 against what a user would otherwise write, in one run on this machine.
 
+It lives with the export tools, not in the runtime, because its baseline runs the shipped
+PyTorch teacher (torch and :mod:`edge_sdk.models`); it drives the runtime only through
+its public :class:`~edge_sdk.runtime.pipeline.Pipeline`.
+
 1. A 720p 30 fps clip of held-out AV-Digits scenes with their speech (H.264 + AAC,
    ground truth beside it) is read as a camera would deliver it (``file://...?realtime=1``)
    through the pipeline: drops, A/V skew, capture-to-result latency against the sum of the
@@ -35,7 +39,7 @@ def _rss_mb() -> float:
 
 
 def _hit(boxes, t: float, x: float, y: float) -> bool | None:
-    from edge_sdk.data.clipfile import scene_at
+    from edge_sdk.media.clipfile import scene_at
 
     scene = scene_at(boxes, t)
     if scene is None:
@@ -116,7 +120,7 @@ def _decode_only(clip: Path, size: int) -> dict:
     offline pipeline's frame rate here."""
     import av
 
-    from edge_sdk.data.video import av_square
+    from edge_sdk.media.image import av_square
 
     n, t0 = 0, time.perf_counter()
     with av.open(str(clip)) as c:
@@ -130,7 +134,7 @@ def _decode_only(clip: Path, size: int) -> dict:
 def bench_runtime(bundle, *, seconds: int = 60, fps: int = 30, prefer: str | None = None, precision: str | None = None,
                   teacher: str | None = "teacher", soak_s: float = 0.0, fsdd=None, mnist=None, workdir=None) -> dict:
     from edge_sdk.bundle import read_bundle
-    from edge_sdk.data.clipfile import read_boxes, write_clip
+    from edge_sdk.media.clipfile import read_boxes, write_clip
 
     b = read_bundle(bundle)
     work = Path(workdir or tempfile.mkdtemp(prefix="edge_sdk_bench_"))

@@ -8,6 +8,8 @@ the spoken digit; the learner only ever sees which sound came with which scene.
 The clip variant renders T frames at ``fps`` in which the spoken digit's scale follows
 its own loudness envelope, so audio-visual synchrony is learnable (for the temporal
 objective of Owens & Efros, 2018). Every item is a pure function of (seed, epoch, index).
+Items are numpy arrays (no torch): the trainer, the evaluation, calibration and the
+runtime's ``synthetic://av-digits`` source all draw their scenes here.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edge_sdk.data.bank import DigitBank
+from edge_sdk.media.digits import DigitBank
 from edge_sdk.spec import ModelSpec
 
 __all__ = ["AVDigits", "AVDigitClips", "render_single", "place_sound", "mask_sound"]

@@ -37,8 +37,8 @@ def scene_at(boxes: list[dict], t: float) -> dict | None:
 def write_clip(path: str | Path, spec, seconds: int = 10, fps: int = 30, size=(1280, 720), fsdd=None, mnist=None,
                seed: int = 0, k: int = 3, hold: int = 2) -> Path:
     """Write ``path`` (.mp4) and ``path.json`` (per-scene start, boxes in frame pixels, labels)."""
-    from edge_sdk.data.avdigits import AVDigits
-    from edge_sdk.data.bank import DEFAULT_TEST_SPEAKERS, load_bank, synthetic_bank
+    from edge_sdk.media.avdigits import AVDigits
+    from edge_sdk.media.digits import DEFAULT_TEST_SPEAKERS, load_bank, synthetic_bank
 
     if shutil.which("ffmpeg") is None:
         raise DataError("ffmpeg is not installed", "apt-get install ffmpeg")

@@ -1,7 +1,8 @@
-"""``edge-sdk pipeline --recipe R``: pretrain -> distill -> calibrate -> quantize + export
--> bench in one go, each stage skipped when its output is already there (and training
-resumed from its last checkpoint), ending in one report a person reads instead of logs
-(``report.md`` with the loss curves, the export parity table and the benchmark chart).
+"""The ``edge-sdk pipeline --recipe R`` command's every-stage-in-one-go run: pretrain ->
+distill -> calibrate -> quantize + export -> bench, each stage skipped when its output is
+already there (and training resumed from its last checkpoint), ending in one report a
+person reads instead of logs (``report.md`` with the loss curves, the export parity table
+and the benchmark chart). Not the runtime's streaming :mod:`edge_sdk.runtime.pipeline`.
 
 A pipeline recipe (``edge_sdk/recipes/pipelines/*.toml`` or a path) names the training
 recipes and what to export::
@@ -28,7 +29,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from edge_sdk.errors import ConfigError
-from edge_sdk.quant.calib import MIN_CLIPS
+from edge_sdk.media.pairs import MIN_CLIPS
 from edge_sdk.recipe import at_least, check_field
 
 __all__ = ["PipelineRecipe", "load_pipeline", "run_pipeline", "STAGES"]

@@ -1,9 +1,10 @@
 """A bank of labelled digit sounds and digit images, split by speaker and by image.
 
 The labels are never shown to the learner: they exist to build scenes (which sound goes
-with which picture) and to evaluate. ``load_bank`` reads the real FSDD + MNIST folders;
-``synthetic_bank`` generates procedural shapes and tone patterns, so everything runs on a
-machine without the data folder.
+with which picture) and to evaluate. ``load_bank`` reads the real folders of the Free
+Spoken Digit Dataset (Jakobovski et al.) and MNIST (LeCun et al.) through
+:mod:`edge_sdk.media.corpora`; ``synthetic_bank`` generates procedural shapes and tone
+patterns, so everything runs on a machine without the data folder. No torch.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import cv2
 import numpy as np
 import soxr
 
-from edge_sdk.data.sources import load_fsdd, load_mnist, read_wav
 from edge_sdk.errors import DataError
+from edge_sdk.media.audio import read_wav
+from edge_sdk.media.corpora import load_fsdd, load_mnist
 
 __all__ = ["DigitBank", "load_bank", "synthetic_bank", "DEFAULT_TEST_SPEAKERS", "MNIST_TRAIN_IMAGES"]
 

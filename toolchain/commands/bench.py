@@ -1,0 +1,87 @@
+"""``edge-sdk bench`` (every backend of a bundle side by side: :mod:`edge_sdk.export.bench`) and
+``edge-sdk bench-runtime`` (the streaming runtime against an OpenCV + PyTorch loop:
+:mod:`edge_sdk.export.bench_runtime`)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+
+from edge_sdk.errors import EdgeSDKError
+from edge_sdk.toolchain.args import COUNT, NONNEG, Command, data_args, number, resolve_data, writable
+
+__all__ = ["COMMANDS"]
+
+
+def run_bench(args) -> int:
+    from edge_sdk.eval.evaluate import EvalConfig
+    from edge_sdk.export.bench import bench_bundle, format_bench, plot_bench
+
+    writable(json=args.json, md=args.md, png=args.png)
+    fsdd, mnist = resolve_data(args)
+    report = bench_bundle(args.bundle, teacher=args.teacher or None, batch=args.batch, seconds=args.seconds, fsdd=fsdd, mnist=mnist,
+                          eval_cfg=EvalConfig(scenes=args.scenes), only=args.only.split(",") if args.only else None)
+    text = format_bench(report)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report["rows"], indent=2))
+    if args.md:
+        Path(args.md).write_text(text)
+    if args.png:
+        plot_bench(report, args.png)
+    return 0
+
+
+def run_bench_runtime(args) -> int:
+    from edge_sdk.export.bench_runtime import bench_runtime
+
+    writable(json=args.json)
+    if args.teacher and importlib.util.find_spec("torch") is None:
+        raise EdgeSDKError("the PyTorch baseline (--teacher) needs torch, which is not installed here",
+                           "pip install 'edge_sdk[train]', or --teacher '' to measure the runtime alone")
+    fsdd, mnist = resolve_data(args)
+    report = bench_runtime(args.bundle, seconds=args.seconds, prefer=args.backend, precision=args.precision,
+                           teacher=args.teacher or None, soak_s=args.soak, fsdd=fsdd, mnist=mnist)
+    text = json.dumps(report, indent=2)
+    if args.json:
+        Path(args.json).write_text(text)
+    keys = ("overhead_ratio", "drop_rate", "skew_ms_p95", "speedup_vs_baseline", "speedup_ceiling_decode", "pointing_delta_vs_baseline", "rss_growth")
+    print(text if args.verbose else json.dumps({k: report.get(k) for k in keys}, indent=2))
+    return 0
+
+
+def bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", help="a bundle folder or .zip (edge-sdk info lists the shipped ones)")
+    p.add_argument("--teacher", default="teacher", help="teacher row, PyTorch eager FP32 ('' to skip)")
+    p.add_argument("--batch", type=COUNT, default=32, help="throughput batch (default 32; ExecuTorch programs run batch 1)")
+    p.add_argument("--seconds", type=number(float, 0.1), default=2.0, help="timing per measurement (default 2)")
+    p.add_argument("--scenes", type=COUNT, default=500, help="eval scenes per row (default 500)")
+    p.add_argument("--only", help="comma list of backend/precision rows, e.g. onnxruntime/int8,torch/fp32")
+    p.add_argument("--json", help="write the rows as a JSON list here")
+    p.add_argument("--md", help="write the Markdown table here")
+    p.add_argument("--png", help="write a throughput chart here")
+    data_args(p)
+
+
+def bench_runtime_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", default="avnet_s-demo", help="bundle folder, .zip or shipped bundle name (default: the shipped demo)")
+    p.add_argument("--seconds", type=COUNT, default=60, help="length of the 720p 30 fps test clip (default 60, as the README's "
+                   "figures; a shorter clip weighs start-up more: overhead up, speed-up down)")
+    p.add_argument("--backend", help="backend to run (default: the best this machine runs)")
+    p.add_argument("--precision", help="precision to run (default: the fastest the bundle has)")
+    p.add_argument("--teacher", default="teacher", help="the baseline's PyTorch model ('' to skip the baseline)")
+    p.add_argument("--soak", type=NONNEG, default=0.0, help="also loop the clip in real time this many seconds and report memory growth")
+    p.add_argument("--json", help="write the full report here")
+    data_args(p)
+
+
+COMMANDS = (
+    Command("bench", run_bench, bench_arguments, "Benchmark every format/precision/backend of a bundle, with parity and metrics, in one table.",
+            "edge-sdk bench avnet_s-demo --json bench.json --md bench.md --png bench.png", needs="export", logs=("edge_sdk.export.bench",)),
+    Command("bench-runtime", run_bench_runtime, bench_runtime_arguments,
+            "Measure the streaming runtime: overhead, drops, skew, speed-up over an OpenCV + PyTorch loop, memory.",
+            "edge-sdk bench-runtime --bundle avnet_s-demo --json runtime.json --soak 600", needs="train",
+            logs=("edge_sdk.export.bench_runtime",)),
+)

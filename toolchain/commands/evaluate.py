@@ -1,0 +1,95 @@
+"""``edge-sdk eval``: every metric on speakers and images a model never trained on
+(:mod:`edge_sdk.eval.evaluate`), of a checkpoint in PyTorch or of a bundle through the runner
+``run`` would pick on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from edge_sdk.errors import EdgeSDKError
+from edge_sdk.toolchain.args import COUNT, Command, data_args, number, resolve_data, writable
+
+__all__ = ["COMMANDS"]
+
+
+def _is_bundle(ref: str) -> bool:
+    from edge_sdk.bundle import shipped_bundles
+
+    return Path(ref).is_dir() or ref.endswith(".zip") or (not Path(ref).exists() and ref in shipped_bundles())
+
+
+def _bundle(args, fsdd, mnist) -> dict:
+    """Metrics of a bundle through its own runtime: what ``run`` would load here (``--backend`` /
+    ``--precision`` narrow the choice)."""
+    from edge_sdk.bundle import read_bundle
+    from edge_sdk.eval.evaluate import EvalConfig, evaluate
+    from edge_sdk.runtime.backends import open_towers, pick_backend
+
+    bundle = read_bundle(args.model)
+    choice = pick_backend(bundle, args.backend, args.precision)
+    runner = open_towers(bundle, choice.backend, choice.precision)
+    print(f"evaluating {choice.backend} {choice.precision} of {args.model} (--backend/--precision choose another)", file=sys.stderr)
+    speakers = tuple(args.test_speakers.split(",")) if args.test_speakers else EvalConfig.test_speakers
+    res = evaluate(runner, bundle.spec, fsdd, mnist, EvalConfig(scenes=args.scenes, k=args.k, seed=args.seed, test_speakers=speakers),
+                   heatmap_png=args.heatmaps)
+    return {**res, "model": args.model, "backend": choice.backend, "precision": choice.precision}
+
+
+def _checkpoint(args, fsdd, mnist) -> dict:
+    """Metrics of a checkpoint or shipped model in PyTorch FP32."""
+    from edge_sdk.eval.evaluate import EvalConfig, evaluate, map_offset_of
+    from edge_sdk.models.shipped import resolve_model
+    from edge_sdk.models.torch_runner import TorchTowers
+
+    if (args.backend or "torch") != "torch" or (args.precision or "fp32") != "fp32":
+        raise EdgeSDKError(f"--backend {args.backend or 'torch'} --precision {args.precision or 'fp32'}: {args.model} is a checkpoint, "
+                           "which runs in PyTorch FP32 only", f"export it to a bundle first (edge-sdk export {args.model} --out DIR), "
+                           "then edge-sdk eval DIR with --backend/--precision")
+    model, meta = resolve_model(args.model)
+    recipe_speakers = (meta.get("recipe") or {}).get("data", {}).get("test_speakers", ["george"])
+    speakers = tuple(args.test_speakers.split(",")) if args.test_speakers else tuple(recipe_speakers)
+    offset = meta.get("map_offset_px") or map_offset_of(model, fsdd, mnist, test_speakers=speakers)
+    cfg = EvalConfig(scenes=args.scenes, k=args.k, seed=args.seed, test_speakers=speakers)
+    return {**evaluate(TorchTowers(model, offset), model.spec, fsdd, mnist, cfg, heatmap_png=args.heatmaps), "model": args.model}
+
+
+def run_eval(args) -> int:
+    from edge_sdk.eval.evaluate import format_table
+
+    writable(json=args.json, heatmaps=args.heatmaps)
+    fsdd, mnist = resolve_data(args)
+    if fsdd is None:
+        print("evaluating on generated scenes (shapes and tones), not FSDD + MNIST: these numbers are not comparable "
+              "with the shipped metrics; give --fsdd and --mnist for those", file=sys.stderr)
+    if _is_bundle(args.model):
+        res = _bundle(args, fsdd, mnist)
+        name = f"{Path(args.model).name} {res['backend']} {res['precision']}"
+    else:
+        res, name = _checkpoint(args, fsdd, mnist), Path(args.model).name
+    print(format_table({name: res}))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2))
+    return 0
+
+
+def eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a .safetensors checkpoint, a shipped model name (edge-sdk info), or a bundle folder or .zip")
+    p.add_argument("--backend", help="bundles: onnxruntime, tensorrt, executorch or torch (default: what `run` picks on this machine)")
+    p.add_argument("--precision", help="bundles: fp32, fp16 or int8")
+    p.add_argument("--scenes", type=COUNT, default=500, help="test scenes (default 500)")
+    p.add_argument("--k", type=number(int, 1, 10), default=3, help="digits per scene (default 3)")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--test-speakers", help="comma-separated held-out speakers (default: the model recipe's)")
+    p.add_argument("--json", help="write the metrics here")
+    p.add_argument("--heatmaps", help="write a PNG of example localization heatmaps here")
+    data_args(p)
+
+
+COMMANDS = (
+    Command("eval", run_eval, eval_arguments, "Evaluate a model on speaker- and image-disjoint AV-Digits.",
+            "edge-sdk eval avnet_t.avdigits --fsdd ../shared/data/fsdd/recordings --mnist ../shared/data/mnist --json eval.json",
+            needs="train", logs=("edge_sdk.eval",)),
+)
