@@ -81,24 +81,30 @@ def _digit_gallery(folder: Path, spec) -> Path:
     return folder
 
 
-def run_demo(name: str, *, video: str | None = None, audio: str | None = None, bundle: str | None = None,
-             backend: str | None = None, precision: str | None = None, headless: bool = False, out: str | Path = "runs/demo",
-             mjpeg: int | None = None, max_seconds: float | None = None, gallery: str | None = None, on_stats=None) -> dict:
+def run_demo(
+    name: str,
+    *,
+    video: str | None = None,
+    audio: str | None = None,
+    bundle: str | None = None,
+    backend: str | None = None,
+    precision: str | None = None,
+    headless: bool = False,
+    out: str | Path = "runs/demo",
+    mjpeg: int | None = None,
+    max_seconds: float | None = None,
+    gallery: str | None = None,
+    on_stats=None,
+) -> dict:
     """Run one demo; returns a summary (paths written, stats, the notes shown to the user).
     Ctrl-C ends it as the end of its input would, with ``stats["interrupted"]`` True."""
-    from edge_sdk.bundle import read_bundle, shipped_bundles
+    from edge_sdk.bundle import read_bundle
     from edge_sdk.runtime.pipeline import Interrupted, Pipeline
-    from edge_sdk.runtime.sinks import annotate, open_sink
-    from edge_sdk.runtime.window import MIN_SIDE, hud
 
     if name not in DEMOS:
         raise ConfigError(f"unknown demo {name!r}", f"use one of: {', '.join(DEMOS)}")
     notes = []
-    if bundle is None:
-        if "avnet_s-demo" not in shipped_bundles():
-            raise ConfigError("no --bundle given and no shipped demo bundle", "pass --bundle PATH (edge-sdk export writes one)")
-        bundle = str(shipped_bundles()["avnet_s-demo"])
-    b = read_bundle(bundle)
+    b = read_bundle(bundle if bundle is not None else _shipped_demo_bundle())
     video, audio, note = default_sources(video, audio)
     if note:
         notes.append(note)
@@ -107,7 +113,70 @@ def run_demo(name: str, *, video: str | None = None, audio: str | None = None, b
     task_opts = {}
     if DEMOS[name] == "retrieval":
         task_opts["gallery"] = gallery or str(_digit_gallery(out / "gallery", b.spec))
-    last, hits = {}, []
+    keep = _Keeper()
+    sinks, window = _open_sinks(out, name, mjpeg, headless, notes)
+    for n in notes:  # said once, before the run (the CLI shows this module's INFO lines)
+        log.info("demo %s: %s", name, n)
+    try:
+        pipe = Pipeline.from_bundle(
+            b, video, audio, DEMOS[name], prefer=backend, precision=precision, sinks=sinks, callback=keep, task_opts=task_opts
+        )
+    except BaseException:
+        for s in sinks:  # the pipeline never had them: closed here
+            s.close()
+        raise
+    try:
+        stats = pipe.run(max_seconds, on_stats=on_stats)  # the window is drawn here, on this thread
+    except Interrupted as e:  # how a live demo ends: its files are written all the same
+        stats = e.stats
+    summary = {
+        "demo": name,
+        "video": video,
+        "audio": audio,
+        "backend": pipe.backend,
+        "notes": notes,
+        "out": str(out),
+        "window": {"kind": window.kind, "frames_shown": window.shown} if window else None,
+        "files": {
+            "video": str(out / "annotated.mp4"),
+            "events": str(out / "events.jsonl"),
+            "stats": str(out / "stats.json"),
+            "summary": str(out / "summary.json"),
+        },
+        "stats": stats,
+        "pointing_acc": float(np.mean(keep.hits)) if keep.hits else None,
+    }
+    _write_summary(out, summary, keep.last, pipe)
+    return summary
+
+
+def _shipped_demo_bundle() -> str:
+    """The path of the shipped demo bundle, for a demo run without ``--bundle``."""
+    from edge_sdk.bundle import shipped_bundles
+
+    if "avnet_s-demo" not in shipped_bundles():
+        raise ConfigError("no --bundle given and no shipped demo bundle", "pass --bundle PATH (edge-sdk export writes one)")
+    return str(shipped_bundles()["avnet_s-demo"])
+
+
+class _Keeper:
+    """The demo's callback: keeps the last result and, where a generated scene knows the spoken digit's box, whether the peak hit it."""
+
+    def __init__(self):
+        self.last, self.hits = None, []
+
+    def __call__(self, result) -> None:
+        self.last = result
+        box = result.frame.meta.get("box")  # generated scenes know where the spoken digit is
+        if box is not None and "peak_xy" in result.values:
+            x, y = result.values["peak_xy"]
+            self.hits.append(box[0] <= x <= box[2] and box[1] <= y <= box[3])
+
+
+def _open_sinks(out: Path, name: str, mjpeg: int | None, headless: bool, notes: list[str]) -> tuple[list, object | None]:
+    """The demo's sinks (events, annotated video, MJPEG preview, window) and the window, if one opened; what to tell the user goes to ``notes``."""
+    from edge_sdk.runtime.sinks import open_sink
+
     sinks = [open_sink(out / "events.jsonl"), open_sink(out / "annotated.mp4")]  # its sound: the run's own file, if any
     if mjpeg is not None:
         sinks.append(open_sink(f"mjpeg://127.0.0.1:{mjpeg}"))
@@ -119,36 +188,17 @@ def run_demo(name: str, *, video: str | None = None, audio: str | None = None, b
             sinks.append(window)
         except EdgeSDKError as e:
             notes.append(f"{e.problem}: running headless (annotated video, events and stats in {out}; --mjpeg PORT for a live preview)")
-    for n in notes:  # said once, before the run (the CLI shows this module's INFO lines)
-        log.info("demo %s: %s", name, n)
+    return sinks, window
 
-    def keep(result):
-        last["result"] = result
-        box = result.frame.meta.get("box")  # generated scenes know where the spoken digit is
-        if box is not None and "peak_xy" in result.values:
-            x, y = result.values["peak_xy"]
-            hits.append(box[0] <= x <= box[2] and box[1] <= y <= box[3])
 
-    try:
-        pipe = Pipeline.from_bundle(b, video, audio, DEMOS[name], prefer=backend, precision=precision, sinks=sinks,
-                                    callback=keep, task_opts=task_opts)
-    except BaseException:
-        for s in sinks:  # the pipeline never had them: closed here
-            s.close()
-        raise
-    try:
-        stats = pipe.run(max_seconds, on_stats=on_stats)  # the window is drawn here, on this thread
-    except Interrupted as e:  # how a live demo ends: its files are written all the same
-        stats = e.stats
-    summary = {"demo": name, "video": video, "audio": audio, "backend": pipe.backend, "notes": notes, "out": str(out),
-               "window": {"kind": window.kind, "frames_shown": window.shown} if window else None,
-               "files": {"video": str(out / "annotated.mp4"), "events": str(out / "events.jsonl"), "stats": str(out / "stats.json"),
-                         "summary": str(out / "summary.json")},
-               "stats": stats, "pointing_acc": float(np.mean(hits)) if hits else None}
-    if "result" in last:
-        cv2.imwrite(str(out / "snapshot.png"), annotate(last["result"], hud(pipe), min_side=MIN_SIDE)[:, :, ::-1])
+def _write_summary(out: Path, summary: dict, last, pipe) -> None:
+    """Write the snapshot of the last result (added to ``summary``), the stats and the summary into ``out``."""
+    from edge_sdk.runtime.sinks import annotate
+    from edge_sdk.runtime.window import MIN_SIDE, hud
+
+    if last is not None:
+        cv2.imwrite(str(out / "snapshot.png"), annotate(last, hud(pipe), min_side=MIN_SIDE)[:, :, ::-1])
         summary["files"]["snapshot"] = str(out / "snapshot.png")
-        summary["last"] = last["result"].values
-    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+        summary["last"] = last.values
+    (out / "stats.json").write_text(json.dumps(summary["stats"], indent=2))
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    return summary

@@ -15,6 +15,7 @@ reads bundles without it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -28,8 +29,23 @@ from pathlib import Path
 from edge_sdk.errors import ConfigError, ModelFileError
 from edge_sdk.spec import ModelSpec, spec_digest
 
-__all__ = ["SCHEMA", "MANIFEST", "BUNDLES", "Bundle", "Choice", "EXPORT_FORMATS", "sha256_file", "library_versions", "write_manifest", "read_bundle",
-           "bundle_path", "cache_root", "pack_zip", "unpack_zip", "shipped_bundles"]
+__all__ = [
+    "SCHEMA",
+    "MANIFEST",
+    "BUNDLES",
+    "Bundle",
+    "Choice",
+    "EXPORT_FORMATS",
+    "sha256_file",
+    "library_versions",
+    "write_manifest",
+    "read_bundle",
+    "bundle_path",
+    "cache_root",
+    "pack_zip",
+    "unpack_zip",
+    "shipped_bundles",
+]
 
 SCHEMA = 1
 MANIFEST = "manifest.json"
@@ -50,10 +66,8 @@ def sha256_file(path: Path) -> str:
 def library_versions() -> dict[str, str]:
     out = {}
     for lib in _LIBS:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             out[lib] = metadata.version(lib)
-        except metadata.PackageNotFoundError:
-            pass
     return out
 
 
@@ -61,8 +75,15 @@ def write_manifest(folder: str | Path, spec: ModelSpec, artifacts: list[dict], *
     """Hash every artifact in ``folder`` and write the manifest (atomically)."""
     folder = Path(folder)
     arts = [{**a, "sha256": sha256_file(folder / a["file"]), "bytes": (folder / a["file"]).stat().st_size} for a in artifacts]
-    manifest = {"schema": SCHEMA, "kind": "edge_sdk.bundle", "spec": spec.to_dict(), "spec_sha256": spec.digest(),
-                "artifacts": arts, "versions": library_versions(), **fields}
+    manifest = {
+        "schema": SCHEMA,
+        "kind": "edge_sdk.bundle",
+        "spec": spec.to_dict(),
+        "spec_sha256": spec.digest(),
+        "artifacts": arts,
+        "versions": library_versions(),
+        **fields,
+    }
     tmp = folder / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2))
     tmp.replace(folder / MANIFEST)
@@ -93,8 +114,11 @@ class Bundle:
         for a in self.manifest["artifacts"]:
             g = groups.setdefault((a["backend"], a["precision"]), {"format": a["format"], "files": {}})
             g["files"][a["tower"]] = self.folder / a["file"]
-        return [Choice(b, p, g["format"], g["files"]) for (b, p), g in groups.items()
-                if {"audio", "image"} <= set(g["files"]) or (g["format"] == "safetensors" and "av" in g["files"])]
+        return [
+            Choice(b, p, g["format"], g["files"])
+            for (b, p), g in groups.items()
+            if {"audio", "image"} <= set(g["files"]) or (g["format"] == "safetensors" and "av" in g["files"])
+        ]
 
     def find(self, backend: str | None = None, precision: str | None = None) -> Choice:
         """The first choice matching ``backend`` and ``precision`` (any when None)."""
@@ -106,18 +130,24 @@ class Bundle:
         if backend == "torch":
             how = "or re-export the bundle: edge-sdk export writes the PyTorch weights (FP32) into every bundle"
         elif fmt and (precision is None or precision in precisions):
-            how = (f"or export the missing one: edge-sdk export MODEL --format {fmt} --precision {precision or '|'.join(precisions)}"
-                   + (" --calib DIR" if precision == "int8" else ""))
+            how = f"or export the missing one: edge-sdk export MODEL --format {fmt} --precision {precision or '|'.join(precisions)}" + (
+                " --calib DIR" if precision == "int8" else ""
+            )
         else:
             how = "or export another: " + "; ".join(f"--format {f} --precision {'|'.join(p)}" for f, p in EXPORT_FORMATS.values())
-        raise ModelFileError(f"{self.folder} has no {' '.join(x for x in (backend, precision) if x) or 'runnable'} model",
-                             f"choose one it has: {', '.join(f'--backend {b} --precision {p}' for b, p in have) or '(none)'}, {how}")
+        raise ModelFileError(
+            f"{self.folder} has no {' '.join(x for x in (backend, precision) if x) or 'runnable'} model",
+            f"choose one it has: {', '.join(f'--backend {b} --precision {p}' for b, p in have) or '(none)'}, {how}",
+        )
 
 
 # backend -> (edge-sdk export's --format, the precisions it writes for it); kept here so this
 # module stays torch-free (export/targets.py holds the exporters; a test checks they agree)
-EXPORT_FORMATS = {"onnxruntime": ("onnx", ("fp32", "fp16", "int8")), "tensorrt": ("tensorrt", ("fp32", "fp16", "int8")),
-            "executorch": ("executorch", ("fp32", "int8"))}
+EXPORT_FORMATS = {
+    "onnxruntime": ("onnx", ("fp32", "fp16", "int8")),
+    "tensorrt": ("tensorrt", ("fp32", "fp16", "int8")),
+    "executorch": ("executorch", ("fp32", "int8")),
+}
 
 
 def bundle_path(name_or_path: str | Path) -> Path:
@@ -128,8 +158,10 @@ def bundle_path(name_or_path: str | Path) -> Path:
     shipped = shipped_bundles()
     if str(name_or_path) in shipped:
         return shipped[str(name_or_path)]
-    raise ModelFileError(f"bundle {name_or_path} does not exist",
-                         f"pass a bundle folder or .zip written by edge-sdk export, or a shipped bundle: {', '.join(shipped) or '(none shipped)'}")
+    raise ModelFileError(
+        f"bundle {name_or_path} does not exist",
+        f"pass a bundle folder or .zip written by edge-sdk export, or a shipped bundle: {', '.join(shipped) or '(none shipped)'}",
+    )
 
 
 def read_bundle(name_or_path: str | Path) -> Bundle:
@@ -154,8 +186,10 @@ def _verify(folder: Path) -> Bundle:
     path = folder / MANIFEST
     if not path.is_file():
         run = folder / "model.safetensors"  # a training run's folder: its checkpoint is what was meant
-        raise ModelFileError(f"{folder} has no {MANIFEST}", f"pass the checkpoint {run}" if run.is_file() else
-                             "pass a bundle folder written by edge-sdk quantize or export")
+        raise ModelFileError(
+            f"{folder} has no {MANIFEST}",
+            f"pass the checkpoint {run}" if run.is_file() else "pass a bundle folder written by edge-sdk quantize or export",
+        )
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -163,12 +197,16 @@ def _verify(folder: Path) -> Bundle:
     if not isinstance(manifest, dict) or manifest.get("kind") != "edge_sdk.bundle" or not isinstance(manifest.get("schema"), int):
         raise ModelFileError(f"{path} is not an edge_sdk bundle manifest", "pass a bundle folder written by edge-sdk")
     if manifest["schema"] > SCHEMA:
-        raise ModelFileError(f"{path} has schema {manifest['schema']}; this edge_sdk reads up to {SCHEMA}", "upgrade edge_sdk (pip install -U edge_sdk)")
+        raise ModelFileError(
+            f"{path} has schema {manifest['schema']}; this edge_sdk reads up to {SCHEMA}", "upgrade edge_sdk (pip install -U edge_sdk)"
+        )
     spec = _check_manifest(path, manifest)
     for a in manifest["artifacts"]:
         f = folder / a["file"]
         if Path(a["file"]).is_absolute() or not f.resolve().is_relative_to(folder.resolve()):
-            raise ModelFileError(f"{path}: artifact name {a['file']!r} points outside the bundle", "the manifest was tampered with: re-export the bundle")
+            raise ModelFileError(
+                f"{path}: artifact name {a['file']!r} points outside the bundle", "the manifest was tampered with: re-export the bundle"
+            )
         if not f.is_file():
             raise ModelFileError(f"{f} is missing from the bundle", "copy the whole bundle folder, or re-export it")
         if sha256_file(f) != a["sha256"]:
@@ -186,16 +224,16 @@ def _check_manifest(path: Path, manifest: dict) -> ModelSpec:
     """
     arts = manifest.get("artifacts")
     if not isinstance(arts, list):
-        raise ModelFileError(f"{path}: \"artifacts\" is missing or not a list of files", _REEXPORT)
+        raise ModelFileError(f'{path}: "artifacts" is missing or not a list of files', _REEXPORT)
     for i, a in enumerate(arts):
         bad = [k for k, kind in _ARTIFACT_KEYS.items() if not isinstance(a, dict) or type(a.get(k)) is not kind]
         if bad:
             raise ModelFileError(f"{path}: artifact {i} ({a.get('file') if isinstance(a, dict) else a!r}) lacks or mistypes {bad}", _REEXPORT)
     offset = manifest.get("map_offset_px")
     if offset is not None and not (isinstance(offset, list) and len(offset) == 2 and all(type(v) in (int, float) for v in offset)):
-        raise ModelFileError(f"{path}: \"map_offset_px\" = {offset!r} is not two numbers", _REEXPORT)
+        raise ModelFileError(f'{path}: "map_offset_px" = {offset!r} is not two numbers', _REEXPORT)
     if "spec" not in manifest:
-        raise ModelFileError(f"{path}: \"spec\" is missing", _REEXPORT)
+        raise ModelFileError(f'{path}: "spec" is missing', _REEXPORT)
     try:
         spec = ModelSpec.from_dict(manifest["spec"])
     except ConfigError as e:
@@ -205,8 +243,10 @@ def _check_manifest(path: Path, manifest: dict) -> ModelSpec:
         drift = spec.drift(None)
         if drift or stamp is not None:
             what = f"differs from the registered {spec.name}: {'; '.join(drift[:5])}" if drift else "was edited (its spec_sha256 no longer matches)"
-            raise ModelFileError(f"{path}: spec {spec.name} is not the one the bundle was exported with: it {what}",
-                                 f"restore {MANIFEST} as it was written, or {_REEXPORT}")
+            raise ModelFileError(
+                f"{path}: spec {spec.name} is not the one the bundle was exported with: it {what}",
+                f"restore {MANIFEST} as it was written, or {_REEXPORT}",
+            )
     return spec
 
 
@@ -215,8 +255,7 @@ def pack_zip(folder: str | Path, dest: str | Path | None = None) -> Path:
     (default: ``<folder>.zip``), written atomically."""
     bundle = read_bundle(folder)
     dest = Path(dest) if dest else bundle.folder.with_suffix(".zip")
-    names = sorted({MANIFEST, *(a["file"] for a in bundle.manifest["artifacts"]),
-                    *(p.name for p in bundle.folder.glob("report.*"))})
+    names = sorted({MANIFEST, *(a["file"] for a in bundle.manifest["artifacts"]), *(p.name for p in bundle.folder.glob("report.*"))})
     tmp = dest.with_name(dest.name + ".tmp")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
         for name in names:
@@ -251,8 +290,10 @@ def unpack_zip(path: str | Path, dest: str | Path | None = None) -> Path:
                 target = (dest / name).resolve()
                 is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
                 if name.startswith(("/", "\\")) or ".." in Path(name).parts or is_link or not target.is_relative_to(dest.resolve()):
-                    raise ModelFileError(f"{path}: member {name!r} would be written outside the bundle folder",
-                                         "the zip is malicious or damaged: do not use it; re-export the bundle")
+                    raise ModelFileError(
+                        f"{path}: member {name!r} would be written outside the bundle folder",
+                        "the zip is malicious or damaged: do not use it; re-export the bundle",
+                    )
             root = _zip_root(path, z.namelist())
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = dest.with_name(f"{dest.name}.{os.getpid()}.partial")
@@ -267,7 +308,9 @@ def unpack_zip(path: str | Path, dest: str | Path | None = None) -> Path:
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
     except (zipfile.BadZipFile, zlib.error, EOFError) as e:  # a damaged member's data fails only when inflated
-        raise ModelFileError(f"{path}: not a readable zip ({e.__class__.__name__}: {e})", "the download is truncated or damaged: copy it again") from None
+        raise ModelFileError(
+            f"{path}: not a readable zip ({e.__class__.__name__}: {e})", "the download is truncated or damaged: copy it again"
+        ) from None
     return dest
 
 
@@ -280,8 +323,10 @@ def _zip_root(path: Path, names: list[str]) -> str:
         return next(iter(tops))
     nested = [n for n in names if n.endswith(f"/{MANIFEST}")]
     if nested:
-        raise ModelFileError(f"{path}: {MANIFEST} is at {nested[0]} inside the zip, not at its top",
-                             f"zip the bundle folder's contents, not the folder (cd BUNDLE && zip -r {path.resolve()} .), or use edge-sdk export --zip")
+        raise ModelFileError(
+            f"{path}: {MANIFEST} is at {nested[0]} inside the zip, not at its top",
+            f"zip the bundle folder's contents, not the folder (cd BUNDLE && zip -r {path.resolve()} .), or use edge-sdk export --zip",
+        )
     raise ModelFileError(f"{path} holds no {MANIFEST}: it is not an edge_sdk bundle", "pass a bundle folder or .zip written by edge-sdk export")
 
 

@@ -53,14 +53,19 @@ def _load(path: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
     refuses NaN or inf in any float tensor."""
     try:
         with safe_open(str(path), framework="pt") as f:
-            tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+            keys = f.keys()  # a safetensors handle, not a dict
+            tensors, metadata = {k: f.get_tensor(k) for k in keys}, f.metadata() or {}
         stored = json.loads(metadata[SPEC_KEY]) if SPEC_KEY in metadata else None
     except (SafetensorError, OSError, ValueError) as e:
-        raise ModelFileError(f"{path}: not a readable safetensors file ({e})", "the file is truncated or corrupt: re-download or re-train it") from None
+        raise ModelFileError(
+            f"{path}: not a readable safetensors file ({e})", "the file is truncated or corrupt: re-download or re-train it"
+        ) from None
     bad = next((k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
     if bad is not None:
-        raise ModelFileError(f"{path}: tensor {bad!r} holds NaN or inf values",
-                             "the file is damaged or training diverged: use an earlier checkpoint, or re-train with a lower lr")
+        raise ModelFileError(
+            f"{path}: tensor {bad!r} holds NaN or inf values",
+            "the file is damaged or training diverged: use an earlier checkpoint, or re-train with a lower lr",
+        )
     return tensors, stored
 
 
@@ -90,7 +95,7 @@ def read_sidecar(path: str | Path) -> dict:
         what = f"format {meta.get('format')!r}, expected {FORMAT!r}" if isinstance(meta, dict) else f"a JSON {type(meta).__name__}, not an object"
         raise ModelFileError(f"{side}: {what}", "this is not an edge_sdk model sidecar: restore it from the run folder")
     if "spec" not in meta:
-        raise ModelFileError(f"{side} has no \"spec\"", "restore the sidecar from the run folder")
+        raise ModelFileError(f'{side} has no "spec"', "restore the sidecar from the run folder")
     return meta
 
 
@@ -115,15 +120,20 @@ def load_model(path: str | Path, spec: ModelSpec | None = None):
     if (path.parent / MANIFEST).is_file() and (side.name == MANIFEST or not side.is_file()):
         raise ModelFileError(f"{path} is one file of a bundle", f"pass the bundle folder {path.parent}")
     if (path / MANIFEST).is_file():
-        raise ModelFileError(f"{path} is a bundle, not a checkpoint",
-                             "pass the .safetensors checkpoint it was exported from (edge-sdk eval and info take bundles)")
+        raise ModelFileError(
+            f"{path} is a bundle, not a checkpoint", "pass the .safetensors checkpoint it was exported from (edge-sdk eval and info take bundles)"
+        )
     if path.is_dir():
         inside = path / "model.safetensors"
-        raise ModelFileError(f"{path} is a folder, not a checkpoint",
-                             f"pass {inside}" if inside.is_file() else "pass a .safetensors checkpoint (a run folder has model.safetensors)")
+        raise ModelFileError(
+            f"{path} is a folder, not a checkpoint",
+            f"pass {inside}" if inside.is_file() else "pass a .safetensors checkpoint (a run folder has model.safetensors)",
+        )
     if path.is_file() and path.suffix not in (".safetensors", ".json"):
-        raise ModelFileError(f"{path} is not a safetensors checkpoint", "edge_sdk loads .safetensors weights with a .json "
-                             "sidecar, never pickles: save_model(path, model) writes both")
+        raise ModelFileError(
+            f"{path} is not a safetensors checkpoint",
+            "edge_sdk loads .safetensors weights with a .json sidecar, never pickles: save_model(path, model) writes both",
+        )
     if path.suffix != ".safetensors":
         path = path.with_suffix(".safetensors")
     if not path.is_file():
@@ -136,25 +146,33 @@ def load_model(path: str | Path, spec: ModelSpec | None = None):
         drift = file_spec.drift(saved)
         if drift:
             against = "the spec saved with the weights" if saved else f"the registered {file_spec.name}"
-            raise ModelFileError(f"{path} does not match spec {file_spec.name} in its sidecar {side.name} (sidecar != {against}): {'; '.join(drift[:5])}",
-                                 f"restore {side.name} as it was written: changed preprocessing needs a retrained model")
+            raise ModelFileError(
+                f"{path} does not match spec {file_spec.name} in its sidecar {side.name} (sidecar != {against}): {'; '.join(drift[:5])}",
+                f"restore {side.name} as it was written: changed preprocessing needs a retrained model",
+            )
     else:  # a bundle's model.safetensors copied out alone: the spec saved with the weights is enough
         state, stored = _load(path)
         if stored is None:
-            raise ModelFileError(f"{side} is missing, and {path.name} stores no spec of its own",
-                                 f"a model file needs its JSON sidecar (spec and recipe) beside it: {side.name}")
+            raise ModelFileError(
+                f"{side} is missing, and {path.name} stores no spec of its own",
+                f"a model file needs its JSON sidecar (spec and recipe) beside it: {side.name}",
+            )
         file_spec, meta = _spec(path, stored), {"format": FORMAT, "spec": stored}
         log.info("%s: no sidecar %s; using the spec saved in the weights (%s), without recipe or metrics", path, side.name, file_spec.name)
     if spec is not None and spec.to_dict() != file_spec.to_dict():
-        raise ModelFileError(f"{path} was trained for spec {file_spec.name}, not {spec.name}", f"load it with spec {file_spec.name}, or use a checkpoint of {spec.name}")
+        raise ModelFileError(
+            f"{path} was trained for spec {file_spec.name}, not {spec.name}",
+            f"load it with spec {file_spec.name}, or use a checkpoint of {spec.name}",
+        )
     model = AVNet(file_spec)
     want = model.state_dict()
     missing = sorted(set(want) - set(state))
     shapes = [k for k in want if k in state and want[k].shape != state[k].shape]
     if missing or shapes:
-        raise ModelFileError(f"{path} does not match spec {file_spec.name}: missing {missing[:3]}, wrong shapes {shapes[:3]}",
-                             "the weights belong to another spec or are damaged: use the checkpoint its sidecar was written with")
+        raise ModelFileError(
+            f"{path} does not match spec {file_spec.name}: missing {missing[:3]}, wrong shapes {shapes[:3]}",
+            "the weights belong to another spec or are damaged: use the checkpoint its sidecar was written with",
+        )
     model.load_state_dict({k: state[k] for k in want})
     model.eval()
     return model, meta
-

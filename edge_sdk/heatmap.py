@@ -23,7 +23,7 @@ INTERPOLATION = ("cubic", "linear")
 def _weights(t: np.ndarray, kind: str) -> tuple[np.ndarray, range]:
     """Interpolation weights for fractional positions ``t`` and the taps they apply to."""
     if kind == "linear":
-        return np.stack([1 - t, t], 1), range(0, 2)
+        return np.stack([1 - t, t], 1), range(2)
     a = -0.75  # Keys' cubic convolution with OpenCV's parameter
     d = np.stack([1 + t, t, 1 - t, 2 - t], 1)
     near = ((a + 2) * d - (a + 3)) * d * d + 1
@@ -58,8 +58,7 @@ def upsample_map(sim: np.ndarray, size: int, offset: tuple[int, int] = (0, 0), i
     return _matrix(size, h, float(offset[0]), interpolation) @ sim.astype(np.float32) @ _matrix(size, w, float(offset[1]), interpolation).T
 
 
-def heatmaps(audio_emb: np.ndarray, image_map: np.ndarray, size: int, offset: tuple[int, int] = (0, 0),
-             interpolation: str = "cubic") -> np.ndarray:
+def heatmaps(audio_emb: np.ndarray, image_map: np.ndarray, size: int, offset: tuple[int, int] = (0, 0), interpolation: str = "cubic") -> np.ndarray:
     """Cosine similarity of each audio embedding with its image's positions, upsampled to size x size."""
     sim = np.einsum("bd,bdhw->bhw", audio_emb, image_map)
     return np.stack([upsample_map(s, size, offset, interpolation) for s in sim])

@@ -11,13 +11,26 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import tomllib
+
 from edge_sdk.errors import ConfigError
 
-__all__ = ["Recipe", "ModelCfg", "DataCfg", "TrainCfg", "DistillCfg", "ObjectiveCfg", "load_recipe", "recipe_path", "list_recipes", "at_least", "check_field"]
+__all__ = [
+    "Recipe",
+    "ModelCfg",
+    "DataCfg",
+    "TrainCfg",
+    "DistillCfg",
+    "ObjectiveCfg",
+    "load_recipe",
+    "recipe_path",
+    "list_recipes",
+    "at_least",
+    "check_field",
+]
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 OBJECTIVE_NAMES = ("avc", "mil_nce", "infonce", "sync", "byol_audio", "zoom_eq", "kd_embed", "kd_relation", "kd_map")
@@ -87,7 +100,7 @@ class Recipe:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "recipe") -> "Recipe":
+    def from_dict(cls, d: dict, source: str = "recipe") -> Recipe:
         d = dict(d)
         objectives = d.pop("objectives", {})
         sections = {"model": ModelCfg, "data": DataCfg, "train": TrainCfg, "distill": DistillCfg}
@@ -97,7 +110,7 @@ class Recipe:
                 raise ConfigError(f"{source}: unknown key {key!r}", f"top-level keys are: name, objectives, {', '.join(sections)}")
             kw[key] = _build(sections[key], d.pop(key), f"{source}: [{key}]")
         if not isinstance(kw["name"], str):
-            raise ConfigError(f"{source}: name must be a string", "write name = \"my_recipe\"")
+            raise ConfigError(f"{source}: name must be a string", 'write name = "my_recipe"')
         objs = {}
         for name, cfg in objectives.items():
             if name not in OBJECTIVE_NAMES:
@@ -119,21 +132,23 @@ class Recipe:
             for f in dataclasses.fields(cfg):
                 check_field(f, getattr(cfg, f.name), f"{source}: {where}")
         if self.data.kind != "video" and self.data.scenes_per_epoch < self.train.batch_size:
-            raise ConfigError(f"{source}: [data] scenes_per_epoch = {self.data.scenes_per_epoch} is below [train] batch_size = {self.train.batch_size}",
-                              "an epoch needs at least one batch: raise scenes_per_epoch or lower batch_size")
+            raise ConfigError(
+                f"{source}: [data] scenes_per_epoch = {self.data.scenes_per_epoch} is below [train] batch_size = {self.train.batch_size}",
+                "an epoch needs at least one batch: raise scenes_per_epoch or lower batch_size",
+            )
         if not self.objectives:
             raise ConfigError(f"{source}: no objectives", "add at least one [objectives.NAME] table, e.g. [objectives.infonce]")
         if self.data.kind not in ("scenes", "clips", "video"):
-            raise ConfigError(f"{source}: [data] kind = {self.data.kind!r}", "use \"scenes\", \"clips\" or \"video\"")
+            raise ConfigError(f"{source}: [data] kind = {self.data.kind!r}", 'use "scenes", "clips" or "video"')
         if "sync" in self.objectives and self.data.kind != "clips":
-            raise ConfigError(f"{source}: the sync objective needs clips", "set [data] kind = \"clips\"")
+            raise ConfigError(f"{source}: the sync objective needs clips", 'set [data] kind = "clips"')
         if any(not 1 <= k <= 10 for k in [self.data.k, *self.data.k_curriculum, *self.data.k_mix]):
             raise ConfigError(f"{source}: [data] k, k_curriculum and k_mix must be 1..10", "scenes hold distinct digits, at most 10")
         kd = sorted(set(self.objectives) & set(DISTILL_NAMES))
         if kd and not self.distill.teacher:
-            raise ConfigError(f"{source}: {', '.join(kd)} need a teacher", "add [distill] teacher = \"avnet_t.avdigits\" (or pass --teacher)")
+            raise ConfigError(f"{source}: {', '.join(kd)} need a teacher", 'add [distill] teacher = "avnet_t.avdigits" (or pass --teacher)')
         if self.train.precision not in ("auto", "bf16", "fp32"):
-            raise ConfigError(f"{source}: [train] precision = {self.train.precision!r}", "use \"auto\", \"bf16\" or \"fp32\"")
+            raise ConfigError(f"{source}: [train] precision = {self.train.precision!r}", 'use "auto", "bf16" or "fp32"')
         for name, cfg in self.objectives.items():
             allowed = [p for p in inspect.signature(OBJECTIVES[name].__init__).parameters if p not in ("self", "model", "teacher")]
             bad = sorted(set(cfg.params) - set(allowed))

@@ -65,15 +65,17 @@ class Towers:
         ms = float(np.dot(flat, flat)) / flat.size  # one BLAS pass (0.13 ms for 32 images): NaN and inf carry into it
         if not np.isfinite(ms):
             item = int(np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(1))[0])
-            raise DataError(f"{name} holds NaN/inf (batch item {item})", "check the source of the input; "
-                            "np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0) replaces them")
+            raise DataError(
+                f"{name} holds NaN/inf (batch item {item})",
+                "check the source of the input; np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0) replaces them",
+            )
         if name not in self.warned:
             if name == "image" and 0 < ms <= 1 and 0 < x.max() <= 1 and (x != np.round(x)).any():  # dark 0..255 frames are whole numbers
                 self.warned.add(name)
                 log.warning("images in 0..1: the model takes RGB in 0..255 (multiply by 255); their embeddings are meaningless")
-            elif name == "wave" and ms > 1.5 ** 2:
+            elif name == "wave" and ms > 1.5**2:
                 self.warned.add(name)
-                log.warning("waves at RMS %.0f: the model takes float audio in [-1, 1] (int16 PCM: divide by 32768)", ms ** 0.5)
+                log.warning("waves at RMS %.0f: the model takes float audio in [-1, 1] (int16 PCM: divide by 32768)", ms**0.5)
         return x
 
     def contract_hint(self, name: str, x: np.ndarray) -> tuple[str, str]:
@@ -84,11 +86,17 @@ class Towers:
         if x.ndim and not len(x):
             fix = "the batch is empty: give at least one item"
         elif name == "wave":
-            fix = ("convert the PCM to float in [-1, 1] (int16: x / 32768)" if x.dtype.kind != "f" else
-                   f"cut or pad each wave to {a.num_samples} samples at {a.sample_rate} Hz; one wave is wave[None]")
+            fix = (
+                "convert the PCM to float in [-1, 1] (int16: x / 32768)"
+                if x.dtype.kind != "f"
+                else f"cut or pad each wave to {a.num_samples} samples at {a.sample_rate} Hz; one wave is wave[None]"
+            )
         else:
-            fix = ("the images are channels last: pass images.transpose(0, 3, 1, 2)" if x.ndim == 4 and x.shape[-1] == 3 else
-                   f"centre-crop and resize to {size} x {size} RGB; one image is image[None]")
+            fix = (
+                "the images are channels last: pass images.transpose(0, 3, 1, 2)"
+                if x.ndim == 4 and x.shape[-1] == 3
+                else f"centre-crop and resize to {size} x {size} RGB; one image is image[None]"
+            )
         what = f"{a.window_seconds:g} s at {a.sample_rate / 1000:g} kHz, mono in [-1, 1]" if name == "wave" else "RGB 0..255, channels first"
         return f" ({what})", fix
 

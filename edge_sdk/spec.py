@@ -99,17 +99,24 @@ class ModelSpec:
         rules = [
             (self.name != "", "name", self.name, "a non-empty string"),
             (self.role in ("teacher", "student"), "role", self.role, '"teacher" or "student"'),
-            (a.f_min < a.f_max <= a.sample_rate / 2, "audio.f_max", a.f_max,
-             f"above f_min ({a.f_min}) and at most sample_rate / 2 ({a.sample_rate / 2})"),
+            (
+                a.f_min < a.f_max <= a.sample_rate / 2,
+                "audio.f_max",
+                a.f_max,
+                f"above f_min ({a.f_min}) and at most sample_rate / 2 ({a.sample_rate / 2})",
+            ),
             (a.n_fft <= a.num_samples, "audio.n_fft", a.n_fft, f"at most num_samples ({a.num_samples})"),
             (min(self.image.std) > 0, "image.std", self.image.std, "all above 0"),
             *((t.block in ("basic", "dw"), f"{n}.block", t.block, '"basic" or "dw"') for n, t in towers.items()),
-            *((len(t.depths) == len(t.channels), f"{n}.depths", t.depths, f"one depth per channel ({len(t.channels)})")
-              for n, t in towers.items()),
+            *((len(t.depths) == len(t.channels), f"{n}.depths", t.depths, f"one depth per channel ({len(t.channels)})") for n, t in towers.items()),
             (self.map_size >= 1, "image.size", self.image.size, f"at least the image tower's stride ({_stride(self.image_tower)})"),
             # a patchify stem floors, the stride-2 stages after it round up: one stem patch leaves a cell
-            (min(a.n_mels, a.num_frames) >= self.audio_tower.stem_stride, "audio", f"{a.n_mels} mels x {a.num_frames} frames",
-             f"at least the audio tower's stem stride ({self.audio_tower.stem_stride}) on both axes"),
+            (
+                min(a.n_mels, a.num_frames) >= self.audio_tower.stem_stride,
+                "audio",
+                f"{a.n_mels} mels x {a.num_frames} frames",
+                f"at least the audio tower's stem stride ({self.audio_tower.stem_stride}) on both axes",
+            ),
         ]
         for ok, where, value, want in rules:
             if not ok:
@@ -119,7 +126,7 @@ class ModelSpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelSpec":
+    def from_dict(cls, d: dict) -> ModelSpec:
         """Build a spec from its JSON form; a ConfigError names the malformed or invalid field."""
         try:
             return cls(**{**d, **{k: part(**d[k]) for k, part in _PARTS.items() if k in d}})
@@ -130,18 +137,18 @@ class ModelSpec:
         """:func:`spec_digest` of this spec's JSON form."""
         return spec_digest(self.to_dict())
 
-    def differences(self, other: "ModelSpec", parts: tuple[str, ...] | None = None) -> list[str]:
+    def differences(self, other: ModelSpec, parts: tuple[str, ...] | None = None) -> list[str]:
         """``field: mine != theirs`` for every field where two specs disagree (only the top-level
         fields in ``parts`` when given; the description is never compared)."""
         a, b = _flat(self.to_dict()), _flat(other.to_dict())
         keys = [k for k in a if k != "description" and (parts is None or k.split(".")[0] in parts)]
         return [f"{k}: {a[k]} != {b[k]}" for k in keys if a[k] != b[k]]
 
-    def preprocessing_mismatch(self, other: "ModelSpec") -> list[str]:
+    def preprocessing_mismatch(self, other: ModelSpec) -> list[str]:
         """Names of preprocessing fields where two specs disagree (empty when compatible)."""
         return self.differences(other, ("audio", "image"))
 
-    def drift(self, saved: "ModelSpec | None") -> list[str]:
+    def drift(self, saved: ModelSpec | None) -> list[str]:
         """How this spec, read from a sidecar or manifest, differs from the one its weights were saved with.
 
         ``saved`` is the spec stored with the weights (a checkpoint's safetensors metadata) and
@@ -246,23 +253,35 @@ def list_specs(role: str | None = None) -> list[ModelSpec]:
     return [s for s in _REGISTRY.values() if role is None or s.role == role]
 
 
-register(ModelSpec(
-    name="avnet_t.avdigits", role="teacher", embed_dim=128,
-    image_tower=TowerSpec(block="basic", stem=32, channels=(32, 64, 128), depths=(1, 2, 2)),
-    audio_tower=TowerSpec(block="basic", stem=32, channels=(64, 128, 256), depths=(1, 1, 1)),
-    description="Teacher: ResNet-style image and audio towers, trained on AV-Digits.",
-))
-register(ModelSpec(
-    name="avnet_s.avdigits", role="student", embed_dim=128,
-    image_tower=TowerSpec(block="basic", stem=32, channels=(32, 64), depths=(1, 1), stem_stride=4),
-    audio_tower=TowerSpec(block="basic", stem=32, channels=(32, 64, 96), depths=(1, 1, 1), stem_stride=4),
-    description="Student S: dense 3x3 towers behind a 4x4 patchify stem (few positions, wide layers: "
-                "what INT8 kernels run fast), under 1/10 of the teacher's MACs.",
-))
-register(ModelSpec(
-    name="avnet_xs.avdigits", role="student", embed_dim=64,
-    image_tower=TowerSpec(block="dw", stem=16, channels=(16, 48), depths=(1, 2), expand=2, stem_stride=4),
-    audio_tower=TowerSpec(block="dw", stem=16, channels=(16, 32, 64), depths=(1, 1, 1), expand=2, stem_stride=4),
-    description="Student XS: MobileNetV2 inverted residuals behind a 4x4 patchify stem, under 1/40 of the teacher's MACs "
-                "(3.6 M of its 8.1 M are the fixed log-mel front end).",
-))
+register(
+    ModelSpec(
+        name="avnet_t.avdigits",
+        role="teacher",
+        embed_dim=128,
+        image_tower=TowerSpec(block="basic", stem=32, channels=(32, 64, 128), depths=(1, 2, 2)),
+        audio_tower=TowerSpec(block="basic", stem=32, channels=(64, 128, 256), depths=(1, 1, 1)),
+        description="Teacher: ResNet-style image and audio towers, trained on AV-Digits.",
+    )
+)
+register(
+    ModelSpec(
+        name="avnet_s.avdigits",
+        role="student",
+        embed_dim=128,
+        image_tower=TowerSpec(block="basic", stem=32, channels=(32, 64), depths=(1, 1), stem_stride=4),
+        audio_tower=TowerSpec(block="basic", stem=32, channels=(32, 64, 96), depths=(1, 1, 1), stem_stride=4),
+        description="Student S: dense 3x3 towers behind a 4x4 patchify stem (few positions, wide layers: "
+        "what INT8 kernels run fast), under 1/10 of the teacher's MACs.",
+    )
+)
+register(
+    ModelSpec(
+        name="avnet_xs.avdigits",
+        role="student",
+        embed_dim=64,
+        image_tower=TowerSpec(block="dw", stem=16, channels=(16, 48), depths=(1, 2), expand=2, stem_stride=4),
+        audio_tower=TowerSpec(block="dw", stem=16, channels=(16, 32, 64), depths=(1, 1, 1), expand=2, stem_stride=4),
+        description="Student XS: MobileNetV2 inverted residuals behind a 4x4 patchify stem, under 1/40 of the teacher's MACs "
+        "(3.6 M of its 8.1 M are the fixed log-mel front end).",
+    )
+)

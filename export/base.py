@@ -112,8 +112,16 @@ class Job:
 
 def artifact(path: Path, graph: str, fmt: str, backend: str, precision: str, **extra) -> dict:
     """The manifest record of one written file."""
-    return {"file": path.name, "tower": graph, "format": fmt, "backend": backend, "precision": precision,
-            "inputs": TOWERS[graph]["inputs"], "outputs": TOWERS[graph]["outputs"], **extra}
+    return {
+        "file": path.name,
+        "tower": graph,
+        "format": fmt,
+        "backend": backend,
+        "precision": precision,
+        "inputs": TOWERS[graph]["inputs"],
+        "outputs": TOWERS[graph]["outputs"],
+        **extra,
+    }
 
 
 def size_mb(root: Path, arts: list[dict]) -> float:
@@ -159,7 +167,7 @@ class Exporter:
         """What the report should say about a row of this target beyond its numbers."""
         return []
 
-    def extra_parity(self, files: dict[str, Path], ref: "Reference", tol: Tolerance) -> tuple[dict, list[str]]:
+    def extra_parity(self, files: dict[str, Path], ref: Reference, tol: Tolerance) -> tuple[dict, list[str]]:
         """Parity of files beyond the two towers (e.g. a whole-model graph): (parity rows, misses)."""
         return {}, []
 
@@ -197,15 +205,31 @@ def validate(exporter: Exporter, precision: str, arts: list[dict], root: Path, r
     tol = exporter.tolerance(precision)
     misses = verdict(parity, heat, drops, tol)
     more, more_misses = exporter.extra_parity(files, ref, tol)
-    return {"parity": {**parity, **more}, "heatmap_agreement": heat, "metrics": {k: metrics[k] for k in METRIC_KEYS}, "drop": drops,
-            "misses": misses + more_misses, "validate_s": round(time.perf_counter() - t0, 1)}
+    return {
+        "parity": {**parity, **more},
+        "heatmap_agreement": heat,
+        "metrics": {k: metrics[k] for k in METRIC_KEYS},
+        "drop": drops,
+        "misses": misses + more_misses,
+        "validate_s": round(time.perf_counter() - t0, 1),
+    }
 
 
 def report_row(exporter: Exporter, precision: str, arts: list[dict], result: dict, root: Path, **extra) -> dict:
     """One row of a report: the target, its files and size, the validation result and its status."""
-    row = {"format": exporter.format, "exporter": exporter.name, "backend": exporter.backend, "precision": precision,
-           "batch": exporter.batch, "status": "ok" if not result["misses"] else "mismatch", "files": [a["file"] for a in arts],
-           "size_mb": size_mb(root, arts), "tolerance": exporter.tolerance(precision).to_dict(), **result, **extra}
+    row = {
+        "format": exporter.format,
+        "exporter": exporter.name,
+        "backend": exporter.backend,
+        "precision": precision,
+        "batch": exporter.batch,
+        "status": "ok" if not result["misses"] else "mismatch",
+        "files": [a["file"] for a in arts],
+        "size_mb": size_mb(root, arts),
+        "tolerance": exporter.tolerance(precision).to_dict(),
+        **result,
+        **extra,
+    }
     if notes := exporter.notes(precision):
         row["notes"] = notes
     if delegated := [{"graph": a["tower"], **a["delegated"]} for a in arts if "delegated" in a]:

@@ -44,11 +44,16 @@ def measure_peak(n: int = 1024, seconds: float = 1.0) -> dict[str, float]:
 
     rng = np.random.default_rng(0)
     out = {}
-    for kind, op, ta, tb, tout in (("fp32", "MatMul", TensorProto.FLOAT, TensorProto.FLOAT, TensorProto.FLOAT),
-                                   ("int8", "MatMulInteger", TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32)):
-        graph = helper.make_graph([helper.make_node(op, ["a", "b"], ["y"])], kind,
-                                  [helper.make_tensor_value_info("a", ta, [n, n]), helper.make_tensor_value_info("b", tb, [n, n])],
-                                  [helper.make_tensor_value_info("y", tout, [n, n])])
+    for kind, op, ta, tb, tout in (
+        ("fp32", "MatMul", TensorProto.FLOAT, TensorProto.FLOAT, TensorProto.FLOAT),
+        ("int8", "MatMulInteger", TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32),
+    ):
+        graph = helper.make_graph(
+            [helper.make_node(op, ["a", "b"], ["y"])],
+            kind,
+            [helper.make_tensor_value_info("a", ta, [n, n]), helper.make_tensor_value_info("b", tb, [n, n])],
+            [helper.make_tensor_value_info("y", tout, [n, n])],
+        )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
         sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         if kind == "fp32":
@@ -56,7 +61,7 @@ def measure_peak(n: int = 1024, seconds: float = 1.0) -> dict[str, float]:
         else:
             feed = {"a": rng.integers(0, 255, (n, n), np.uint8), "b": rng.integers(-127, 127, (n, n), np.int8)}
         onnx.checker.check_model(model)
-        t = _timed(lambda: sess.run(None, feed), seconds, 5)
+        t = _timed(lambda sess=sess, feed=feed: sess.run(None, feed), seconds, 5)
         out[kind] = round(n**3 / float(np.min(t)) / 1e9, 1)
     return out
 
@@ -64,8 +69,7 @@ def measure_peak(n: int = 1024, seconds: float = 1.0) -> dict[str, float]:
 def latency(runner, inputs: dict, seconds: float) -> dict[str, tuple[float, float]]:
     """p50/p95 milliseconds at batch 1: audio tower, vision tower, and both (side by side where the backend can)."""
     wave, image = inputs["wave"][:1], inputs["image"][:1]
-    parts = {"audio": lambda: runner.embed_audio(wave), "image": lambda: runner.embed_image(image),
-             "both": lambda: runner.embed_both(wave, image)}
+    parts = {"audio": lambda: runner.embed_audio(wave), "image": lambda: runner.embed_image(image), "both": lambda: runner.embed_both(wave, image)}
     res = {}
     for name, fn in parts.items():
         t = _timed(fn, seconds) * 1e3
@@ -90,15 +94,41 @@ def _row(name, choice_or_none, runner, inputs, cfg, fsdd, mnist, macs, peak, bat
     metrics = evaluate(runner, runner.spec, fsdd, mnist, cfg)
     gmacs = macs * fps / 1e9
     ref = peak["int8" if precision == "int8" else "fp32"]
-    return {"model": name, "format": fmt, "backend": backend, "precision": precision, "status": "ok", "size_mb": size_mb,
-            "latency_p50_ms": lat["both"][0], "latency_p95_ms": lat["both"][1],
-            "audio_p50_ms": lat["audio"][0], "audio_p95_ms": lat["audio"][1], "image_p50_ms": lat["image"][0], "image_p95_ms": lat["image"][1],
-            "throughput_fps": fps, "batch": b, "macs": macs, "gmacs": round(gmacs, 2), "peak_gmacs": ref,
-            "peak_fraction": round(gmacs / ref, 4), "parity": parity, **{k: metrics[k] for k in METRIC_KEYS}}
+    return {
+        "model": name,
+        "format": fmt,
+        "backend": backend,
+        "precision": precision,
+        "status": "ok",
+        "size_mb": size_mb,
+        "latency_p50_ms": lat["both"][0],
+        "latency_p95_ms": lat["both"][1],
+        "audio_p50_ms": lat["audio"][0],
+        "audio_p95_ms": lat["audio"][1],
+        "image_p50_ms": lat["image"][0],
+        "image_p95_ms": lat["image"][1],
+        "throughput_fps": fps,
+        "batch": b,
+        "macs": macs,
+        "gmacs": round(gmacs, 2),
+        "peak_gmacs": ref,
+        "peak_fraction": round(gmacs / ref, 4),
+        "parity": parity,
+        **{k: metrics[k] for k in METRIC_KEYS},
+    }
 
 
-def bench_bundle(path: str | Path, *, teacher: str | None = "teacher", batch: int = 32, seconds: float = 2.0,
-                 fsdd=None, mnist=None, eval_cfg: EvalConfig | None = None, only: list[str] | None = None) -> dict:
+def bench_bundle(
+    path: str | Path,
+    *,
+    teacher: str | None = "teacher",
+    batch: int = 32,
+    seconds: float = 2.0,
+    fsdd=None,
+    mnist=None,
+    eval_cfg: EvalConfig | None = None,
+    only: list[str] | None = None,
+) -> dict:
     """Benchmark every backend/precision of a bundle (``only``: ``backend/precision`` keys) plus the eager teacher."""
     from edge_sdk.bundle import read_bundle
     from edge_sdk.errors import EdgeSDKError
@@ -127,12 +157,34 @@ def bench_bundle(path: str | Path, *, teacher: str | None = "teacher", batch: in
         except EdgeSDKError as e:
             rows.append({**base, "status": f"skipped: {e.problem}", "parity": parity.get(key, {}).get("status", "-")})
             continue
-        rows.append(_row(bundle.spec.name, (c.backend, c.precision, c.format), runner, inputs, cfg, fsdd, mnist, macs, peak, batch,
-                         seconds, size, parity.get(key, {}).get("status", "-")))
+        rows.append(
+            _row(
+                bundle.spec.name,
+                (c.backend, c.precision, c.format),
+                runner,
+                inputs,
+                cfg,
+                fsdd,
+                mnist,
+                macs,
+                peak,
+                batch,
+                seconds,
+                size,
+                parity.get(key, {}).get("status", "-"),
+            )
+        )
     if teacher:
         rows.append(_teacher_row(teacher, inputs, cfg, fsdd, mnist, peak, batch, seconds))
-    return {"bundle": str(bundle.folder), "model": bundle.spec.name, "peak_gmacs": peak, "batch": batch,
-            "eval_scenes": cfg.scenes, "rows": rows, "ratios": ratios(rows, bundle.spec.name)}
+    return {
+        "bundle": str(bundle.folder),
+        "model": bundle.spec.name,
+        "peak_gmacs": peak,
+        "batch": batch,
+        "eval_scenes": cfg.scenes,
+        "rows": rows,
+        "ratios": ratios(rows, bundle.spec.name),
+    }
 
 
 def _teacher_row(teacher, inputs, cfg, fsdd, mnist, peak, batch, seconds) -> dict:
@@ -146,8 +198,21 @@ def _teacher_row(teacher, inputs, cfg, fsdd, mnist, peak, batch, seconds) -> dic
         return {"model": teacher, "format": "safetensors", "backend": "torch", "precision": "fp32", "status": f"skipped: {e.problem}"}
     log.info("bench: teacher %s (PyTorch eager FP32)", teacher)
     runner = TorchTowers(model, meta.get("map_offset_px") or (0, 0), batch_size=batch)
-    row = _row(model.spec.name, ("torch", "fp32", "safetensors"), runner, inputs, cfg, fsdd, mnist, count_macs(model), peak,
-               batch, seconds, round(model_path(teacher).stat().st_size / 1e6, 3), "reference")
+    row = _row(
+        model.spec.name,
+        ("torch", "fp32", "safetensors"),
+        runner,
+        inputs,
+        cfg,
+        fsdd,
+        mnist,
+        count_macs(model),
+        peak,
+        batch,
+        seconds,
+        round(model_path(teacher).stat().st_size / 1e6, 3),
+        "reference",
+    )
     return {**row, "role": "teacher"}
 
 
@@ -156,9 +221,11 @@ def ratios(rows: list[dict], model: str) -> dict[str, float]:
     fps = {(r["model"], r["backend"], r["precision"]): r["throughput_fps"] for r in rows if r.get("status") == "ok"}
     teacher = next((r["throughput_fps"] for r in rows if r.get("role") == "teacher" and r.get("status") == "ok"), None)
     out = {}
-    pairs = {"ort_int8_vs_ort_fp32": (("onnxruntime", "int8"), ("onnxruntime", "fp32")),
-             "executorch_int8_vs_torch_fp32": (("executorch", "int8"), ("torch", "fp32")),
-             "ort_fp32_vs_torch_fp32": (("onnxruntime", "fp32"), ("torch", "fp32"))}
+    pairs = {
+        "ort_int8_vs_ort_fp32": (("onnxruntime", "int8"), ("onnxruntime", "fp32")),
+        "executorch_int8_vs_torch_fp32": (("executorch", "int8"), ("torch", "fp32")),
+        "ort_fp32_vs_torch_fp32": (("onnxruntime", "fp32"), ("torch", "fp32")),
+    }
     for name, (a, b) in pairs.items():
         if (model, *a) in fps and (model, *b) in fps:
             out[name] = round(fps[(model, *a)] / fps[(model, *b)], 2)
@@ -172,21 +239,30 @@ def ratios(rows: list[dict], model: str) -> dict[str, float]:
 
 def format_bench(report: dict) -> str:
     keys = ("pointing_acc", "a2i_r1", "probe_audio_acc")
-    lines = [f"# Benchmark: {report['model']} ({report['bundle']})", "",
-             f"Peak of this machine (ONNX Runtime, 1024^3 matrix product): FP32 {report['peak_gmacs']['fp32']} GMAC/s, "
-             f"INT8 {report['peak_gmacs']['int8']} GMAC/s. Latency at batch 1; throughput at batch {report['batch']} "
-             f"(1 for ExecuTorch programs); metrics on {report['eval_scenes']} held-out scenes.", "",
-             "| model | format | backend | precision | status | size MB | audio p50/p95 ms | image p50/p95 ms | both p50/p95 ms | "
-             "pairs/s | MMACs | GMAC/s (% peak) | parity | " + " | ".join(keys) + " |",
-             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|" + "---:|" * len(keys)]
+    lines = [
+        f"# Benchmark: {report['model']} ({report['bundle']})",
+        "",
+        f"Peak of this machine (ONNX Runtime, 1024^3 matrix product): FP32 {report['peak_gmacs']['fp32']} GMAC/s, "
+        f"INT8 {report['peak_gmacs']['int8']} GMAC/s. Latency at batch 1; throughput at batch {report['batch']} "
+        f"(1 for ExecuTorch programs); metrics on {report['eval_scenes']} held-out scenes.",
+        "",
+        "| model | format | backend | precision | status | size MB | audio p50/p95 ms | image p50/p95 ms | both p50/p95 ms | "
+        "pairs/s | MMACs | GMAC/s (% peak) | parity | " + " | ".join(keys) + " |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|" + "---:|" * len(keys),
+    ]
     for r in report["rows"]:
         if r.get("status") != "ok":
-            lines.append(f"| {r['model']} | {r['format']} | {r['backend']} | {r['precision']} | {r['status']} | {r.get('size_mb', '')} |" + " |" * (7 + len(keys)))
+            lines.append(
+                f"| {r['model']} | {r['format']} | {r['backend']} | {r['precision']} | {r['status']} | {r.get('size_mb', '')} |"
+                + " |" * (7 + len(keys))
+            )
             continue
-        lines.append(f"| {r['model']} | {r['format']} | {r['backend']} | {r['precision']} | ok | {r['size_mb']:.2f} | "
-                     f"{r['audio_p50_ms']:.2f}/{r['audio_p95_ms']:.2f} | {r['image_p50_ms']:.2f}/{r['image_p95_ms']:.2f} | "
-                     f"{r['latency_p50_ms']:.2f}/{r['latency_p95_ms']:.2f} | {r['throughput_fps']:.0f} | {r['macs'] / 1e6:.1f} | "
-                     f"{r['gmacs']:.1f} ({100 * r['peak_fraction']:.1f}%) | {r['parity']} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |")
+        lines.append(
+            f"| {r['model']} | {r['format']} | {r['backend']} | {r['precision']} | ok | {r['size_mb']:.2f} | "
+            f"{r['audio_p50_ms']:.2f}/{r['audio_p95_ms']:.2f} | {r['image_p50_ms']:.2f}/{r['image_p95_ms']:.2f} | "
+            f"{r['latency_p50_ms']:.2f}/{r['latency_p95_ms']:.2f} | {r['throughput_fps']:.0f} | {r['macs'] / 1e6:.1f} | "
+            f"{r['gmacs']:.1f} ({100 * r['peak_fraction']:.1f}%) | {r['parity']} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |"
+        )
     if report["ratios"]:
         lines += ["", "Ratios (same run): " + ", ".join(f"{k} {v}x" for k, v in report["ratios"].items())]
     return "\n".join(lines) + "\n"
@@ -205,8 +281,13 @@ def plot_bench(report: dict, png: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
     ax.barh(labels, [r["throughput_fps"] for r in rows], color=[colors[r["precision"]] for r in rows])
     for i, r in enumerate(rows):
-        ax.text(r["throughput_fps"], i, f" {r['throughput_fps']:.0f}/s, {100 * r['peak_fraction']:.0f}% peak, pointing {r['pointing_acc']:.2f}",
-                va="center", fontsize=7)
+        ax.text(
+            r["throughput_fps"],
+            i,
+            f" {r['throughput_fps']:.0f}/s, {100 * r['peak_fraction']:.0f}% peak, pointing {r['pointing_acc']:.2f}",
+            va="center",
+            fontsize=7,
+        )
     ax.set_xscale("log")
     ax.set_xlabel("audio-image pairs per second (log)")
     ax.set_title(f"edge-sdk bench: {report['model']}")

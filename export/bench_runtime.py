@@ -60,8 +60,15 @@ def _pipeline_run(bundle, uri, prefer, precision, policy, max_seconds=None):
     from edge_sdk.runtime.pipeline import Pipeline
 
     results = []  # (pts, peak) only: a Result holds its full-size frame
-    pipe = Pipeline.from_bundle(bundle, uri, task="localize", prefer=prefer, precision=precision, policy=policy,
-                                callback=lambda r: results.append((r.pts_ns, r.values["peak_xy"])))
+    pipe = Pipeline.from_bundle(
+        bundle,
+        uri,
+        task="localize",
+        prefer=prefer,
+        precision=precision,
+        policy=policy,
+        callback=lambda r: results.append((r.pts_ns, r.values["peak_xy"])),
+    )
     t0 = time.perf_counter()
     stats = pipe.run(max_seconds)
     return results, stats, time.perf_counter() - t0, pipe.backend
@@ -70,10 +77,9 @@ def _pipeline_run(bundle, uri, prefer, precision, policy, max_seconds=None):
 def _baseline(clip: Path, teacher: str, boxes) -> dict:
     """An OpenCV read loop calling the eager teacher, audio decoded up front (PyAV), each frame
     centre-cropped and resized with one ``cv2.resize`` (INTER_AREA), as a user writes it."""
+    import av
     import cv2
     import torch
-
-    import av
 
     from edge_sdk.heatmap import heatmaps
     from edge_sdk.models.shipped import resolve_model
@@ -96,11 +102,11 @@ def _baseline(clip: Path, teacher: str, boxes) -> dict:
         t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1e3
         end = int(round((t - audio_start) * sr))
         wave = np.zeros(ns, np.float32)
-        seg = audio[max(0, end - ns):max(0, end)]
-        wave[ns - len(seg):] = seg
+        seg = audio[max(0, end - ns) : max(0, end)]
+        wave[ns - len(seg) :] = seg
         h, w = bgr.shape[:2]
         side, size = min(h, w), spec.image.size
-        crop = bgr[(h - side) // 2:(h + side) // 2, (w - side) // 2:(w + side) // 2, ::-1]
+        crop = bgr[(h - side) // 2 : (h + side) // 2, (w - side) // 2 : (w + side) // 2, ::-1]
         img = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)[None].astype(np.float32)
         with torch.inference_mode():
             out = model(torch.from_numpy(wave[None]), torch.from_numpy(img))
@@ -131,8 +137,19 @@ def _decode_only(clip: Path, size: int) -> dict:
     return {"frames": n, "fps": round(n / (time.perf_counter() - t0), 2)}
 
 
-def bench_runtime(bundle, *, seconds: int = 60, fps: int = 30, prefer: str | None = None, precision: str | None = None,
-                  teacher: str | None = "teacher", soak_s: float = 0.0, fsdd=None, mnist=None, workdir=None) -> dict:
+def bench_runtime(
+    bundle,
+    *,
+    seconds: int = 60,
+    fps: int = 30,
+    prefer: str | None = None,
+    precision: str | None = None,
+    teacher: str | None = "teacher",
+    soak_s: float = 0.0,
+    fsdd=None,
+    mnist=None,
+    workdir=None,
+) -> dict:
     from edge_sdk.bundle import read_bundle
     from edge_sdk.media.clipfile import read_boxes, write_clip
 
@@ -143,8 +160,7 @@ def bench_runtime(bundle, *, seconds: int = 60, fps: int = 30, prefer: str | Non
     # pointing is scored on the frames whose audio window holds a whole spoken digit: one
     # scene per 2 s, so a 60 s clip resolves pointing to 1/30 = 3.3 points
     scored = sum(1 for box in boxes if box["start_s"] + 1.25 <= seconds)
-    out: dict = {"bundle": str(b.folder), "clip": {"path": str(clip), "seconds": seconds, "fps": fps, "size": [1280, 720],
-                                                   "scored_scenes": scored}}
+    out: dict = {"bundle": str(b.folder), "clip": {"path": str(clip), "seconds": seconds, "fps": fps, "size": [1280, 720], "scored_scenes": scored}}
 
     log.info("bench-runtime: real-time run")
     res, st, _, backend = _pipeline_run(b, f"file://{clip}?realtime=1", prefer, precision, "latest")
@@ -158,8 +174,12 @@ def bench_runtime(bundle, *, seconds: int = 60, fps: int = 30, prefer: str | Non
 
     log.info("bench-runtime: offline run (as fast as possible)")
     res, st, elapsed, _ = _pipeline_run(b, f"file://{clip}", prefer, precision, "block")
-    runtime = {"frames": st["frames_out"], "fps": round(st["frames_out"] / elapsed, 2), "dropped": st["dropped"],
-               "pointing_acc": pointing_of(res, boxes, res[0][0]) if res else None}
+    runtime = {
+        "frames": st["frames_out"],
+        "fps": round(st["frames_out"] / elapsed, 2),
+        "dropped": st["dropped"],
+        "pointing_acc": pointing_of(res, boxes, res[0][0]) if res else None,
+    }
     out["offline"] = runtime
     if teacher:
         log.info("bench-runtime: baseline (OpenCV loop + eager teacher)")
@@ -182,7 +202,12 @@ def bench_runtime(bundle, *, seconds: int = 60, fps: int = 30, prefer: str | Non
             samples.append(_rss_mb())
         st = pipe.stop()
         warm = samples[max(0, len(samples) // 10 - 1)]
-        out["soak"] = {"seconds": soak_s, "rss_mb_after_warmup": round(warm, 1), "rss_mb_end": round(samples[-1], 1),
-                       "frames_out": st["frames_out"], "drop_rate": st["drop_rate"]}
+        out["soak"] = {
+            "seconds": soak_s,
+            "rss_mb_after_warmup": round(warm, 1),
+            "rss_mb_end": round(samples[-1], 1),
+            "frames_out": st["frames_out"],
+            "drop_rate": st["drop_rate"],
+        }
         out["rss_growth"] = round(samples[-1] / warm - 1, 4)
     return out

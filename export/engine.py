@@ -74,12 +74,16 @@ def check_contract(model) -> None:
         out = model.eval()(*example_inputs(spec, "av", 2))
     keys = ("audio_emb", "image_emb", "image_map")
     if not isinstance(out, dict) or set(out) != set(keys):
-        raise ConfigError(f"{type(model).__name__}(wave, image) returned {type(out).__name__}, not a dict of {', '.join(keys)}",
-                          "return {'audio_emb': [B, D], 'image_emb': [B, D], 'image_map': [B, D, h, w]}")
+        raise ConfigError(
+            f"{type(model).__name__}(wave, image) returned {type(out).__name__}, not a dict of {', '.join(keys)}",
+            "return {'audio_emb': [B, D], 'image_emb': [B, D], 'image_map': [B, D, h, w]}",
+        )
     d = spec.embed_dim
     if out["audio_emb"].shape != (2, d) or out["image_emb"].shape != (2, d) or out["image_map"].dim() != 4 or out["image_map"].shape[1] != d:
-        raise ConfigError(f"{type(model).__name__} outputs {', '.join(f'{k} {tuple(out[k].shape)}' for k in keys)}",
-                          f"audio_emb and image_emb must be [B, {d}] and image_map [B, {d}, h, w] (spec.embed_dim = {d})")
+        raise ConfigError(
+            f"{type(model).__name__} outputs {', '.join(f'{k} {tuple(out[k].shape)}' for k in keys)}",
+            f"audio_emb and image_emb must be [B, {d}] and image_map [B, {d}, h, w] (spec.embed_dim = {d})",
+        )
 
 
 def _load(model_ref):
@@ -118,85 +122,142 @@ def _row(fmt: str, precision: str, job: Job, ref: Reference) -> tuple[dict, list
         a.update(shapes=_shapes(a["tower"], ref.spec, ref.outputs, exporter.batch), parity="passed" if not result["misses"] else "failed")
     row = report_row(exporter, precision, arts, result, job.out)
     worst = min(p["cosine_mean"] for p in result["parity"].values())
-    log.info("export: %s %s %s (worst mean cosine %.5f, pointing %.3f, %.1f s to validate)", fmt, precision, row["status"], worst,
-             result["metrics"]["pointing_acc"], result["validate_s"])
+    log.info(
+        "export: %s %s %s (worst mean cosine %.5f, pointing %.3f, %.1f s to validate)",
+        fmt,
+        precision,
+        row["status"],
+        worst,
+        result["metrics"]["pointing_acc"],
+        result["validate_s"],
+    )
     return row, arts
 
 
-def export_bundle(model_ref, out: str | Path, formats="all", precisions="all", *, calib=None, method: str = "percentile",
-                  fsdd=None, mnist=None, eval_cfg: EvalConfig | None = None, parity_scenes: int = 64, opset: int | None = None,
-                  allow_mismatch: bool = False, zip_bundle: bool = False, name: str | None = None) -> dict:
-    """Export ``model_ref`` (checkpoint, shipped name, or a module following :func:`check_contract`)
-    into the bundle folder ``out``; returns the report."""
-    from edge_sdk.checkpoint import atomic_write_text
-    from edge_sdk.models.shipped import count_macs
-
+def _prepare(model_ref, out: Path, formats, precisions, calib, method: str, opset: int | None):
+    """The checked request: (model, sidecar metadata, whether it is the user's module, formats, precisions, job)."""
     formats = parse_choices(formats, [f for f in EXPORTERS if f != "torch"], "format(s)")
     precisions = parse_choices(precisions, PRECISIONS, "precision(s)")
-    out = Path(out)
     if (out / MANIFEST).exists() or (out.exists() and any(out.iterdir())):
         raise EdgeSDKError(f"{out} is not empty", "choose a new --out folder, or delete that one (nothing is overwritten)")
     model, meta, custom = _load(model_ref)
-    spec = model.spec
     wanted = [(f, p) for f in formats for p in precisions if p in EXPORTERS[f].precisions]
     if not wanted:  # everything asked for would be a skipped row
-        raise ConfigError(f"no export path for {', '.join(formats)} at {', '.join(precisions)}: "
-                          + "; ".join(f"{f} has {', '.join(EXPORTERS[f].precisions)}" for f in formats),
-                          "pick a precision the format has (edge-sdk export --help)")
+        raise ConfigError(
+            f"no export path for {', '.join(formats)} at {', '.join(precisions)}: "
+            + "; ".join(f"{f} has {', '.join(EXPORTERS[f].precisions)}" for f in formats),
+            "pick a precision the format has (edge-sdk export --help)",
+        )
     job = Job(model, out, Path(calib) if calib else None, method, **({"opset": opset} if opset else {}))
     if any(p == "int8" for _, p in wanted):
         job.calib  # noqa: B018 - read and checked now: a missing or bad set fails in seconds, not after the float exports
-    out.mkdir(parents=True, exist_ok=True)
+    return model, meta, custom, formats, precisions, job
+
+
+def _reference(model, meta: dict, fsdd, mnist, cfg: EvalConfig, scenes: int) -> Reference:
+    """PyTorch's outputs on ``scenes`` held-out scenes, and where the map's cells look: recorded with a
+    trained checkpoint, else measured (zoom consistency on unlabeled training scenes, as edge-sdk eval
+    does; a module of your own gets it too)."""
     if not (fsdd and mnist):
-        log.warning("export: validating on generated scenes (no fsdd/mnist given); for real data pass fsdd= and mnist= "
-                    "(edge_sdk.media.corpora.default_data_dir() finds ../shared/data)")
-    cfg = eval_cfg or EvalConfig()
-    # where the map's cells look in the image: recorded with a trained checkpoint, else measured
-    # (zoom consistency on unlabeled training scenes, as edge-sdk eval does); a module of your own gets it too
+        log.warning(
+            "export: validating on generated scenes (no fsdd/mnist given); for real data pass fsdd= and mnist= "
+            "(edge_sdk.media.corpora.default_data_dir() finds ../shared/data)"
+        )
     offset = tuple(meta.get("map_offset_px") or map_offset_of(model, fsdd, mnist, test_speakers=cfg.test_speakers))
-    inputs = real_inputs(spec, fsdd, mnist, parity_scenes, test_speakers=cfg.test_speakers)
-    ref = Reference(spec, offset, inputs, reference_outputs(model, inputs), fsdd, mnist, cfg)
+    inputs = real_inputs(model.spec, fsdd, mnist, scenes, test_speakers=cfg.test_speakers)
+    return Reference(model.spec, offset, inputs, reference_outputs(model, inputs), fsdd, mnist, cfg)
 
-    rows, artifacts = [], []
-    if custom:  # the reference runs in memory: its weights would need its own class to load again
-        from edge_sdk.models.torch_runner import TorchTowers
 
-        ref.metrics = evaluate(TorchTowers(model, offset), spec, fsdd, mnist, cfg)
-        rows.append({"format": "module", "exporter": "torch", "backend": "torch", "precision": "fp32", "batch": "dynamic",
-                     "status": f"reference: {type(model).__name__} in memory (no weights file: loading them needs its class)",
-                     "metrics": {k: ref.metrics[k] for k in METRIC_KEYS}})
+def _module_row(model, ref: Reference) -> dict:
+    """The reference row of a module brought in memory (its weights would need its own class to load again)."""
+    from edge_sdk.models.torch_runner import TorchTowers
+
+    ref.metrics = evaluate(TorchTowers(model, ref.offset), ref.spec, ref.fsdd, ref.mnist, ref.cfg)
+    status = f"reference: {type(model).__name__} in memory (no weights file: loading them needs its class)"
+    return {
+        "format": "module",
+        "exporter": "torch",
+        "backend": "torch",
+        "precision": "fp32",
+        "batch": "dynamic",
+        "status": status,
+        "metrics": {k: ref.metrics[k] for k in METRIC_KEYS},
+    }
+
+
+def _write(out: Path, report: dict, artifacts: list[dict], ref: Reference, name: str | None, zip_bundle: bool) -> None:
+    """The report; the manifest (and zip) unless a row failed or missed without ``allow_mismatch``;
+    intermediate graphs no requested precision kept are removed."""
+    from edge_sdk.checkpoint import atomic_write_text
+
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2))
+    atomic_write_text(out / "report.md", format_export_report(report))
+    listed = {a["file"] for a in artifacts}
+    for f in out.iterdir():
+        if f.is_file() and f.name not in listed and not f.name.startswith("report."):
+            f.unlink()
+    failed = [r for r in report["rows"] if r["status"] in ("failed", "mismatch")]
+    if failed and not report["allow_mismatch"]:
+        advice = f"see {out / 'report.md'}"
+        if any(r["status"] == "mismatch" for r in failed):  # a failure to export is not kept by allowing a mismatch
+            advice += "; to keep the bundle anyway (the manifest records it), pass --allow-mismatch (allow_mismatch=True in Python)"
+        misses = "; ".join(f"{r['exporter']} {r['precision']}: {', '.join(r['misses'])}" for r in failed)
+        raise ExportMismatch(f"{len(failed)} export(s) failed or missed their tolerance: {misses}", advice)
+    unique = list({(a["file"], a["backend"], a["precision"]): a for a in artifacts}.values())  # each file once per backend/precision
+    rows = report["rows"]
+    write_manifest(
+        out, ref.spec, unique, name=name or f"{ref.spec.name}-bundle", map_offset_px=list(ref.offset), macs=report["macs"],
+        calibration=report["calibration"], passed=report["passed"],
+        metrics={f"{r['backend']}/{r['precision']}": r["metrics"] for r in rows if "metrics" in r},
+        parity={f"{r['backend']}/{r['precision']}": {"status": r["status"], "misses": r.get("misses", [])} for r in rows if "parity" in r},
+    )  # fmt: skip
+    if zip_bundle:
+        report["zip"] = str(pack_zip(out))
+
+
+def export_bundle(
+    model_ref,
+    out: str | Path,
+    formats="all",
+    precisions="all",
+    *,
+    calib=None,
+    method: str = "percentile",
+    fsdd=None,
+    mnist=None,
+    eval_cfg: EvalConfig | None = None,
+    parity_scenes: int = 64,
+    opset: int | None = None,
+    allow_mismatch: bool = False,
+    zip_bundle: bool = False,
+    name: str | None = None,
+) -> dict:
+    """Export ``model_ref`` (checkpoint, shipped name, or a module following :func:`check_contract`)
+    into the bundle folder ``out``; returns the report."""
+    from edge_sdk.models.shipped import count_macs
+
+    out = Path(out)
+    model, meta, custom, formats, precisions, job = _prepare(model_ref, out, formats, precisions, calib, method, opset)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = eval_cfg or EvalConfig()
+    ref = _reference(model, meta, fsdd, mnist, cfg, parity_scenes)
+    rows, artifacts = ([_module_row(model, ref)] if custom else []), []
     for fmt, precision in ([] if custom else [("torch", "fp32")]) + [(f, p) for f in formats for p in precisions]:
         row, arts = _row(fmt, precision, job, ref)
         rows.append(row)
         artifacts += arts
-
-    failed = [r for r in rows if r["status"] in ("failed", "mismatch")]
-    report = {"model": str(model_ref) if isinstance(model_ref, (str, Path)) else type(model).__name__, "spec": spec.name,
-              "macs": count_macs(model), "formats": formats, "precisions": precisions,
-              "inputs": {"scenes": parity_scenes, "data": inputs["source"]},
-              "eval": {"scenes": cfg.scenes, "k": cfg.k, "seed": cfg.seed, "test_speakers": list(cfg.test_speakers)},
-              "calibration": job.calibration(), "rows": rows, "passed": not failed, "allow_mismatch": allow_mismatch}
-    atomic_write_text(out / "report.json", json.dumps(report, indent=2))
-    atomic_write_text(out / "report.md", format_export_report(report))
-    listed = {a["file"] for a in artifacts}
-    for f in out.iterdir():  # intermediate graphs no requested precision kept
-        if f.is_file() and f.name not in listed and not f.name.startswith("report."):
-            f.unlink()
-    if failed and not allow_mismatch:
-        advice = f"see {out / 'report.md'}"
-        if any(r["status"] == "mismatch" for r in failed):  # a failure to export is not kept by allowing a mismatch
-            advice += "; to keep the bundle anyway (the manifest records it), pass --allow-mismatch (allow_mismatch=True in Python)"
-        raise ExportMismatch(f"{len(failed)} export(s) failed or missed their tolerance: " +
-                             "; ".join(f"{r['exporter']} {r['precision']}: {', '.join(r['misses'])}" for r in failed), advice)
-    seen, unique = set(), []
-    for a in artifacts:
-        if (a["file"], a["backend"], a["precision"]) not in seen:
-            seen.add((a["file"], a["backend"], a["precision"]))
-            unique.append(a)
-    write_manifest(out, spec, unique, name=name or f"{spec.name}-bundle", map_offset_px=list(offset), macs=report["macs"],
-                   calibration=report["calibration"], passed=report["passed"],
-                   metrics={f"{r['backend']}/{r['precision']}": r["metrics"] for r in rows if "metrics" in r},
-                   parity={f"{r['backend']}/{r['precision']}": {"status": r["status"], "misses": r.get("misses", [])} for r in rows if "parity" in r})
-    if zip_bundle:
-        report["zip"] = str(pack_zip(out))
+    report = {
+        "model": str(model_ref) if isinstance(model_ref, (str, Path)) else type(model).__name__,
+        "spec": model.spec.name,
+        "macs": count_macs(model),
+        "formats": formats,
+        "precisions": precisions,
+        "inputs": {"scenes": parity_scenes, "data": ref.inputs["source"]},
+        "eval": {"scenes": cfg.scenes, "k": cfg.k, "seed": cfg.seed, "test_speakers": list(cfg.test_speakers)},
+        "calibration": job.calibration(),
+        "rows": rows,
+        "passed": not any(r["status"] in ("failed", "mismatch") for r in rows),
+        "allow_mismatch": allow_mismatch,
+    }
+    _write(out, report, artifacts, ref, name, zip_bundle)
     return report

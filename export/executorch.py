@@ -35,9 +35,12 @@ log = logging.getLogger(__name__)
 
 RECIPE = Int8Recipe(
     quantizer="PT2E XNNPACKQuantizer (symmetric, per-channel weights), lowered with the XNNPACK partitioner",
-    methods=("minmax", "percentile"), per_channel=True,
+    methods=("minmax", "percentile"),
+    per_channel=True,
     kept_float="log-mel front end (its products feed a log); normalisations and L2 norms run on portable float kernels",
-    layer_fallback=False, qat="PT2E prepare_qat_pt2e, self-distilled to the FP32 model")
+    layer_fallback=False,
+    qat="PT2E prepare_qat_pt2e, self-distilled to the FP32 model",
+)
 
 
 def two_stage_frontends(module: torch.nn.Module) -> torch.nn.Module:
@@ -74,8 +77,11 @@ def lower_to_pte(module: torch.nn.Module, example: tuple[torch.Tensor, ...], pat
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path, {"delegated_nodes": info.num_delegated_nodes, "portable_nodes": info.num_non_delegated_nodes,
-                  "subgraphs": info.num_delegated_subgraphs}
+    return path, {
+        "delegated_nodes": info.num_delegated_nodes,
+        "portable_nodes": info.num_non_delegated_nodes,
+        "subgraphs": info.num_delegated_subgraphs,
+    }
 
 
 def _drop_unused_state(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
@@ -127,8 +133,10 @@ def quantize_programs(job: Job, out: Path, qat: bool = False) -> list[dict]:
     if job.method == "entropy":
         raise ConfigError("the xnnpack target (PT2E) has no entropy calibrator", "use --method percentile or minmax for xnnpack")
     if job.exclude:
-        raise ConfigError(f"the xnnpack target cannot keep single layers in float ({', '.join(job.exclude)})",
-                          "raise --threshold so no layer is excluded, or use --target onnxruntime/tensorrt for this model")
+        raise ConfigError(
+            f"the xnnpack target cannot keep single layers in float ({', '.join(job.exclude)})",
+            "raise --threshold so no layer is excluded, or use --target onnxruntime/tensorrt for this model",
+        )
     calib, prepared, examples = job.calib, {}, {}
     for tower, data in (("audio", calib.waves), ("image", calib.images)):
         module = two_stage_frontends(copy.deepcopy(getattr(job.deploy, tower)).eval())  # prepare_pt2e folds batch norms into the weights
@@ -143,8 +151,9 @@ def quantize_programs(job: Job, out: Path, qat: bool = False) -> list[dict]:
     for tower in ("audio", "image"):
         converted = _drop_unused_state(convert_pt2e(prepared[tower]))
         dest, delegated = lower_to_pte(converted, examples[tower], Path(out) / f"{tower}.int8.pte")
-        arts.append(artifact(dest, tower, "executorch", "executorch", "int8", delegate="xnnpack", delegated=delegated,
-                             method="qat" if qat else "ptq"))
+        arts.append(
+            artifact(dest, tower, "executorch", "executorch", "int8", delegate="xnnpack", delegated=delegated, method="qat" if qat else "ptq")
+        )
     return arts
 
 

@@ -28,8 +28,7 @@ def foldable(model) -> bool:
         conv = _stem(model)
     except (AttributeError, IndexError, TypeError):  # not an AVNet-style tower: leave it as it is
         return False
-    return (isinstance(conv, nn.Conv2d) and tuple(conv.padding) == (0, 0) and conv.groups == 1
-            and not isinstance(model.image.normalize, nn.Identity))
+    return isinstance(conv, nn.Conv2d) and tuple(conv.padding) == (0, 0) and conv.groups == 1 and not isinstance(model.image.normalize, nn.Identity)
 
 
 def fold_image_normalize(model):

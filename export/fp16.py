@@ -57,8 +57,7 @@ def _drop_round_trips(model) -> None:
     rename = {}
     for node in graph.node:
         first = producer.get(node.input[0]) if node.op_type == "Cast" and to(node) == TensorProto.FLOAT else None
-        if (first is not None and first.op_type == "Cast" and to(first) == TensorProto.FLOAT16
-                and dtype.get(first.input[0]) == TensorProto.FLOAT):
+        if first is not None and first.op_type == "Cast" and to(first) == TensorProto.FLOAT16 and dtype.get(first.input[0]) == TensorProto.FLOAT:
             rename[node.output[0]] = first.input[0]
     for node in graph.node:
         for k, name in enumerate(node.input):

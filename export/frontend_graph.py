@@ -50,8 +50,10 @@ def dft_basis_nodes(model, scopes: dict) -> None:
     if np.abs(np.concatenate([np.cos(phase), -np.sin(phase)]) * window - stored[:, 0]).max() > 1e-6:
         return
     name, p = init.name, init.name.rsplit(".", 1)[0] + ".basis/"
-    consts = [numpy_helper.from_array(np.array(v, np.float32), p + k) for k, v in (
-        ("zero", 0.0), ("one", 1.0), ("n", n_fft), ("k", two_k // 2), ("step", 2 * math.pi / n_fft), ("half", 0.5))]
+    consts = [
+        numpy_helper.from_array(np.array(v, np.float32), p + k)
+        for k, v in (("zero", 0.0), ("one", 1.0), ("n", n_fft), ("k", two_k // 2), ("step", 2 * math.pi / n_fft), ("half", 0.5))
+    ]
     consts.append(numpy_helper.from_array(np.array([1], np.int64), p + "ax1"))
     nodes = [  # float32 throughout (integers below 2^24 are exact): no casts for an FP16 converter to touch
         helper.make_node("Range", [p + "zero", p + "n", p + "one"], [p + "n_idx"]),
@@ -100,8 +102,7 @@ def mel_filter_nodes(model, audio, scopes: dict) -> None:
         if not np.abs(tri / tri.sum(1, keepdims=True) - stored).max() <= 2e-6:
             return
     name, p = init.name, init.name.rsplit(".", 1)[0] + ".mel_filters/"
-    consts = [numpy_helper.from_array(np.array(v, np.float32), p + k) for k, v in (
-        ("zero", 0.0), ("one", 1.0), ("n", n_bins), ("bin_hz", bin_hz))]
+    consts = [numpy_helper.from_array(np.array(v, np.float32), p + k) for k, v in (("zero", 0.0), ("one", 1.0), ("n", n_bins), ("bin_hz", bin_hz))]
     consts += [numpy_helper.from_array(v, p + k) for k, v in (("lo", lo), ("rise", rise), ("hi", hi), ("fall", fall))]
     consts.append(numpy_helper.from_array(np.array([1], np.int64), p + "ax1"))
     nodes = [

@@ -62,14 +62,30 @@ def export_tower(model, tower: str, path: str | Path, opset: int = OPSET, dynamo
         warnings.simplefilter("ignore")
         if dynamo:
             batch = torch.export.Dim("batch")
-            torch.onnx.export(module, example, str(path), input_names=names["inputs"], output_names=names["outputs"],
-                              dynamic_shapes=tuple({0: batch} for _ in example), opset_version=opset, dynamo=True,
-                              external_data=False, verbose=False)  # one self-contained file per graph
+            torch.onnx.export(
+                module,
+                example,
+                str(path),
+                input_names=names["inputs"],
+                output_names=names["outputs"],
+                dynamic_shapes=tuple({0: batch} for _ in example),
+                opset_version=opset,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )  # one self-contained file per graph
         else:
             with torch.inference_mode():
-                torch.onnx.export(module, example, str(path), input_names=names["inputs"], output_names=names["outputs"],
-                                  dynamic_axes={n: {0: "batch"} for n in names["inputs"] + names["outputs"]},
-                                  opset_version=opset, dynamo=False)
+                torch.onnx.export(
+                    module,
+                    example,
+                    str(path),
+                    input_names=names["inputs"],
+                    output_names=names["outputs"],
+                    dynamic_axes={n: {0: "batch"} for n in names["inputs"] + names["outputs"]},
+                    opset_version=opset,
+                    dynamo=False,
+                )
     lean_graph(path, model.spec)
     return path
 

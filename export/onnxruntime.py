@@ -27,15 +27,29 @@ from edge_sdk.export.base import Exporter, Int8Recipe, Job, Reference, artifact
 from edge_sdk.export.graphs import TOWERS, module_nodes
 from edge_sdk.export.validate import Tolerance, compare, verdict
 
-__all__ = ["RECIPE", "OnnxRuntimeExporter", "quantize_graphs", "float_nodes", "thin_convs", "calib_inputs", "graph_layers",
-           "THIN_CHANNELS", "ort_session", "ort_quiet"]
+__all__ = [
+    "RECIPE",
+    "OnnxRuntimeExporter",
+    "quantize_graphs",
+    "float_nodes",
+    "thin_convs",
+    "calib_inputs",
+    "graph_layers",
+    "THIN_CHANNELS",
+    "ort_session",
+    "ort_quiet",
+]
 
 log = logging.getLogger(__name__)
 
 RECIPE = Int8Recipe(
-    quantizer="onnxruntime.quantization.quantize_static, QDQ format", methods=("minmax", "percentile", "entropy"), per_channel=True,
+    quantizer="onnxruntime.quantization.quantize_static, QDQ format",
+    methods=("minmax", "percentile", "entropy"),
+    per_channel=True,
     kept_float="log-mel front end, normalisations, pooling, L2 norms, stems reading at most 4 channels",
-    layer_fallback=True, qat="Model Optimizer fake-quant QAT, exported as Q/DQ ONNX")
+    layer_fallback=True,
+    qat="Model Optimizer fake-quant QAT, exported as Q/DQ ONNX",
+)
 
 
 class OnnxRuntimeExporter(Exporter):
@@ -48,8 +62,18 @@ class OnnxRuntimeExporter(Exporter):
         if precision == "fp32":
             return [artifact(job.fp32(g), g, "onnx", self.backend, "fp32", opset=job.opset) for g in self.graphs]
         if precision == "fp16":
-            return [artifact(job.fp16(g), g, "onnx", self.backend, "fp16", opset=job.opset,
-                             note="FP16 weights and activations; the log-mel front end and the I/O stay FP32") for g in self.graphs]
+            return [
+                artifact(
+                    job.fp16(g),
+                    g,
+                    "onnx",
+                    self.backend,
+                    "fp16",
+                    opset=job.opset,
+                    note="FP16 weights and activations; the log-mel front end and the I/O stay FP32",
+                )
+                for g in self.graphs
+            ]
         return quantize_graphs(job, self.graphs)
 
     def write_qat(self, job, out):
@@ -117,8 +141,7 @@ def thin_convs(onnx_path: Path) -> list[str]:
         group = next((a.i for a in node.attribute if a.name == "group"), 1)
         return weights[node.input[1]][1] * group
 
-    return [n.name for n in model.graph.node
-            if n.op_type == "Conv" and len(weights.get(n.input[1], ())) == 4 and reads(n) <= THIN_CHANNELS]
+    return [n.name for n in model.graph.node if n.op_type == "Conv" and len(weights.get(n.input[1], ())) == 4 and reads(n) <= THIN_CHANNELS]
 
 
 def calib_inputs(calib, graph: str) -> dict[str, np.ndarray]:
@@ -153,12 +176,24 @@ def quantize_graphs(job: Job, graphs=("audio", "image")) -> list[dict]:
         dest = job.out / f"{graph}.int8.onnx"
         excluded = sorted(set(float_nodes(fp32, graph_layers(job.exclude, graph))) | set(thin_convs(fp32)))
         with ort_quiet():
-            quantize_static(str(fp32), str(dest), _Reader(calib_inputs(job.calib, graph)), quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=act, weight_type=QuantType.QInt8, calibrate_method=methods[job.method],
-                            nodes_to_exclude=excluded, extra_options={"CalibPercentile": 99.99, "CalibMovingAverage": False})
+            quantize_static(
+                str(fp32),
+                str(dest),
+                _Reader(calib_inputs(job.calib, graph)),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=act,
+                weight_type=QuantType.QInt8,
+                calibrate_method=methods[job.method],
+                nodes_to_exclude=excluded,
+                extra_options={"CalibPercentile": 99.99, "CalibMovingAverage": False},
+            )
         _tidy(dest, excluded)
-        arts.append(artifact(dest, graph, "onnx", "onnxruntime", "int8", opset=job.opset, activations=str(act).split(".")[-1],
-                             float_nodes=excluded, method="ptq"))
+        arts.append(
+            artifact(
+                dest, graph, "onnx", "onnxruntime", "int8", opset=job.opset, activations=str(act).split(".")[-1], float_nodes=excluded, method="ptq"
+            )
+        )
     return arts
 
 
@@ -250,9 +285,14 @@ def _drop_zero_points(model) -> None:
         for name in node.input:
             readers.setdefault(name, set()).add(node.op_type)
     for node in model.graph.node:
-        if (node.op_type == "DequantizeLinear" and len(node.input) == 3 and node.input[0] in inits
-                and node.input[2] in inits and readers.get(node.output[0]) == {"Conv"}
-                and not numpy_helper.to_array(inits[node.input[2]]).any()):
+        if (
+            node.op_type == "DequantizeLinear"
+            and len(node.input) == 3
+            and node.input[0] in inits
+            and node.input[2] in inits
+            and readers.get(node.output[0]) == {"Conv"}
+            and not numpy_helper.to_array(inits[node.input[2]]).any()
+        ):
             del node.input[2]
     used = {i for n in model.graph.node for i in n.input}
     keep = [t for t in model.graph.initializer if t.name in used]

@@ -27,9 +27,12 @@ __all__ = ["RECIPE", "TensorRTExporter", "qdq_graphs", "qat_model"]
 
 RECIPE = Int8Recipe(
     quantizer="NVIDIA Model Optimizer explicit Q/DQ (modelopt.torch.quantization), exported to ONNX",
-    methods=("minmax", "percentile", "entropy"), per_channel=True,
+    methods=("minmax", "percentile", "entropy"),
+    per_channel=True,
     kept_float="log-mel front end, normalisations, pooling, L2 norms (TensorRT fuses or runs them in float)",
-    layer_fallback=True, qat="Model Optimizer fake-quant QAT, self-distilled to the FP32 model")
+    layer_fallback=True,
+    qat="Model Optimizer fake-quant QAT, self-distilled to the FP32 model",
+)
 
 
 def qdq_graphs(qmodel, out: Path, backend: str, method: str, graphs=("audio", "image")) -> list[dict]:
@@ -38,8 +41,9 @@ def qdq_graphs(qmodel, out: Path, backend: str, method: str, graphs=("audio", "i
     arts = []
     for graph in graphs:
         dest = export_tower(qmodel, graph, Path(out) / f"{graph}.int8.qdq.onnx", dynamo=False)
-        arts.append(artifact(dest, graph, "onnx", backend, "int8", method=method,
-                             note="explicit Q/DQ (TensorRT 10 and 11); runs in ONNX Runtime here"))
+        arts.append(
+            artifact(dest, graph, "onnx", backend, "int8", method=method, note="explicit Q/DQ (TensorRT 10 and 11); runs in ONNX Runtime here")
+        )
     return arts
 
 

@@ -49,8 +49,11 @@ def real_inputs(spec, fsdd=None, mnist=None, n: int = 64, seed: int = 99, test_s
     bank = load_bank(fsdd, mnist, "test", sr, speakers) if fsdd and mnist else synthetic_bank("test", sr)
     ds = AVDigits(bank, spec, n, 3, seed, train=False)
     items = [ds[i] for i in range(n)]
-    return {"wave": np.stack([it["wave"] for it in items]).astype(np.float32),
-            "image": np.stack([it["image"] for it in items]).astype(np.float32), "source": bank.source}
+    return {
+        "wave": np.stack([it["wave"] for it in items]).astype(np.float32),
+        "image": np.stack([it["image"] for it in items]).astype(np.float32),
+        "source": bank.source,
+    }
 
 
 def run_graph(towers, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -70,13 +73,18 @@ def compare(ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> dict[str,
         a, b = r.reshape(len(r), -1).astype(np.float64), g.reshape(len(g), -1).astype(np.float64)
         cos = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
         finite = bool(np.isfinite(g).all())
-        out[name] = {"shape": list(g.shape), "max_abs": float(np.abs(a - b).max()) if finite else float("inf"),
-                     "cosine_mean": float(cos.mean()) if finite else 0.0, "cosine_min": float(cos.min()) if finite else 0.0}
+        out[name] = {
+            "shape": list(g.shape),
+            "max_abs": float(np.abs(a - b).max()) if finite else float("inf"),
+            "cosine_mean": float(cos.mean()) if finite else 0.0,
+            "cosine_min": float(cos.min()) if finite else 0.0,
+        }
     return out
 
 
 def heatmap_agreement(ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> float:
     """Share of inputs whose audio-to-image heatmap peaks in the same map cell as PyTorch's."""
+
     def peaks(o):
         sim = np.einsum("bd,bdhw->bhw", o["audio_emb"], o["image_map"])
         return sim.reshape(len(sim), -1).argmax(1)

@@ -9,8 +9,16 @@ The public entry points, each in one hop::
 
 __all__ = ["Pipeline", "PipelineConfig", "Interrupted", "open_source", "open_sink", "open_towers", "runner_for", "pick_backend"]
 
-_HOMES = {"Pipeline": "pipeline", "Interrupted": "pipeline", "PipelineConfig": "config", "open_source": "sources",
-          "open_sink": "sinks", "open_towers": "backends", "runner_for": "backends", "pick_backend": "backends"}
+_HOMES = {
+    "Pipeline": "pipeline",
+    "Interrupted": "pipeline",
+    "PipelineConfig": "config",
+    "open_source": "sources",
+    "open_sink": "sinks",
+    "open_towers": "backends",
+    "runner_for": "backends",
+    "pick_backend": "backends",
+}
 
 
 def __getattr__(name):  # light import: pull in a submodule only when one of its names is used

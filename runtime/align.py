@@ -76,6 +76,6 @@ class AudioRing:
                 cap, m = len(self.buf), last - first
                 i = first % cap
                 head = min(m, cap - i)
-                out[n - m:n - m + head] = self.buf[i:i + head]
-                out[n - m + head:] = self.buf[:m - head]
+                out[n - m : n - m + head] = self.buf[i : i + head]
+                out[n - m + head :] = self.buf[: m - head]
             return out, skew

@@ -26,7 +26,7 @@ def annotate(r: Result, label: str = "", min_side: int = 0) -> np.ndarray:
         hm = r.heatmap.astype(np.float32)
         hm = (hm - hm.min()) / (np.ptp(hm) + 1e-9)
         colour = cv2.applyColorMap(cv2.resize((hm * 255).astype(np.uint8), (side, side)), cv2.COLORMAP_JET)[:, :, ::-1]
-        img[y0:y0 + side, x0:x0 + side] = cv2.addWeighted(img[y0:y0 + side, x0:x0 + side], 0.55, colour, 0.45, 0)
+        img[y0 : y0 + side, x0 : x0 + side] = cv2.addWeighted(img[y0 : y0 + side, x0 : x0 + side], 0.55, colour, 0.45, 0)
     v = r.values
     if "peak_xy" in v:
         cv2.circle(img, tuple(int(c * f) for c in v["peak_xy"]), max(4, side // 40), (255, 255, 255), 2)

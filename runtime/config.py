@@ -54,16 +54,19 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         if self.policy is not None and self.policy not in POLICIES:
-            raise ConfigError(f"policy={self.policy!r} is not a queue policy",
-                              "use latest (drop the oldest frame, counted), block (never drop), or None for the source's default")
+            raise ConfigError(
+                f"policy={self.policy!r} is not a queue policy",
+                "use latest (drop the oldest frame, counted), block (never drop), or None for the source's default",
+            )
         default = {f.name: f.default for f in fields(self)}
         for name, (lo, whole, what) in _RANGES.items():
             v = getattr(self, name)
             kind = "a whole number" if whole else "a finite number"
             ok = isinstance(v, numbers.Integral if whole else numbers.Real) and not isinstance(v, bool)
             if not ok or not math.isfinite(v) or v < lo:
-                raise ConfigError(f"{name}={v!r} is {'out of range' if ok else 'not ' + kind}: {what}",
-                                  f"pass {name} as {kind} >= {lo} (default {default[name]!r})")
+                raise ConfigError(
+                    f"{name}={v!r} is {'out of range' if ok else 'not ' + kind}: {what}", f"pass {name} as {kind} >= {lo} (default {default[name]!r})"
+                )
 
     @classmethod
     def of(cls, config: PipelineConfig | None = None, **knobs) -> PipelineConfig:

@@ -21,10 +21,9 @@ class VideoFrame:
     a 720p frame: RGB conversion of the whole frame, then the crop), and the whole frame is
     converted only when something reads ``image`` (an overlay, a face detector), once."""
 
-    __slots__ = ("pts_ns", "seq", "source", "meta", "_image", "_picture")
+    __slots__ = ("_image", "_picture", "meta", "pts_ns", "seq", "source")
 
-    def __init__(self, pts_ns: int, seq: int, image: np.ndarray | None = None, source: str = "",
-                 meta: dict | None = None, *, picture=None):
+    def __init__(self, pts_ns: int, seq: int, image: np.ndarray | None = None, source: str = "", meta: dict | None = None, *, picture=None):
         if image is None and picture is None:
             raise ValueError("a VideoFrame needs an image or a decoded picture")
         self.pts_ns, self.seq, self.source, self.meta = pts_ns, seq, source, meta if meta is not None else {}

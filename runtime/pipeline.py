@@ -33,15 +33,15 @@ import logging
 import math
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 
-from edge_sdk.errors import ConfigError, DataError
+from edge_sdk.errors import ConfigError
 from edge_sdk.runtime.align import AudioRing
 from edge_sdk.runtime.clock import now_ns
 from edge_sdk.runtime.config import PipelineConfig
 from edge_sdk.runtime.frames import AudioBlock, Gap, Result, VideoFrame
+from edge_sdk.runtime.opening import check_roles, open_bundle, warn_without_sound
 from edge_sdk.runtime.queues import BoundedQueue
 from edge_sdk.runtime.sinks import SinkSet
 from edge_sdk.runtime.stats import Stats
@@ -65,47 +65,34 @@ class Interrupted(KeyboardInterrupt):
         self.stats = stats
 
 
-def _check_contract(towers, bundle) -> None:
-    """One warm-up inference on inputs of the bundle's preprocessing contract (also the first,
-    slow call, kept out of the first frame's latency): a manifest whose spec does not match its
-    model files fails here, by name, instead of on the first live frame."""
-    spec = bundle.spec
-    try:
-        a, e, m = towers.embed_both(np.zeros((1, spec.audio.num_samples), np.float32),
-                                    np.zeros((1, 3, spec.image.size, spec.image.size), np.float32))
-    except Exception as err:  # noqa: BLE001 - every runtime raises its own type
-        raise ConfigError(f"{bundle.folder}: its model files do not take the preprocessing its manifest declares "
-                          f"({spec.audio.num_samples} samples at {spec.audio.sample_rate} Hz, {spec.image.size} px RGB): "
-                          f"{str(err).splitlines()[0][:160]}", "re-export the bundle (edge-sdk export); do not edit manifest.json") from None
-    if a.shape[-1] != spec.embed_dim or e.shape[-1] != spec.embed_dim:
-        raise ConfigError(f"{bundle.folder}: embeddings of size {a.shape[-1]}/{e.shape[-1]}, the manifest says {spec.embed_dim}",
-                          "re-export the bundle (edge-sdk export)")
-
-
 class Pipeline:
     """Sources -> frame queue + audio ring -> one inference thread -> task -> sinks, callback
     and the consumer. ``config`` holds the knobs (:class:`PipelineConfig`); ``sinks`` are
     URIs (opened here, after the sources and the task) or sink objects; ``backend`` names
     what runs the towers (``from_bundle`` says which backend and precision)."""
 
-    def __init__(self, towers, spec, video, audio=None, task: Task | str = "localize", *, config: PipelineConfig | None = None,
-                 map_offset=(0, 0), sinks=(), callback=None, task_opts: dict | None = None, backend: str | None = None):
+    def __init__(
+        self,
+        towers,
+        spec,
+        video,
+        audio=None,
+        task: Task | str = "localize",
+        *,
+        config: PipelineConfig | None = None,
+        map_offset=(0, 0),
+        sinks=(),
+        callback=None,
+        task_opts: dict | None = None,
+        backend: str | None = None,
+    ):
         self.config = cfg = config if config is not None else PipelineConfig()
-        if getattr(video, "kind", "video") == "audio":
-            raise DataError(f"{video.uri} has no video track; the video source needs pictures",
-                            "sound-only inputs go to --audio (audio=); give a camera, stream or video file as --video")
-        if audio is not None and getattr(audio, "kind", "audio") == "video":
-            raise DataError(f"{audio.uri} has no audio track; the audio source needs sound",
-                            "give a microphone or a file with sound as --audio (mic://default, wav:///path)")
+        check_roles(video, audio)
         self.towers, self.spec, self.backend = towers, spec, backend or type(towers).__name__
         self.video, self.audio = video, audio
         self.task = make_task(task, **(task_opts or {})) if isinstance(task, str) else task
         self.task.setup(towers, spec)
-        if audio is None and getattr(video, "kind", "av") == "video":
-            why = ("has no audio track" if getattr(video, "counters", {}).get("no_audio")
-                   else "gives pictures only (cameras and network streams are read without their sound)")
-            log.warning("%s %s; the %s task needs sound: pass --audio mic://default or wav:///path "
-                        "(running on silence, counted as silent_audio)", video.uri, why, self.task.name)
+        warn_without_sound(video, audio, self.task.name)
         self.map_offset = tuple(map_offset)
         self.paced = getattr(video, "live", True)  # pts_ns is the capture time; else media time
         self.policy = cfg.policy or ("latest" if self.paced else "block")
@@ -136,27 +123,40 @@ class Pipeline:
         self.sinks = SinkSet(sinks)  # URIs opened last: nothing else can fail and leave them open
 
     @classmethod
-    def from_bundle(cls, bundle, video: str, audio: str | None = None, task: str = "localize", *, prefer: str | None = None,
-                    precision: str | None = None, source_opts: dict | None = None, config: PipelineConfig | None = None,
-                    sinks=(), callback=None, task_opts: dict | None = None, **knobs) -> Pipeline:
+    def from_bundle(
+        cls,
+        bundle,
+        video: str,
+        audio: str | None = None,
+        task: str = "localize",
+        *,
+        prefer: str | None = None,
+        precision: str | None = None,
+        source_opts: dict | None = None,
+        config: PipelineConfig | None = None,
+        sinks=(),
+        callback=None,
+        task_opts: dict | None = None,
+        **knobs,
+    ) -> Pipeline:
         """Open a bundle (folder or zip) on the backend this machine runs best, and the sources by
-        URI (``source_opts`` go to the video source). ``knobs`` (``policy=``, ``queue_size=``,
+        URI (``source_opts`` go to the video source; :func:`~.opening.open_bundle`). ``knobs`` (``policy=``, ``queue_size=``,
         ``batch=``, ``audio_hop_ms=``, ...) replace those of ``config``: see :class:`PipelineConfig`."""
-        from edge_sdk.bundle import read_bundle
-        from edge_sdk.runtime.backends import open_towers, pick_backend
-        from edge_sdk.runtime.sources import open_source
-
         cfg = PipelineConfig.of(config, **knobs)  # checked before anything is opened
-        b = read_bundle(bundle) if isinstance(bundle, (str, Path)) else bundle
-        choice = pick_backend(b, prefer, precision)
-        towers = open_towers(b, choice.backend, choice.precision, batch_size=64)
-        log.info("pipeline: %s %s from %s", choice.backend, choice.precision, b.folder)
-        rate = b.spec.audio.sample_rate
-        v = open_source(video, sample_rate=rate, **(source_opts or {}))
-        a = None if audio in (None, "", video) else open_source(audio, sample_rate=rate)
-        _check_contract(towers, b)
-        return cls(towers, b.spec, v, a, task, config=cfg, map_offset=b.map_offset, sinks=sinks, callback=callback,
-                   task_opts=task_opts, backend=f"{choice.backend}/{choice.precision}")
+        o = open_bundle(bundle, video, audio, prefer=prefer, precision=precision, source_opts=source_opts)
+        return cls(
+            o.towers,
+            o.spec,
+            o.video,
+            o.audio,
+            task,
+            config=cfg,
+            map_offset=o.map_offset,
+            sinks=sinks,
+            callback=callback,
+            task_opts=task_opts,
+            backend=o.backend,
+        )
 
     # -- capture side ---------------------------------------------------------------
     def _emit_picture(self, item) -> None:
@@ -261,8 +261,13 @@ class Pipeline:
         done = now_ns()
         results = []
         for origin, (frame, values, heat, skew) in zip(origins, out):
-            st.times(preprocess=(t1 - t0) * 1e3 / n, inference=(t2 - t1) * 1e3 / n, task=(t3 - t2) * 1e3 / n,
-                     capture_to_result=(done - origin) / 1e6, skew=abs(skew) / 1e6)
+            st.times(
+                preprocess=(t1 - t0) * 1e3 / n,
+                inference=(t2 - t1) * 1e3 / n,
+                task=(t3 - t2) * 1e3 / n,
+                capture_to_result=(done - origin) / 1e6,
+                skew=abs(skew) / 1e6,
+            )
             results.append(Result(self.task.name, frame.pts_ns, frame.seq, done, values, heat, frame, skew, None if self.paced else origin))
         return results
 
@@ -334,8 +339,10 @@ class Pipeline:
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> Pipeline:
         if self._worker is not None:
-            raise ConfigError("this pipeline was already started (a Pipeline runs once)",
-                              "open a new one (Pipeline.from_bundle) for another run; iterate it or call run(), not both")
+            raise ConfigError(
+                "this pipeline was already started (a Pipeline runs once)",
+                "open a new one (Pipeline.from_bundle) for another run; iterate it or call run(), not both",
+            )
         self._t_start = time.monotonic()
         self.sinks.send("attach", self, list(self.sinks))  # a sink may read the backend, stats and sources (a HUD, the sound to mux)
         self._worker = threading.Thread(target=self._run, name="edge_sdk-infer", daemon=True)

@@ -24,16 +24,22 @@ __all__ = ["record_pairs"]
 log = logging.getLogger(__name__)
 
 
-def record_pairs(out: str | Path, spec, video: str, audio: str | None = None, seconds: float = 30.0,
-                 every_ms: float = 250.0, min_rms: float = 1e-3, append: bool = False) -> dict:
+def record_pairs(
+    out: str | Path,
+    spec,
+    video: str,
+    audio: str | None = None,
+    seconds: float = 30.0,
+    every_ms: float = 250.0,
+    min_rms: float = 1e-3,
+    append: bool = False,
+) -> dict:
     """Keep one pair every ``every_ms`` of source time for ``seconds``; windows quieter than
     ``min_rms`` are skipped (a calibration set of silence teaches the quantizer nothing).
     Ctrl-C ends the recording early, keeping what was recorded (``interrupted``: True); each
     pair file appears whole or not at all. ``append`` adds to the pairs already in ``out``
     (another room, another light), once one of them is checked against ``spec``; ``total``
     counts them all."""
-    from edge_sdk.runtime.sources import open_source
-
     out = Path(out)
     first = _first_index(out, spec) if append else 0
     if not append and out.exists() and any(out.iterdir()):
@@ -42,24 +48,8 @@ def record_pairs(out: str | Path, spec, video: str, audio: str | None = None, se
     sr, n, size = spec.audio.sample_rate, spec.audio.num_samples, spec.image.size
     ring, frames = AudioRing(sr), queue.Queue(maxsize=8)
     counts = {"kept": 0, "silent": 0, "frames": 0, "faults": 0}
-
-    def emit(item) -> None:
-        if isinstance(item, VideoFrame):
-            counts["frames"] += 1
-            if item.pts_ns - emit.last >= every_ms * 1e6:
-                emit.last = item.pts_ns
-                frames.put(item)  # a file waits here; a camera's extra frames were never queued
-        elif isinstance(item, AudioBlock):
-            ring.push(item)
-        elif isinstance(item, Gap):
-            counts["faults"] += 1
-
-    emit.last = -(1 << 62)
-    sources = [open_source(video, sample_rate=sr)] + ([open_source(audio, sample_rate=sr)] if audio else [])
-    if audio is None and sources[0].kind == "video":  # a camera, or a file without sound: every window would be silent
-        sources[0].stop()
-        raise DataError(f"{video} has no audio track; calibration pairs need sound",
-                        "pass --audio mic://default or wav:///path, or a video file with sound")
+    emit = _emitter(ring, frames, counts, every_ms)
+    sources = _open_sources(video, audio, sr)
     for s in sources:
         s.start(emit)
     t_first, deadline = None, time.monotonic() + seconds + 30
@@ -99,6 +89,37 @@ def record_pairs(out: str | Path, spec, video: str, audio: str | None = None, se
     return {"out": str(out), **counts, "total": len(list(out.glob("*.npz"))), "errors": errors, "interrupted": interrupted}
 
 
+def _emitter(ring: AudioRing, frames: queue.Queue, counts: dict, every_ms: float):
+    """The sources' ``emit``: sound into ``ring``, a frame every ``every_ms`` into ``frames``, faults counted."""
+
+    def emit(item) -> None:
+        if isinstance(item, VideoFrame):
+            counts["frames"] += 1
+            if item.pts_ns - emit.last >= every_ms * 1e6:
+                emit.last = item.pts_ns
+                frames.put(item)  # a file waits here; a camera's extra frames were never queued
+        elif isinstance(item, AudioBlock):
+            ring.push(item)
+        elif isinstance(item, Gap):
+            counts["faults"] += 1
+
+    emit.last = -(1 << 62)
+    return emit
+
+
+def _open_sources(video: str, audio: str | None, sr: int) -> list:
+    """The video source, and the audio one if given; refused when no sound would come."""
+    from edge_sdk.runtime.sources import open_source
+
+    sources = [open_source(video, sample_rate=sr)] + ([open_source(audio, sample_rate=sr)] if audio else [])
+    if audio is None and sources[0].kind == "video":  # a camera, or a file without sound: every window would be silent
+        sources[0].stop()
+        raise DataError(
+            f"{video} has no audio track; calibration pairs need sound", "pass --audio mic://default or wav:///path, or a video file with sound"
+        )
+    return sources
+
+
 def _index(path: Path) -> int:
     """The number in ``live_NNNNN.npz`` (-1 for another name)."""
     digits = path.stem.removeprefix("live_")
@@ -111,7 +132,9 @@ def _first_index(out: Path, spec) -> int:
     fail later, at quantization."""
     pairs = sorted(out.glob("*.npz")) if out.is_dir() else []
     if not pairs and out.is_dir() and any(out.iterdir()):
-        raise DataError(f"{out} holds no calibration pairs to append to", "choose a new folder, or one `edge-sdk calibrate` or `edge-sdk calib` wrote")
+        raise DataError(
+            f"{out} holds no calibration pairs to append to", "choose a new folder, or one `edge-sdk calibrate` or `edge-sdk calib` wrote"
+        )
     if pairs:
         read_pairs(pairs[-1:], spec)
     return 1 + max((_index(p) for p in pairs), default=-1)

@@ -43,26 +43,41 @@ EVENTS_EXTS = (".jsonl", ".ndjson")
 
 # scheme -> (default options, help text)
 SCHEMES: dict[str, tuple[dict, str]] = {
-    "file": ({}, "file:///abs/out.mp4, file://relative/events.jsonl or a plain path -- by its extension: "
-             f"{', '.join(VIDEO_EXTS)} is an annotated video (as video://, same options), "
-             f"{', '.join(EVENTS_EXTS)} a JSON-lines events file (as events://)."),
-    "video": (dict(fps=25.0, audio_from="auto"), "video:///abs/out.mp4 or video://relative/out.mp4 -- the annotated "
-              "frames (heatmap, the task's values, latency) as an mp4v video at fps, each frame shown from its time "
-              "until the next (held over drops and gaps up to 5 s), written to a temporary name and renamed at close. "
-              "Options: fps (default 25); audio_from (a sound file muxed in with ffmpeg at close, looped if the run was "
-              "longer; auto: the file the run's sound came from, none: silent)."),
-    "events": ({}, "events:///abs/events.jsonl or events://relative.jsonl -- one JSON object per line: "
-               '{"type": "result", "task", "pts_ns", "seq", "latency_ms", "skew_ms", ...the task\'s values} or '
-               '{"type": "gap", ...}. Written in place, one whole line at a time, so it can be followed while the '
-               "run goes (tail -f). No options."),
-    "mjpeg": ({}, "mjpeg://127.0.0.1:8090 -- an HTTP MJPEG preview of the annotated frames at http://HOST:PORT/ "
-              "(open it in a browser; frames are encoded only while someone watches). Host 0.0.0.0 serves every "
-              "interface, port 0 any free port. No options."),
-    "window": (dict(title="", min_side=480), "window:// or window://TITLE -- a desktop window (OpenCV's, or Tk's "
-               "under a headless OpenCV) with the annotated frames and the backend and FPS; q, Esc or closing it ends "
-               "the run. Drawn on the thread that calls Pipeline.run() or iterates the pipeline (GUI toolkits draw "
-               "only on the thread that made the window). Needs a display. Options: title, min_side (smaller frames "
-               "are enlarged by a whole factor, default 480)."),
+    "file": (
+        {},
+        "file:///abs/out.mp4, file://relative/events.jsonl or a plain path -- by its extension: "
+        f"{', '.join(VIDEO_EXTS)} is an annotated video (as video://, same options), "
+        f"{', '.join(EVENTS_EXTS)} a JSON-lines events file (as events://).",
+    ),
+    "video": (
+        dict(fps=25.0, audio_from="auto"),
+        "video:///abs/out.mp4 or video://relative/out.mp4 -- the annotated "
+        "frames (heatmap, the task's values, latency) as an mp4v video at fps, each frame shown from its time "
+        "until the next (held over drops and gaps up to 5 s), written to a temporary name and renamed at close. "
+        "Options: fps (default 25); audio_from (a sound file muxed in with ffmpeg at close, looped if the run was "
+        "longer; auto: the file the run's sound came from, none: silent).",
+    ),
+    "events": (
+        {},
+        "events:///abs/events.jsonl or events://relative.jsonl -- one JSON object per line: "
+        '{"type": "result", "task", "pts_ns", "seq", "latency_ms", "skew_ms", ...the task\'s values} or '
+        '{"type": "gap", ...}. Written in place, one whole line at a time, so it can be followed while the '
+        "run goes (tail -f). No options.",
+    ),
+    "mjpeg": (
+        {},
+        "mjpeg://127.0.0.1:8090 -- an HTTP MJPEG preview of the annotated frames at http://HOST:PORT/ "
+        "(open it in a browser; frames are encoded only while someone watches). Host 0.0.0.0 serves every "
+        "interface, port 0 any free port. No options.",
+    ),
+    "window": (
+        dict(title="", min_side=480),
+        "window:// or window://TITLE -- a desktop window (OpenCV's, or Tk's "
+        "under a headless OpenCV) with the annotated frames and the backend and FPS; q, Esc or closing it ends "
+        "the run. Drawn on the thread that calls Pipeline.run() or iterates the pipeline (GUI toolkits draw "
+        "only on the thread that made the window). Needs a display. Options: title, min_side (smaller frames "
+        "are enlarged by a whole factor, default 480).",
+    ),
 }
 
 
@@ -96,8 +111,9 @@ def _create(path: Path, mode: str, **kw):
     if path.is_dir():
         raise EdgeSDKError(f"cannot write {path}: it is a folder", "give the path of a file (in that folder or elsewhere)")
     if not path.parent.is_dir():
-        raise EdgeSDKError(f"cannot write {path}: folder {path.parent} does not exist",
-                           f"create it first (mkdir -p {path.parent}) or pick another path")
+        raise EdgeSDKError(
+            f"cannot write {path}: folder {path.parent} does not exist", f"create it first (mkdir -p {path.parent}) or pick another path"
+        )
     try:
         return open(path, mode, **kw)
     except OSError as e:
@@ -120,8 +136,17 @@ class JsonlSink(Sink):
             self.f.write(json.dumps(obj) + "\n")
 
     def result(self, r: Result) -> None:
-        self._write({"type": "result", "task": r.task, "pts_ns": r.pts_ns, "seq": r.seq, "latency_ms": round(r.latency_ms, 3),
-                     "skew_ms": round(r.skew_ns / 1e6, 3), **r.values})
+        self._write(
+            {
+                "type": "result",
+                "task": r.task,
+                "pts_ns": r.pts_ns,
+                "seq": r.seq,
+                "latency_ms": round(r.latency_ms, 3),
+                "skew_ms": round(r.skew_ns / 1e6, 3),
+                **r.values,
+            }
+        )
 
     def gap(self, g: Gap) -> None:
         self._write({"type": "gap", **asdict(g)})
@@ -171,8 +196,7 @@ class VideoSink(Sink):
             self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (img.shape[1], img.shape[0]))
             if not self.writer.isOpened():
                 self.writer = None
-                raise EdgeSDKError(f"cannot write {self.tmp}: OpenCV's video writer would not open it (mp4v)",
-                                   f"use one of {', '.join(VIDEO_EXTS)}")
+                raise EdgeSDKError(f"cannot write {self.tmp}: OpenCV's video writer would not open it (mp4v)", f"use one of {', '.join(VIDEO_EXTS)}")
             self.t0_ns = r.pts_ns
         slot = int((r.pts_ns - self.t0_ns) * self.fps / 1e9)  # where this frame starts in the video
         if slot < self.written - self.fps or slot > self.written + self.MAX_HOLD_S * self.fps:  # time jumped: carry on from here
@@ -206,8 +230,28 @@ class VideoSink(Sink):
                 self.tmp.replace(self.path)
 
     def _mux(self, sound: str, out: Path) -> bool:
-        cmd = ["ffmpeg", "-y", "-loglevel", "error", "-i", str(self.tmp), "-stream_loop", "-1", "-i", sound,
-               "-map", "0:v", "-map", "1:a?", "-c:v", "copy", "-c:a", "aac", "-shortest", str(out)]
+        cmd = [
+            "ffmpeg",
+            "-y",
+            "-loglevel",
+            "error",
+            "-i",
+            str(self.tmp),
+            "-stream_loop",
+            "-1",
+            "-i",
+            sound,
+            "-map",
+            "0:v",
+            "-map",
+            "1:a?",
+            "-c:v",
+            "copy",
+            "-c:a",
+            "aac",
+            "-shortest",
+            str(out),
+        ]
         return subprocess.run(cmd, capture_output=True).returncode == 0
 
 
@@ -248,8 +292,10 @@ class MjpegSink(Sink):
         try:
             self.server = ThreadingHTTPServer((host, port), Handler)
         except OSError as e:
-            raise EdgeSDKError(f"cannot serve the MJPEG preview on {host}:{port}: {e.strerror or e}",
-                               "pick another port (mjpeg://127.0.0.1:0 takes a free one) or host") from None
+            raise EdgeSDKError(
+                f"cannot serve the MJPEG preview on {host}:{port}: {e.strerror or e}",
+                "pick another port (mjpeg://127.0.0.1:0 takes a free one) or host",
+            ) from None
         self.server.daemon_threads = True
         self.url = f"http://{host}:{self.server.server_address[1]}/"
         threading.Thread(target=self.server.serve_forever, daemon=True, name="edge_sdk-mjpeg").start()
@@ -286,8 +332,10 @@ def usage(scheme: str | None = None, width: int | None = None) -> str:
 def _unknown(uri: str, scheme: str) -> ConfigError:
     close = difflib.get_close_matches(scheme.lower(), SCHEMES, n=1, cutoff=0.5)
     hint = f"did you mean {close[0]}://? " if close else ""
-    return ConfigError(f"unknown sink scheme {scheme!r} in {uri!r}", f"{hint}use one of: {', '.join(f'{s}://' for s in SCHEMES)} "
-                       "(see edge_sdk.runtime.sinks.usage())")
+    return ConfigError(
+        f"unknown sink scheme {scheme!r} in {uri!r}",
+        f"{hint}use one of: {', '.join(f'{s}://' for s in SCHEMES)} (see edge_sdk.runtime.sinks.usage())",
+    )
 
 
 def _by_extension(uri: str, path: str) -> str:
@@ -296,9 +344,11 @@ def _by_extension(uri: str, path: str) -> str:
         return "video"
     if ext in EVENTS_EXTS:
         return "events"
-    raise ConfigError(f"sink {uri!r}: {Path(path).name or path!r} ends in neither a video ({', '.join(VIDEO_EXTS)}) "
-                      f"nor a JSON-lines extension ({', '.join(EVENTS_EXTS)})",
-                      f"write video://{path} or events://{path} to say which, or use mjpeg://HOST:PORT or window://")
+    raise ConfigError(
+        f"sink {uri!r}: {Path(path).name or path!r} ends in neither a video ({', '.join(VIDEO_EXTS)}) "
+        f"nor a JSON-lines extension ({', '.join(EVENTS_EXTS)})",
+        f"write video://{path} or events://{path} to say which, or use mjpeg://HOST:PORT or window://",
+    )
 
 
 def _option(uri: str, key: str, value, default):

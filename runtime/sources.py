@@ -16,12 +16,9 @@ Video is RGB HxWx3 uint8 at its native size; audio is mono float32 at ``sample_r
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import functools
 import heapq
 import logging
-import math
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -31,8 +28,10 @@ import numpy as np
 from edge_sdk.errors import ConfigError, DataError
 from edge_sdk.media.audio import AudioTrack
 from edge_sdk.media.image import YUV420, av_square
-from edge_sdk.runtime._capture import CaptureSource, MicSource, Source, csi_pipeline, has_gstreamer
+from edge_sdk.runtime.capture import CaptureSource, Source, csi_pipeline, has_gstreamer
 from edge_sdk.runtime.clock import ClockMap, now_ns
+from edge_sdk.runtime.microphone import MicSource
+from edge_sdk.runtime.synthetic import SyntheticSource
 
 __all__ = ["Source", "FileSource", "SyntheticSource", "MicSource", "CaptureSource", "open_source", "media_path", "usage", "SCHEMES"]
 
@@ -43,42 +42,63 @@ _NET = dict(reconnect=True, stall_s=2.0)
 
 # scheme -> (default options, help text)
 SCHEMES: dict[str, tuple[dict, str]] = {
-    "file": (dict(_PACE, audio=True, block_ms=10), "file:///abs/clip.mp4 or file://relative/clip.mp4 -- a video file (any "
-             "container and codec PyAV reads), demuxed and decoded as a stream: RGB frames at native size, its audio "
-             "mono at sample_rate, with the file's own timestamps from the moment start() was called. Options: "
-             "realtime=1 paces output to the wall clock like a camera (default: as fast as the consumer takes it, "
-             "nothing dropped); loop=1 starts again at the end, timestamps continuing; audio=0 ignores the sound; "
-             "block_ms (audio block length, default 10). "
-             "A file without sound gives kind 'video' (counters['no_audio'] = 1)."),
-    "wav": (dict(_PACE, block_ms=10), "wav:///abs/sound.wav -- the audio track of any file PyAV reads (wav, mp3, flac, ogg, a "
-            "video's sound), mono at sample_rate. Options: realtime=1, loop=1, block_ms."),
-    "mic": (dict(blocksize=0, channels=0, queue=256), "mic://default or mic://NAME (a name, part of one, or an index "
-            "from python -m sounddevice) -- a microphone through sounddevice/PortAudio, downmixed and resampled "
-            "from the device's own rate; pts from the ADC time. Options: blocksize (device frames per callback, 0 = "
-            "PortAudio's choice), channels (0 = up to 2, averaged), queue (buffers held for a slow consumer; beyond "
-            "it blocks are dropped and counted)."),
-    "cam": (dict(width=0, height=0, fps=0.0, stall_s=2.0), "cam://0 -- camera number N through OpenCV (V4L2 on "
-            "Linux); pts = capture time. Options: width, height, fps (asked of the driver), stall_s."),
-    "v4l2": (dict(width=0, height=0, fps=0.0, stall_s=2.0), "v4l2:///dev/video0 -- a V4L2 device by path. "
-             "Options as cam://."),
-    "csi": (dict(width=1280, height=720, fps=30, flip=0, stall_s=2.0), "csi://0 -- a Jetson CSI camera via the "
-            "nvarguscamerasrc GStreamer pipeline (cv2.CAP_GSTREAMER). Needs an OpenCV built with GStreamer "
-            "(JetPack's python3-opencv); the pip opencv-python-headless wheel has none and csi:// then raises "
-            "ConfigError saying so. Options: width, height, fps, flip (nvvidconv flip-method)."),
-    "http": (dict(_NET), "http://host:port/path -- an MJPEG/HTTP camera or stream through OpenCV's FFmpeg backend. "
-             "When it ends or stalls: Gap(kind='lost'), reconnects with backoff (0.25 s doubling to 4 s; counters "
-             "reconnect_attempts, lost_s), Gap(kind='reconnect') once it is back. Options: reconnect=0 (end instead), "
-             "stall_s (seconds without a frame, default 2). Other query parameters stay in the URL."),
+    "file": (
+        dict(_PACE, audio=True, block_ms=10),
+        "file:///abs/clip.mp4 or file://relative/clip.mp4 -- a video file (any "
+        "container and codec PyAV reads), demuxed and decoded as a stream: RGB frames at native size, its audio "
+        "mono at sample_rate, with the file's own timestamps from the moment start() was called. Options: "
+        "realtime=1 paces output to the wall clock like a camera (default: as fast as the consumer takes it, "
+        "nothing dropped); loop=1 starts again at the end, timestamps continuing; audio=0 ignores the sound; "
+        "block_ms (audio block length, default 10). "
+        "A file without sound gives kind 'video' (counters['no_audio'] = 1).",
+    ),
+    "wav": (
+        dict(_PACE, block_ms=10),
+        "wav:///abs/sound.wav -- the audio track of any file PyAV reads (wav, mp3, flac, ogg, a "
+        "video's sound), mono at sample_rate. Options: realtime=1, loop=1, block_ms.",
+    ),
+    "mic": (
+        dict(blocksize=0, channels=0, queue=256),
+        "mic://default or mic://NAME (a name, part of one, or an index "
+        "from python -m sounddevice) -- a microphone through sounddevice/PortAudio, downmixed and resampled "
+        "from the device's own rate; pts from the ADC time. Options: blocksize (device frames per callback, 0 = "
+        "PortAudio's choice), channels (0 = up to 2, averaged), queue (buffers held for a slow consumer; beyond "
+        "it blocks are dropped and counted).",
+    ),
+    "cam": (
+        dict(width=0, height=0, fps=0.0, stall_s=2.0),
+        "cam://0 -- camera number N through OpenCV (V4L2 on Linux); pts = capture time. Options: width, height, fps (asked of the driver), stall_s.",
+    ),
+    "v4l2": (dict(width=0, height=0, fps=0.0, stall_s=2.0), "v4l2:///dev/video0 -- a V4L2 device by path. Options as cam://."),
+    "csi": (
+        dict(width=1280, height=720, fps=30, flip=0, stall_s=2.0),
+        "csi://0 -- a Jetson CSI camera via the "
+        "nvarguscamerasrc GStreamer pipeline (cv2.CAP_GSTREAMER). Needs an OpenCV built with GStreamer "
+        "(JetPack's python3-opencv); the pip opencv-python-headless wheel has none and csi:// then raises "
+        "ConfigError saying so. Options: width, height, fps, flip (nvvidconv flip-method).",
+    ),
+    "http": (
+        dict(_NET),
+        "http://host:port/path -- an MJPEG/HTTP camera or stream through OpenCV's FFmpeg backend. "
+        "When it ends or stalls: Gap(kind='lost'), reconnects with backoff (0.25 s doubling to 4 s; counters "
+        "reconnect_attempts, lost_s), Gap(kind='reconnect') once it is back. Options: reconnect=0 (end instead), "
+        "stall_s (seconds without a frame, default 2). Other query parameters stay in the URL.",
+    ),
     "https": (dict(_NET), "https://... -- as http://. Options: reconnect=0, stall_s."),
-    "rtsp": (dict(_NET), "rtsp://user:pass@host:554/stream -- an RTSP camera through OpenCV's FFmpeg backend, "
-             "reconnecting like http://. Options: reconnect=0, stall_s."),
-    "synthetic": (dict(_PACE, fps=10.0, seconds=6.0, k=3, seed=0, size=96, block_ms=100, bank="auto", hold=2.0),
-                  "synthetic://av-digits?fps=10&seconds=6&k=3&seed=0 -- generated AV-Digits scenes, one every hold "
-                  "seconds (default 2): an S x S image (size, default 96) with k handwritten digits, shown at fps "
-                  "while one digit is spoken in its first second, then silence (so the 1 s window at every frame "
-                  "holds only this scene's speech; audio in block_ms blocks). VideoFrame.meta has the spoken digit's box "
-                  "(x0, y0, x1, y1), label and scene. Real FSDD + MNIST test data when ../shared/data has them "
-                  "(bank=auto|real|synthetic), else generated shapes and tones. Finite; realtime=1 paces it."),
+    "rtsp": (
+        dict(_NET),
+        "rtsp://user:pass@host:554/stream -- an RTSP camera through OpenCV's FFmpeg backend, "
+        "reconnecting like http://. Options: reconnect=0, stall_s.",
+    ),
+    "synthetic": (
+        dict(_PACE, fps=10.0, seconds=6.0, k=3, seed=0, size=96, block_ms=100, bank="auto", hold=2.0),
+        "synthetic://av-digits?fps=10&seconds=6&k=3&seed=0 -- generated AV-Digits scenes, one every hold "
+        "seconds (default 2): an S x S image (size, default 96) with k handwritten digits, shown at fps "
+        "while one digit is spoken in its first second, then silence (so the 1 s window at every frame "
+        "holds only this scene's speech; audio in block_ms blocks). VideoFrame.meta has the spoken digit's box "
+        "(x0, y0, x1, y1), label and scene. Real FSDD + MNIST test data when ../shared/data has them "
+        "(bank=auto|real|synthetic), else generated shapes and tones. Finite; realtime=1 paces it.",
+    ),
 }
 _NETWORK = ("http", "https", "rtsp")
 
@@ -94,12 +114,14 @@ def usage(scheme: str | None = None) -> str:
 
 def _unknown_scheme(uri: str, scheme: str) -> ConfigError:
     if not scheme:
-        return ConfigError(f"source {uri!r} has no scheme", f"write file://{Path(uri).resolve()} for a file, or use one of: "
-                           f"{', '.join(f'{s}://' for s in SCHEMES)} (see edge_sdk.runtime.sources.usage())")
+        return ConfigError(
+            f"source {uri!r} has no scheme",
+            f"write file://{Path(uri).resolve()} for a file, or use one of: "
+            f"{', '.join(f'{s}://' for s in SCHEMES)} (see edge_sdk.runtime.sources.usage())",
+        )
     close = difflib.get_close_matches(scheme.lower(), SCHEMES, n=1, cutoff=0.5)
     hint = f"did you mean {close[0]}://? " if close else ""
-    return ConfigError(f"unknown source scheme {scheme!r} in {uri!r}",
-                       f"{hint}use one of: {', '.join(f'{s}://' for s in SCHEMES)}")
+    return ConfigError(f"unknown source scheme {scheme!r} in {uri!r}", f"{hint}use one of: {', '.join(f'{s}://' for s in SCHEMES)}")
 
 
 def _coerce(uri: str, key: str, value, default):
@@ -120,8 +142,9 @@ def _coerce(uri: str, key: str, value, default):
             if isinstance(number, str) or number >= 0:  # every numeric option is a size, a rate or a time (0: the device's or the default)
                 return number
             raise ConfigError(f"{uri}: option {key}={value!r} is negative", f"pass {key}=0 or more (default {default!r})")
-    raise ConfigError(f"{uri}: option {key}={value!r} is not a {type(default).__name__}",
-                      f"pass {key}={default!r} or another {type(default).__name__}")
+    raise ConfigError(
+        f"{uri}: option {key}={value!r} is not a {type(default).__name__}", f"pass {key}={default!r} or another {type(default).__name__}"
+    )
 
 
 def media_path(uri: str) -> str | None:
@@ -147,8 +170,10 @@ def open_source(uri: str, *, sample_rate: int = 16000, **opts) -> Source:
     given.update(opts)
     unknown = sorted(set(given) - set(defaults))
     if unknown:
-        raise ConfigError(f"{uri}: unknown option(s) {', '.join(unknown)} for {scheme}://",
-                          f"{scheme}:// takes: {', '.join(f'{k} (default {v!r})' for k, v in defaults.items())}")
+        raise ConfigError(
+            f"{uri}: unknown option(s) {', '.join(unknown)} for {scheme}://",
+            f"{scheme}:// takes: {', '.join(f'{k} (default {v!r})' for k, v in defaults.items())}",
+        )
     o = {k: _coerce(uri, k, given.get(k, d), d) for k, d in defaults.items()}
     name = unquote(parts.netloc + parts.path)
     if scheme in ("file", "wav"):
@@ -165,10 +190,12 @@ def open_source(uri: str, *, sample_rate: int = 16000, **opts) -> Source:
         return CaptureSource(uri, name, cv2.CAP_V4L2, o)
     if scheme == "csi":
         if not has_gstreamer():
-            raise ConfigError(f"{uri}: this OpenCV build has no GStreamer support, which the Jetson CSI pipeline "
-                              "(nvarguscamerasrc) needs", "on the Jetson use JetPack's OpenCV (apt install "
-                              "python3-opencv) in a venv made with --system-site-packages and pip uninstall "
-                              "opencv-python-headless; or use v4l2:///dev/video0 if the sensor has a V4L2 driver")
+            raise ConfigError(
+                f"{uri}: this OpenCV build has no GStreamer support, which the Jetson CSI pipeline (nvarguscamerasrc) needs",
+                "on the Jetson use JetPack's OpenCV (apt install "
+                "python3-opencv) in a venv made with --system-site-packages and pip uninstall "
+                "opencv-python-headless; or use v4l2:///dev/video0 if the sensor has a V4L2 driver",
+            )
         pipeline = csi_pipeline(int(name or 0), o["width"], o["height"], o["fps"], o["flip"])
         return CaptureSource(uri, pipeline, cv2.CAP_GSTREAMER, o)
     return SyntheticSource(uri, name, sample_rate, o)
@@ -221,8 +248,10 @@ class FileSource(Source):
         scheme = "wav" if audio_only else "file"
         if not self.path.is_file():
             what = "is a folder" if self.path.is_dir() else "does not exist"
-            raise DataError(f"{uri}: {self.path} {what}", f"give the path of a media file: {scheme}:///abs/path "
-                            f"or {scheme}://path/relative/to/the/working/folder ({Path.cwd()})")
+            raise DataError(
+                f"{uri}: {self.path} {what}",
+                f"give the path of a media file: {scheme}:///abs/path or {scheme}://path/relative/to/the/working/folder ({Path.cwd()})",
+            )
         try:
             with av.open(str(self.path)) as c:
                 broken = [s.type for s in (*c.streams.video[:1], *c.streams.audio[:1]) if s.codec_context is None]
@@ -230,22 +259,29 @@ class FileSource(Source):
                 # sound only: a header-only WAV would play as silence
                 empty = not (broken or video) and audio and next(c.decode(audio=0), None) is None
         except av.FFmpegError as e:
-            raise DataError(f"{uri}: {self.path.name} could not be opened ({_why(e)})", "check that it plays in a "
-                            "media player; a truncated download must be fetched again, or re-encode it: "
-                            "ffmpeg -i in -c:v libx264 -c:a aac out.mp4") from None
+            raise DataError(
+                f"{uri}: {self.path.name} could not be opened ({_why(e)})",
+                "check that it plays in a "
+                "media player; a truncated download must be fetched again, or re-encode it: "
+                "ffmpeg -i in -c:v libx264 -c:a aac out.mp4",
+            ) from None
         if broken:
-            raise DataError(f"{uri}: {self.path.name}: the {' and '.join(broken)} codec cannot be set up",
-                            "the file is truncated or corrupt; fetch it again or re-encode it")
+            raise DataError(
+                f"{uri}: {self.path.name}: the {' and '.join(broken)} codec cannot be set up",
+                "the file is truncated or corrupt; fetch it again or re-encode it",
+            )
         if audio_only and not audio:
             raise DataError(f"{uri}: {self.path.name} has no audio track", "use file:// for video, or a file with sound")
         if empty:
-            raise DataError(f"{uri}: {self.path.name} holds no samples", "record or export the sound again; "
-                            "a file with only a header has nothing to play")
+            raise DataError(
+                f"{uri}: {self.path.name} holds no samples", "record or export the sound again; a file with only a header has nothing to play"
+            )
         no_audio = not audio and not audio_only and opts.get("audio", True)
         audio = audio and opts.get("audio", True)
         if not (video or audio):
-            raise DataError(f"{uri}: {self.path.name} has nothing to read (no video, audio ignored or absent)",
-                            "drop audio=0, or use a file with video or sound")
+            raise DataError(
+                f"{uri}: {self.path.name} has nothing to read (no video, audio ignored or absent)", "drop audio=0, or use a file with video or sound"
+            )
         super().__init__(uri, "av" if video and audio else "video" if video else "audio", opts)
         self._video, self._audio = video, audio
         self._pending: list = []  # realtime schedule: (due_ns, order, emit function, args)
@@ -337,8 +373,7 @@ class FileSource(Source):
         missing = (c.start_time or 0) / 1e6 + declared - (last or 0.0)
         if missing > max(1.0, 0.05 * declared):
             self.counters["truncated_s"] = round(missing, 2)  # a gap the consumer reports (the pipeline logs it)
-            self.gap("truncated", missing, f"the file ends {missing:.1f} s before the {declared:.1f} s its header declares: "
-                     "truncated or damaged")
+            self.gap("truncated", missing, f"the file ends {missing:.1f} s before the {declared:.1f} s its header declares: truncated or damaged")
 
     def _picture(self, fr, pts_ns: int) -> bool:
         if fr.format.name in YUV420:
@@ -394,75 +429,3 @@ class FileSource(Source):
         if self.counters["decode_errors"] <= 3:
             log.warning("%s: decode error (%s)", self.uri, _why(e))
         self.gap("decode", message=_why(e), pts_ns=None if t is None else clock.to_sdk(offset + t))
-
-
-# -- generated scenes ----------------------------------------------------------------------
-@functools.lru_cache(maxsize=4)
-def _bank(sample_rate: int, which: str):
-    from edge_sdk.media.corpora import default_data_dir
-    from edge_sdk.media.digits import load_bank, synthetic_bank
-
-    root = default_data_dir()
-    real = root is not None and (root / "fsdd" / "recordings").is_dir() and (root / "mnist").is_dir()
-    if which == "real" and not real:
-        raise DataError("synthetic://av-digits?bank=real: FSDD and MNIST are not in ../shared/data",
-                        "put them there (fsdd/recordings, mnist), or use bank=auto or bank=synthetic")
-    if which == "synthetic" or not real:
-        return synthetic_bank("test", sample_rate)
-    return load_bank(root / "fsdd" / "recordings", root / "mnist", "test", sample_rate)
-
-
-class SyntheticSource(Source):
-    """Generated AV-Digits scenes: one every ``hold`` seconds, shown at ``fps`` while its 1 s
-    sound plays first, then silence; the ground truth rides in ``VideoFrame.meta``."""
-
-    @property
-    def live(self) -> bool:
-        return bool(self.opts.get("realtime"))
-
-    def __init__(self, uri: str, name: str, sample_rate: int, opts: dict):
-        if name != "av-digits":
-            raise ConfigError(f"{uri}: unknown generator {name!r}", "use synthetic://av-digits")
-        for key, ok in (("fps", opts["fps"] > 0), ("seconds", opts["seconds"] > 0), ("k", 1 <= opts["k"] <= 10),
-                        ("size", opts["size"] >= 32), ("block_ms", opts["block_ms"] > 0), ("hold", opts["hold"] >= 1),
-                        ("bank", opts["bank"] in ("auto", "real", "synthetic"))):
-            if not ok:
-                raise ConfigError(f"{uri}: {key}={opts[key]!r} is out of range",
-                                  "fps, seconds, block_ms > 0; hold >= 1; k 1..10; size >= 32; bank auto|real|synthetic")
-        super().__init__(uri, "av", opts)
-        from edge_sdk.media.avdigits import AVDigits
-        from edge_sdk.spec import get_spec
-
-        base = get_spec("student_s")
-        spec = dataclasses.replace(base, audio=dataclasses.replace(base.audio, sample_rate=sample_rate, num_samples=sample_rate),
-                                   image=dataclasses.replace(base.image, size=opts["size"]))
-        self.sample_rate = sample_rate
-        self.bank = _bank(sample_rate, opts["bank"])
-        self.scenes = AVDigits(self.bank, spec, math.ceil(opts["seconds"] / opts["hold"]), k=opts["k"], seed=opts["seed"], train=False)
-        log.info("%s: %d scenes from %s", uri, len(self.scenes), self.bank.source)
-
-    def _run(self) -> None:
-        o, sr = self.opts, self.sample_rate
-        clock = ClockMap()
-        clock.to_sdk(0.0)  # scene time 0 = the SDK clock now
-        block = max(1, int(round(sr * o["block_ms"] / 1000)))
-        hold, n_hold = o["hold"], int(round(o["hold"] * sr))
-        for i in range(len(self.scenes)):
-            item = self.scenes[i]
-            image = item["image"].transpose(1, 2, 0).astype(np.uint8)
-            meta = dict(box=tuple(float(v) for v in item["box"]), label=int(item["label"]), scene=i)
-            sound = np.zeros(n_hold, np.float32)
-            sound[: len(item["wave"])] = item["wave"][:n_hold]
-            t0 = i * hold
-            events = [(t0 + j / o["fps"], 0, t0 + j / o["fps"], None) for j in range(math.ceil(hold * o["fps"] - 1e-9))]
-            events += [(t0 + (b + block) / sr, 1, t0 + b / sr, sound[b:b + block]) for b in range(0, n_hold, block)]
-            for ready, _, t, wave in sorted(events, key=lambda e: e[:2]):  # in the order a device would deliver
-                if t >= o["seconds"]:
-                    continue
-                if o["realtime"] and self.wait_until(clock.to_sdk(ready)):
-                    return
-                done = self.frame(image.copy(), clock.to_sdk(t), dict(meta)) if wave is None \
-                    else self.block(wave.copy(), clock.to_sdk(t), sr)
-                if not done:
-                    return
-        self.done = True

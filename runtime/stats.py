@@ -21,8 +21,12 @@ def _pcts(values) -> dict[str, float]:
     if not len(values):
         return {"p50": None, "p95": None, "p99": None, "n": 0}
     a = np.asarray(values, dtype=np.float64)
-    return {"p50": round(float(np.percentile(a, 50)), 3), "p95": round(float(np.percentile(a, 95)), 3),
-            "p99": round(float(np.percentile(a, 99)), 3), "n": int(a.size)}
+    return {
+        "p50": round(float(np.percentile(a, 50)), 3),
+        "p95": round(float(np.percentile(a, 95)), 3),
+        "p99": round(float(np.percentile(a, 99)), 3),
+        "n": int(a.size),
+    }
 
 
 class Stats:
@@ -54,7 +58,7 @@ class Stats:
         for image, wave in zip(images, waves):
             if float(image.mean()) < 2.0:
                 self.fault("black_frame")
-            if float(np.sqrt(np.mean(wave ** 2))) < 1e-4:
+            if float(np.sqrt(np.mean(wave**2))) < 1e-4:
                 self.fault("silent_audio")
             elif float(np.abs(wave).max()) >= 0.999:
                 self.fault("clipped_audio")
@@ -98,11 +102,18 @@ class Stats:
             stages = {k: _pcts(self.stages.get(k, ())) for k in dict.fromkeys((*_STAGES, *self.stages))}
             counters, faults = dict(self.counters), dict(self.faults)
         frames_in = counters.get("frames_in", 0)
-        return {"frames_in": frames_in, "frames_out": counters.get("frames_out", 0), "dropped": counters.get("dropped", 0),
-                "drop_rate": round(counters.get("dropped", 0) / frames_in, 4) if frames_in else 0.0,
-                "results_dropped": counters.get("results_dropped", 0),  # made room for newer ones: nobody took them in time
-                "audio_blocks": counters.get("audio_blocks", 0), "fps": self.fps(), "faults": faults,
-                "latency_ms": stages, "counters": counters}
+        return {
+            "frames_in": frames_in,
+            "frames_out": counters.get("frames_out", 0),
+            "dropped": counters.get("dropped", 0),
+            "drop_rate": round(counters.get("dropped", 0) / frames_in, 4) if frames_in else 0.0,
+            "results_dropped": counters.get("results_dropped", 0),  # made room for newer ones: nobody took them in time
+            "audio_blocks": counters.get("audio_blocks", 0),
+            "fps": self.fps(),
+            "faults": faults,
+            "latency_ms": stages,
+            "counters": counters,
+        }
 
     def line(self) -> str:
         """One status line for the terminal: the frame rate of the last 2 s."""
@@ -110,5 +121,7 @@ class Stats:
         lat, skew = d["latency_ms"]["capture_to_result"], d["latency_ms"]["skew"]
         kinds = Counter(d["faults"]).most_common(2)  # say what they are: silence between words is one, a lost camera another
         faults = f"faults {sum(d['faults'].values())}" + (" (" + ", ".join(f"{k} {n}" for k, n in kinds) + ")" if kinds else "")
-        return (f"{self.fps(2.0):6.1f} fps  in {d['frames_in']}  out {d['frames_out']}  dropped {d['dropped']}  "
-                f"latency p50 {lat.get('p50')} p95 {lat.get('p95')} ms  skew p95 {skew.get('p95')} ms  {faults}")
+        return (
+            f"{self.fps(2.0):6.1f} fps  in {d['frames_in']}  out {d['frames_out']}  dropped {d['dropped']}  "
+            f"latency p50 {lat.get('p50')} p95 {lat.get('p95')} ms  skew p95 {skew.get('p95')} ms  {faults}"
+        )

@@ -50,10 +50,12 @@ class Geometry:
     def box_to_cells(self, box) -> tuple[slice, slice]:
         """Map cells whose centres fall in a frame box (x0, y0, x1, y1)."""
         x0, y0, x1, y1 = box
+
         def rng(a0, a1, origin, stride, off):
             lo = int(np.ceil(((a0 - origin) / self.scale - off) / stride))
             hi = int(np.floor(((a1 - origin) / self.scale - off) / stride)) + 1
             return slice(max(lo, 0), max(hi, lo + 1))
+
         return rng(y0, y1, self.y0, self.stride[0], self.offset[0]), rng(x0, x1, self.x0, self.stride[1], self.offset[1])
 
 
@@ -61,7 +63,7 @@ class Task:
     name = ""
     shifts_ms: tuple[float, ...] = (0.0,)
 
-    def setup(self, towers, spec) -> None:  # noqa: B027 - optional hook
+    def setup(self, towers, spec) -> None:
         """Called once with the runner (a gallery embeds itself here)."""
 
     def __call__(self, frame, audio_emb: np.ndarray, image_emb: np.ndarray, image_map: np.ndarray, geom: Geometry):
@@ -104,9 +106,13 @@ class Sync(Task):
         mean = np.mean(self.history, axis=0)
         zero = self.shifts_ms.index(0.0)
         best = int(mean.argmax())
-        return {"score": round(float(scores[zero]), 4), "belongs": bool(scores[zero] >= self.threshold),
-                "offset_ms": self.shifts_ms[best], "offset_confidence": round(float(mean[best] - np.median(mean)), 4),
-                "window_frames": len(self.history)}, sims[zero]
+        return {
+            "score": round(float(scores[zero]), 4),
+            "belongs": bool(scores[zero] >= self.threshold),
+            "offset_ms": self.shifts_ms[best],
+            "offset_confidence": round(float(mean[best] - np.median(mean)), 4),
+            "window_frames": len(self.history),
+        }, sims[zero]
 
 
 class Retrieval(Task):
@@ -117,8 +123,10 @@ class Retrieval(Task):
 
     def __init__(self, gallery: str | None = None, top: int = 3):
         if not gallery or not Path(gallery).is_dir():
-            raise ConfigError("the retrieval task needs a gallery folder" + (f" ({gallery!r} is not one)" if gallery else ""),
-                              "pass --gallery DIR (task_opts={'gallery': DIR}) with images and/or .wav sounds")
+            raise ConfigError(
+                "the retrieval task needs a gallery folder" + (f" ({gallery!r} is not one)" if gallery else ""),
+                "pass --gallery DIR (task_opts={'gallery': DIR}) with images and/or .wav sounds",
+            )
         self.folder, self.top = Path(gallery), top
         self.items: list[tuple[str, str]] = []
         self.image_embs = self.sound_embs = None
@@ -174,8 +182,10 @@ class Speaker(Task):
 
         xml = Path(getattr(getattr(cv2, "data", None), "haarcascades", "")) / "haarcascade_frontalface_default.xml"
         if not hasattr(cv2, "CascadeClassifier") or not xml.is_file():
-            raise ConfigError(f"the speaker task needs OpenCV's Haar face cascade, which OpenCV {cv2.__version__} does not ship",
-                              "pip install 'opencv-python-headless<5' (OpenCV 5 wheels dropped CascadeClassifier)")
+            raise ConfigError(
+                f"the speaker task needs OpenCV's Haar face cascade, which OpenCV {cv2.__version__} does not ship",
+                "pip install 'opencv-python-headless<5' (OpenCV 5 wheels dropped CascadeClassifier)",
+            )
         self.detector = cv2.CascadeClassifier(str(xml))
         self.min_face = min_face
 

@@ -68,8 +68,9 @@ class Window:
             try:
                 self._root = tk.Tk()
             except tk.TclError as e:
-                raise EdgeSDKError(f"cannot open a window on DISPLAY={os.environ.get('DISPLAY')}: {e}",
-                                   "check the display (xdpyinfo), or pass --headless") from None
+                raise EdgeSDKError(
+                    f"cannot open a window on DISPLAY={os.environ.get('DISPLAY')}: {e}", "check the display (xdpyinfo), or pass --headless"
+                ) from None
             self._root.title(title)
             self._root.protocol("WM_DELETE_WINDOW", self._closed)
             self._root.bind("<Key>", lambda e: self._closed() if e.keysym in ("q", "Escape") else None)
@@ -89,9 +90,11 @@ class Window:
 
     def _here(self) -> None:
         if threading.current_thread() is not self._thread:
-            raise ConfigError(f"window {self.title!r} used from thread {threading.current_thread().name}, but it was opened on "
-                              f"{self._thread.name} (GUI toolkits draw only on the thread that made the window)",
-                              "open the window:// sink on the thread that calls Pipeline.run() or iterates the pipeline")
+            raise ConfigError(
+                f"window {self.title!r} used from thread {threading.current_thread().name}, but it was opened on "
+                f"{self._thread.name} (GUI toolkits draw only on the thread that made the window)",
+                "open the window:// sink on the thread that calls Pipeline.run() or iterates the pipeline",
+            )
 
     def draw(self, rgb: np.ndarray) -> None:
         self._here()

@@ -44,8 +44,10 @@ def pulse():
             pytest.skip(f"the {tool} binary is not installed (apt-get install pulseaudio pulseaudio-utils; toolchain/setup.sh does it)")
     started = False
     if pactl("info").returncode != 0:
-        tries = (["pulseaudio", "-D", "--exit-idle-time=-1"],  # as root it warns but runs
-                 ["pulseaudio", "-D", "--system", "--disallow-exit", "--exit-idle-time=-1"])
+        tries = (
+            ["pulseaudio", "-D", "--exit-idle-time=-1"],  # as root it warns but runs
+            ["pulseaudio", "-D", "--system", "--disallow-exit", "--exit-idle-time=-1"],
+        )
         for cmd in tries:
             subprocess.run(cmd, capture_output=True, timeout=20)
             for _ in range(30):
@@ -57,8 +59,7 @@ def pulse():
                 break
         else:
             pytest.skip("pulseaudio would not start here (tried -D and --system); no virtual microphone")
-    old = next((line.split(":", 1)[1].strip() for line in pactl("info").stdout.splitlines()
-                if line.startswith("Default Source:")), None)
+    old = next((line.split(":", 1)[1].strip() for line in pactl("info").stdout.splitlines() if line.startswith("Default Source:")), None)
     load = pactl("load-module", "module-null-sink", "sink_name=edge_sdk_test")
     if load.returncode != 0:
         pytest.skip(f"pactl could not make a null sink: {load.stderr.strip()}")
@@ -67,8 +68,10 @@ def pulse():
     sd._terminate()  # PortAudio lists devices once: rescan now that the PulseAudio server runs
     sd._initialize()
     if not any(d["max_input_channels"] > 0 for d in sd.query_devices()):
-        pytest.skip("PortAudio sees no input device although PulseAudio runs: install libasound2-plugins "
-                    "(its ALSA 'pulse' device routes PortAudio to PulseAudio)")
+        pytest.skip(
+            "PortAudio sees no input device although PulseAudio runs: install libasound2-plugins "
+            "(its ALSA 'pulse' device routes PortAudio to PulseAudio)"
+        )
     yield "edge_sdk_test"
     pactl("unload-module", load.stdout.strip())
     if old and old != "edge_sdk_test.monitor":

@@ -23,8 +23,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 VIDEO_DIR = DATA / "video"
 SR = 16000
 # clip -> (length s, fps), from ../shared/data/README.md
-CLIPS = {"chaplin.mp4": (9.6, 25), "big_buck_bunny_0_30.webm": (30.0, 24), "smpte-2997.mp4": (10.0, 25),
-         "example2.mp4": (2.0, 24)}
+CLIPS = {"chaplin.mp4": (9.6, 25), "big_buck_bunny_0_30.webm": (30.0, 24), "smpte-2997.mp4": (10.0, 25), "example2.mp4": (2.0, 24)}
 
 
 def clip(name: str) -> Path:
@@ -53,8 +52,11 @@ def run(src, timeout: float = 30.0, until=None) -> list:
 
 
 def split(items):
-    return ([i for i in items if isinstance(i, VideoFrame)], [i for i in items if isinstance(i, AudioBlock)],
-            [i for i in items if isinstance(i, Gap)])
+    return (
+        [i for i in items if isinstance(i, VideoFrame)],
+        [i for i in items if isinstance(i, AudioBlock)],
+        [i for i in items if isinstance(i, Gap)],
+    )
 
 
 def increasing(items) -> bool:
@@ -92,9 +94,28 @@ def free_port() -> int:
 
 
 def serve(path: Path, port: int) -> subprocess.Popen:
-    return subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-i", str(path), "-an",
-                             "-c:v", "mjpeg", "-q:v", "8", "-f", "mpjpeg", "-listen", "1", f"http://127.0.0.1:{port}/"],
-                            stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-re",
+            "-i",
+            str(path),
+            "-an",
+            "-c:v",
+            "mjpeg",
+            "-q:v",
+            "8",
+            "-f",
+            "mpjpeg",
+            "-listen",
+            "1",
+            f"http://127.0.0.1:{port}/",
+        ],
+        stdin=subprocess.DEVNULL,
+    )
 
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # PyGObject comes from apt, not from the venv
@@ -102,15 +123,21 @@ SYSTEM_PYTHON = "/usr/bin/python3"  # PyGObject comes from apt, not from the ven
 
 def serve_rtsp(path: Path, port: int) -> subprocess.Popen:
     """tests/rtsp_camera.py (GStreamer's RTSP server), once it listens."""
-    server = subprocess.Popen([SYSTEM_PYTHON, str(Path(__file__).with_name("rtsp_camera.py")), str(path), str(port)],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [SYSTEM_PYTHON, str(Path(__file__).with_name("rtsp_camera.py")), str(path), str(port)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     line = server.stdout.readline().strip()
     if line != "ready":
         server.kill()
         server.wait()
         if server.returncode == 2 or not line:
-            pytest.skip(f"no GStreamer RTSP server ({line or 'no output'}): apt-get install python3-gi "
-                        "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good (toolchain/setup.sh does it)")
+            pytest.skip(
+                f"no GStreamer RTSP server ({line or 'no output'}): apt-get install python3-gi "
+                "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good (toolchain/setup.sh does it)"
+            )
         raise RuntimeError(f"the RTSP camera did not start: {line}")
     return server
 

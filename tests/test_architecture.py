@@ -41,8 +41,16 @@ MAX_FILE_LINES = 500
 MAX_FUNCTION_LINES = 80
 SKIP_DIRS = {".git", ".venv", "venv", "__pycache__", "build", "dist", "runs", "node_modules"}
 
-TRAINING = ("edge_sdk.data", "edge_sdk.models", "edge_sdk.quant", "edge_sdk.train", "edge_sdk.objectives",
-            "edge_sdk.checkpoint", "edge_sdk.eval", "edge_sdk.recipe")
+TRAINING = (
+    "edge_sdk.data",
+    "edge_sdk.models",
+    "edge_sdk.quant",
+    "edge_sdk.train",
+    "edge_sdk.objectives",
+    "edge_sdk.checkpoint",
+    "edge_sdk.eval",
+    "edge_sdk.recipe",
+)
 OUTER = ("edge_sdk.export", "edge_sdk.runtime", "edge_sdk.apps", "edge_sdk.toolchain")
 TORCH = ("torch", "torchvision", "torchaudio", "torchao", "executorch")
 
@@ -60,14 +68,16 @@ class Rule:
 
 
 RULES = (
-    Rule("edge_sdk.runtime", (*TRAINING, "edge_sdk.export", "edge_sdk.toolchain", "edge_sdk.apps"),
-         why="runtime: no training code, export, toolchain or apps"),
+    Rule(
+        "edge_sdk.runtime",
+        (*TRAINING, "edge_sdk.export", "edge_sdk.toolchain", "edge_sdk.apps"),
+        why="runtime: no training code, export, toolchain or apps",
+    ),
     Rule("edge_sdk.apps", (*TRAINING, "edge_sdk.export", "edge_sdk.toolchain"), why="apps: runtime parts only, no training code"),
     Rule("edge_sdk.export", ("edge_sdk.apps", "edge_sdk.toolchain"), why="the library never imports the CLI or the apps"),
     # ``python -m edge_sdk`` is the CLI's entry point, which nothing imports: not part of the core
     Rule("edge_sdk", OUTER, exempt=(*OUTER, "edge_sdk.__main__"), why="core: never export, runtime, apps or toolchain"),
-    Rule("edge_sdk.media", TORCH, only=("edge_sdk.errors", "edge_sdk.spec", "edge_sdk.media"),
-         why="media: only errors, spec and itself, no torch"),
+    Rule("edge_sdk.media", TORCH, only=("edge_sdk.errors", "edge_sdk.spec", "edge_sdk.media"), why="media: only errors, spec and itself, no torch"),
 )
 
 
@@ -135,7 +145,7 @@ def discover_modules(dirs: dict[str, Path]) -> dict[str, Path]:
     for pkg, folder in dirs.items():
         for path in sorted(folder.rglob("*.py")):
             between = path.parent.relative_to(folder).parts
-            inner = [folder.joinpath(*between[:i + 1]) for i in range(len(between))]
+            inner = [folder.joinpath(*between[: i + 1]) for i in range(len(between))]
             if any(d in mapped or d.name in SKIP_DIRS for d in inner):
                 continue
             parts = [*between, path.stem] if path.stem != "__init__" else list(between)
@@ -145,7 +155,7 @@ def discover_modules(dirs: dict[str, Path]) -> dict[str, Path]:
 
 def _absolute(module: str, is_package: bool, level: int, target: str | None) -> str:
     base = module.split(".") if is_package else module.split(".")[:-1]
-    base = base[:len(base) - (level - 1)] if level > 1 else base
+    base = base[: len(base) - (level - 1)] if level > 1 else base
     return ".".join(base + ([target] if target else []))
 
 
@@ -312,8 +322,11 @@ def find_layer_violations(project: Project, rules: tuple[Rule, ...] = RULES) -> 
 
 def python_files(root: Path) -> list[Path]:
     """Every ``.py`` file of the checkout, less virtualenvs, build outputs and hidden folders."""
-    return sorted(p for p in root.rglob("*.py")
-                  if not any(d in SKIP_DIRS or d.startswith(".") or d.endswith(".egg-info") for d in p.relative_to(root).parts[:-1]))
+    return sorted(
+        p
+        for p in root.rglob("*.py")
+        if not any(d in SKIP_DIRS or d.startswith(".") or d.endswith(".egg-info") for d in p.relative_to(root).parts[:-1])
+    )
 
 
 def functions(tree: ast.AST):
@@ -397,7 +410,8 @@ def test_checks_catch_violations(tmp_path):
 
     assert find_cycles(project) == [
         "edge_sdk.train.helpers -> edge_sdk.train.loop -> edge_sdk.train.helpers"
-        "   [pkg/train/helpers.py:2 (in a function); pkg/train/loop.py:1]".replace("pkg/", f"{tmp_path.resolve()}/pkg/")]
+        "   [pkg/train/helpers.py:2 (in a function); pkg/train/loop.py:1]".replace("pkg/", f"{tmp_path.resolve()}/pkg/")
+    ]
 
     private = find_private_imports(project)
     assert len(private) == 2, private  # __version__ and media's own _impl are fine

@@ -37,8 +37,10 @@ def test_every_choice_of_the_demo_bundle_opens_through_runner_for(demo):
 
 def test_the_torch_backend_is_a_registered_plugin_not_a_runtime_import(demo):
     assert plugin_backends()["torch"].value == "edge_sdk.models.torch_runner:open_weights"
-    code = ("import sys; from edge_sdk.runtime.backends import runner_for; "
-            "print(sorted(m for m in sys.modules if m.startswith(('edge_sdk.models', 'edge_sdk.checkpoint', 'torch'))))")
+    code = (
+        "import sys; from edge_sdk.runtime.backends import runner_for; "
+        "print(sorted(m for m in sys.modules if m.startswith(('edge_sdk.models', 'edge_sdk.checkpoint', 'torch'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -70,16 +72,19 @@ def _copy_with(bundle, tmp_path: Path, name: str, data: bytes) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("data", [bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)), b"",
-                                  b"\x3c\x00\x00\x00ET12eh00" + b"\xff" * 64])
+@pytest.mark.parametrize(
+    "data", [bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)), b"", b"\x3c\x00\x00\x00ET12eh00" + b"\xff" * 64]
+)
 def test_a_garbage_program_is_a_clear_error_not_an_abort(demo, tmp_path, data):
     """Random bytes (and a truncated header) in a .pte whose hash matches killed the process with
     SIGABRT inside ExecuTorch's loader; now the file is refused by name, and the app lives on."""
     folder = _copy_with(demo, tmp_path, "image.int8.pte", data)
-    code = ("from edge_sdk.bundle import read_bundle\nfrom edge_sdk.errors import ModelFileError\n"
-            "from edge_sdk.runtime.backends import open_towers\n"
-            f"try:\n    open_towers(read_bundle({str(folder)!r}), 'executorch', 'int8')\n"
-            "except ModelFileError as e:\n    print('refused:', e)\n")
+    code = (
+        "from edge_sdk.bundle import read_bundle\nfrom edge_sdk.errors import ModelFileError\n"
+        "from edge_sdk.runtime.backends import open_towers\n"
+        f"try:\n    open_towers(read_bundle({str(folder)!r}), 'executorch', 'int8')\n"
+        "except ModelFileError as e:\n    print('refused:', e)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-800:]  # not -6 (SIGABRT)
     assert out.stdout.startswith("refused:") and "image.int8.pte" in out.stdout and "re-export" in out.stdout

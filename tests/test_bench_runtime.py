@@ -14,9 +14,29 @@ pytestmark = pytest.mark.skipif("avnet_s-demo" not in shipped_bundles(), reason=
 
 def test_bench_runtime_reports_overhead_drops_skew_and_speedups(tmp_path, fsdd, mnist):
     out = tmp_path / "bench.json"
-    run = subprocess.run([sys.executable, "-m", "edge_sdk", "bench-runtime", "--bundle", str(shipped_bundles()["avnet_s-demo"]),
-                          "--seconds", "4", "--soak", "4", "--fsdd", str(fsdd), "--mnist", str(mnist), "--json", str(out)],
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge_sdk",
+            "bench-runtime",
+            "--bundle",
+            str(shipped_bundles()["avnet_s-demo"]),
+            "--seconds",
+            "4",
+            "--soak",
+            "4",
+            "--fsdd",
+            str(fsdd),
+            "--mnist",
+            str(mnist),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     r = json.loads(out.read_text())
     rt = r["realtime"]["stats"]

@@ -131,8 +131,10 @@ def test_a_clip_without_sound_is_named_with_the_folder(tmp_path):
     if not shutil.which("ffmpeg"):
         pytest.skip("ffmpeg is not installed (apt install ffmpeg)")
     (tmp_path / "clips").mkdir()
-    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x64:rate=10", "-t", "1", "-an",
-                    str(tmp_path / "clips" / "mute.mp4")], check=True)
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x64:rate=10", "-t", "1", "-an", str(tmp_path / "clips" / "mute.mp4")],
+        check=True,
+    )
     with pytest.raises(DataError) as e:
         load_calib_set(tmp_path / "clips", SPEC)
     assert f"calibration folder {tmp_path / 'clips'}" in str(e.value) and "mute.mp4 has no audio track" in str(e.value)

@@ -37,24 +37,27 @@ def test_doctor_reports_backends_and_devices():
     assert r["backends"]["onnxruntime-cpu"] is True and "microphones" in r and "cameras" in r
 
 
-@pytest.mark.parametrize("args, match", [
-    (["eval", "no/such/model.safetensors"], "does not exist"),
-    (["eval", "not_a_model"], "no model file or shipped model"),
-    (["pretrain", "--recipe", "nope", "--out", "x"], "recipe nope not found"),
-    (["eval", "x.safetensors", "--fsdd", "a"], "go together"),
-    (["distill", "--student", "student_m", "--out", "x"], "unknown model spec 'student_m'"),
-    (["quantize", "avnet_t.avdigits", "--calib", "no/such/dir", "--out", "x"], "calibration folder no/such/dir does not exist"),
-    (["quantize", "avnet_t.avdigits", "--target", "coreml", "--calib", "d", "--out", "x"], "unknown target(s) ['coreml']"),
-    (["eval", "."], "has no manifest.json"),
-    (["eval", "avnet_s.avdigits", "--backend", "onnxruntime"], "is a checkpoint, which runs in PyTorch FP32 only"),
-    (["eval", "avnet_s.avdigits", "--json", "no/such/dir/x.json"], "cannot write --json no/such/dir/x.json: folder no/such/dir does not exist"),
-    (["run", "--bundle", "b", "--video", "v", "--stats", "no/such/dir/s.json"], "cannot write --stats"),
-    (["eval", "avnet_s.avdigits", "--json", "."], "--json . is a folder"),
-    (["export", "student_xs", "--format", "executorch", "--precision", "fp16", "--out", "OUT"], "no export path for executorch at fp16"),
-    (["export", "student_xs", "--format", "onnx", "--precision", "int8", "--out", "OUT"], "INT8 needs calibration data"),
-    (["quantize", "student_xs", "--target", "xnnpack", "--method", "entropy", "--calib", "d", "--out", "OUT"], "has no entropy calibrator"),
-    (["bench", DEMO, "--only", "onnx/int8"], "--only onnx/int8: not in"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["eval", "no/such/model.safetensors"], "does not exist"),
+        (["eval", "not_a_model"], "no model file or shipped model"),
+        (["pretrain", "--recipe", "nope", "--out", "x"], "recipe nope not found"),
+        (["eval", "x.safetensors", "--fsdd", "a"], "go together"),
+        (["distill", "--student", "student_m", "--out", "x"], "unknown model spec 'student_m'"),
+        (["quantize", "avnet_t.avdigits", "--calib", "no/such/dir", "--out", "x"], "calibration folder no/such/dir does not exist"),
+        (["quantize", "avnet_t.avdigits", "--target", "coreml", "--calib", "d", "--out", "x"], "unknown target(s) ['coreml']"),
+        (["eval", "."], "has no manifest.json"),
+        (["eval", "avnet_s.avdigits", "--backend", "onnxruntime"], "is a checkpoint, which runs in PyTorch FP32 only"),
+        (["eval", "avnet_s.avdigits", "--json", "no/such/dir/x.json"], "cannot write --json no/such/dir/x.json: folder no/such/dir does not exist"),
+        (["run", "--bundle", "b", "--video", "v", "--stats", "no/such/dir/s.json"], "cannot write --stats"),
+        (["eval", "avnet_s.avdigits", "--json", "."], "--json . is a folder"),
+        (["export", "student_xs", "--format", "executorch", "--precision", "fp16", "--out", "OUT"], "no export path for executorch at fp16"),
+        (["export", "student_xs", "--format", "onnx", "--precision", "int8", "--out", "OUT"], "INT8 needs calibration data"),
+        (["quantize", "student_xs", "--target", "xnnpack", "--method", "entropy", "--calib", "d", "--out", "OUT"], "has no entropy calibrator"),
+        (["bench", DEMO, "--only", "onnx/int8"], "--only onnx/int8: not in"),
+    ],
+)
 def test_user_errors_are_one_line_and_exit_2(args, match, tmp_path):
     out = _run(*[str(tmp_path / "out") if a == "OUT" else a for a in args])
     assert out.returncode == 2
@@ -62,15 +65,18 @@ def test_user_errors_are_one_line_and_exit_2(args, match, tmp_path):
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
-@pytest.mark.parametrize("args, match", [
-    (["eval", "x", "--k", "20"], "argument --k: 20 is out of range (1..10)"),
-    (["eval", "x", "--scenes", "0"], "argument --scenes: 0 is out of range (>= 1)"),
-    (["run", "--bundle", "b", "--video", "v", "--mjpeg", "99999"], "argument --mjpeg: 99999 is out of range (1..65535)"),
-    (["run", "--bundle", "b", "--video", "v", "--max-seconds", "-1"], "argument --max-seconds: -1 is out of range"),
-    (["quantize", "m", "--calib", "c", "--out", "o", "--budget", "nan"], "argument --budget: nan is out of range"),
-    (["calib", "--out", "o", "--n", "many"], "argument --n: 'many' is not an integer"),
-    (["calib", "--out", "o", "--n", "8"], "argument --n: 8 is out of range (>= 32)"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["eval", "x", "--k", "20"], "argument --k: 20 is out of range (1..10)"),
+        (["eval", "x", "--scenes", "0"], "argument --scenes: 0 is out of range (>= 1)"),
+        (["run", "--bundle", "b", "--video", "v", "--mjpeg", "99999"], "argument --mjpeg: 99999 is out of range (1..65535)"),
+        (["run", "--bundle", "b", "--video", "v", "--max-seconds", "-1"], "argument --max-seconds: -1 is out of range"),
+        (["quantize", "m", "--calib", "c", "--out", "o", "--budget", "nan"], "argument --budget: nan is out of range"),
+        (["calib", "--out", "o", "--n", "many"], "argument --n: 'many' is not an integer"),
+        (["calib", "--out", "o", "--n", "8"], "argument --n: 8 is out of range (>= 32)"),
+    ],
+)
 def test_numbers_out_of_range_are_refused_by_the_parser(args, match):
     out = _run(*args)
     assert out.returncode == 2 and match in out.stderr and "Traceback" not in out.stderr
@@ -93,8 +99,19 @@ def test_checkpoint_of_another_spec_is_refused(tmp_path):
 
 
 def test_run_with_a_device_profile_falls_back_when_the_bundle_lacks_its_choice(tmp_path):
-    out = _run("run", "--bundle", DEMO, "--video", "synthetic://av-digits?seconds=1&fps=5",
-               "--headless", "--quiet", "--device", "jetson-orin", "--stats", str(tmp_path / "s.json"))
+    out = _run(
+        "run",
+        "--bundle",
+        DEMO,
+        "--video",
+        "synthetic://av-digits?seconds=1&fps=5",
+        "--headless",
+        "--quiet",
+        "--device",
+        "jetson-orin",
+        "--stats",
+        str(tmp_path / "s.json"),
+    )
     assert out.returncode == 0, out.stderr[-1500:]
     assert "has no tensorrt int8 model (asked with --device jetson-orin): using the best one it has" in out.stderr
     stats = json.loads((tmp_path / "s.json").read_text())  # the terminal gets one line, the file the statistics

@@ -73,7 +73,8 @@ def test_corrupt_wav_is_named(tmp_path):
 
 def test_corrupt_idx_files(tmp_path, mnist):
     shutil.copy(mnist / "labels-idx1-ubyte.gz", tmp_path)
-    raw = gzip.open(mnist / "images-idx3-ubyte.gz").read()
+    with gzip.open(mnist / "images-idx3-ubyte.gz") as f:
+        raw = f.read()
     with gzip.open(tmp_path / "images-idx3-ubyte.gz", "wb") as f:
         f.write(raw[:5000])
     with pytest.raises(DataError, match="truncated IDX"):
@@ -117,7 +118,7 @@ def test_scene_contract(bank):
     for i in range(len(ds)):
         it = ds[i]
         s = SPEC.image.size
-        assert it["image"].shape == (3, s, s) and 0 <= it["image"].min() and it["image"].max() <= 255
+        assert it["image"].shape == (3, s, s) and it["image"].min() >= 0 and it["image"].max() <= 255
         assert it["wave"].shape == (SPEC.audio.num_samples,) and np.abs(it["wave"]).max() <= 1
         assert len(set(it["digits"].tolist())) == 3 and it["label"] in it["digits"]
         x0, y0, x1, y1 = it["box"]
@@ -165,7 +166,7 @@ def test_masks_zero_bands_and_spans_and_are_off_by_default():
     assert all(c.shape == tone.shape and c.dtype == np.float32 and np.isfinite(c).all() for c in cut)
     assert np.mean([np.mean(c == 0) > 0.005 for c in cut]) > 0.8  # a time span zeroed
     # A band over 1 kHz removed in some draws: the tone's energy drops there.
-    assert min(float(np.sum(c ** 2)) for c in cut) < 0.5 * float(np.sum(tone ** 2))
+    assert min(float(np.sum(c**2)) for c in cut) < 0.5 * float(np.sum(tone**2))
     plain = place_sound(tone, 16000, np.random.default_rng(1), train=True)
     np.testing.assert_array_equal(plain, place_sound(tone, 16000, np.random.default_rng(1), train=True, mask=False))
     masked = place_sound(tone, 16000, np.random.default_rng(1), train=True, mask=True)

@@ -48,9 +48,13 @@ def test_retrieve_names_the_digits_spoken_into_the_virtual_microphone(pulse, tmp
     mic://default (sounddevice) while the demo runs: the digit image it retrieves for the
     sound is the digit that was said."""
     summary, played = {}, []
-    demo = threading.Thread(target=lambda: summary.update(run_demo(
-        "retrieve", video="synthetic://av-digits?seconds=60&realtime=1", audio="mic://default", headless=True,
-        out=tmp_path, max_seconds=11)))
+    demo = threading.Thread(
+        target=lambda: summary.update(
+            run_demo(
+                "retrieve", video="synthetic://av-digits?seconds=60&realtime=1", audio="mic://default", headless=True, out=tmp_path, max_seconds=11
+            )
+        )
+    )
     demo.start()
     time.sleep(2.5)  # bundle open, gallery embedded, microphone listening
     for digit in (3, 5, 8):

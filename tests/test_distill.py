@@ -118,8 +118,24 @@ def test_distill_under_torchrun_ddp(tmp_path):
     p = tmp_path / "tiny.toml"
     p.write_text(TINY)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29537",
-           "-m", "edge_sdk", "distill", "--recipe", str(p), "--synthetic", "--quiet", "--out", str(tmp_path / "ddp")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29537",
+        "-m",
+        "edge_sdk",
+        "distill",
+        "--recipe",
+        str(p),
+        "--synthetic",
+        "--quiet",
+        "--out",
+        str(tmp_path / "ddp"),
+    ]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count('"world_size": 2') == 2

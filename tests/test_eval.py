@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from edge_sdk.eval.evaluate import METRIC_KEYS, EvalConfig, evaluate, format_table, heatmaps
-from edge_sdk.models.torch_runner import TorchTowers
 from edge_sdk.models.avnet import AVNet
 from edge_sdk.models.shipped import shipped_models
+from edge_sdk.models.torch_runner import TorchTowers
 from edge_sdk.spec import get_spec
 
 SMALL = EvalConfig(scenes=40, gallery_per_class=5, probe_images=100, sync_clips=10)

@@ -40,8 +40,9 @@ def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     fsdd, mnist = _data()
     calib = write_calib_set(root / "calib", get_spec("student_s"), n=40, fsdd=fsdd, mnist=mnist)
-    report = export_bundle("student_s", root / "b", "all", "all", calib=calib, fsdd=fsdd, mnist=mnist, eval_cfg=SMALL,
-                           parity_scenes=24, zip_bundle=True)
+    report = export_bundle(
+        "student_s", root / "b", "all", "all", calib=calib, fsdd=fsdd, mnist=mnist, eval_cfg=SMALL, parity_scenes=24, zip_bundle=True
+    )
     return report, root / "b"
 
 
@@ -82,7 +83,11 @@ def test_manifest_records_shapes_hashes_versions_and_calibration(exported):
     assert a["parity"] == "passed" and len(a["sha256"]) == 64
     pte = next(x for x in m["artifacts"] if x["file"] == "audio.int8.pte")
     assert pte["shapes"]["wave"][0] == 1
-    assert not list(folder.glob("*.tmp")) and {p.name for p in folder.iterdir()} <= {x["file"] for x in m["artifacts"]} | {"manifest.json", "report.json", "report.md"}
+    assert not list(folder.glob("*.tmp")) and {p.name for p in folder.iterdir()} <= {x["file"] for x in m["artifacts"]} | {
+        "manifest.json",
+        "report.json",
+        "report.md",
+    }
 
 
 def test_onnx_graphs_are_valid_dynamic_batch_and_named(exported):
@@ -109,8 +114,27 @@ def test_onnx_graphs_are_valid_dynamic_batch_and_named(exported):
 @pytest.mark.parametrize("backend,precision", [("torch", "fp32"), ("executorch", "int8"), ("tensorrt", "int8")])
 def test_cli_eval_runs_every_backend_with_checkpoint_keys(exported, tmp_path, backend, precision):
     _, folder = exported
-    out = subprocess.run([sys.executable, "-m", "edge_sdk", "eval", str(folder), "--backend", backend, "--precision", precision,
-                          "--scenes", "20", "--synthetic", "--json", str(tmp_path / "e.json")], capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge_sdk",
+            "eval",
+            str(folder),
+            "--backend",
+            backend,
+            "--precision",
+            precision,
+            "--scenes",
+            "20",
+            "--synthetic",
+            "--json",
+            str(tmp_path / "e.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if backend == "tensorrt":  # no TensorRT here: a clear error, not a silent substitute
         assert out.returncode == 2 and "TensorRT" in out.stderr, out.stderr[-800:]
         return
@@ -192,11 +216,35 @@ def test_bench_rows_ratios_and_chart(exported, tmp_path):
 
     _, folder = exported
     fsdd, mnist = _data()
-    report = bench_bundle(folder, teacher="teacher", batch=8, seconds=0.2, fsdd=fsdd, mnist=mnist, eval_cfg=SMALL,
-                          only=["torch/fp32", "onnxruntime/fp32", "onnxruntime/int8", "executorch/int8", "tensorrt/int8"])
+    report = bench_bundle(
+        folder,
+        teacher="teacher",
+        batch=8,
+        seconds=0.2,
+        fsdd=fsdd,
+        mnist=mnist,
+        eval_cfg=SMALL,
+        only=["torch/fp32", "onnxruntime/fp32", "onnxruntime/int8", "executorch/int8", "tensorrt/int8"],
+    )
     rows = {(r["model"], r["backend"], r["precision"]): r for r in report["rows"]}
-    keys = {"model", "format", "backend", "precision", "status", "size_mb", "latency_p50_ms", "latency_p95_ms", "throughput_fps",
-            "parity", "pointing_acc", "a2i_r1", "sync_acc", "gmacs", "peak_fraction", "macs"}
+    keys = {
+        "model",
+        "format",
+        "backend",
+        "precision",
+        "status",
+        "size_mb",
+        "latency_p50_ms",
+        "latency_p95_ms",
+        "throughput_fps",
+        "parity",
+        "pointing_acc",
+        "a2i_r1",
+        "sync_acc",
+        "gmacs",
+        "peak_fraction",
+        "macs",
+    }
     ok = [r for r in report["rows"] if r["status"] == "ok"]
     assert len(ok) == 5 and all(keys <= set(r) for r in ok)  # four student rows and the eager teacher
     assert all(r["peak_fraction"] == pytest.approx(r["gmacs"] / r["peak_gmacs"], abs=1e-3) and r["peak_fraction"] > 0 for r in ok)
@@ -242,13 +290,36 @@ def test_shipped_demo_bundle_verifies_and_fits_the_budget():
 def test_cli_export_with_a_device_profile(tmp_path):
     if "avnet_s.avdigits" not in shipped_models():
         pytest.skip("the distilled student_s is not shipped in this checkout")
-    out = subprocess.run([sys.executable, "-m", "edge_sdk", "export", "student_s", "--device", "android-arm64", "--precision", "fp32",
-                          "--out", str(tmp_path / "b"), "--scenes", "20", "--synthetic"], capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge_sdk",
+            "export",
+            "student_s",
+            "--device",
+            "android-arm64",
+            "--precision",
+            "fp32",
+            "--out",
+            str(tmp_path / "b"),
+            "--scenes",
+            "20",
+            "--synthetic",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-1500:]
     have = {(c.backend, c.precision) for c in read_bundle(tmp_path / "b").choices()}
     assert have == {("torch", "fp32"), ("executorch", "fp32")}  # the phone profile: ExecuTorch only
-    bad = subprocess.run([sys.executable, "-m", "edge_sdk", "export", "student_s", "--device", "jetson-orn", "--out", str(tmp_path / "c")],
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "edge_sdk", "export", "student_s", "--device", "jetson-orn", "--out", str(tmp_path / "c")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "did you mean jetson-orin" in bad.stderr
 
 

@@ -54,7 +54,7 @@ def _front_end_graph(spec: AudioSpec, path):
     """The log-mel front end alone, exported as a tower's graph is (dynamo, then lean_graph)."""
     import types
 
-    from edge_sdk.export.onnx import lean_graph
+    from edge_sdk.export.graphs import lean_graph
 
     class Tower(torch.nn.Module):
         def __init__(self):
@@ -64,8 +64,16 @@ def _front_end_graph(spec: AudioSpec, path):
         def forward(self, wave):
             return self.frontend(wave)
 
-    torch.onnx.export(Tower().eval(), (torch.zeros(2, spec.num_samples),), str(path), input_names=["wave"],
-                      output_names=["logmel"], dynamo=True, external_data=False, verbose=False)
+    torch.onnx.export(
+        Tower().eval(),
+        (torch.zeros(2, spec.num_samples),),
+        str(path),
+        input_names=["wave"],
+        output_names=["logmel"],
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+    )
     lean_graph(path, types.SimpleNamespace(audio=spec))
     return Tower().eval()
 

@@ -54,13 +54,13 @@ def test_virtual_microphone_records_what_is_played(pulse, tmp_path):
     assert abs(blocks[0].pts_ns - t0) < 2e9 and {b.sample_rate for b in blocks} == {SR}
     x = np.concatenate([b.samples for b in blocks])
     n = 1 << int(np.ceil(np.log2(x.size + ref.size)))
-    lag = int(np.argmax(np.fft.irfft(np.fft.rfft(x, n) * np.conj(np.fft.rfft(ref, n)), n)[:x.size]))
-    seg = x[lag:lag + ref.size]
+    lag = int(np.argmax(np.fft.irfft(np.fft.rfft(x, n) * np.conj(np.fft.rfft(ref, n)), n)[: x.size]))
+    seg = x[lag : lag + ref.size]
     assert seg.size == ref.size, "the recording stops before the played speech ends"
     r = np.corrcoef(seg, ref)[0, 1]
     assert r > 0.8, f"captured audio does not match the played recording (correlation {r:.2f})"
-    before = x[max(0, lag - SR // 3):max(0, lag - SR // 20)]  # the silence paplay played first
-    loud, quiet = np.sqrt(np.mean(seg ** 2)), np.sqrt(np.mean(before ** 2))
+    before = x[max(0, lag - SR // 3) : max(0, lag - SR // 20)]  # the silence paplay played first
+    loud, quiet = np.sqrt(np.mean(seg**2)), np.sqrt(np.mean(before**2))
     assert before.size > SR // 10 and loud > 10 * (quiet + 1e-6), (loud, quiet)
 
 
@@ -103,7 +103,6 @@ def test_unknown_microphone_lists_devices(pulse):
     assert "default" in e.value.fix
 
 
-
 @pytest.mark.parametrize("scheme", CAMERAS)
 def test_network_camera_reconnects_after_the_server_restarts(scheme):
     need("ffmpeg")
@@ -124,8 +123,13 @@ def test_network_camera_reconnects_after_the_server_restarts(scheme):
         server.wait()
         time.sleep(0.5)
         server = start(path, port)
-        wait_for(lambda: any(isinstance(i, Gap) for i in items) and isinstance(items[-1], VideoFrame)
-                 and len(items) - [type(i) for i in items].index(Gap) > 5, 20, src)
+        wait_for(
+            lambda: (
+                any(isinstance(i, Gap) for i in items) and isinstance(items[-1], VideoFrame) and len(items) - [type(i) for i in items].index(Gap) > 5
+            ),
+            20,
+            src,
+        )
         t = time.monotonic()
         src.stop()
         assert time.monotonic() - t < 1.5

@@ -3,19 +3,21 @@
 import numpy as np
 import pytest
 
-from edge_sdk.eval.metrics import (balanced_pair_accuracy, ciou, ciou_summary,
-                                   linear_probe, pointing_hits, recall_at_k,
-                                   sync_accuracy)
+from edge_sdk.eval.metrics import balanced_pair_accuracy, ciou, ciou_summary, linear_probe, pointing_hits, recall_at_k, sync_accuracy
 
 
 # ---------------------------------------------------------------- pointing game
 def test_pointing_hits_peak_in_and_out_of_box():
     h = np.zeros((4, 6, 8))
     h[:, 2, 5] = 1.0  # peak at row y=2, column x=5 in every map
-    boxes = np.array([[4, 1, 6, 3],    # contains (x=5, y=2): hit
-                      [0, 0, 5, 6],    # x1=5 is exclusive: miss
-                      [0, 0, 8, 2],    # y1=2 is exclusive: miss
-                      [5, 2, 6, 3]])   # single-pixel box on the peak: hit
+    boxes = np.array(
+        [
+            [4, 1, 6, 3],  # contains (x=5, y=2): hit
+            [0, 0, 5, 6],  # x1=5 is exclusive: miss
+            [0, 0, 8, 2],  # y1=2 is exclusive: miss
+            [5, 2, 6, 3],
+        ]
+    )  # single-pixel box on the peak: hit
     np.testing.assert_array_equal(pointing_hits(h, boxes), [True, False, False, True])
 
 
@@ -74,7 +76,7 @@ def test_ciou_matches_ezvsl_transcription_on_random_maps():
         heat = rng.normal(size=(224, 224))
         gt = np.zeros((224, 224))
         x0, y0 = rng.integers(0, 150, size=2)
-        gt[y0:y0 + 60, x0:x0 + 70] = 1
+        gt[y0 : y0 + 60, x0 : x0 + 70] = 1
         assert ciou(heat, gt) == pytest.approx(_ezvsl_reference(heat, gt), abs=1e-12)
 
 
@@ -104,16 +106,19 @@ def test_ciou_bad_input():
 def test_recall_at_k_constructed_gallery():
     gallery = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0.7, 0.7, 0]], dtype=float)
     g_labels = np.array([0, 1, 2, 1])
-    queries = np.array([[1, 0.05, 0],   # label 1: nearest e0 (label 0), then e3 (label 1)
-                        [0.3, 0, 1],    # label 0: nearest e2 (label 2), then e0 (label 0)
-                        [0, 2, 0]])     # label 1: nearest e1 (label 1)
+    queries = np.array(
+        [
+            [1, 0.05, 0],  # label 1: nearest e0 (label 0), then e3 (label 1)
+            [0.3, 0, 1],  # label 0: nearest e2 (label 2), then e0 (label 0)
+            [0, 2, 0],
+        ]
+    )  # label 1: nearest e1 (label 1)
     q_labels = np.array([1, 0, 1])
     r = recall_at_k(queries, q_labels, gallery, g_labels, ks=(1, 2))
     assert r[1] == pytest.approx(1 / 3)
     assert r[2] == pytest.approx(1.0)
     # cosine similarity: rescaling embeddings must not change anything
-    assert recall_at_k(queries * 100, q_labels, gallery * [[0.1], [5], [2], [9]], g_labels,
-                       ks=(1, 2)) == r
+    assert recall_at_k(queries * 100, q_labels, gallery * [[0.1], [5], [2], [9]], g_labels, ks=(1, 2)) == r
 
 
 def test_recall_at_k_matches_bruteforce():
@@ -219,10 +224,14 @@ def test_linear_probe_bad_input():
 # ---------------------------------------------------------------- sync accuracy
 def test_sync_accuracy_constructed():
     aligned = np.array([0.9, 0.5, 0.3, 0.7])
-    shifted = np.array([[0.1, 0.2],    # beats both: hit
-                        [0.5, 0.1],    # tie is not a win: miss
-                        [0.4, 0.0],    # loses to one: miss
-                        [0.6, 0.69]])  # beats both: hit
+    shifted = np.array(
+        [
+            [0.1, 0.2],  # beats both: hit
+            [0.5, 0.1],  # tie is not a win: miss
+            [0.4, 0.0],  # loses to one: miss
+            [0.6, 0.69],
+        ]
+    )  # beats both: hit
     assert sync_accuracy(aligned, shifted) == pytest.approx(0.5)
 
 

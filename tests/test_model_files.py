@@ -45,7 +45,9 @@ def test_a_sidecar_edited_after_saving_is_refused(ckpt, stamped, part, key, valu
         _unstamped(ckpt)
     _edit(ckpt.with_suffix(".json"), lambda d: d["spec"][part].update({key: value}))
     against = "the spec saved with the weights" if stamped else "the registered avnet_xs.avdigits"
-    with pytest.raises(ModelFileError, match=f"{ckpt} does not match spec avnet_xs.avdigits in its sidecar m.json \\(sidecar != {against}\\): {part}.{key}"):
+    with pytest.raises(
+        ModelFileError, match=f"{ckpt} does not match spec avnet_xs.avdigits in its sidecar m.json \\(sidecar != {against}\\): {part}.{key}"
+    ):
         load_model(ckpt)
 
 
@@ -86,14 +88,17 @@ def test_saved_weights_are_readable_by_other_users(ckpt):
     assert stat.S_IMODE(ckpt.stat().st_mode) == 0o666 & ~umask  # safetensors alone would make it 0600
 
 
-@pytest.mark.parametrize("edit, match", [
-    (lambda d: [], "m.json: a JSON list, not an object"),
-    (lambda d: d.pop("spec") and None, 'm.json has no "spec"'),
-    (lambda d: d["spec"]["audio"].update(sample_rate="16k"), r"m.json: model spec audio.sample_rate = '16k' is invalid"),
-    (lambda d: d["spec"]["audio"].update(sample_rate=-1), "m.json: model spec audio.sample_rate = -1"),
-    (lambda d: d["spec"]["audio"].update(hop_length=0), "m.json: model spec audio.hop_length = 0"),
-    (lambda d: d["spec"]["audio"].update(samplerate=16000), "m.json: model spec is malformed: .*samplerate"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda d: [], "m.json: a JSON list, not an object"),
+        (lambda d: d.pop("spec") and None, 'm.json has no "spec"'),
+        (lambda d: d["spec"]["audio"].update(sample_rate="16k"), r"m.json: model spec audio.sample_rate = '16k' is invalid"),
+        (lambda d: d["spec"]["audio"].update(sample_rate=-1), "m.json: model spec audio.sample_rate = -1"),
+        (lambda d: d["spec"]["audio"].update(hop_length=0), "m.json: model spec audio.hop_length = 0"),
+        (lambda d: d["spec"]["audio"].update(samplerate=16000), "m.json: model spec is malformed: .*samplerate"),
+    ],
+)
 def test_a_malformed_sidecar_names_the_sidecar(ckpt, edit, match):
     _edit(ckpt.with_suffix(".json"), edit)
     with pytest.raises(ModelFileError, match=match):
@@ -119,22 +124,30 @@ def bundle(tmp_path):
     folder.mkdir()
     for name in ("audio.onnx", "image.onnx"):
         (folder / name).write_bytes(name.encode())
-    write_manifest(folder, get_spec("avnet_s.avdigits"), [
-        {"file": "audio.onnx", "tower": "audio", "format": "onnx", "backend": "onnxruntime", "precision": "fp32"},
-        {"file": "image.onnx", "tower": "image", "format": "onnx", "backend": "onnxruntime", "precision": "fp32"}])
+    write_manifest(
+        folder,
+        get_spec("avnet_s.avdigits"),
+        [
+            {"file": "audio.onnx", "tower": "audio", "format": "onnx", "backend": "onnxruntime", "precision": "fp32"},
+            {"file": "image.onnx", "tower": "image", "format": "onnx", "backend": "onnxruntime", "precision": "fp32"},
+        ],
+    )
     return folder
 
 
-@pytest.mark.parametrize("edit, match", [
-    (lambda m: [], "is not an edge_sdk bundle manifest"),
-    (lambda m: m.pop("artifacts") and None, '"artifacts" is missing'),
-    (lambda m: m["artifacts"][0].pop("sha256") and None, r"artifact 0 \('audio.onnx'\) lacks or mistypes \['sha256'\]"),
-    (lambda m: m["artifacts"][1].update(file=None), r"artifact 1 \(None\) lacks or mistypes \['file'\]"),
-    (lambda m: m["artifacts"].append("x.onnx"), r"artifact 2 \('x.onnx'\) lacks or mistypes"),
-    (lambda m: m.update(map_offset_px="x"), '"map_offset_px" = \'x\' is not two numbers'),
-    (lambda m: m.pop("spec") and None, '"spec" is missing'),
-    (lambda m: m["spec"]["audio"].update(sample_rate="16k"), "model spec audio.sample_rate = '16k' is invalid"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda m: [], "is not an edge_sdk bundle manifest"),
+        (lambda m: m.pop("artifacts") and None, '"artifacts" is missing'),
+        (lambda m: m["artifacts"][0].pop("sha256") and None, r"artifact 0 \('audio.onnx'\) lacks or mistypes \['sha256'\]"),
+        (lambda m: m["artifacts"][1].update(file=None), r"artifact 1 \(None\) lacks or mistypes \['file'\]"),
+        (lambda m: m["artifacts"].append("x.onnx"), r"artifact 2 \('x.onnx'\) lacks or mistypes"),
+        (lambda m: m.update(map_offset_px="x"), "\"map_offset_px\" = 'x' is not two numbers"),
+        (lambda m: m.pop("spec") and None, '"spec" is missing'),
+        (lambda m: m["spec"]["audio"].update(sample_rate="16k"), "model spec audio.sample_rate = '16k' is invalid"),
+    ],
+)
 def test_a_malformed_manifest_names_manifest_json_and_the_key(bundle, edit, match):
     _edit(bundle / "manifest.json", edit)
     with pytest.raises(ModelFileError, match=f"{bundle / 'manifest.json'}:? {match}") as e:

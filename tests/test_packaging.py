@@ -12,23 +12,28 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_wheel_holds_the_namespace_and_shipped_assets(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     names = set(zipfile.ZipFile(next(tmp_path.glob("edge_sdk-*.whl"))).namelist())
     for pkg in ("edge_sdk", "edge_sdk/export", "edge_sdk/runtime", "edge_sdk/apps", "edge_sdk/toolchain", "edge_sdk/models"):
         assert f"{pkg}/__init__.py" in names, pkg
     assert "edge_sdk/recipes/teacher.toml" in names
-    assert {"edge_sdk/assets/models/avnet_t.avdigits.safetensors", "edge_sdk/assets/models/avnet_t.avdigits.json",
-            "edge_sdk/assets/NOTICE"} <= names
-    assert any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE") for n in names)
+    assert {"edge_sdk/assets/models/avnet_t.avdigits.safetensors", "edge_sdk/assets/models/avnet_t.avdigits.json", "edge_sdk/assets/NOTICE"} <= names
+    assert any(n.endswith((".dist-info/licenses/LICENSE", ".dist-info/LICENSE")) for n in names)
     assert not any(n.startswith("edge_sdk/toolchain/bench_") for n in names)  # development scripts stay out
     assert not any(n.startswith(("export/", "runtime/", "toolchain/", "tests/")) for n in names)  # no generic top-level modules
 
 
 # A runtime-only install (pyproject's core dependencies): what the extras bring is absent.
-CORE_ONLY = ("import sys; sys.modules.update(dict.fromkeys(['torch', 'safetensors', 'onnx', 'onnxscript', 'modelopt', 'executorch', "
-             "'torchao', 'av', 'sounddevice'])); from edge_sdk.toolchain.cli import main; raise SystemExit(main(sys.argv[1:]))")
+CORE_ONLY = (
+    "import sys; sys.modules.update(dict.fromkeys(['torch', 'safetensors', 'onnx', 'onnxscript', 'modelopt', 'executorch', "
+    "'torchao', 'av', 'sounddevice'])); from edge_sdk.toolchain.cli import main; raise SystemExit(main(sys.argv[1:]))"
+)
 
 
 def _core(*args):
@@ -46,12 +51,15 @@ def test_runtime_only_install_lists_models_and_evaluates_a_bundle():
     assert "evaluating onnxruntime int8 of avnet_s-demo" in out.stderr
 
 
-@pytest.mark.parametrize("args,extra", [
-    (["quantize", "avnet_s.avdigits", "--target", "onnxruntime", "--calib", "x", "--out", "y"], "export"),
-    (["run", "--bundle", "avnet_s-demo", "--backend", "torch", "--video", "synthetic://av-digits?seconds=1", "--headless"], "train"),
-    (["run", "--bundle", "avnet_s-demo", "--backend", "executorch", "--video", "synthetic://av-digits?seconds=1", "--headless"], "executorch"),
-    (["bench-runtime", "--seconds", "1"], "train"),
-])
+@pytest.mark.parametrize(
+    "args,extra",
+    [
+        (["quantize", "avnet_s.avdigits", "--target", "onnxruntime", "--calib", "x", "--out", "y"], "export"),
+        (["run", "--bundle", "avnet_s-demo", "--backend", "torch", "--video", "synthetic://av-digits?seconds=1", "--headless"], "train"),
+        (["run", "--bundle", "avnet_s-demo", "--backend", "executorch", "--video", "synthetic://av-digits?seconds=1", "--headless"], "executorch"),
+        (["bench-runtime", "--seconds", "1"], "train"),
+    ],
+)
 def test_a_missing_extra_is_named_not_a_traceback(args, extra):
     out = _core(*args)
     assert out.returncode == 2 and f"pip install 'edge_sdk[{extra}]'" in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]

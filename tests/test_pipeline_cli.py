@@ -13,8 +13,10 @@ from edge_sdk.toolchain.workflow import load_pipeline
 
 def test_pipeline_runs_every_stage_and_resumes(tmp_path):
     recipe = tmp_path / "tiny.toml"
-    recipe.write_text('[pipeline]\nformats = "onnx"\nprecisions = "fp32"\ncalib_pairs = 32\neval_scenes = 20\n'
-                      "teacher_max_steps = 2\nstudent_max_steps = 2\nbench_seconds = 0.1\n")
+    recipe.write_text(
+        '[pipeline]\nformats = "onnx"\nprecisions = "fp32"\ncalib_pairs = 32\neval_scenes = 20\n'
+        "teacher_max_steps = 2\nstudent_max_steps = 2\nbench_seconds = 0.1\n"
+    )
     cmd = [sys.executable, "-m", "edge_sdk", "pipeline", "--recipe", str(recipe), "--out", str(tmp_path / "run"), "--synthetic", "--quiet"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -38,10 +40,12 @@ def test_pipeline_recipes_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_pipeline("nope")
     assert load_pipeline("smoke").allow_mismatch and not load_pipeline("avdigits").allow_mismatch
-    for line, match in (('eval_scenes = "40"', "eval_scenes = '40' is not a int"),
-                        ("calib_pairs = 8", "calib_pairs = 8 is out of range"),  # INT8 needs 32: fail now, not after training
-                        ("bench_seconds = 0", "bench_seconds = 0 is out of range"),
-                        ('allow_mismatch = "yes"', "allow_mismatch = 'yes' is not a bool")):
+    for line, match in (
+        ('eval_scenes = "40"', "eval_scenes = '40' is not a int"),
+        ("calib_pairs = 8", "calib_pairs = 8 is out of range"),  # INT8 needs 32: fail now, not after training
+        ("bench_seconds = 0", "bench_seconds = 0 is out of range"),
+        ('allow_mismatch = "yes"', "allow_mismatch = 'yes' is not a bool"),
+    ):
         bad.write_text(f"[pipeline]\n{line}\n")
         with pytest.raises(ConfigError, match=match):
             load_pipeline(str(bad))

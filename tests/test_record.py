@@ -47,8 +47,12 @@ def _spec_at(spec, rate):
 
 def test_cli_records_a_real_clip_and_says_when_too_short(tmp_path, data_dir):
     clip = data_dir / "video" / "chaplin.mp4"
-    out = subprocess.run([sys.executable, "-m", "edge_sdk", "calibrate", "--video", f"file://{clip}", "--seconds", "3",
-                          "--out", str(tmp_path / "c")], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "edge_sdk", "calibrate", "--video", f"file://{clip}", "--seconds", "3", "--out", str(tmp_path / "c")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2 and "at least 32" in out.stderr and f"pairs to {tmp_path / 'c'}" in out.stderr
     assert len(list((tmp_path / "c").glob("*.npz"))) >= 8
 
@@ -84,9 +88,27 @@ def test_a_bundle_without_the_asked_backend_names_what_it_has():
 
     if "avnet_s-demo" not in shipped_bundles():
         pytest.skip("the demo bundle is not shipped in this checkout")
-    out = subprocess.run([sys.executable, "-m", "edge_sdk", "run", "--bundle", str(shipped_bundles()["avnet_s-demo"]),
-                          "--backend", "tensorrt", "--precision", "int8", "--video", "synthetic://av-digits?seconds=1", "--headless", "--quiet"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge_sdk",
+            "run",
+            "--bundle",
+            str(shipped_bundles()["avnet_s-demo"]),
+            "--backend",
+            "tensorrt",
+            "--precision",
+            "int8",
+            "--video",
+            "synthetic://av-digits?seconds=1",
+            "--headless",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "no tensorrt int8 model" in out.stderr and "--backend onnxruntime --precision int8" in out.stderr
     assert "edge-sdk export MODEL --format tensorrt --precision int8 --calib DIR" in out.stderr

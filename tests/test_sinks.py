@@ -31,11 +31,18 @@ def test_every_scheme_has_a_usage_text_and_a_test():
     assert "fps" in usage("video") and "title" in usage("window")
 
 
-@pytest.mark.parametrize("uri, kind", [
-    ("{tmp}/e.jsonl", JsonlSink), ("{tmp}/e.ndjson", JsonlSink), ("file://{tmp}/e.jsonl", JsonlSink),
-    ("events://{tmp}/e.log", JsonlSink), ("{tmp}/o.mp4", VideoSink), ("file://{tmp}/o.avi?fps=10", VideoSink),
-    ("video://{tmp}/o.mkv?audio_from=none", VideoSink),
-])
+@pytest.mark.parametrize(
+    "uri, kind",
+    [
+        ("{tmp}/e.jsonl", JsonlSink),
+        ("{tmp}/e.ndjson", JsonlSink),
+        ("file://{tmp}/e.jsonl", JsonlSink),
+        ("events://{tmp}/e.log", JsonlSink),
+        ("{tmp}/o.mp4", VideoSink),
+        ("file://{tmp}/o.avi?fps=10", VideoSink),
+        ("video://{tmp}/o.mkv?audio_from=none", VideoSink),
+    ],
+)
 def test_file_sinks_by_path_scheme_and_extension(tmp_path, uri, kind):
     sink = open_sink(uri.format(tmp=tmp_path))
     try:
@@ -62,8 +69,12 @@ def test_video_sink_writes_a_whole_file_with_the_sound_given(tmp_path, data_dir)
         sink.result(_result(i, int(i * 1e8)))
     assert not (tmp_path / "o.mp4").exists()  # until close, only the temporary name
     sink.close()
-    probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_type:format=duration", "-of", "csv=p=0",
-                            str(tmp_path / "o.mp4")], capture_output=True, text=True, check=True).stdout.split()
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_type:format=duration", "-of", "csv=p=0", str(tmp_path / "o.mp4")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert "video" in probe and "audio" in probe and abs(float(probe[-1]) - 2.0) < 0.3, probe
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.mp4"]  # no temporary left
 
@@ -102,25 +113,28 @@ def _one_line(e: pytest.ExceptionInfo) -> str:
     return text
 
 
-@pytest.mark.parametrize("uri, said", [
-    ("widnow://", "unknown sink scheme 'widnow'.*did you mean window://"),
-    ("evnets:///x.jsonl", "did you mean events://"),
-    ("{tmp}/out.txt", r"out.txt' ends in neither a video \(.mp4.*nor a JSON-lines extension.*events://"),
-    ("{tmp}/o.mp4?fsp=30", r"unknown option\(s\) fsp for video://.*fps \(default 25.0\), audio_from"),
-    ("file://{tmp}/o.mp4?fsp=30", r"unknown option\(s\) fsp for video://"),
-    ("events://{tmp}/e.jsonl?fps=3", r"unknown option\(s\) fps for events:// -- fix: events:// takes no options"),
-    ("video://{tmp}/o.mp4?fps=0", "option fps='0' is not a number > 0"),
-    ("video://{tmp}/o.mp4?fps=nan", "option fps='nan' is not a number > 0"),
-    ("window://?min_side=big", "option min_side='big' is not a whole number >= 0"),
-    ("events://", "names no file"),
-    ("mjpeg://127.0.0.1", "no port.*mjpeg://127.0.0.1:8090"),
-    ("mjpeg://127.0.0.1:99999", "mjpeg://127.0.0.1:99999: Port out of range"),
-    ("/sys/edge_sdk_events.jsonl", "cannot write /sys/edge_sdk_events.jsonl: Permission denied"),
-    ("/sys/edge_sdk_video.mp4", "cannot write /sys/edge_sdk_video.mp4: Permission denied"),
-    ("{tmp}/no/such/e.jsonl", "cannot write .*/no/such/e.jsonl: folder .*/no/such does not exist -- fix: create it first"),
-    ("events://{tmp}", "cannot write .*: it is a folder"),
-    ("{tmp}/folder.mp4", "cannot write .*folder.mp4: it is a folder"),
-])
+@pytest.mark.parametrize(
+    "uri, said",
+    [
+        ("widnow://", "unknown sink scheme 'widnow'.*did you mean window://"),
+        ("evnets:///x.jsonl", "did you mean events://"),
+        ("{tmp}/out.txt", r"out.txt' ends in neither a video \(.mp4.*nor a JSON-lines extension.*events://"),
+        ("{tmp}/o.mp4?fsp=30", r"unknown option\(s\) fsp for video://.*fps \(default 25.0\), audio_from"),
+        ("file://{tmp}/o.mp4?fsp=30", r"unknown option\(s\) fsp for video://"),
+        ("events://{tmp}/e.jsonl?fps=3", r"unknown option\(s\) fps for events:// -- fix: events:// takes no options"),
+        ("video://{tmp}/o.mp4?fps=0", "option fps='0' is not a number > 0"),
+        ("video://{tmp}/o.mp4?fps=nan", "option fps='nan' is not a number > 0"),
+        ("window://?min_side=big", "option min_side='big' is not a whole number >= 0"),
+        ("events://", "names no file"),
+        ("mjpeg://127.0.0.1", "no port.*mjpeg://127.0.0.1:8090"),
+        ("mjpeg://127.0.0.1:99999", "mjpeg://127.0.0.1:99999: Port out of range"),
+        ("/sys/edge_sdk_events.jsonl", "cannot write /sys/edge_sdk_events.jsonl: Permission denied"),
+        ("/sys/edge_sdk_video.mp4", "cannot write /sys/edge_sdk_video.mp4: Permission denied"),
+        ("{tmp}/no/such/e.jsonl", "cannot write .*/no/such/e.jsonl: folder .*/no/such does not exist -- fix: create it first"),
+        ("events://{tmp}", "cannot write .*: it is a folder"),
+        ("{tmp}/folder.mp4", "cannot write .*folder.mp4: it is a folder"),
+    ],
+)
 def test_bad_sink_uris_are_one_line_naming_the_problem(tmp_path, uri, said):
     (tmp_path / "folder.mp4").mkdir()
     with pytest.raises(EdgeSDKError) as e:
@@ -149,17 +163,20 @@ def test_sinks_opened_before_one_that_fails_are_closed(tmp_path, monkeypatch):
     assert closed == [tmp_path / "e.jsonl"]  # the one it opened; the caller's own stays the caller's
 
 
-@pytest.mark.parametrize("field, value, said", [
-    ("policy", "newest", "policy='newest' is not a queue policy -- fix: use latest"),
-    ("queue_size", 0, "queue_size=0 is out of range"),
-    ("queue_size", 2.5, "queue_size=2.5 is not a whole number"),
-    ("batch", 0, "batch=0 is out of range.*batch as a whole number >= 1"),
-    ("batch", True, "batch=True is not a whole number"),
-    ("audio_hop_ms", -1.0, "audio_hop_ms=-1.0 is out of range"),
-    ("audio_hop_ms", float("nan"), "audio_hop_ms=nan is out of range"),
-    ("max_audio_wait_s", float("inf"), "max_audio_wait_s=inf is out of range.*finite number >= 0"),
-    ("max_skew_ms", "30", "max_skew_ms='30' is not a finite number"),
-])
+@pytest.mark.parametrize(
+    "field, value, said",
+    [
+        ("policy", "newest", "policy='newest' is not a queue policy -- fix: use latest"),
+        ("queue_size", 0, "queue_size=0 is out of range"),
+        ("queue_size", 2.5, "queue_size=2.5 is not a whole number"),
+        ("batch", 0, "batch=0 is out of range.*batch as a whole number >= 1"),
+        ("batch", True, "batch=True is not a whole number"),
+        ("audio_hop_ms", -1.0, "audio_hop_ms=-1.0 is out of range"),
+        ("audio_hop_ms", float("nan"), "audio_hop_ms=nan is out of range"),
+        ("max_audio_wait_s", float("inf"), "max_audio_wait_s=inf is out of range.*finite number >= 0"),
+        ("max_skew_ms", "30", "max_skew_ms='30' is not a finite number"),
+    ],
+)
 def test_each_bad_config_field_is_named_with_its_range(field, value, said):
     with pytest.raises(ConfigError, match=said):
         PipelineConfig(**{field: value})
@@ -189,7 +206,25 @@ def test_the_cli_refuses_a_bad_sink_in_one_line(tmp_path):
 
     if "avnet_s-demo" not in shipped_bundles():
         pytest.skip("the demo bundle is not shipped in this checkout")
-    out = subprocess.run([sys.executable, "-m", "edge_sdk", "run", "--bundle", "avnet_s-demo", "--video", "synthetic://av-digits?seconds=1",
-                          "--headless", "--sink", f"{tmp_path}/e.jsonl", "--sink", "widnow://"], capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge_sdk",
+            "run",
+            "--bundle",
+            "avnet_s-demo",
+            "--video",
+            "synthetic://av-digits?seconds=1",
+            "--headless",
+            "--sink",
+            f"{tmp_path}/e.jsonl",
+            "--sink",
+            "widnow://",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 2 and "did you mean window://" in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert "Traceback" not in out.stderr

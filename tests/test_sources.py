@@ -79,8 +79,7 @@ def test_model_input_from_yuv_planes_matches_the_rgb_frame(name):
     assert _square_agrees(src) == src.counters["frames"]  # every frame of these 4:2:0 clips
 
 
-@pytest.mark.parametrize("opts", [["-pix_fmt", "yuvj420p"], ["-pix_fmt", "yuv420p", "-colorspace", "bt709"],
-                                  ["-pix_fmt", "yuv444p"]])
+@pytest.mark.parametrize("opts", [["-pix_fmt", "yuvj420p"], ["-pix_fmt", "yuv420p", "-colorspace", "bt709"], ["-pix_fmt", "yuv444p"]])
 def test_model_input_for_full_range_bt709_and_other_pixel_formats(tmp_path, opts):
     need("ffmpeg")
     path = tmp_path / "pattern.mp4"
@@ -146,8 +145,9 @@ def test_streamed_audio_equals_whole_file_resampling():
 def test_late_audio_keeps_the_container_offset(tmp_path):
     need("ffmpeg")
     out = tmp_path / "late.mkv"
-    ffmpeg("-i", str(clip("example2.mp4")), "-itsoffset", "0.5", "-i", str(clip("example2.mp4")),
-           "-map", "0:v", "-map", "1:a", "-c", "copy", str(out))
+    ffmpeg(
+        "-i", str(clip("example2.mp4")), "-itsoffset", "0.5", "-i", str(clip("example2.mp4")), "-map", "0:v", "-map", "1:a", "-c", "copy", str(out)
+    )
     with av.open(str(out)) as c:
         vs, aus = c.streams.video[0], c.streams.audio[0]
         offset = float(aus.start_time * aus.time_base - vs.start_time * vs.time_base)
@@ -244,20 +244,20 @@ def test_a_wav_with_only_a_header_is_refused_at_open(tmp_path):
 def test_truncated_and_corrupt_files(tmp_path):
     data = clip("chaplin.mp4").read_bytes()
     cut = tmp_path / "cut.mp4"  # the index (moov) is at the end of this file: half of it cannot be opened
-    cut.write_bytes(data[:len(data) // 2])
+    cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError, match="cut.mp4"):
         open_source(f"file://{cut}")
     bad = bytearray(data)
     rng = np.random.default_rng(0)
     for p in rng.integers(100_000, len(data) - 100, 200):
-        bad[p:p + 50] = bytes(50)
+        bad[p : p + 50] = bytes(50)
     (tmp_path / "bad.mp4").write_bytes(bytes(bad))
     src = open_source(f"file://{tmp_path / 'bad.mp4'}")
     frames, blocks, gaps = split(run(src, timeout=20))
     assert src.done and src.counters["decode_errors"] > 0 and len(frames) > 100 and blocks
     assert {g.kind for g in gaps} == {"decode"} and len(gaps) == src.counters["decode_errors"]
     webm = clip("big_buck_bunny_0_30.webm").read_bytes()
-    (tmp_path / "cut.webm").write_bytes(webm[:len(webm) // 3])  # streamable: plays up to the cut
+    (tmp_path / "cut.webm").write_bytes(webm[: len(webm) // 3])  # streamable: plays up to the cut
     src = open_source(f"file://{tmp_path / 'cut.webm'}")
     frames, _, gaps = split(run(src, timeout=20))
     assert 100 < len(frames) < 720
@@ -283,8 +283,7 @@ def test_uri_errors_and_usage(monkeypatch):
     with pytest.raises(ConfigError, match="option blocksize='-5' is negative"):  # was an OverflowError deep in PortAudio
         open_source("mic://default?blocksize=-5")
     text = usage()
-    assert all(f"{s}://" in text for s in SCHEMES) and set(SCHEMES) >= {"file", "wav", "mic", "cam", "v4l2", "csi",
-                                                                        "http", "rtsp", "synthetic"}
+    assert all(f"{s}://" in text for s in SCHEMES) and set(SCHEMES) >= {"file", "wav", "mic", "cam", "v4l2", "csi", "http", "rtsp", "synthetic"}
     assert "realtime" in usage("file") and "reconnect" in usage("rtsp")
     with pytest.raises(ConfigError, match="did you mean mic://"):
         usage("mik")
@@ -305,8 +304,10 @@ def test_cameras_that_cannot_open():
 
 
 def test_no_torch():
-    code = ("import sys; from edge_sdk.runtime.sources import open_source; "
-            "open_source('synthetic://av-digits?seconds=1'); assert 'torch' not in sys.modules, 'torch was imported'")
+    code = (
+        "import sys; from edge_sdk.runtime.sources import open_source; "
+        "open_source('synthetic://av-digits?seconds=1'); assert 'torch' not in sys.modules, 'torch was imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 

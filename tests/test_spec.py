@@ -70,29 +70,32 @@ def _edited(**changes):
     return d
 
 
-@pytest.mark.parametrize("d, match", [
-    (_edited(audio={"sample_rate": "16k"}), r"audio.sample_rate = '16k' is invalid: want an integer above 0"),
-    (_edited(audio={"sample_rate": -1}), r"audio.sample_rate = -1"),
-    (_edited(audio={"hop_length": 0}), r"audio.hop_length = 0"),
-    (_edited(audio={"n_mels": True}), r"audio.n_mels = True"),
-    (_edited(audio={"f_max": 9000.0}), r"audio.f_max = 9000.0 is invalid: want above f_min \(60.0\) and at most sample_rate / 2 \(8000.0\)"),
-    (_edited(audio={"f_min": 5000.0}), r"audio.f_max = 4000.0 is invalid: want above f_min"),
-    (_edited(audio={"f_min": float("nan")}), r"audio.f_min = nan is invalid: want a finite number"),
-    (_edited(audio={"n_fft": 32000}), r"audio.n_fft = 32000 is invalid: want at most num_samples"),
-    (_edited(audio={"hop_length": 8000}), r"audio = '40 mels x 2 frames' is invalid: want at least the audio tower's stem stride \(4\)"),
-    (_edited(audio={"samplerate": 16000}), r"malformed: .*samplerate"),
-    (_edited(audio=[16000]), r"malformed: .*must be a mapping"),
-    (_edited(image={"std": [0.25, 0.0, 0.25]}), r"image.std = \(0.25, 0.0, 0.25\) is invalid: want all above 0"),
-    (_edited(image={"mean": [0.5, 0.5]}), r"image.mean = \[0.5, 0.5\] is invalid: want a list of 3 floats"),
-    (_edited(image={"size": 4}), r"image.size = 4 is invalid: want at least the image tower's stride \(8\)"),
-    (_edited(image_tower={"depths": [1]}), r"image_tower.depths = \(1,\) is invalid: want one depth per channel \(2\)"),
-    (_edited(image_tower={"block": "vit"}), r"image_tower.block = 'vit'"),
-    (_edited(image_tower={"channels": []}), r"image_tower.channels = \[\] is invalid: want a list of one or more ints"),
-    (_edited(embed_dim=0), r"embed_dim = 0"),
-    (_edited(role="boss"), r"role = 'boss'"),
-    ({k: v for k, v in _edited().items() if k != "image_tower"}, r"malformed: .*image_tower"),
-    ([], r"malformed"),
-])
+@pytest.mark.parametrize(
+    "d, match",
+    [
+        (_edited(audio={"sample_rate": "16k"}), r"audio.sample_rate = '16k' is invalid: want an integer above 0"),
+        (_edited(audio={"sample_rate": -1}), r"audio.sample_rate = -1"),
+        (_edited(audio={"hop_length": 0}), r"audio.hop_length = 0"),
+        (_edited(audio={"n_mels": True}), r"audio.n_mels = True"),
+        (_edited(audio={"f_max": 9000.0}), r"audio.f_max = 9000.0 is invalid: want above f_min \(60.0\) and at most sample_rate / 2 \(8000.0\)"),
+        (_edited(audio={"f_min": 5000.0}), r"audio.f_max = 4000.0 is invalid: want above f_min"),
+        (_edited(audio={"f_min": float("nan")}), r"audio.f_min = nan is invalid: want a finite number"),
+        (_edited(audio={"n_fft": 32000}), r"audio.n_fft = 32000 is invalid: want at most num_samples"),
+        (_edited(audio={"hop_length": 8000}), r"audio = '40 mels x 2 frames' is invalid: want at least the audio tower's stem stride \(4\)"),
+        (_edited(audio={"samplerate": 16000}), r"malformed: .*samplerate"),
+        (_edited(audio=[16000]), r"malformed: .*must be a mapping"),
+        (_edited(image={"std": [0.25, 0.0, 0.25]}), r"image.std = \(0.25, 0.0, 0.25\) is invalid: want all above 0"),
+        (_edited(image={"mean": [0.5, 0.5]}), r"image.mean = \[0.5, 0.5\] is invalid: want a list of 3 floats"),
+        (_edited(image={"size": 4}), r"image.size = 4 is invalid: want at least the image tower's stride \(8\)"),
+        (_edited(image_tower={"depths": [1]}), r"image_tower.depths = \(1,\) is invalid: want one depth per channel \(2\)"),
+        (_edited(image_tower={"block": "vit"}), r"image_tower.block = 'vit'"),
+        (_edited(image_tower={"channels": []}), r"image_tower.channels = \[\] is invalid: want a list of one or more ints"),
+        (_edited(embed_dim=0), r"embed_dim = 0"),
+        (_edited(role="boss"), r"role = 'boss'"),
+        ({k: v for k, v in _edited().items() if k != "image_tower"}, r"malformed: .*image_tower"),
+        ([], r"malformed"),
+    ],
+)
 def test_invalid_specs_name_the_field(d, match):
     with pytest.raises(ConfigError, match=match):
         ModelSpec.from_dict(d)

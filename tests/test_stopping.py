@@ -37,8 +37,26 @@ def _lines(path):
 
 
 def test_sigterm_ends_a_run_with_its_statistics_and_a_playable_video(tmp_path):
-    cmd = [sys.executable, "-m", "edge_sdk", "run", "--bundle", "avnet_s-demo", "--video", LIVE, "--task", "localize",
-           "--headless", "--quiet", "--events", "e.jsonl", "--stats", "s.json", "--out-video", "o.mp4"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edge_sdk",
+        "run",
+        "--bundle",
+        "avnet_s-demo",
+        "--video",
+        LIVE,
+        "--task",
+        "localize",
+        "--headless",
+        "--quiet",
+        "--events",
+        "e.jsonl",
+        "--stats",
+        "s.json",
+        "--out-video",
+        "o.mp4",
+    ]
     rc, _, err = _stop_when(cmd, lambda: _lines(tmp_path / "e.jsonl") >= 15, signal.SIGTERM, tmp_path, nohup=True)
     assert rc == 128 + signal.SIGTERM and "interrupted" in err and "Traceback" not in err, err[-2000:]
     stats = json.loads((tmp_path / "s.json").read_text())
@@ -76,9 +94,30 @@ def test_a_paced_file_keeps_its_sound_in_the_annotated_video(tmp_path, data_dir)
     """Options in a file URI (``?realtime=1``) are not part of the path ffmpeg reads the sound from."""
     av = pytest.importorskip("av")
     clip = data_dir / "video" / "chaplin.mp4"
-    out = subprocess.run([sys.executable, "-m", "edge_sdk", "run", "--bundle", "avnet_s-demo", "--video", f"file://{clip}?realtime=1",
-                          "--task", "localize", "--headless", "--quiet", "--max-seconds", "3", "--out-video", "o.mp4"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge_sdk",
+            "run",
+            "--bundle",
+            "avnet_s-demo",
+            "--video",
+            f"file://{clip}?realtime=1",
+            "--task",
+            "localize",
+            "--headless",
+            "--quiet",
+            "--max-seconds",
+            "3",
+            "--out-video",
+            "o.mp4",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     with av.open(str(tmp_path / "o.mp4")) as f:
         assert f.streams.audio and f.streams.video
@@ -107,8 +146,23 @@ def test_a_closed_terminal_still_gets_the_statistics_written(tmp_path):
     import os
 
     master, slave = os.openpty()
-    cmd = [sys.executable, "-m", "edge_sdk", "run", "--bundle", "avnet_s-demo", "--video", LIVE, "--task", "localize",
-           "--headless", "--events", "e.jsonl", "--stats", "s.json"]  # the live status line on: it writes to the terminal
+    cmd = [
+        sys.executable,
+        "-m",
+        "edge_sdk",
+        "run",
+        "--bundle",
+        "avnet_s-demo",
+        "--video",
+        LIVE,
+        "--task",
+        "localize",
+        "--headless",
+        "--events",
+        "e.jsonl",
+        "--stats",
+        "s.json",
+    ]  # the live status line on: it writes to the terminal
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdin=slave, stdout=subprocess.DEVNULL, stderr=slave)
     os.close(slave)
     deadline = time.monotonic() + 120

@@ -25,8 +25,7 @@ GPU = {"name": "Orin", "compute_capability": "8.7", "memory_gb": 30.6}
 
 
 def test_module_import_is_light():
-    code = ("import sys, edge_sdk.runtime.backends.tensorrt; "
-            "print(sorted(m for m in ('torch', 'tensorrt', 'onnx', 'cuda') if m in sys.modules))")
+    code = "import sys, edge_sdk.runtime.backends.tensorrt; print(sorted(m for m in ('torch', 'tensorrt', 'onnx', 'cuda') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -44,6 +43,7 @@ def test_no_gpu_and_no_tensorrt_say_what_to_install(monkeypatch, tmp_path):
 
 
 # --- build and run wiring against a fake tensorrt ---------------------------------------------------
+
 
 def _fake_trt(monkeypatch, version="10.3.0", parse_ok=True, build_ok=True):
     calls = {"flags": [], "profiles": [], "builds": 0, "phases": []}
@@ -284,6 +284,7 @@ def test_trt_towers_load_dla_engines_on_the_core_they_were_built_for(tmp_path, m
 
 
 # --- real TensorRT on a GPU -------------------------------------------------------------------------
+
 
 @pytest.mark.gpu
 def test_real_engines_build_and_match_onnxruntime(tmp_path, monkeypatch):

@@ -143,8 +143,24 @@ def test_resume_after_kill_mid_epoch_is_exact(tmp_path):
 def test_ddp_two_processes_on_cpu(tmp_path):
     recipe = _recipe(tmp_path, scenes=16, epochs=2)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-           "-m", "edge_sdk", "pretrain", "--recipe", str(recipe), "--synthetic", "--quiet", "--out", str(tmp_path / "ddp")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        "-m",
+        "edge_sdk",
+        "pretrain",
+        "--recipe",
+        str(recipe),
+        "--synthetic",
+        "--quiet",
+        "--out",
+        str(tmp_path / "ddp"),
+    ]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count('"world_size": 2') == 2 and out.stdout.count('"steps": 4') == 2  # both ranks report

@@ -36,6 +36,7 @@ def _plan(precision="fp16", version="10.3.0", **kw):
 
 # --- planning ---------------------------------------------------------------------------------------
 
+
 def test_trt_major():
     assert trt_major("10.3.0.30") == 10 and trt_major("11.4") == 11 and trt_major("12") == 12
     with pytest.raises(ConfigError):
@@ -113,17 +114,20 @@ def test_bad_batch_is_refused(batch):
 
 # --- cache key, paths, engine checks ----------------------------------------------------------------
 
+
 def test_cache_key_changes_with_each_input_and_is_stable_otherwise():
     base = cache_key("a" * 64, GPU, "10.3.0", _plan("fp16"))
     assert len(base) == 24 and base == cache_key("a" * 64, dict(GPU), "10.3.0", _plan("fp16"))
     moved = plan_build("/elsewhere/image.onnx", "fp16", "10.3.0", IMG, has_qdq=False, graph_fp16=True)
     assert cache_key("a" * 64, GPU, "10.3.0", moved) == base  # the ONNX path is not part of it
-    others = [cache_key("a" * 64, {**GPU, "compute_capability": "8.6"}, "10.3.0", _plan("fp16")),
-              cache_key("a" * 64, {**GPU, "name": "Thor"}, "10.3.0", _plan("fp16")),
-              cache_key("a" * 64, GPU, "10.3.1", _plan("fp16")),
-              cache_key("b" * 64, GPU, "10.3.0", _plan("fp16")),
-              cache_key("a" * 64, GPU, "10.3.0", _plan("int8")),
-              cache_key("a" * 64, GPU, "10.3.0", _plan("fp16", batch=(1, 8, 64)))]
+    others = [
+        cache_key("a" * 64, {**GPU, "compute_capability": "8.6"}, "10.3.0", _plan("fp16")),
+        cache_key("a" * 64, {**GPU, "name": "Thor"}, "10.3.0", _plan("fp16")),
+        cache_key("a" * 64, GPU, "10.3.1", _plan("fp16")),
+        cache_key("b" * 64, GPU, "10.3.0", _plan("fp16")),
+        cache_key("a" * 64, GPU, "10.3.0", _plan("int8")),
+        cache_key("a" * 64, GPU, "10.3.0", _plan("fp16", batch=(1, 8, 64))),
+    ]
     assert len({base, *others}) == len(others) + 1
 
 
@@ -141,8 +145,12 @@ def test_check_engine_accepts_a_match_and_names_the_file_otherwise(tmp_path):
     eng = tmp_path / "audio.fp16.k.engine"
     check_engine(meta, GPU, "10.3.0", eng)
     check_engine(meta, GPU, "10.3.0", eng, model_sha256="ab")
-    for bad_gpu, ver, sha in [({**GPU, "compute_capability": "8.6"}, "10.3.0", None), ({**GPU, "name": "A100"}, "10.3.0", None),
-                              (GPU, "10.7.0", None), (GPU, "10.3.0", "cd")]:
+    for bad_gpu, ver, sha in [
+        ({**GPU, "compute_capability": "8.6"}, "10.3.0", None),
+        ({**GPU, "name": "A100"}, "10.3.0", None),
+        (GPU, "10.7.0", None),
+        (GPU, "10.3.0", "cd"),
+    ]:
         with pytest.raises(ModelFileError) as e:
             check_engine(meta, bad_gpu, ver, eng, model_sha256=sha)
         assert str(eng) in str(e.value) and e.value.fix == ENGINE_FIX
@@ -158,6 +166,7 @@ def test_estimate_grows_with_size_int8_and_dla():
 
 
 # --- ONNX facts -------------------------------------------------------------------------------------
+
 
 def test_onnx_facts_plain_qdq_and_fp16(tmp_path):
     plain = onnx_facts(audio_onnx(tmp_path / "a.onnx"))
@@ -178,9 +187,12 @@ def test_onnx_facts_bad_file_names_it(tmp_path):
         with pytest.raises(ModelFileError) as e:
             onnx_facts(path)
         assert str(path) in str(e.value)
-    g = helper.make_graph([helper.make_node("Identity", ["gain"], ["audio_emb"])], "g",
-                          [helper.make_tensor_value_info("gain", TensorProto.FLOAT, [])],
-                          [helper.make_tensor_value_info("audio_emb", TensorProto.FLOAT, [])])
+    g = helper.make_graph(
+        [helper.make_node("Identity", ["gain"], ["audio_emb"])],
+        "g",
+        [helper.make_tensor_value_info("gain", TensorProto.FLOAT, [])],
+        [helper.make_tensor_value_info("audio_emb", TensorProto.FLOAT, [])],
+    )
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "scalar.onnx"))
     with pytest.raises(ModelFileError, match="input 'gain' has no shape"):
         onnx_facts(tmp_path / "scalar.onnx")
@@ -215,6 +227,9 @@ def test_onnxruntime_providers_put_tensorrt_first_for_float_graphs(tmp_path, mon
     assert mine["trt_engine_cache_path"] == str(cache / sha256_file(model)[:16]) != other["trt_engine_cache_path"]
     assert mine["trt_timing_cache_path"] == mine["trt_engine_cache_path"] and Path(mine["trt_engine_cache_path"]).is_dir()
     assert (opts["trt_profile_min_shapes"], opts["trt_profile_opt_shapes"], opts["trt_profile_max_shapes"]) == (
-        "image:1x3x96x96", "image:1x3x96x96", "image:32x3x96x96")
+        "image:1x3x96x96",
+        "image:1x3x96x96",
+        "image:32x3x96x96",
+    )
     (_, opts), *_ = ort_providers(every, "fp32", {})  # no spec: no profile, TensorRT builds per shape
     assert opts["trt_fp16_enable"] is False and "trt_profile_min_shapes" not in opts

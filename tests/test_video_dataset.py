@@ -36,6 +36,7 @@ def decoded():
         if name not in cache:
             cache[name] = decode_av(clip(name), SR, size=SPEC.image.size)
         return cache[name]
+
     return get
 
 
@@ -75,14 +76,14 @@ def test_item_wave_ends_at_frame_pts(tmp_path, decoded):
     assert item["path"] == str(root / "chaplin.mp4")
     assert item["pts_s"] == pytest.approx(frames[60][0]) and item["pts_s"] == pytest.approx(2.4)
     end = int(round((item["pts_s"] - start) * SR))
-    np.testing.assert_array_equal(item["wave"], audio[end - n:end])
+    np.testing.assert_array_equal(item["wave"], audio[end - n : end])
     assert item["wave"].shape == (n,) and item["wave"].dtype == np.float32 and item["wave"].std() > 1e-3
     # Independent check: PyAV's own resampler straight to 16 kHz mono; the best lag must be ~0.
     with av.open(str(clip("chaplin.mp4"))) as c:
         rs = av.AudioResampler(format="flt", layout="mono", rate=SR)
         ref = np.concatenate([o.to_ndarray().reshape(-1) for f in c.decode(audio=0) for o in rs.resample(f)])
     lags = range(-40, 41)
-    corr = [np.dot(item["wave"], ref[end - n + k:end + k]) for k in lags]
+    corr = [np.dot(item["wave"], ref[end - n + k : end + k]) for k in lags]
     assert abs(lags[int(np.argmax(corr))]) <= 2
     # A frame 0.5 s in: the first half of its window precedes the audio and is zero-padded.
     early = ds[int(np.argmin([abs(ds[i]["pts_s"] - 0.5) for i in range(20)]))]
@@ -98,7 +99,7 @@ def test_items_images_and_frame_step(tmp_path):
     for i in range(len(ds)):
         it = ds[i]
         assert it["image"].shape == (3, 96, 96) and it["image"].dtype == np.float32
-        assert 0 <= it["image"].min() and it["image"].max() <= 255
+        assert it["image"].min() >= 0 and it["image"].max() <= 255
         assert it["wave"].shape == (SPEC.audio.num_samples,)
     assert ds[len(ds) - 1]["image"].std() > 1  # Big Buck Bunny opens on black; SMPTE bars do not
     assert [round(ds[i]["pts_s"], 2) for i in range(4, 8)] == [0.0, 0.2, 0.4, 0.6]  # every 5th frame at 25 fps
@@ -149,8 +150,7 @@ def test_all_files_bad_with_skip_bad(tmp_path):
 
 def _strip_audio(src: Path, dst: Path, seconds: float = 1.0) -> None:
     if shutil.which("ffmpeg"):
-        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), "-an", "-t", str(seconds),
-                        "-c:v", "copy", str(dst)], check=True)
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), "-an", "-t", str(seconds), "-c:v", "copy", str(dst)], check=True)
         return
     with av.open(str(src)) as inp, av.open(str(dst), "w") as out:  # no ffmpeg CLI: remux with PyAV
         vin = inp.streams.video[0]

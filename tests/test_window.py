@@ -17,14 +17,18 @@ from edge_sdk.runtime.window import MIN_SIDE, window_kind
 
 SCREEN = (1024, 768)
 pytestmark = pytest.mark.skipif("avnet_s-demo" not in shipped_bundles(), reason="the demo bundle is not shipped in this checkout")
-needs_x = pytest.mark.skipif(not shutil.which("Xvfb") or not shutil.which("xdotool"),
-                             reason="needs Xvfb and xdotool (apt install xvfb xdotool; toolchain/setup.sh does)")
+needs_x = pytest.mark.skipif(
+    not shutil.which("Xvfb") or not shutil.which("xdotool"), reason="needs Xvfb and xdotool (apt install xvfb xdotool; toolchain/setup.sh does)"
+)
 
 
 @pytest.fixture
 def display(monkeypatch):
-    xvfb = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", f"{SCREEN[0]}x{SCREEN[1]}x24", "-nolisten", "tcp"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    xvfb = subprocess.Popen(
+        ["Xvfb", "-displayfd", "1", "-screen", "0", f"{SCREEN[0]}x{SCREEN[1]}x24", "-nolisten", "tcp"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     name = f":{xvfb.stdout.readline().decode().strip()}"
     monkeypatch.setenv("DISPLAY", name)
     yield name
@@ -33,8 +37,25 @@ def display(monkeypatch):
 
 
 def _screen(display: str, path) -> np.ndarray:
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "x11grab", "-video_size", f"{SCREEN[0]}x{SCREEN[1]}", "-i", display,
-                    "-frames:v", "1", str(path)], check=True, timeout=30)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "x11grab",
+            "-video_size",
+            f"{SCREEN[0]}x{SCREEN[1]}",
+            "-i",
+            display,
+            "-frames:v",
+            "1",
+            str(path),
+        ],
+        check=True,
+        timeout=30,
+    )
     return cv2.imread(str(path))[:, :, ::-1]
 
 
@@ -43,15 +64,20 @@ def _window_on(shot: np.ndarray) -> np.ndarray | None:
     ys, xs = np.nonzero(shot.max(axis=2) > 0)
     if len(ys) < 1000:
         return None
-    win = shot[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1]
+    win = shot[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
     return win if np.ptp(win) > 100 else None  # not just the empty (grey) window before the first frame
 
 
 @needs_x
 def test_demo_window_shows_the_heatmap_and_status_and_q_stops_it(display, tmp_path):
     assert window_kind()[0] in ("opencv", "tk")
-    demo = subprocess.Popen([sys.executable, "-m", "edge_sdk", "demo", "localize", "--max-seconds", "60", "--out", str(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "edge_sdk", "demo", "localize", "--max-seconds", "60", "--out", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=os.environ.copy(),
+    )
     try:
         win, deadline = None, time.monotonic() + 60
         while win is None and time.monotonic() < deadline and demo.poll() is None:
@@ -62,8 +88,12 @@ def test_demo_window_shows_the_heatmap_and_status_and_q_stops_it(display, tmp_pa
         win = _window_on(_screen(display, tmp_path / "screen.png"))
         started = time.monotonic()
         # No window manager under Xvfb: give the window the focus directly, then type q.
-        subprocess.run(["xdotool", "search", "--name", "edge-sdk demo localize", "windowfocus", "--sync", "key", "q"],
-                       check=True, timeout=30, capture_output=True)
+        subprocess.run(
+            ["xdotool", "search", "--name", "edge-sdk demo localize", "windowfocus", "--sync", "key", "q"],
+            check=True,
+            timeout=30,
+            capture_output=True,
+        )
         out, _ = demo.communicate(timeout=30)
     finally:
         demo.kill()
@@ -76,7 +106,7 @@ def test_demo_window_shows_the_heatmap_and_status_and_q_stops_it(display, tmp_pa
     assert min(h, w) >= MIN_SIDE, win.shape
     hsv = cv2.cvtColor(np.ascontiguousarray(win), cv2.COLOR_RGB2HSV)
     assert np.mean(hsv[..., 1] > 80) > 0.3  # the heatmap colours the scene (digits and background are grey-toned)
-    top, bottom = win[: h // 8], win[-h // 8:]
+    top, bottom = win[: h // 8], win[-h // 8 :]
     yellow = (bottom[..., 0] > 200) & (bottom[..., 1] > 200) & (bottom[..., 2] < 80)
     assert yellow.sum() > 200  # "onnxruntime/int8  10 fps"
     assert (top.min(axis=2) > 230).sum() > 200  # "score 0.53  4 ms"
@@ -89,9 +119,23 @@ def test_demo_window_shows_the_heatmap_and_status_and_q_stops_it(display, tmp_pa
 
 @needs_x
 def test_run_draws_into_a_window_too(display, tmp_path):
-    run = subprocess.Popen([sys.executable, "-m", "edge_sdk", "run", "--bundle", str(shipped_bundles()["avnet_s-demo"]),
-                            "--video", "synthetic://av-digits?seconds=6&realtime=1", "--quiet"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edge_sdk",
+            "run",
+            "--bundle",
+            str(shipped_bundles()["avnet_s-demo"]),
+            "--video",
+            "synthetic://av-digits?seconds=6&realtime=1",
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
     win, deadline = None, time.monotonic() + 60
     while win is None and time.monotonic() < deadline and run.poll() is None:
         time.sleep(0.5)
@@ -136,13 +180,17 @@ print(json.dumps({"seconds": time.monotonic() - started, "shown": window.shown, 
 
 def _sink_run(tmp_path, title: str, key: str, how: str) -> dict:
     """``_SINK_RUN`` in a child Python; ``key`` typed into its window once it has drawn for a while."""
-    child = subprocess.Popen([sys.executable, "-c", _SINK_RUN, title, str(tmp_path / "e.jsonl"), how], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    child = subprocess.Popen(
+        [sys.executable, "-c", _SINK_RUN, title, str(tmp_path / "e.jsonl"), how],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
     try:
         subprocess.run(["xdotool", "search", "--sync", "--name", title], check=True, timeout=60, capture_output=True)
         time.sleep(2.0)  # frames drawn (10 fps)
-        subprocess.run(["xdotool", "search", "--name", title, "windowfocus", "--sync", "key", key], check=True, timeout=30,
-                       capture_output=True)
+        subprocess.run(["xdotool", "search", "--name", title, "windowfocus", "--sync", "key", key], check=True, timeout=30, capture_output=True)
         out, err = child.communicate(timeout=60)
     finally:
         child.kill()

@@ -37,6 +37,7 @@ class Command:
 
 def number(kind, lo=None, hi=None):
     """An argparse type: ``kind`` (int or float), finite, within [lo, hi] where given."""
+
     def parse(text: str):
         try:
             v = kind(text)
@@ -46,6 +47,7 @@ def number(kind, lo=None, hi=None):
             span = f"{lo}..{hi}" if hi is not None else f">= {lo}"
             raise argparse.ArgumentTypeError(f"{text} is out of range ({span})")
         return v
+
     parse.__name__ = kind.__name__  # argparse names the type in its messages
     return parse
 
@@ -59,8 +61,10 @@ def writable(**paths) -> None:
         if path and Path(path).is_dir():
             raise EdgeSDKError(f"--{flag.replace('_', '-')} {path} is a folder", "give the path of a file (in that folder or elsewhere)")
         if path and not Path(path).resolve().parent.is_dir():
-            raise EdgeSDKError(f"cannot write --{flag.replace('_', '-')} {path}: folder {Path(path).parent} does not exist",
-                               f"create it first (mkdir -p {Path(path).parent}) or pick another path")
+            raise EdgeSDKError(
+                f"cannot write --{flag.replace('_', '-')} {path}: folder {Path(path).parent} does not exist",
+                f"create it first (mkdir -p {Path(path).parent}) or pick another path",
+            )
 
 
 def data_args(p: argparse.ArgumentParser) -> None:

@@ -30,8 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edge-sdk {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for cmd in COMMANDS:
-        p = sub.add_parser(cmd.name, aliases=list(cmd.aliases), help=cmd.help, description=cmd.help, epilog=f"example:\n  {cmd.example}",
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            cmd.name,
+            aliases=list(cmd.aliases),
+            help=cmd.help,
+            description=cmd.help,
+            epilog=f"example:\n  {cmd.example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         p.set_defaults(cli_command=cmd)
         cmd.arguments(p)
     return parser
@@ -59,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cmd = args.cli_command
     # On a terminal a log line first clears the live status line it would otherwise be glued to
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format=("\r\x1b[K" if sys.stderr.isatty() else "") + "%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format=("\r\x1b[K" if sys.stderr.isatty() else "") + "%(levelname)s %(name)s: %(message)s",
+    )
     for name in cmd.logs:  # long jobs say which stage they are in (without -v, only their own stage lines)
         logging.getLogger(name).setLevel(logging.INFO)
     _received[:] = [signal.SIGINT]
@@ -73,8 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeSDKError as e:
         return _error(args, str(e))
     except PermissionError as e:  # e.g. a bundle another user wrote, an output folder of someone else's
-        return _error(args, f"cannot access {e.filename or e}: permission denied -- fix: give this user read access (and write "
-                            "access for outputs) to it, or copy it to a folder this user owns")
+        return _error(
+            args,
+            f"cannot access {e.filename or e}: permission denied -- fix: give this user read access (and write "
+            "access for outputs) to it, or copy it to a folder this user owns",
+        )
     except ModuleNotFoundError as e:
         error = missing_package(e, cmd.needs)
         if error is None:

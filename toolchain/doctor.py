@@ -10,8 +10,23 @@ import subprocess
 
 __all__ = ["machine_report", "format_report"]
 
-PACKAGES = ("numpy", "onnxruntime", "opencv-python-headless", "soxr", "torch", "safetensors", "onnx",
-            "executorch", "torchao", "tensorrt", "nvidia-modelopt", "sounddevice", "av", "matplotlib", "tqdm")
+PACKAGES = (
+    "numpy",
+    "onnxruntime",
+    "opencv-python-headless",
+    "soxr",
+    "torch",
+    "safetensors",
+    "onnx",
+    "executorch",
+    "torchao",
+    "tensorrt",
+    "nvidia-modelopt",
+    "sounddevice",
+    "av",
+    "matplotlib",
+    "tqdm",
+)
 
 
 def _version(pkg: str) -> str | None:

@@ -24,9 +24,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+
+import tomllib
 
 from edge_sdk.errors import ConfigError
 from edge_sdk.media.pairs import MIN_CLIPS
@@ -139,15 +140,23 @@ def run_pipeline(recipe: PipelineRecipe, out: str | Path, fsdd=None, mnist=None,
         from edge_sdk.export.engine import export_bundle
 
         shutil.rmtree(out / "bundle", ignore_errors=True)
-        rep = export_bundle(str(student_w), out / "bundle", recipe.formats, recipe.precisions, calib=out / "calib",
-                            fsdd=fsdd, mnist=mnist, eval_cfg=cfg, allow_mismatch=recipe.allow_mismatch)
+        rep = export_bundle(
+            str(student_w),
+            out / "bundle",
+            recipe.formats,
+            recipe.precisions,
+            calib=out / "calib",
+            fsdd=fsdd,
+            mnist=mnist,
+            eval_cfg=cfg,
+            allow_mismatch=recipe.allow_mismatch,
+        )
         return {"passed": rep["passed"], "rows": [{k: r.get(k) for k in ("exporter", "precision", "status")} for r in rep["rows"]]}
 
     def bench():
         from edge_sdk.export.bench import bench_bundle, format_bench, plot_bench
 
-        rep = bench_bundle(out / "bundle", teacher=str(teacher_w), seconds=recipe.bench_seconds, fsdd=fsdd, mnist=mnist,
-                           eval_cfg=cfg)
+        rep = bench_bundle(out / "bundle", teacher=str(teacher_w), seconds=recipe.bench_seconds, fsdd=fsdd, mnist=mnist, eval_cfg=cfg)
         (out / "bench.md").write_text(format_bench(rep))
         (out / "bench.json").write_text(json.dumps(rep["rows"], indent=2))
         plot_bench(rep, out / "bench.png")
@@ -161,18 +170,26 @@ def run_pipeline(recipe: PipelineRecipe, out: str | Path, fsdd=None, mnist=None,
 
 def format_pipeline_report(out: Path, state: dict) -> str:
     r = state["recipe"]
-    lines = [f"# Pipeline report: {r['name']}", "",
-             f"teacher recipe `{r['teacher']}` -> student recipe `{r['student']}` -> {r['formats']} x {r['precisions']}", "",
-             "| stage | seconds | result |", "|---|---:|---|"]
+    lines = [
+        f"# Pipeline report: {r['name']}",
+        "",
+        f"teacher recipe `{r['teacher']}` -> student recipe `{r['student']}` -> {r['formats']} x {r['precisions']}",
+        "",
+        "| stage | seconds | result |",
+        "|---|---:|---|",
+    ]
     for name in STAGES:
         s = state.get(name, {})
         res = s.get("result") or {}
-        brief = {"teacher": lambda x: f"{x.get('steps')} steps", "student": lambda x: f"{x.get('steps')} steps",
-                 "calib": lambda x: f"{x.get('pairs')} pairs", "export": lambda x: "passed" if x.get("passed") else "FAILED",
-                 "bench": lambda x: ", ".join(f"{k} {v}x" for k, v in x.get("ratios", {}).items())}[name]
+        brief = {
+            "teacher": lambda x: f"{x.get('steps')} steps",
+            "student": lambda x: f"{x.get('steps')} steps",
+            "calib": lambda x: f"{x.get('pairs')} pairs",
+            "export": lambda x: "passed" if x.get("passed") else "FAILED",
+            "bench": lambda x: ", ".join(f"{k} {v}x" for k, v in x.get("ratios", {}).items()),
+        }[name]
         lines.append(f"| {name} | {s.get('seconds', '-')} | {brief(res) if s.get('done') else 'not done'} |")
-    for title, png in (("Teacher training", "teacher/loss.png"), ("Student distillation", "student/loss.png"),
-                       ("Benchmark", "bench.png")):
+    for title, png in (("Teacher training", "teacher/loss.png"), ("Student distillation", "student/loss.png"), ("Benchmark", "bench.png")):
         if (out / png).is_file():
             lines += ["", f"## {title}", "", f"![{title}]({png})"]
     for md in ("bundle/report.md", "bench.md"):

@@ -1,6 +1,6 @@
 """A 20-line app on the edge_sdk runtime: where is the sound coming from, live.
 
-    python docs/examples/embed_app.py [VIDEO_URI] [AUDIO_URI]   (default: generated scenes with speech)
+python docs/examples/embed_app.py [VIDEO_URI] [AUDIO_URI]   (default: generated scenes with speech)
 """
 
 import sys
@@ -14,7 +14,6 @@ bundle = shipped_bundles()["avnet_s-demo"]  # or any bundle folder / .zip from e
 
 with Pipeline.from_bundle(bundle, video=video, audio=audio, task="localize") as pipe:
     for r in pipe:  # one result per frame: plain numbers, numpy arrays and timestamps
-        x, y = r.values["peak_xy"]
-        print(f"frame {r.seq:4d}  sound at ({x:5.0f}, {y:5.0f}) px  score {r.values['score']:.2f}  "
-              f"latency {r.latency_ms:5.1f} ms  skew {r.skew_ns / 1e6:+5.1f} ms")
+        (x, y), score = r.values["peak_xy"], r.values["score"]
+        print(f"frame {r.seq:4d}  sound at ({x:5.0f}, {y:5.0f}) px  score {score:.2f}  latency {r.latency_ms:5.1f} ms")
 print(pipe.final_stats()["latency_ms"]["capture_to_result"])

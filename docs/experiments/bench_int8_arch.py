@@ -26,12 +26,20 @@ from edge_sdk.models.shipped import count_macs
 from edge_sdk.spec import ModelSpec, TowerSpec, get_spec
 
 CANDIDATES = {
-    "mobilenetv2 (dw)": ModelSpec(name="dw", role="student", embed_dim=128,
-                                  image_tower=TowerSpec(block="dw", stem=16, channels=(16, 32, 96), depths=(1, 2, 2), expand=3),
-                                  audio_tower=TowerSpec(block="dw", stem=16, channels=(24, 48, 96), depths=(1, 1, 1), expand=3)),
-    "dense, 3x3 stem": ModelSpec(name="dense", role="student", embed_dim=128,
-                                 image_tower=TowerSpec(block="basic", stem=16, channels=(16, 32, 64), depths=(1, 1, 1)),
-                                 audio_tower=TowerSpec(block="basic", stem=16, channels=(32, 64, 96), depths=(1, 1, 1))),
+    "mobilenetv2 (dw)": ModelSpec(
+        name="dw",
+        role="student",
+        embed_dim=128,
+        image_tower=TowerSpec(block="dw", stem=16, channels=(16, 32, 96), depths=(1, 2, 2), expand=3),
+        audio_tower=TowerSpec(block="dw", stem=16, channels=(24, 48, 96), depths=(1, 1, 1), expand=3),
+    ),
+    "dense, 3x3 stem": ModelSpec(
+        name="dense",
+        role="student",
+        embed_dim=128,
+        image_tower=TowerSpec(block="basic", stem=16, channels=(16, 32, 64), depths=(1, 1, 1)),
+        audio_tower=TowerSpec(block="basic", stem=16, channels=(32, 64, 96), depths=(1, 1, 1)),
+    ),
     "dense, patchify stem (student_s)": get_spec("student_s"),
     "teacher": get_spec("teacher"),
 }
@@ -70,11 +78,25 @@ def main() -> None:
             for tower, name, shape, scale in (("image", "image", (3, 96, 96), 255.0), ("audio", "wave", (16000,), 0.1)):
                 fp32, int8 = Path(tmp) / f"{tower}.onnx", Path(tmp) / f"{tower}.int8.onnx"
                 batches = [(rng.random((4, *shape)) * scale).astype(np.float32) for _ in range(4)]
-                torch.onnx.export(getattr(model, tower), (torch.from_numpy(batches[0]),), str(fp32), input_names=[name],
-                                  opset_version=18, dynamo=True, external_data=False,
-                                  dynamic_shapes=({0: torch.export.Dim("batch", max=64)},))
-                quantize_static(str(fp32), str(int8), _Reader(name, batches), quant_format=QuantFormat.QDQ, per_channel=True,
-                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                torch.onnx.export(
+                    getattr(model, tower),
+                    (torch.from_numpy(batches[0]),),
+                    str(fp32),
+                    input_names=[name],
+                    opset_version=18,
+                    dynamo=True,
+                    external_data=False,
+                    dynamic_shapes=({0: torch.export.Dim("batch", max=64)},),
+                )
+                quantize_static(
+                    str(fp32),
+                    str(int8),
+                    _Reader(name, batches),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=True,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                )
                 sessions = [ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for p in (fp32, int8)]
                 for batch in (1, 32):
                     x = np.repeat(batches[0][:1], batch, 0)

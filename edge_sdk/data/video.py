@@ -37,8 +37,9 @@ log = logging.getLogger(__name__)
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
 
 
-def decode_av(path, sample_rate: int, *, size: int | None = None, frame_step: int = 1,
-              max_frames: int | None = None) -> tuple[list[tuple[float, np.ndarray]], np.ndarray, float]:
+def decode_av(
+    path, sample_rate: int, *, size: int | None = None, frame_step: int = 1, max_frames: int | None = None
+) -> tuple[list[tuple[float, np.ndarray]], np.ndarray, float]:
     """Decode a clip's first video and first audio stream.
 
     Returns ``(frames, audio, audio_start_s)``: ``frames`` is a list of ``(pts_s, rgb)`` with
@@ -50,8 +51,7 @@ def decode_av(path, sample_rate: int, *, size: int | None = None, frame_step: in
     try:
         import av
     except ImportError:
-        raise EdgeSDKError("reading video files needs PyAV",
-                           "pip install 'edge_sdk[live]' (or: pip install av)") from None
+        raise EdgeSDKError("reading video files needs PyAV", "pip install 'edge_sdk[live]' (or: pip install av)") from None
     path = Path(path)
     if frame_step < 1:
         raise DataError(f"frame_step must be >= 1, got {frame_step}", "pass frame_step=1 to keep every frame")
@@ -84,16 +84,14 @@ def decode_av(path, sample_rate: int, *, size: int | None = None, frame_step: in
                 chunks.append(track.push(None))
     except av.FFmpegError as e:
         why = f"{e.__class__.__name__}: {getattr(e, 'strerror', None) or e}"
-        raise DataError(f"{path} could not be decoded ({why})",
-                        "check that the file plays in a media player; re-encode or remove it, "
-                        "or pass skip_bad=True") from None
+        raise DataError(
+            f"{path} could not be decoded ({why})", "check that the file plays in a media player; re-encode or remove it, or pass skip_bad=True"
+        ) from None
     if not frames:
-        raise DataError(f"{path}: no video frames could be decoded",
-                        "the file is empty or corrupt; re-encode or remove it")
+        raise DataError(f"{path}: no video frames could be decoded", "the file is empty or corrupt; re-encode or remove it")
     audio = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
     if not audio.size:
-        raise DataError(f"{path}: the audio track has no decodable samples",
-                        "VideoFolderDataset needs clips with sound; re-encode or remove it")
+        raise DataError(f"{path}: the audio track has no decodable samples", "VideoFolderDataset needs clips with sound; re-encode or remove it")
     return frames, audio, float(track.start)
 
 
@@ -102,8 +100,9 @@ def _streams(container, path: Path):
     if not container.streams.video:
         raise DataError(f"{path} has no video track", "VideoFolderDataset needs video clips; move audio-only files out of the folder")
     if not container.streams.audio:
-        raise DataError(f"{path} has no audio track", "VideoFolderDataset needs clips with sound; remove this file, "
-                        "or pass skip_bad=True to skip files like it")
+        raise DataError(
+            f"{path} has no audio track", "VideoFolderDataset needs clips with sound; remove this file, or pass skip_bad=True to skip files like it"
+        )
     container.streams.video[0].thread_type = "AUTO"
     return container.streams.video[0], container.streams.audio[0]
 
@@ -117,26 +116,22 @@ class VideoFolderDataset:
     ``self.skipped`` as ``(path, reason)`` instead of raising :class:`DataError`.
     """
 
-    def __init__(self, root, spec: ModelSpec, frame_step: int = 1, max_frames_per_file: int | None = None,
-                 skip_bad: bool = False):
+    def __init__(self, root, spec: ModelSpec, frame_step: int = 1, max_frames_per_file: int | None = None, skip_bad: bool = False):
         self.root = Path(root)
         self.spec = spec
         self.skipped: list[tuple[str, str]] = []
         if not self.root.is_dir():
             what = "is a file, not a folder" if self.root.exists() else "does not exist"
             raise DataError(f"video folder {self.root} {what}", "pass the folder that holds your video clips")
-        self.files = sorted(p for p in self.root.rglob("*")
-                            if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+        self.files = sorted(p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
         if not self.files:
-            raise DataError(f"no video files in {self.root}",
-                            f"add clips with sound ending in {', '.join(VIDEO_EXTENSIONS)} (searched recursively)")
+            raise DataError(f"no video files in {self.root}", f"add clips with sound ending in {', '.join(VIDEO_EXTENSIONS)} (searched recursively)")
         sr, size = spec.audio.sample_rate, spec.image.size
         self._clips: list[tuple[str, np.ndarray, float]] = []  # per usable file: (path, audio, audio_start_s)
         self._index: list[tuple[int, float, np.ndarray]] = []  # per item: (file no., pts_s, uint8 SxSx3)
         for path in self.files:
             try:
-                frames, audio, start = decode_av(path, sr, size=size, frame_step=frame_step,
-                                                 max_frames=max_frames_per_file)
+                frames, audio, start = decode_av(path, sr, size=size, frame_step=frame_step, max_frames=max_frames_per_file)
             except DataError as e:
                 if not skip_bad:
                     raise
@@ -147,10 +142,11 @@ class VideoFolderDataset:
             self._index += [(len(self._clips) - 1, t, img) for t, img in frames]
             log.debug("%s: %d frames, %.2f s of audio from %.3f s", path.name, len(frames), audio.size / sr, start)
         if not self._index:
-            raise DataError(f"none of the {len(self.files)} video files in {self.root} could be used",
-                            "; ".join(f"{Path(p).name}: {r}" for p, r in self.skipped) or "check the files")
-        log.info("VideoFolderDataset %s: %d items from %d files (%d skipped)",
-                 self.root, len(self._index), len(self._clips), len(self.skipped))
+            raise DataError(
+                f"none of the {len(self.files)} video files in {self.root} could be used",
+                "; ".join(f"{Path(p).name}: {r}" for p, r in self.skipped) or "check the files",
+            )
+        log.info("VideoFolderDataset %s: %d items from %d files (%d skipped)", self.root, len(self._index), len(self._clips), len(self.skipped))
 
     def __len__(self) -> int:
         return len(self._index)
@@ -161,6 +157,6 @@ class VideoFolderDataset:
         f, t, img = self._index[i]
         path, audio, start = self._clips[f]
         a = self.spec.audio
-        return dict(image=img.transpose(2, 0, 1).astype(np.float32),
-                    wave=audio_window(audio, start, t, a.sample_rate, a.num_samples),
-                    pts_s=t, path=path)
+        return dict(
+            image=img.transpose(2, 0, 1).astype(np.float32), wave=audio_window(audio, start, t, a.sample_rate, a.num_samples), pts_s=t, path=path
+        )

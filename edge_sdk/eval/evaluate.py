@@ -65,8 +65,7 @@ def _singles(bank: DigitBank, per_class: int, size: int, seed: int) -> tuple[np.
     return imgs, bank.image_labels[idx]
 
 
-def evaluate(runner, spec: ModelSpec, fsdd=None, mnist=None, cfg: EvalConfig | None = None,
-             heatmap_png: str | Path | None = None) -> dict:
+def evaluate(runner, spec: ModelSpec, fsdd=None, mnist=None, cfg: EvalConfig | None = None, heatmap_png: str | Path | None = None) -> dict:
     """All metrics for one model; real data when both folders are given, else the generated fallback."""
     cfg = cfg or EvalConfig()
     sr, n, s = spec.audio.sample_rate, spec.audio.num_samples, spec.image.size
@@ -96,7 +95,9 @@ def evaluate(runner, spec: ModelSpec, fsdd=None, mnist=None, cfg: EvalConfig | N
         g[y0:y1, x0:x1] = 1.0
     res.update({k: v for k, v in M.ciou_summary([M.ciou(h, g) for h, g in zip(heat, gt)]).items() if k in ("ciou50", "auc")})
     # Mismatched pairs: each scene with the sound of a later scene whose digit it does not show.
-    neg_idx = [next(j % len(items) for j in range(i + 1, i + 1 + len(items)) if labels[j % len(items)] not in items[i]["digits"]) for i in range(len(items))]
+    neg_idx = [
+        next(j % len(items) for j in range(i + 1, i + 1 + len(items)) if labels[j % len(items)] not in items[i]["digits"]) for i in range(len(items))
+    ]
     pos = _mil_scores(a, fmap)
     neg = _mil_scores(a[neg_idx], fmap)
     res["avc_acc"] = M.balanced_pair_accuracy(pos, neg)
@@ -148,7 +149,19 @@ def save_heatmap_grid(png: str | Path, images: np.ndarray, heat: np.ndarray, box
     cv2.imwrite(str(png), grid[:, :, ::-1])
 
 
-METRIC_KEYS = ("pointing_acc", "pointing_acc_bilinear", "ciou50", "auc", "a2i_r1", "a2i_r5", "i2a_r1", "avc_acc", "probe_audio_acc", "probe_image_acc", "sync_acc")
+METRIC_KEYS = (
+    "pointing_acc",
+    "pointing_acc_bilinear",
+    "ciou50",
+    "auc",
+    "a2i_r1",
+    "a2i_r5",
+    "i2a_r1",
+    "avc_acc",
+    "probe_audio_acc",
+    "probe_image_acc",
+    "sync_acc",
+)
 
 
 def format_table(rows: dict[str, dict]) -> str:

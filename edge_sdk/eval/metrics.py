@@ -23,12 +23,12 @@ Where each definition comes from:
 
 Bad inputs (wrong shapes, NaN/inf, empty arrays) raise :class:`ValueError`.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["pointing_hits", "ciou", "ciou_summary", "recall_at_k",
-           "balanced_pair_accuracy", "linear_probe", "sync_accuracy"]
+__all__ = ["pointing_hits", "ciou", "ciou_summary", "recall_at_k", "balanced_pair_accuracy", "linear_probe", "sync_accuracy"]
 
 
 def _arr(x, name: str, ndim: int | None = None, finite: bool = True) -> np.ndarray:
@@ -138,7 +138,7 @@ def recall_at_k(query_emb, query_labels, gallery_emb, gallery_labels, ks=(1, 5))
     if np.any(qn == 0) or np.any(gn == 0):
         raise ValueError("embeddings contain all-zero vectors; cosine similarity is undefined")
     sim = (q / qn[:, None]) @ (g / gn[:, None]).T
-    order = np.argsort(-sim, axis=1, kind="stable")[:, :max(ks)]
+    order = np.argsort(-sim, axis=1, kind="stable")[:, : max(ks)]
     match = gl[order] == ql[:, None]
     return {k: float(match[:, :k].any(axis=1).mean()) for k in ks}
 
@@ -166,8 +166,7 @@ def balanced_pair_accuracy(pos_scores, neg_scores) -> float:
     return float((np.mean(p[1::2] > t) + np.mean(n[1::2] <= t)) / 2)
 
 
-def linear_probe(train_x, train_y, test_x, test_y, n_classes: int,
-                 epochs: int = 300, l2: float = 1e-4) -> float:
+def linear_probe(train_x, train_y, test_x, test_y, n_classes: int, epochs: int = 300, l2: float = 1e-4) -> float:
     """Test accuracy of a multinomial logistic-regression probe.
 
     Features are standardised with the training mean/std; weights (not the bias)

@@ -40,15 +40,14 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int, int]:
     return x.reshape(n, channels), rate, channels
 
 
-def audio_window(audio: np.ndarray, audio_start_s: float, end_s: float, sample_rate: int,
-                 num_samples: int) -> np.ndarray:
+def audio_window(audio: np.ndarray, audio_start_s: float, end_s: float, sample_rate: int, num_samples: int) -> np.ndarray:
     """The ``num_samples`` of ``audio`` ending at time ``end_s``, zero-padded where outside the track."""
     end = int(round((end_s - audio_start_s) * sample_rate))
     start = end - num_samples
     out = np.zeros(num_samples, np.float32)
     lo, hi = max(start, 0), min(end, audio.size)
     if hi > lo:
-        out[lo - start:hi - start] = audio[lo:hi]
+        out[lo - start : hi - start] = audio[lo:hi]
     return out
 
 

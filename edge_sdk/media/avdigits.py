@@ -125,8 +125,7 @@ def render_single(bank: DigitBank, idx: int, s: int, rng: np.random.Generator) -
 class AVDigits:
     """Map-style data set of scenes; ``set_epoch`` draws a fresh set of scenes each epoch."""
 
-    def __init__(self, bank: DigitBank, spec: ModelSpec, length: int, k: int = 3, seed: int = 0, train: bool = True,
-                 mask: bool = False):
+    def __init__(self, bank: DigitBank, spec: ModelSpec, length: int, k: int = 3, seed: int = 0, train: bool = True, mask: bool = False):
         self.bank, self.spec, self.length, self.seed, self.train = bank, spec, length, seed, train
         self.mask = mask  # SpecAugment-style masks on training sounds (see mask_sound)
         self.epoch = 0
@@ -189,8 +188,18 @@ class AVDigitClips(AVDigits):
     ``shifts`` seconds earlier or later: the negatives of the synchrony objective).
     """
 
-    def __init__(self, bank: DigitBank, spec: ModelSpec, length: int, k: int = 3, seed: int = 0,
-                 train: bool = True, frames: int = 12, fps: float = 10.0, shifts: tuple[float, ...] = (-0.6, -0.3, 0.3, 0.6)):
+    def __init__(
+        self,
+        bank: DigitBank,
+        spec: ModelSpec,
+        length: int,
+        k: int = 3,
+        seed: int = 0,
+        train: bool = True,
+        frames: int = 12,
+        fps: float = 10.0,
+        shifts: tuple[float, ...] = (-0.6, -0.3, 0.3, 0.6),
+    ):
         super().__init__(bank, spec, length, k, seed, train)
         self.frames, self.fps, self.shifts = frames, fps, shifts
 
@@ -228,8 +237,14 @@ class AVDigitClips(AVDigits):
     def item(self, i: int) -> dict:
         _, track, frame_end, render, digits, spoken = self._clip(i)
         frames, boxes = zip(*(render(t) for t in range(self.frames)))
-        return {"frames": np.stack(frames), "track": track, "frame_end": frame_end,
-                "label": np.int64(digits[spoken]), "boxes": np.stack(boxes), "digits": digits.astype(np.int64)}
+        return {
+            "frames": np.stack(frames),
+            "track": track,
+            "frame_end": frame_end,
+            "label": np.int64(digits[spoken]),
+            "boxes": np.stack(boxes),
+            "digits": digits.astype(np.int64),
+        }
 
     def __getitem__(self, i: int) -> dict:
         rng, track, frame_end, render, digits, spoken = self._clip(i)
@@ -238,5 +253,11 @@ class AVDigitClips(AVDigits):
         end = int(frame_end[t])
         image, box = render(t)
         shifted = np.stack([track[end + int(s * sr) - n : end + int(s * sr)] for s in self.shifts])
-        return {"image": image, "wave": track[end - n : end].copy(), "wave_shifted": shifted,
-                "label": np.int64(digits[spoken]), "box": box, "digits": digits.astype(np.int64)}
+        return {
+            "image": image,
+            "wave": track[end - n : end].copy(),
+            "wave_shifted": shifted,
+            "label": np.int64(digits[spoken]),
+            "box": box,
+            "digits": digits.astype(np.int64),
+        }

@@ -34,8 +34,9 @@ def scene_at(boxes: list[dict], t: float) -> dict | None:
     return None
 
 
-def write_clip(path: str | Path, spec, seconds: int = 10, fps: int = 30, size=(1280, 720), fsdd=None, mnist=None,
-               seed: int = 0, k: int = 3, hold: int = 2) -> Path:
+def write_clip(
+    path: str | Path, spec, seconds: int = 10, fps: int = 30, size=(1280, 720), fsdd=None, mnist=None, seed: int = 0, k: int = 3, hold: int = 2
+) -> Path:
     """Write ``path`` (.mp4) and ``path.json`` (per-scene start, boxes in frame pixels, labels)."""
     from edge_sdk.media.avdigits import AVDigits
     from edge_sdk.media.digits import DEFAULT_TEST_SPEAKERS, load_bank, synthetic_bank
@@ -48,41 +49,97 @@ def write_clip(path: str | Path, spec, seconds: int = 10, fps: int = 30, size=(1
     scenes = -(-seconds // hold)
     ds = AVDigits(bank, spec, scenes, k, seed, train=False)
     w, h = size
+    frames, audio, boxes = _render_scenes(ds, scenes, size, spec.image.size, sr, hold)
+    tmp_wav = path.with_suffix(".wav.tmp")
+    _write_wav(tmp_wav, np.concatenate(audio), sr)
+    _encode(_ffmpeg_command(w, h, fps, tmp_wav, path), frames, fps * hold, path)
+    tmp_wav.unlink()
+    path.with_suffix(".json").write_text(json.dumps({"fps": fps, "size": [w, h], "seconds": scenes * hold, "scenes": boxes}, indent=1))
+    return path
+
+
+def _render_scenes(ds, scenes: int, size, image_size: int, sr: int, hold: int) -> tuple[list, list, list]:
+    """Each scene's frame (its image scaled into the centre square), its ``hold`` seconds of sound and its ground truth."""
+    w, h = size
     side = min(w, h)
     x0, y0 = (w - side) // 2, (h - side) // 2
-    scale = side / spec.image.size
-    audio, boxes = [], []
-    tmp_wav = path.with_suffix(".wav.tmp")
-    cmd = ["ffmpeg", "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps), "-i", "-",
-           "-i", str(tmp_wav), "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(path)]
-    frames = []
+    scale = side / image_size
+    frames, audio, boxes = [], [], []
     for i in range(scenes):
         item = ds[i]
         canvas = np.zeros((h, w, 3), np.uint8)
-        canvas[y0:y0 + side, x0:x0 + side] = cv2.resize(item["image"].transpose(1, 2, 0).astype(np.uint8), (side, side), interpolation=cv2.INTER_LINEAR)
+        canvas[y0 : y0 + side, x0 : x0 + side] = cv2.resize(
+            item["image"].transpose(1, 2, 0).astype(np.uint8), (side, side), interpolation=cv2.INTER_LINEAR
+        )
         frames.append(canvas)
         wave_i = np.asarray(item["wave"], np.float32)[:sr]
         audio.append(np.pad(wave_i, (0, hold * sr - len(wave_i))))
         bx = np.asarray(item["box"], np.float64)
-        boxes.append({"start_s": i * hold, "hold_s": hold, "label": int(item["label"]),
-                      "box": [x0 + bx[0] * scale, y0 + bx[1] * scale, x0 + bx[2] * scale, y0 + bx[3] * scale]})
-    pcm = (np.clip(np.concatenate(audio), -1, 1) * 32767).astype("<i2")
-    with wave.open(str(tmp_wav), "wb") as f:
+        boxes.append(
+            {
+                "start_s": i * hold,
+                "hold_s": hold,
+                "label": int(item["label"]),
+                "box": [x0 + bx[0] * scale, y0 + bx[1] * scale, x0 + bx[2] * scale, y0 + bx[3] * scale],
+            }
+        )
+    return frames, audio, boxes
+
+
+def _write_wav(path: Path, samples: np.ndarray, sr: int) -> None:
+    """Write mono float samples as 16-bit PCM WAV, for ffmpeg to mux."""
+    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as f:
         f.setnchannels(1)
         f.setsampwidth(2)
         f.setframerate(sr)
         f.writeframes(pcm.tobytes())
+
+
+def _ffmpeg_command(w: int, h: int, fps: int, wav: Path, path: Path) -> list[str]:
+    """ffmpeg reading raw RGB frames on stdin and ``wav``, writing H.264 (no B-frames) + AAC to ``path``."""
+    return [
+        "ffmpeg",
+        "-y",
+        "-loglevel",
+        "error",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{w}x{h}",
+        "-r",
+        str(fps),
+        "-i",
+        "-",
+        "-i",
+        str(wav),
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-tune",
+        "zerolatency",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-shortest",
+        str(path),
+    ]
+
+
+def _encode(cmd: list[str], frames: list[np.ndarray], repeat: int, path: Path) -> None:
+    """Pipe each scene's frame ``repeat`` times into ffmpeg; fail with its message if it fails."""
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     for canvas in frames:
-        for _ in range(fps * hold):
+        for _ in range(repeat):
             proc.stdin.write(canvas.tobytes())
     proc.stdin.close()
     err = proc.stderr.read().decode()
     if proc.wait() != 0:
         raise DataError(f"ffmpeg could not write {path}: {err[-300:]}", "check the ffmpeg installation (libx264, aac)")
-    tmp_wav.unlink()
-    path.with_suffix(".json").write_text(json.dumps({"fps": fps, "size": [w, h], "seconds": scenes * hold, "scenes": boxes}, indent=1))
-    return path
 
 
 def read_boxes(path: str | Path) -> list[dict]:

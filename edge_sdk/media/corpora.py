@@ -57,7 +57,10 @@ def load_fsdd(root: str | Path) -> tuple[list[Recording], int]:
         if m:
             recs.append(Recording(int(m[1]), m[2], int(m[3]), p))
     if not recs:
-        raise DataError(f"FSDD folder {root} has no {{digit}}_{{speaker}}_{{index}}.wav files", "point --fsdd at the recordings/ folder of the Free Spoken Digit Dataset")
+        raise DataError(
+            f"FSDD folder {root} has no {{digit}}_{{speaker}}_{{index}}.wav files",
+            "point --fsdd at the recordings/ folder of the Free Spoken Digit Dataset",
+        )
     rate = None
     for r in recs:
         try:
@@ -69,7 +72,9 @@ def load_fsdd(root: str | Path) -> tuple[list[Recording], int]:
             raise DataError(f"{r.path}: {ch} channels, FSDD recordings are mono", f"convert it: sox {r.path.name} -c 1 out.wav")
         rate = rate or this_rate
         if this_rate != rate:
-            raise DataError(f"{r.path}: sample rate {this_rate} Hz, the rest of the folder is {rate} Hz", f"convert it: sox {r.path.name} -r {rate} out.wav")
+            raise DataError(
+                f"{r.path}: sample rate {this_rate} Hz, the rest of the folder is {rate} Hz", f"convert it: sox {r.path.name} -r {rate} out.wav"
+            )
     return recs, rate
 
 

@@ -35,11 +35,13 @@ class DigitBank:
     speakers: list[str]  # [m]
     source: str
 
-    def check(self) -> "DigitBank":
+    def check(self) -> DigitBank:
         for what, labels in (("images", self.image_labels), ("sounds", self.sound_labels)):
             missing = sorted(set(range(10)) - set(labels.tolist()))
             if missing:
-                raise DataError(f"{self.source}: no {what} of digit(s) {missing} in this split", "use the full FSDD and MNIST sets, or other --test-speakers")
+                raise DataError(
+                    f"{self.source}: no {what} of digit(s) {missing} in this split", "use the full FSDD and MNIST sets, or other --test-speakers"
+                )
         return self
 
     def images_of(self, digit: int) -> np.ndarray:
@@ -49,8 +51,7 @@ class DigitBank:
         return np.flatnonzero(self.sound_labels == digit)
 
 
-def load_bank(fsdd: str | Path, mnist: str | Path, split: str, sample_rate: int,
-              test_speakers: tuple[str, ...] = DEFAULT_TEST_SPEAKERS) -> DigitBank:
+def load_bank(fsdd: str | Path, mnist: str | Path, split: str, sample_rate: int, test_speakers: tuple[str, ...] = DEFAULT_TEST_SPEAKERS) -> DigitBank:
     """Real data: speakers in ``test_speakers`` and MNIST images past 6,000 are the test split."""
     if split not in ("train", "test"):
         raise ValueError("split must be 'train' or 'test'")
@@ -58,7 +59,9 @@ def load_bank(fsdd: str | Path, mnist: str | Path, split: str, sample_rate: int,
     known = sorted({r.speaker for r in recs})
     unknown = set(test_speakers) - set(known)
     if unknown or not test_speakers or set(test_speakers) == set(known):
-        raise DataError(f"test speakers {sorted(test_speakers)} do not split the speakers {known}", "name one or more speakers of the folder, not all of them")
+        raise DataError(
+            f"test speakers {sorted(test_speakers)} do not split the speakers {known}", "name one or more speakers of the folder, not all of them"
+        )
     keep = [r for r in recs if (r.speaker in test_speakers) == (split == "test")]
     sounds = []
     for r in keep:
@@ -66,10 +69,12 @@ def load_bank(fsdd: str | Path, mnist: str | Path, split: str, sample_rate: int,
         sounds.append(soxr.resample(x[:, 0], rate, sample_rate).astype(np.float32) if rate != sample_rate else x[:, 0])
     images, labels = load_mnist(mnist)
     if len(images) <= MNIST_TRAIN_IMAGES:
-        raise DataError(f"{mnist}: {len(images)} MNIST images, need more than {MNIST_TRAIN_IMAGES} for a train/test split", "use the MNIST test file (10,000 images) or its 8,000-image subset")
+        raise DataError(
+            f"{mnist}: {len(images)} MNIST images, need more than {MNIST_TRAIN_IMAGES} for a train/test split",
+            "use the MNIST test file (10,000 images) or its 8,000-image subset",
+        )
     part = slice(0, MNIST_TRAIN_IMAGES) if split == "train" else slice(MNIST_TRAIN_IMAGES, None)
-    return DigitBank(images[part], labels[part], sounds, np.array([r.digit for r in keep]),
-                     [r.speaker for r in keep], f"FSDD+MNIST {split}").check()
+    return DigitBank(images[part], labels[part], sounds, np.array([r.digit for r in keep]), [r.speaker for r in keep], f"FSDD+MNIST {split}").check()
 
 
 _SHAPES = ("circle", "vbar", "hbar", "triangle", "square", "plus", "x", "ring", "eight", "diamond")

@@ -41,7 +41,7 @@ def center_crop_resize(rgb: np.ndarray, size: int) -> np.ndarray:
     h, w = rgb.shape[:2]
     s = min(h, w)
     y, x = (h - s) // 2, (w - s) // 2
-    return _shrink_square(rgb[y:y + s, x:x + s], size)
+    return _shrink_square(rgb[y : y + s, x : x + s], size)
 
 
 def _yuv_to_rgb(bt709: bool, full_range: bool) -> np.ndarray:
@@ -50,9 +50,7 @@ def _yuv_to_rgb(bt709: bool, full_range: bool) -> np.ndarray:
     kr, kb = (0.2126, 0.0722) if bt709 else (0.299, 0.114)
     kg = 1 - kr - kb
     sy, sc, y0 = (1.0, 1.0, 0.0) if full_range else (255 / 219, 255 / 224, 16.0)
-    m = np.array([[sy, 0, 2 * (1 - kr) * sc, 0],
-                  [sy, -2 * (1 - kb) * kb / kg * sc, -2 * (1 - kr) * kr / kg * sc, 0],
-                  [sy, 2 * (1 - kb) * sc, 0, 0]])
+    m = np.array([[sy, 0, 2 * (1 - kr) * sc, 0], [sy, -2 * (1 - kb) * kb / kg * sc, -2 * (1 - kr) * kr / kg * sc, 0], [sy, 2 * (1 - kb) * sc, 0, 0]])
     m[:, 3] = -y0 * m[:, 0] - 128 * (m[:, 1] + m[:, 2])
     return m.astype(np.float32)
 
@@ -60,8 +58,7 @@ def _yuv_to_rgb(bt709: bool, full_range: bool) -> np.ndarray:
 _YUV_TO_RGB = {(bt709, full): _yuv_to_rgb(bt709, full) for bt709 in (False, True) for full in (False, True)}
 
 
-def yuv420_square(y: np.ndarray, u: np.ndarray, v: np.ndarray, size: int, *, bt709: bool = False,
-                  full_range: bool = False) -> np.ndarray:
+def yuv420_square(y: np.ndarray, u: np.ndarray, v: np.ndarray, size: int, *, bt709: bool = False, full_range: bool = False) -> np.ndarray:
     """What :func:`center_crop_resize` gives on the RGB conversion of a YUV 4:2:0 picture (its
     three uint8 planes, chroma at half width and height), without converting the whole
     picture: the centre squares of the planes are shrunk first and only ``size`` x ``size``
@@ -73,9 +70,13 @@ def yuv420_square(y: np.ndarray, u: np.ndarray, v: np.ndarray, size: int, *, bt7
     s = min(h, w)
     y0, x0 = (h - s) // 2, (w - s) // 2
     c0, c1, cs = y0 // 2, x0 // 2, s // 2
-    yuv = cv2.merge([_shrink_square(y[y0:y0 + s, x0:x0 + s], size),
-                     _shrink_square(u[c0:c0 + cs, c1:c1 + cs], size),
-                     _shrink_square(v[c0:c0 + cs, c1:c1 + cs], size)])
+    yuv = cv2.merge(
+        [
+            _shrink_square(y[y0 : y0 + s, x0 : x0 + s], size),
+            _shrink_square(u[c0 : c0 + cs, c1 : c1 + cs], size),
+            _shrink_square(v[c0 : c0 + cs, c1 : c1 + cs], size),
+        ]
+    )
     return cv2.transform(yuv, _YUV_TO_RGB[bool(bt709), bool(full_range)])  # rounds and saturates to uint8
 
 
@@ -90,5 +91,5 @@ def av_square(frame, size: int) -> np.ndarray:
         return center_crop_resize(frame.to_ndarray(format="rgb24"), size)
     h, w, (py, pu, pv) = frame.height, frame.width, frame.planes
     y = np.frombuffer(py, np.uint8).reshape(-1, py.line_size)[:h, :w]
-    u, v = (np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[:(h + 1) // 2, :(w + 1) // 2] for p in (pu, pv))
+    u, v = (np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[: (h + 1) // 2, : (w + 1) // 2] for p in (pu, pv))
     return yuv420_square(y, u, v, size, bt709=frame.colorspace == 1, full_range=frame.format.name == "yuvj420p")

@@ -60,23 +60,28 @@ def read_pairs(files: list[Path], spec: ModelSpec) -> tuple[np.ndarray, np.ndarr
             with np.load(f, allow_pickle=False) as z:
                 wave, image, rate = z["wave"], z["image"], int(z["sample_rate"])
         except Exception as e:  # noqa: BLE001 - zip, key and value errors all mean a bad file
-            raise DataError(f"{f}: not a calibration pair ({e.__class__.__name__}: {e})",
-                            "each .npz needs wave, image and sample_rate; regenerate it with `edge-sdk calib`") from None
+            raise DataError(
+                f"{f}: not a calibration pair ({e.__class__.__name__}: {e})",
+                "each .npz needs wave, image and sample_rate; regenerate it with `edge-sdk calib`",
+            ) from None
         if rate != a.sample_rate:
-            raise DataError(f"{f}: audio at {rate} Hz, the model takes {a.sample_rate} Hz",
-                            f"record or resample the calibration set at {a.sample_rate} Hz")
+            raise DataError(
+                f"{f}: audio at {rate} Hz, the model takes {a.sample_rate} Hz", f"record or resample the calibration set at {a.sample_rate} Hz"
+            )
         if wave.shape != (a.num_samples,):
-            raise DataError(f"{f}: wave has shape {wave.shape}, expected ({a.num_samples},)",
-                            f"store {a.window_seconds:g} s windows of mono audio")
+            raise DataError(f"{f}: wave has shape {wave.shape}, expected ({a.num_samples},)", f"store {a.window_seconds:g} s windows of mono audio")
         if image.shape != (s, s, 3):
             raise DataError(f"{f}: image has shape {image.shape}, expected ({s}, {s}, 3)", f"store {s}x{s} RGB frames")
         if not (np.isfinite(wave).all() and np.isfinite(image).all()):
-            raise DataError(f"{f}: its {'wave' if not np.isfinite(wave).all() else 'image'} holds NaN or inf",
-                            "re-record or regenerate this pair (or delete it)")
+            raise DataError(
+                f"{f}: its {'wave' if not np.isfinite(wave).all() else 'image'} holds NaN or inf", "re-record or regenerate this pair (or delete it)"
+            )
         waves.append(wave.astype(np.float32))
         images.append(image.transpose(2, 0, 1).astype(np.float32))
         unit.append(image.dtype.kind == "f" and image.max() <= 1.0)  # a dark float frame may be; a whole set should not
     if unit and all(unit):
-        raise DataError(f"{files[0].parent}: every image is within 0..1; the model takes RGB in 0..255, as the camera gives",
-                        "store uint8 frames (or floats scaled to 0..255): calibrating on 0..1 images would set wrong ranges")
+        raise DataError(
+            f"{files[0].parent}: every image is within 0..1; the model takes RGB in 0..255, as the camera gives",
+            "store uint8 frames (or floats scaled to 0..255): calibrating on 0..1 images would set wrong ranges",
+        )
     return np.stack(waves), np.stack(images)

@@ -134,7 +134,8 @@ class TwoStageMel(nn.Module):
         consts = {
             "window": window,
             "first": np.concatenate([np.cos(first), -np.sin(first)], axis=1),  # [n1, (re|im, k1)]
-            "twiddle_re": np.cos(twiddle), "twiddle_im": -np.sin(twiddle),
+            "twiddle_re": np.cos(twiddle),
+            "twiddle_im": -np.sin(twiddle),
             "second_re": np.concatenate([c, s], axis=1),  # [n2, (re|im, k2)]: a complex product, re and im
             "second_im": np.concatenate([-s, c], axis=1),
             "filters": np.stack([filters, filters], axis=1).reshape(p * 2 * k2, n_mels),  # re^2 and im^2 alike

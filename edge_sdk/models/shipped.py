@@ -51,8 +51,10 @@ def model_path(name_or_path: str) -> Path:
     name = ALIASES.get(name_or_path, name_or_path)
     if name in shipped:
         return shipped[name]
-    raise ModelFileError(f"no model file or shipped model named {name_or_path!r}",
-                         f"pass a .safetensors path, or one of: {', '.join([*shipped, *ALIASES]) or '(none shipped)'}")
+    raise ModelFileError(
+        f"no model file or shipped model named {name_or_path!r}",
+        f"pass a .safetensors path, or one of: {', '.join([*shipped, *ALIASES]) or '(none shipped)'}",
+    )
 
 
 def resolve_model(name_or_path: str):
@@ -89,8 +91,14 @@ def model_table() -> list[dict]:
     shipped = shipped_models()
     rows = []
     for spec in list_specs():
-        row = {"name": spec.name, "role": spec.role, "params": None, "macs": None, "outputs": None,
-               "path": str(shipped[spec.name]) if spec.name in shipped else None}
+        row = {
+            "name": spec.name,
+            "role": spec.role,
+            "params": None,
+            "macs": None,
+            "outputs": None,
+            "path": str(shipped[spec.name]) if spec.name in shipped else None,
+        }
         if counted:
             row.update(_counted(spec))
         elif row["path"]:  # edge_sdk.checkpoint needs torch; the shipped sidecars are plain JSON
@@ -109,5 +117,4 @@ def _counted(spec: ModelSpec) -> dict:
     model = AVNet(spec).eval()
     with torch.inference_mode():
         out = model(torch.zeros(1, spec.audio.num_samples), torch.zeros(1, 3, spec.image.size, spec.image.size))
-    return {"params": sum(p.numel() for p in model.parameters()), "macs": count_macs(model),
-            "outputs": {k: list(v.shape) for k, v in out.items()}}
+    return {"params": sum(p.numel() for p in model.parameters()), "macs": count_macs(model), "outputs": {k: list(v.shape) for k, v in out.items()}}

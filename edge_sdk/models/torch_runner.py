@@ -54,6 +54,7 @@ def open_weights(choice, spec, map_offset=(0, 0), *, threads: int = 0, batch_siz
     try:
         model.load_state_dict(load_tensors(weights))
     except RuntimeError as e:
-        raise ModelFileError(f"{weights}: the weights do not fit spec {spec.name} ({str(e).splitlines()[0][:160]})",
-                             "the bundle is inconsistent: re-export it") from None
+        raise ModelFileError(
+            f"{weights}: the weights do not fit spec {spec.name} ({str(e).splitlines()[0][:160]})", "the bundle is inconsistent: re-export it"
+        ) from None
     return TorchTowers(model, map_offset, batch_size, spec=spec)

@@ -42,9 +42,7 @@ class InvertedResidual(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, expand: int = 4):
         super().__init__()
         mid = cin * expand
-        self.body = nn.Sequential(
-            _conv_bn(cin, mid, 1), _conv_bn(mid, mid, 3, stride, groups=mid), _conv_bn(mid, cout, 1, act=False)
-        )
+        self.body = nn.Sequential(_conv_bn(cin, mid, 1), _conv_bn(mid, mid, 3, stride, groups=mid), _conv_bn(mid, cout, 1, act=False))
         self.residual = stride == 1 and cin == cout
 
     def forward(self, x):

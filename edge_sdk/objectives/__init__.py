@@ -22,4 +22,16 @@ OBJECTIVES = {
     **DISTILL_OBJECTIVES,  # built with (student, teacher, **params); need a [distill] teacher
 }
 
-__all__ = ["OBJECTIVES", "DISTILL_OBJECTIVES", "EmbedCosine", "RelationKD", "MapKD", "AVCorrespondence", "MILContrastive", "GlobalInfoNCE", "TemporalSync", "BYOLAudio", "ZoomEquivariance"]
+__all__ = [
+    "OBJECTIVES",
+    "DISTILL_OBJECTIVES",
+    "EmbedCosine",
+    "RelationKD",
+    "MapKD",
+    "AVCorrespondence",
+    "MILContrastive",
+    "GlobalInfoNCE",
+    "TemporalSync",
+    "BYOLAudio",
+    "ZoomEquivariance",
+]

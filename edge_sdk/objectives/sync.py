@@ -24,7 +24,7 @@ class TemporalSync(nn.Module):
 
     def forward(self, out, batch, model) -> torch.Tensor:
         if "wave_shifted" not in batch:
-            raise ValueError("the sync objective needs clip data: set [data] kind = \"clips\" in the recipe")
+            raise ValueError('the sync objective needs clip data: set [data] kind = "clips" in the recipe')
         b, m, n = batch["wave_shifted"].shape
         shifted = model.audio(batch["wave_shifted"].reshape(b * m, n)).reshape(b, m, -1)
         audio = torch.cat([out["audio_emb"][:, None], shifted], 1)  # [B, 1+M, D]

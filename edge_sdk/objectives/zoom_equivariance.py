@@ -65,6 +65,9 @@ def estimate_map_offset(model: nn.Module, images: torch.Tensor, zoom: int = 2, r
     zoomed_in, lo = _zoom_in(images, zoom)
     _, zoomed = model.image(zoomed_in)
     s = images.shape[-1]
-    score = {(dy, dx): F.cosine_similarity(zoomed, _sample_at_zoomed_cells(fmap, s, lo, zoom, (dy, dx)), dim=1).mean().item()
-             for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)}
+    score = {
+        (dy, dx): F.cosine_similarity(zoomed, _sample_at_zoomed_cells(fmap, s, lo, zoom, (dy, dx)), dim=1).mean().item()
+        for dy in range(-radius, radius + 1)
+        for dx in range(-radius, radius + 1)
+    }
     return max(score, key=score.get)

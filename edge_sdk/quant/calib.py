@@ -41,8 +41,9 @@ class CalibSet:
         return {"source": self.source, "pairs": len(self), "sha256": self.sha256}
 
 
-def write_calib_set(out: str | Path, spec: ModelSpec, n: int = 256, fsdd=None, mnist=None, seed: int = 11,
-                    test_speakers: tuple[str, ...] = ("george",)) -> Path:
+def write_calib_set(
+    out: str | Path, spec: ModelSpec, n: int = 256, fsdd=None, mnist=None, seed: int = 11, test_speakers: tuple[str, ...] = ("george",)
+) -> Path:
     """Write ``n`` AV-Digits *training* scenes (never test speakers or images) as .npz pairs."""
     from edge_sdk.media.avdigits import AVDigits
     from edge_sdk.media.digits import load_bank, synthetic_bank
@@ -66,7 +67,9 @@ def load_calib_set(folder: str | Path, spec: ModelSpec, min_clips: int = MIN_CLI
 
     root = Path(folder)
     if not root.is_dir():
-        raise DataError(f"calibration folder {root} does not exist", "create one with `edge-sdk calib --out DIR` or pass a folder of clips with sound")
+        raise DataError(
+            f"calibration folder {root} does not exist", "create one with `edge-sdk calib --out DIR` or pass a folder of clips with sound"
+        )
     npz = sorted(root.glob("*.npz"))
     videos = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
     if npz:
@@ -77,11 +80,15 @@ def load_calib_set(folder: str | Path, spec: ModelSpec, min_clips: int = MIN_CLI
         waves, images = _read_videos(root, spec, max_pairs)
         files, source = videos, f"{root} ({len(videos)} video files)"
     else:
-        raise DataError(f"calibration folder {root} holds no .npz pairs or video files",
-                        f"put at least {min_clips} pairs there (`edge-sdk calib --out {root}`) or clips with sound")
+        raise DataError(
+            f"calibration folder {root} holds no .npz pairs or video files",
+            f"put at least {min_clips} pairs there (`edge-sdk calib --out {root}`) or clips with sound",
+        )
     if len(waves) < min_clips:
-        raise DataError(f"calibration set {root} has {len(waves)} pairs; at least {min_clips} are needed",
-                        "add pairs (`edge-sdk calib --n 256 --out DIR`) or longer clips")
+        raise DataError(
+            f"calibration set {root} has {len(waves)} pairs; at least {min_clips} are needed",
+            "add pairs (`edge-sdk calib --n 256 --out DIR`) or longer clips",
+        )
     return CalibSet(np.ascontiguousarray(waves), np.ascontiguousarray(images), hash_files(files, root), source)
 
 
@@ -96,8 +103,10 @@ def _read_videos(root: Path, spec: ModelSpec, max_pairs: int) -> tuple[np.ndarra
     try:
         ds = VideoFolderDataset(root, spec)
     except DataError as e:
-        raise DataError(f"calibration folder {root}: {e.problem}",
-                        "calibration clips need pictures and sound: remove or re-encode that file, or use .npz pairs (edge-sdk calib)") from None
+        raise DataError(
+            f"calibration folder {root}: {e.problem}",
+            "calibration clips need pictures and sound: remove or re-encode that file, or use .npz pairs (edge-sdk calib)",
+        ) from None
     idx = np.linspace(0, len(ds) - 1, min(max_pairs, len(ds))).astype(int) if len(ds) else []
     items = [ds[int(i)] for i in idx]
     if not items:

@@ -43,6 +43,7 @@ def _forward_loop(calib, batch: int = 32):
         with torch.no_grad():
             for i in range(0, len(calib), batch):
                 model(torch.from_numpy(calib.waves[i : i + batch]), torch.from_numpy(calib.images[i : i + batch]))
+
     return loop
 
 
@@ -53,10 +54,14 @@ def fake_quantize(model: nn.Module, calib, method: str = "percentile", exclude: 
     if method not in METHODS:
         raise ConfigError(f"unknown calibration method {method!r}", f"use one of: {', '.join(METHODS)}")
     qmodel = copy.deepcopy(model).eval()
-    cfg = {"quant_cfg": [{"quantizer_name": "*", "enable": False},
-                         {"quantizer_name": "*weight_quantizer", "cfg": {"num_bits": 8, "axis": 0}},
-                         {"quantizer_name": "*input_quantizer", "cfg": {"num_bits": 8, "axis": None}}],
-           "algorithm": "max"}
+    cfg = {
+        "quant_cfg": [
+            {"quantizer_name": "*", "enable": False},
+            {"quantizer_name": "*weight_quantizer", "cfg": {"num_bits": 8, "axis": 0}},
+            {"quantizer_name": "*input_quantizer", "cfg": {"num_bits": 8, "axis": None}},
+        ],
+        "algorithm": "max",
+    }
     loop = _forward_loop(calib)
     mtq.quantize(qmodel, cfg, forward_loop=loop)
     if method != "minmax":
@@ -117,7 +122,12 @@ def layer_sensitivity(model: nn.Module, calib, method: str = "percentile", n: in
         with torch.no_grad():
             err = _errors(ref, qmodel(waves, images))
         tower = layer.split(".", 1)[0]
-        rows.append({"layer": layer, "tower": tower, **{k: round(v, 6) for k, v in err.items()},
-                     "error": round(max(err["audio_emb"] if tower == "audio" else max(err["image_emb"], err["image_map"]), 0.0), 6)})
+        rows.append(
+            {
+                "layer": layer,
+                "tower": tower,
+                **{k: round(v, 6) for k, v in err.items()},
+                "error": round(max(err["audio_emb"] if tower == "audio" else max(err["image_emb"], err["image_map"]), 0.0), 6),
+            }
+        )
     return sorted(rows, key=lambda r: -r["error"])
-

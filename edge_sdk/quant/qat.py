@@ -23,8 +23,19 @@ __all__ = ["qat_finetune", "pt2e_finetune", "finetune"]
 log = logging.getLogger(__name__)
 
 
-def finetune(run, params, ref, fsdd=None, mnist=None, steps: int = 150, batch: int = 32, lr: float = 2e-5, seed: int = 0,
-             progress: bool = True, extra_loss=None) -> list[dict]:
+def finetune(
+    run,
+    params,
+    ref,
+    fsdd=None,
+    mnist=None,
+    steps: int = 150,
+    batch: int = 32,
+    lr: float = 2e-5,
+    seed: int = 0,
+    progress: bool = True,
+    extra_loss=None,
+) -> list[dict]:
     """Self-distillation of a quantized student ``run(wave, image) -> outputs`` towards the
     float ``ref`` on fresh training scenes; returns the loss log (a row every 10 steps)."""
     from edge_sdk.media.avdigits import AVDigits
@@ -64,8 +75,19 @@ def finetune(run, params, ref, fsdd=None, mnist=None, steps: int = 150, batch: i
     return rows
 
 
-def qat_finetune(model, calib, method: str, exclude=(), fsdd=None, mnist=None, steps: int = 150, batch: int = 32,
-                 lr: float = 2e-5, seed: int = 0, progress: bool = True):
+def qat_finetune(
+    model,
+    calib,
+    method: str,
+    exclude=(),
+    fsdd=None,
+    mnist=None,
+    steps: int = 150,
+    batch: int = 32,
+    lr: float = 2e-5,
+    seed: int = 0,
+    progress: bool = True,
+):
     """Model Optimizer QAT: returns the fine-tuned fake-quant model and its loss log."""
     from edge_sdk.objectives.distill import MapKD, RelationKD
     from edge_sdk.quant.fakequant import fake_quantize
@@ -78,15 +100,16 @@ def qat_finetune(model, calib, method: str, exclude=(), fsdd=None, mnist=None, s
         fake = {"teacher": target}
         return relation(out, fake, qmodel) + heat(out, fake, qmodel)
 
-    rows = finetune(qmodel, [p for p in qmodel.parameters() if p.requires_grad], ref, fsdd, mnist, steps, batch, lr, seed,
-                    progress, extra)
+    rows = finetune(qmodel, [p for p in qmodel.parameters() if p.requires_grad], ref, fsdd, mnist, steps, batch, lr, seed, progress, extra)
     return qmodel.eval(), rows
 
 
-def pt2e_finetune(prepared: dict, ref, fsdd=None, mnist=None, steps: int = 150, batch: int = 32, lr: float = 2e-5,
-                  seed: int = 0, progress: bool = True) -> list[dict]:
+def pt2e_finetune(
+    prepared: dict, ref, fsdd=None, mnist=None, steps: int = 150, batch: int = 32, lr: float = 2e-5, seed: int = 0, progress: bool = True
+) -> list[dict]:
     """QAT of PT2E-prepared towers (``prepare_qat_pt2e``, calibrated) in place; batch norms
     stay in eval mode (frozen statistics), the fake quantizers pass straight-through gradients."""
+
     def run(wave, image):
         image_emb, image_map = prepared["image"](image)
         return {"audio_emb": prepared["audio"](wave), "image_emb": image_emb, "image_map": image_map}

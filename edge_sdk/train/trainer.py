@@ -42,9 +42,12 @@ class TrainModule(nn.Module):
 
         super().__init__()
         self.model = model
-        self.objectives = nn.ModuleDict({
-            n: OBJECTIVES[n](model, teacher, **c.params) if n in DISTILL_OBJECTIVES else OBJECTIVES[n](model, **c.params)
-            for n, c in recipe.objectives.items()})
+        self.objectives = nn.ModuleDict(
+            {
+                n: OBJECTIVES[n](model, teacher, **c.params) if n in DISTILL_OBJECTIVES else OBJECTIVES[n](model, **c.params)
+                for n, c in recipe.objectives.items()
+            }
+        )
         self.cfg = recipe.objectives
         self._teacher = [teacher.eval().requires_grad_(False)] if teacher is not None else []
 
@@ -72,7 +75,7 @@ def build_train_data(recipe: Recipe, spec, fsdd, mnist, split: str = "train", le
         from edge_sdk.data.video import VideoFolderDataset
 
         if not recipe.data.video_dir:
-            raise EdgeSDKError("[data] kind = \"video\" needs a folder of clips", "set [data] video_dir in the recipe or pass --videos DIR")
+            raise EdgeSDKError('[data] kind = "video" needs a folder of clips', "set [data] video_dir in the recipe or pass --videos DIR")
         return _Shuffled(VideoFolderDataset(recipe.data.video_dir, spec), recipe.train.seed)
     if fsdd and mnist:
         bank = load_bank(fsdd, mnist, split, spec.audio.sample_rate, tuple(recipe.data.test_speakers))
@@ -124,7 +127,7 @@ def cpu_has_bf16() -> bool:
 def _use_bf16(precision: str, dev: torch.device) -> bool:
     """bf16 autocast for the forward pass (fp32 weights, optimizer and log-mel front end)."""
     if precision == "bf16" and dev.type == "cpu" and not cpu_has_bf16():
-        log.warning("[train] precision = \"bf16\" on a CPU without bf16 matrix units: expect it to be slower than fp32")
+        log.warning('[train] precision = "bf16" on a CPU without bf16 matrix units: expect it to be slower than fp32')
     return precision == "bf16" or (precision == "auto" and dev.type == "cuda")
 
 
@@ -163,11 +166,17 @@ def _dist() -> tuple[int, int]:
     return 0, 1
 
 
-def pretrain(recipe: Recipe, out: str | Path, fsdd=None, mnist=None, device: str = "auto",
-             resume: bool = False, progress: bool = True, max_steps: int | None = None) -> dict:
+def pretrain(
+    recipe: Recipe,
+    out: str | Path,
+    fsdd=None,
+    mnist=None,
+    device: str = "auto",
+    resume: bool = False,
+    progress: bool = True,
+    max_steps: int | None = None,
+) -> dict:
     """Train ``recipe`` into ``out``; returns a report (steps, final losses, paths)."""
-    from edge_sdk.models.avnet import AVNet
-
     out = Path(out)
     ckpt_dir = out / "checkpoints"
     if (ckpt_dir / "last.json").exists() and not resume:
@@ -180,14 +189,7 @@ def pretrain(recipe: Recipe, out: str | Path, fsdd=None, mnist=None, device: str
         raise EdgeSDKError(f"batch_size {cfg.batch_size} does not split over {world} processes", "use a batch_size divisible by the process count")
     teacher = load_teacher(recipe.distill.teacher, spec) if recipe.distill.teacher else None
     data = build_train_data(recipe, spec, fsdd, mnist)
-    torch.manual_seed(cfg.seed)
-    module = TrainModule(AVNet(spec), recipe, teacher).to(dev)
-    bf16 = _use_bf16(cfg.precision, dev)
-    if bf16 and dev.type == "cpu":  # oneDNN's bf16 convolutions are fastest channels-last (2.8x fp32, measured)
-        module.to(memory_format=torch.channels_last)
-    if teacher is not None:
-        teacher.to(dev)
-    opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    module, opt, bf16 = _build(recipe, spec, teacher, dev)
     steps_per_epoch = max(1, len(data) // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs if max_steps is None else min(max_steps, steps_per_epoch * cfg.epochs)
     step = _restore(out, recipe, module, opt, rank) if resume and (ckpt_dir / "last.json").exists() else 0
@@ -195,28 +197,13 @@ def pretrain(recipe: Recipe, out: str | Path, fsdd=None, mnist=None, device: str
     if rank == 0:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "recipe.json", json.dumps(recipe.to_dict(), indent=2))
-    local = cfg.batch_size // world
     bar = _progress(f"{'distill' if teacher is not None else 'pretrain'} {recipe.name}", total, step) if progress and rank == 0 else None
     started, t_last, deadline = time.time(), time.time(), time.time() + cfg.max_minutes * 60 if cfg.max_minutes else None
     metrics_path = out / "metrics.jsonl"
     module.train()
     while step < total:
-        epoch, j = divmod(step, steps_per_epoch)
-        data.set_epoch(epoch)
-        data.set_k(recipe.data.k_curriculum[epoch] if epoch < len(recipe.data.k_curriculum) else recipe.data.k_mix or recipe.data.k)
-        torch.manual_seed(cfg.seed * 1_000_003 + step * world + rank)
-        first = j * cfg.batch_size + rank * local
-        batch = _collate([data[first + t] for t in range(local)], dev)
-        for g in opt.param_groups:
-            g["lr"] = _lr(step, total, cfg)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            losses = wrapped(batch, epoch)
-        if not torch.isfinite(losses["loss"]):
-            raise EdgeSDKError(f"loss became {losses['loss'].item()} at step {step}", "lower [train] lr in the recipe, or resume from the last checkpoint")
-        opt.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        opt.step()
-        module.after_step()
+        epoch, batch = _batch(data, recipe, step, steps_per_epoch, rank, world, dev)
+        losses = _train_step(wrapped, module, opt, batch, epoch, step, _lr(step, total, cfg), bf16, dev)
         step += 1
         if rank == 0:
             if bar:
@@ -232,13 +219,64 @@ def pretrain(recipe: Recipe, out: str | Path, fsdd=None, mnist=None, device: str
             break
     if bar:
         bar.close()
-    report = {"recipe": recipe.name, "spec": spec.name, "steps": step, "total_steps": total, "world_size": world,
-              "minutes": round((time.time() - started) / 60, 2)}
+    report = {
+        "recipe": recipe.name,
+        "spec": spec.name,
+        "steps": step,
+        "total_steps": total,
+        "world_size": world,
+        "minutes": round((time.time() - started) / 60, 2),
+    }
     if rank == 0:
         report["model"] = _finish(module, data, recipe, out, report, fsdd, mnist, dev)
     if world > 1:
         torch.distributed.barrier()
     return report
+
+
+def _build(recipe: Recipe, spec, teacher, dev) -> tuple[TrainModule, torch.optim.Optimizer, bool]:
+    """The model and heads (seeded from the recipe), on ``dev``, its optimizer, and whether bf16 autocast is on."""
+    from edge_sdk.models.avnet import AVNet
+
+    cfg = recipe.train
+    torch.manual_seed(cfg.seed)
+    module = TrainModule(AVNet(spec), recipe, teacher).to(dev)
+    bf16 = _use_bf16(cfg.precision, dev)
+    if bf16 and dev.type == "cpu":  # oneDNN's bf16 convolutions are fastest channels-last (2.8x fp32, measured)
+        module.to(memory_format=torch.channels_last)
+    if teacher is not None:
+        teacher.to(dev)
+    opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return module, opt, bf16
+
+
+def _batch(data, recipe: Recipe, step: int, steps_per_epoch: int, rank: int, world: int, dev) -> tuple[int, dict[str, torch.Tensor]]:
+    """The epoch of ``step`` and this process's share of its batch; torch's RNG re-seeded from the step (exact resume)."""
+    cfg = recipe.train
+    epoch, j = divmod(step, steps_per_epoch)
+    data.set_epoch(epoch)
+    data.set_k(recipe.data.k_curriculum[epoch] if epoch < len(recipe.data.k_curriculum) else recipe.data.k_mix or recipe.data.k)
+    torch.manual_seed(cfg.seed * 1_000_003 + step * world + rank)
+    local = cfg.batch_size // world
+    first = j * cfg.batch_size + rank * local
+    return epoch, _collate([data[first + t] for t in range(local)], dev)
+
+
+def _train_step(wrapped, module: TrainModule, opt, batch: dict, epoch: int, step: int, lr: float, bf16: bool, dev) -> dict[str, torch.Tensor]:
+    """One optimizer step at learning rate ``lr``; the losses (a non-finite loss stops training)."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+        losses = wrapped(batch, epoch)
+    if not torch.isfinite(losses["loss"]):
+        raise EdgeSDKError(
+            f"loss became {losses['loss'].item()} at step {step}", "lower [train] lr in the recipe, or resume from the last checkpoint"
+        )
+    opt.zero_grad(set_to_none=True)
+    losses["loss"].backward()
+    opt.step()
+    module.after_step()
+    return losses
 
 
 def _device(device: str, world: int):
@@ -262,10 +300,12 @@ def _restore(out: Path, recipe: Recipe, module, opt, rank: int) -> int:
     before, now = _schedule(state["recipe"]), _schedule(recipe.to_dict())
     if before != now:
         changed = sorted(k for k in now if before.get(k) != now[k])
-        raise EdgeSDKError(f"{out} was trained with another recipe (sections differ: {', '.join(changed)})",
-                           "resume with the same recipe and overrides, or start a new --out folder")
+        raise EdgeSDKError(
+            f"{out} was trained with another recipe (sections differ: {', '.join(changed)})",
+            "resume with the same recipe and overrides, or start a new --out folder",
+        )
     tensors = load_tensors(out / "checkpoints" / "last.safetensors")
-    module.load_state_dict({k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")})
+    module.load_state_dict({k[len("module.") :]: v for k, v in tensors.items() if k.startswith("module.")})
     _load_optim(opt, tensors)
     step = state["step"]
     log.info("resuming %s at step %d", out, step)
@@ -281,15 +321,18 @@ def _wrap(module, recipe: Recipe, world: int, dev):
         return module
     # Objectives switched on in later epochs leave parameters unused before then.
     scheduled = any(c.start_epoch > 0 for c in recipe.objectives.values())
-    return nn.parallel.DistributedDataParallel(module, device_ids=[dev.index] if dev.type == "cuda" else None,
-                                               find_unused_parameters=scheduled)
+    return nn.parallel.DistributedDataParallel(module, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=scheduled)
 
 
 def _log_row(path: Path, row: dict, losses: dict, cfg, started: float, t_last: float) -> float:
     """Append one metrics row (time, throughput since ``t_last``, losses); the time it was taken."""
     now = time.time()
-    row = {**row, "time_s": round(now - started, 2), "samples_per_s": round(cfg.log_every * cfg.batch_size / max(now - t_last, 1e-9), 1),
-           **{k: round(v.item(), 5) for k, v in losses.items()}}
+    row = {
+        **row,
+        "time_s": round(now - started, 2),
+        "samples_per_s": round(cfg.log_every * cfg.batch_size / max(now - t_last, 1e-9), 1),
+        **{k: round(v.item(), 5) for k, v in losses.items()},
+    }
     with path.open("a") as f:
         f.write(json.dumps(row) + "\n")
     return now
@@ -320,8 +363,10 @@ def load_teacher(name_or_path: str, student_spec) -> nn.Module:
     teacher, _ = resolve_model(name_or_path)
     diff = teacher.spec.preprocessing_mismatch(student_spec)
     if diff:
-        raise EdgeSDKError(f"teacher {name_or_path} ({teacher.spec.name}) and student {student_spec.name} disagree on preprocessing: {'; '.join(diff)}",
-                           "distil into a student spec with the teacher's audio and image contract (edge-sdk info lists specs)")
+        raise EdgeSDKError(
+            f"teacher {name_or_path} ({teacher.spec.name}) and student {student_spec.name} disagree on preprocessing: {'; '.join(diff)}",
+            "distil into a student spec with the teacher's audio and image contract (edge-sdk info lists specs)",
+        )
     return teacher
 
 
@@ -345,8 +390,10 @@ def _resume_state(path: Path, out: Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError):
         state = None
     if not (isinstance(state, dict) and isinstance(state.get("step"), int) and isinstance(state.get("recipe"), dict)):
-        raise ModelFileError(f"{path} is damaged (not the step and recipe written with the last checkpoint)",
-                             f"restore it from a copy, or start over: delete {out} or choose another --out folder")
+        raise ModelFileError(
+            f"{path} is damaged (not the step and recipe written with the last checkpoint)",
+            f"restore it from a copy, or start over: delete {out} or choose another --out folder",
+        )
     return state
 
 
@@ -381,8 +428,13 @@ def _plot_heatmaps(model, recipe: Recipe, fsdd, mnist, png: Path, offset, n: int
     emb = TorchTowers(model)
     heat = heatmaps(emb.embed_audio(waves), emb.embed_image(images)[1], model.spec.image.size, offset)
     labelled = "box" in items[0]  # AV-Digits has ground truth; real videos do not
-    save_heatmap_grid(png, images, heat, np.stack([it["box"] for it in items]) if labelled else None,
-                      [f"said {it['label']}" for it in items] if labelled else [f"{it['pts_s']:.1f} s" for it in items])
+    save_heatmap_grid(
+        png,
+        images,
+        heat,
+        np.stack([it["box"] for it in items]) if labelled else None,
+        [f"said {it['label']}" for it in items] if labelled else [f"{it['pts_s']:.1f} s" for it in items],
+    )
     model.train()
 
 

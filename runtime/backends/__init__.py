@@ -41,8 +41,7 @@ def plugin_backends() -> dict[str, metadata.EntryPoint]:
     return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINTS)}
 
 
-def runner_for(choice: Choice, spec, map_offset=(0, 0), *, threads: int = 0, batch_size: int | None = None,
-               engines: bool = True) -> Towers:
+def runner_for(choice: Choice, spec, map_offset=(0, 0), *, threads: int = 0, batch_size: int | None = None, engines: bool = True) -> Towers:
     """The runner for one backend/precision of a model's files (a bundle's :class:`Choice`, or
     the artifacts an exporter just wrote).
 
@@ -67,20 +66,26 @@ def runner_for(choice: Choice, spec, map_offset=(0, 0), *, threads: int = 0, bat
         return TrtTowers(built["audio"], built["image"], spec, map_offset, **extra)
     plugin = plugin_backends().get(choice.backend)
     if plugin is None:
-        fix = ("pip install 'edge_sdk[train]' (it brings the torch backend)" if choice.backend == "torch" else
-               f"install the package that provides it, or use one of: onnxruntime, tensorrt, executorch, {', '.join(plugin_backends())}")
+        fix = (
+            "pip install 'edge_sdk[train]' (it brings the torch backend)"
+            if choice.backend == "torch"
+            else f"install the package that provides it, or use one of: onnxruntime, tensorrt, executorch, {', '.join(plugin_backends())}"
+        )
         raise EdgeSDKError(f"no backend named {choice.backend!r} is installed here", fix)
     return plugin.load()(choice, spec, map_offset, threads=threads, **extra)
 
 
-def open_towers(bundle, backend: str | None = None, precision: str | None = None, *, threads: int = 0,
-                batch_size: int | None = None, build_engines: bool = True) -> Towers:
+def open_towers(
+    bundle, backend: str | None = None, precision: str | None = None, *, threads: int = 0, batch_size: int | None = None, build_engines: bool = True
+) -> Towers:
     """The runner for one backend/precision of a verified bundle (the first one it has when not
     given); ``tensorrt`` engines are built on this GPU and cached (``build_engines``)."""
     choice = bundle.find(backend, precision)
     if choice.backend == "tensorrt" and not build_engines:
-        raise ModelFileError(f"{bundle.folder} holds TensorRT engine sources (ONNX), and engine builds are off",
-                             "pass build_engines=True (the engines are built once for this GPU and cached)")
+        raise ModelFileError(
+            f"{bundle.folder} holds TensorRT engine sources (ONNX), and engine builds are off",
+            "pass build_engines=True (the engines are built once for this GPU and cached)",
+        )
     return runner_for(choice, bundle.spec, bundle.map_offset, threads=threads, batch_size=batch_size)
 
 

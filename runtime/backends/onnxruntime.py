@@ -28,8 +28,17 @@ class OrtTowers(Towers):
     binds every other session in the process to it.
     """
 
-    def __init__(self, audio: str | Path, image: str | Path, spec: ModelSpec, map_offset=(0, 0),
-                 providers: list | None = None, threads: int = 0, batch_size: int = 64, precision: str = "fp32"):
+    def __init__(
+        self,
+        audio: str | Path,
+        image: str | Path,
+        spec: ModelSpec,
+        map_offset=(0, 0),
+        providers: list | None = None,
+        threads: int = 0,
+        batch_size: int = 64,
+        precision: str = "fp32",
+    ):
         import onnxruntime as ort
 
         super().__init__(spec, map_offset, batch_size)
@@ -54,8 +63,14 @@ class OrtTowers(Towers):
         return self.sessions["image"].run(["image_emb", "image_map"], {"image": x})
 
 
-def ort_providers(available: list[str], precision: str, inputs: dict[str, tuple[int, ...]], max_batch: int = 64,
-                  cache_dir: str | Path | None = None, model: str | Path | None = None) -> list:
+def ort_providers(
+    available: list[str],
+    precision: str,
+    inputs: dict[str, tuple[int, ...]],
+    max_batch: int = 64,
+    cache_dir: str | Path | None = None,
+    model: str | Path | None = None,
+) -> list:
     """ONNX Runtime execution providers for one tower, best first, among those this
     onnxruntime has (``available``): TensorRT, CUDA, the CPU.
 
@@ -76,9 +91,15 @@ def ort_providers(available: list[str], precision: str, inputs: dict[str, tuple[
         if model is not None and Path(model).is_file():
             cache /= sha256_file(Path(model))[:16]
         cache.mkdir(parents=True, exist_ok=True)  # the provider makes one level only, else falls back unseen
-        options = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache), "trt_timing_cache_enable": True,
-                   "trt_timing_cache_path": str(cache), "trt_fp16_enable": precision == "fp16"}
+        options = {
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": str(cache),
+            "trt_fp16_enable": precision == "fp16",
+        }
         if inputs:
+
             def shapes(batch: int) -> str:
                 return ",".join(f"{name}:" + "x".join(str(d) for d in (batch, *dims)) for name, dims in inputs.items())
 
@@ -94,7 +115,10 @@ def ort_load_error(path, e: Exception) -> ModelFileError:
     msg = str(e)
     first = msg.splitlines()[0][:200]
     if "opset" in msg.lower():
-        return ModelFileError(f"{path}: uses an ONNX opset this onnxruntime {ort.__version__} does not have ({first})",
-                              "upgrade onnxruntime (pip install -U onnxruntime), or re-export with a lower --opset (18 is the default)")
-    return ModelFileError(f"{path}: ONNX Runtime cannot load it ({first})",
-                          "the file is damaged or needs a newer onnxruntime: re-export it, or upgrade onnxruntime")
+        return ModelFileError(
+            f"{path}: uses an ONNX opset this onnxruntime {ort.__version__} does not have ({first})",
+            "upgrade onnxruntime (pip install -U onnxruntime), or re-export with a lower --opset (18 is the default)",
+        )
+    return ModelFileError(
+        f"{path}: ONNX Runtime cannot load it ({first})", "the file is damaged or needs a newer onnxruntime: re-export it, or upgrade onnxruntime"
+    )

@@ -23,17 +23,26 @@ import numpy as np
 from edge_sdk.bundle import sha256_file
 from edge_sdk.errors import ConfigError, EdgeSDKError, ModelFileError
 from edge_sdk.runner import Towers
-from edge_sdk.runtime.backends.trt_plan import ENGINE_FIX, BuildPlan, cache_key, check_engine, engine_path, estimate_build_seconds, onnx_facts, plan_build
+from edge_sdk.runtime.backends.trt_plan import (
+    ENGINE_FIX,
+    BuildPlan,
+    cache_key,
+    check_engine,
+    engine_path,
+    estimate_build_seconds,
+    onnx_facts,
+    plan_build,
+)
 
 __all__ = ["TrtTowers", "build_engine", "gpu_info", "load_or_build"]
 
 log = logging.getLogger(__name__)
 
 _IO = {"audio": ("wave", ("audio_emb",)), "image": ("image", ("image_emb", "image_map"))}
-_NO_GPU_FIX = ("run on a machine with an NVIDIA GPU and driver, with TensorRT and cuda-python "
-               "(pip install cuda-python) or torch with CUDA; or use the onnxruntime backend")
-
-
+_NO_GPU_FIX = (
+    "run on a machine with an NVIDIA GPU and driver, with TensorRT and cuda-python "
+    "(pip install cuda-python) or torch with CUDA; or use the onnxruntime backend"
+)
 
 
 def _sidecar(engine: Path) -> Path:
@@ -74,8 +83,11 @@ def gpu_info() -> dict:
         try:
             p = _ck(rt.cudaGetDeviceProperties(0), "cudaGetDeviceProperties")
             name = p.name.decode(errors="replace") if isinstance(p.name, bytes) else str(p.name)
-            return {"name": name.rstrip("\x00").strip(), "compute_capability": f"{p.major}.{p.minor}",
-                    "memory_gb": round(p.totalGlobalMem / 2**30, 1)}
+            return {
+                "name": name.rstrip("\x00").strip(),
+                "compute_capability": f"{p.major}.{p.minor}",
+                "memory_gb": round(p.totalGlobalMem / 2**30, 1),
+            }
         except EdgeSDKError:
             pass
     torch = _cuda_torch()
@@ -91,15 +103,18 @@ def _import_trt():
     except ImportError:
         trt = None
     if not hasattr(trt, "Builder"):
-        raise EdgeSDKError("TensorRT is not installed (or is a stub package)",
-                           "on Jetson it comes with JetPack; elsewhere pip install 'edge_sdk[tensorrt]' on a machine with an NVIDIA GPU")
+        raise EdgeSDKError(
+            "TensorRT is not installed (or is a stub package)",
+            "on Jetson it comes with JetPack; elsewhere pip install 'edge_sdk[tensorrt]' on a machine with an NVIDIA GPU",
+        )
     return trt
 
 
 def _say(msg: str, loud: bool) -> None:
     log.info(msg)
     if loud and not log.isEnabledFor(logging.INFO):
-        print(msg, file=sys.stderr, flush=True)
+        sys.stderr.write(msg + "\n")  # an engine build takes minutes: its progress shows without -v too
+        sys.stderr.flush()
 
 
 def _make_monitor(trt, tower: str, every_s: float = 5.0):
@@ -137,7 +152,9 @@ def build_engine(plan: BuildPlan, dest: Path, *, progress: bool = True, tower: s
     onnx, dest = Path(plan.onnx_path), Path(dest)
     tower = tower or dest.name.split(".")[0]
     if str(trt.__version__) != plan.trt_version:
-        raise ConfigError(f"the plan is for TensorRT {plan.trt_version}, this is {trt.__version__}", "plan again with tensorrt.__version__ (load_or_build does)")
+        raise ConfigError(
+            f"the plan is for TensorRT {plan.trt_version}, this is {trt.__version__}", "plan again with tensorrt.__version__ (load_or_build does)"
+        )
     if not onnx.is_file():
         raise ModelFileError(f"{onnx}: no such ONNX file", "check the bundle folder, or re-export it (edge-sdk export)")
     gpu = gpu_info()
@@ -151,11 +168,15 @@ def build_engine(plan: BuildPlan, dest: Path, *, progress: bool = True, tower: s
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx)):  # from the file, so external weights next to it are found
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))[:600] or "no detail"
-        raise ModelFileError(f"{onnx}: TensorRT {trt.__version__} cannot parse it ({errors})",
-                             "re-export the ONNX (edge-sdk export), or use a TensorRT version that supports its opset and ops")
+        raise ModelFileError(
+            f"{onnx}: TensorRT {trt.__version__} cannot parse it ({errors})",
+            "re-export the ONNX (edge-sdk export), or use a TensorRT version that supports its opset and ops",
+        )
     names = {network.get_input(i).name for i in range(network.num_inputs)}
     if missing := [p[0] for p in plan.profiles if p[0] not in names]:
-        raise ModelFileError(f"{onnx}: no input named {', '.join(missing)} (it has {', '.join(sorted(names))})", "plan from onnx_facts() of this file")
+        raise ModelFileError(
+            f"{onnx}: no input named {', '.join(missing)} (it has {', '.join(sorted(names))})", "plan from onnx_facts() of this file"
+        )
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_mb << 20)
     for flag in plan.flags:
@@ -179,30 +200,42 @@ def build_engine(plan: BuildPlan, dest: Path, *, progress: bool = True, tower: s
     blob = builder.build_serialized_network(network, config)
     seconds = round(time.monotonic() - t0, 1)
     if blob is None:
-        raise EdgeSDKError(f"TensorRT {trt.__version__} failed to build the {tower} engine from {onnx} ({plan.precision}"
-                           f"{', DLA' if plan.dla_core is not None else ''}); its log above has the reason",
-                           "try another precision, a larger workspace_mb, or dla_core=None; else report the log")
+        raise EdgeSDKError(
+            f"TensorRT {trt.__version__} failed to build the {tower} engine from {onnx} ({plan.precision}"
+            f"{', DLA' if plan.dla_core is not None else ''}); its log above has the reason",
+            "try another precision, a larger workspace_mb, or dla_core=None; else report the log",
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         f.write(memoryview(blob))
     os.replace(tmp, dest)
     _say(f"built {tower} engine in {seconds:.0f} s: {dest}", progress)
-    return {"gpu_name": gpu["name"], "compute_capability": gpu["compute_capability"], "trt_version": str(trt.__version__),
-            "model_sha256": sha256_file(onnx), "plan": plan.to_dict(), "build_seconds": seconds}
+    return {
+        "gpu_name": gpu["name"],
+        "compute_capability": gpu["compute_capability"],
+        "trt_version": str(trt.__version__),
+        "model_sha256": sha256_file(onnx),
+        "plan": plan.to_dict(),
+        "build_seconds": seconds,
+    }
 
 
-def load_or_build(onnx_path, tower: str, precision: str, *, cache_dir=None, batch=(1, 8, 32),
-                  dla_core: int | None = None, progress: bool = True) -> Path:
+def load_or_build(
+    onnx_path, tower: str, precision: str, *, cache_dir=None, batch=(1, 8, 32), dla_core: int | None = None, progress: bool = True
+) -> Path:
     """The cached engine for this ONNX, GPU, TensorRT and plan, built (and cached) when absent or stale."""
     trt = _import_trt()
     version = str(trt.__version__)
     facts = onnx_facts(onnx_path)
     if facts["fixed_batch"]:
-        raise ConfigError(f"{onnx_path}: input(s) {facts['fixed_batch']} have a fixed batch size; engines here take batch {batch[0]}..{batch[2]}",
-                          "re-export the tower with a dynamic batch axis (edge-sdk export does)")
-    plan = plan_build(onnx_path, precision, version, facts["inputs"], has_qdq=facts["has_qdq"],
-                      graph_fp16=facts["graph_fp16"], batch=batch, dla_core=dla_core)
+        raise ConfigError(
+            f"{onnx_path}: input(s) {facts['fixed_batch']} have a fixed batch size; engines here take batch {batch[0]}..{batch[2]}",
+            "re-export the tower with a dynamic batch axis (edge-sdk export does)",
+        )
+    plan = plan_build(
+        onnx_path, precision, version, facts["inputs"], has_qdq=facts["has_qdq"], graph_fp16=facts["graph_fp16"], batch=batch, dla_core=dla_core
+    )
     gpu, sha = gpu_info(), sha256_file(onnx_path)
     dest = engine_path(cache_dir, tower, plan, cache_key(sha, gpu, version, plan))
     side = _sidecar(dest)
@@ -265,8 +298,10 @@ class _CudartMemory:
             context.set_tensor_address(n, self._buf((id(context), n), h.nbytes))
         run(int(self.stream))
         for n, h in host.items():
-            _ck(rt.cudaMemcpyAsync(h.ctypes.data, self._buf((id(context), n), h.nbytes), h.nbytes,
-                                   kinds.cudaMemcpyDeviceToHost, self.stream), "cudaMemcpyAsync")
+            _ck(
+                rt.cudaMemcpyAsync(h.ctypes.data, self._buf((id(context), n), h.nbytes), h.nbytes, kinds.cudaMemcpyDeviceToHost, self.stream),
+                "cudaMemcpyAsync",
+            )
         _ck(rt.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
         return host
 
@@ -277,8 +312,9 @@ def _device_memory():
         return _TorchMemory(torch)
     rt = _cudart()
     if rt is None:
-        raise EdgeSDKError("running TensorRT engines needs CUDA memory from torch (with CUDA) or cuda-python; neither is importable",
-                           "pip install cuda-python")
+        raise EdgeSDKError(
+            "running TensorRT engines needs CUDA memory from torch (with CUDA) or cuda-python; neither is importable", "pip install cuda-python"
+        )
     return _CudartMemory(rt)
 
 
@@ -297,8 +333,10 @@ class TrtTowers(Towers):
             inp, outs = _IO[tower]
             names = {engine.get_tensor_name(i): engine.get_tensor_mode(engine.get_tensor_name(i)) for i in range(engine.num_io_tensors)}
             if names.get(inp) != trt.TensorIOMode.INPUT or any(names.get(o) != trt.TensorIOMode.OUTPUT for o in outs):
-                raise ModelFileError(f"{path}: engine I/O {sorted(names)} is not the {tower} tower's ({inp} -> {', '.join(outs)})",
-                                     f"pass the {tower} engine; {ENGINE_FIX}")
+                raise ModelFileError(
+                    f"{path}: engine I/O {sorted(names)} is not the {tower} tower's ({inp} -> {', '.join(outs)})",
+                    f"pass the {tower} engine; {ENGINE_FIX}",
+                )
             lo, _, hi = engine.get_tensor_profile_shape(inp, 0)
             self.towers[tower] = (engine, engine.create_execution_context(), inp, outs, int(lo[0]), int(hi[0]))
             self.batch_size = min(self.batch_size, int(hi[0]))
@@ -319,8 +357,9 @@ class TrtTowers(Towers):
         except Exception:  # noqa: BLE001 - bindings raise RuntimeError/TypeError on foreign bytes
             engine = None
         if engine is None:
-            raise ModelFileError(f"{path}: TensorRT {self.trt.__version__} cannot load this engine "
-                                 "(built for another GPU or TensorRT version, or damaged)", ENGINE_FIX)
+            raise ModelFileError(
+                f"{path}: TensorRT {self.trt.__version__} cannot load this engine (built for another GPU or TensorRT version, or damaged)", ENGINE_FIX
+            )
         return engine
 
     def _run(self, tower: str, x: np.ndarray) -> list[np.ndarray]:
@@ -331,8 +370,10 @@ class TrtTowers(Towers):
         if n < lo:  # a static-batch (DLA) engine: pad, then drop the padding's outputs
             x = np.concatenate([x, np.zeros((lo - n, *x.shape[1:]), x.dtype)])
         if not ctx.set_input_shape(inp, tuple(x.shape)):
-            raise EdgeSDKError(f"{tower} engine: input {inp} shape {tuple(x.shape)} is outside its profile (batch {lo}..{hi})",
-                               "rebuild with a batch range that covers it: load_or_build(..., batch=(min, opt, max))")
+            raise EdgeSDKError(
+                f"{tower} engine: input {inp} shape {tuple(x.shape)} is outside its profile (batch {lo}..{hi})",
+                "rebuild with a batch range that covers it: load_or_build(..., batch=(min, opt, max))",
+            )
         specs = {o: (tuple(ctx.get_tensor_shape(o)), np.dtype(trt.nptype(engine.get_tensor_dtype(o)))) for o in outs}
 
         def run(stream: int):

@@ -34,11 +34,24 @@ from pathlib import Path
 from edge_sdk.bundle import cache_root
 from edge_sdk.errors import ConfigError, EdgeSDKError, ModelFileError
 
-__all__ = ["ENGINE_FIX", "PRECISIONS", "BuildPlan", "cache_key", "check_engine", "default_cache_dir", "engine_path",
-           "estimate_build_seconds", "onnx_facts", "plan_build", "trt_major"]
+__all__ = [
+    "ENGINE_FIX",
+    "PRECISIONS",
+    "BuildPlan",
+    "cache_key",
+    "check_engine",
+    "default_cache_dir",
+    "engine_path",
+    "estimate_build_seconds",
+    "onnx_facts",
+    "plan_build",
+    "trt_major",
+]
 
-ENGINE_FIX = ("rebuild it from the bundled ONNX for this GPU: delete it and run the bundle with the tensorrt backend again "
-              "(edge-sdk eval BUNDLE --backend tensorrt, or open_towers(bundle, 'tensorrt', build_engines=True))")
+ENGINE_FIX = (
+    "rebuild it from the bundled ONNX for this GPU: delete it and run the bundle with the tensorrt backend again "
+    "(edge-sdk eval BUNDLE --backend tensorrt, or open_towers(bundle, 'tensorrt', build_engines=True))"
+)
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -71,12 +84,21 @@ class BuildPlan:
 
 
 def _positive_ints(v, n: int | None = None) -> bool:
-    return (isinstance(v, tuple | list) and (n is None or len(v) == n)
-            and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v))
+    return isinstance(v, tuple | list) and (n is None or len(v) == n) and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v)
 
 
-def plan_build(onnx_path, precision: str, trt_version: str, inputs: dict[str, tuple[int, ...]], *, has_qdq: bool,
-               graph_fp16: bool, batch=(1, 8, 32), dla_core: int | None = None, workspace_mb: int = 1024) -> BuildPlan:
+def plan_build(
+    onnx_path,
+    precision: str,
+    trt_version: str,
+    inputs: dict[str, tuple[int, ...]],
+    *,
+    has_qdq: bool,
+    graph_fp16: bool,
+    batch=(1, 8, 32),
+    dla_core: int | None = None,
+    workspace_mb: int = 1024,
+) -> BuildPlan:
     """The :class:`BuildPlan` for one tower graph (rules in the module docstring); pure."""
     onnx_path, major = str(onnx_path), trt_major(trt_version)
     if precision not in PRECISIONS:
@@ -89,13 +111,17 @@ def plan_build(onnx_path, precision: str, trt_version: str, inputs: dict[str, tu
         raise ConfigError(f"{onnx_path}: no graph inputs given", "pass onnx_facts(path)['inputs']")
     for name, shape in inputs.items():
         if not _positive_ints(shape):
-            raise ConfigError(f"{onnx_path}: input {name!r} has shape {shape!r} besides the batch; TensorRT profiles here need fixed sizes",
-                              "re-export the tower with only the batch axis dynamic (edge-sdk export)")
+            raise ConfigError(
+                f"{onnx_path}: input {name!r} has shape {shape!r} besides the batch; TensorRT profiles here need fixed sizes",
+                "re-export the tower with only the batch axis dynamic (edge-sdk export)",
+            )
     if not (isinstance(workspace_mb, int) and workspace_mb > 0):
         raise ConfigError(f"workspace_mb {workspace_mb!r} is not a positive integer", "pass e.g. workspace_mb=1024")
     if has_qdq and precision != "int8":
-        raise ConfigError(f"{onnx_path} has Q/DQ nodes (an INT8 graph) but precision {precision} was asked",
-                          f"use the bundle's {precision} ONNX for {precision}, or precision int8 with this file")
+        raise ConfigError(
+            f"{onnx_path} has Q/DQ nodes (an INT8 graph) but precision {precision} was asked",
+            f"use the bundle's {precision} ONNX for {precision}, or precision int8 with this file",
+        )
     if graph_fp16 and precision == "fp32":
         raise ConfigError(f"{onnx_path} computes in FP16 but precision fp32 was asked", "use the bundle's fp32 ONNX (<tower>.fp32.onnx)")
     dla = dla_core is not None
@@ -103,20 +129,26 @@ def plan_build(onnx_path, precision: str, trt_version: str, inputs: dict[str, tu
         if not (isinstance(dla_core, int) and dla_core >= 0):
             raise ConfigError(f"dla_core {dla_core!r} is not a DLA core number", "pass 0 or 1 (Jetson AGX/NX Orin), or None for the GPU")
         if major >= 11:
-            raise ConfigError(f"DLA engines are built here with TensorRT 10 only, not {trt_version}", "use TensorRT 10 (JetPack 6) for DLA, or dla_core=None")
+            raise ConfigError(
+                f"DLA engines are built here with TensorRT 10 only, not {trt_version}", "use TensorRT 10 (JetPack 6) for DLA, or dla_core=None"
+            )
         if precision == "fp32":
             raise ConfigError("DLA has no FP32: precision fp32 with dla_core was asked", "use precision fp16 or int8 with dla_core, or dla_core=None")
     qdq_fix = "export the Model Optimizer Q/DQ graph: edge-sdk export --precision int8 (the bundle's <tower>.int8.qdq.onnx)"
     if major == 10:
         strongly_typed, flags = False, {"fp32": (), "fp16": ("FP16",), "int8": ("INT8", "FP16")}[precision]
         if precision == "int8" and not has_qdq:
-            raise ConfigError(f"{onnx_path} has no Q/DQ nodes: TensorRT 10 INT8 here needs explicit quantization "
-                              "(edge-sdk ships no TensorRT 10 calibrator)", qdq_fix)
+            raise ConfigError(
+                f"{onnx_path} has no Q/DQ nodes: TensorRT 10 INT8 here needs explicit quantization (edge-sdk ships no TensorRT 10 calibrator)",
+                qdq_fix,
+            )
     else:
         strongly_typed, flags = True, ()
         if precision == "fp16" and not graph_fp16:
-            raise ConfigError(f"{onnx_path} is an FP32 graph: TensorRT {trt_version} builds strongly typed networks, "
-                              "so FP16 must be in the graph's types", "use the bundle's fp16 ONNX (edge-sdk export --precision fp16)")
+            raise ConfigError(
+                f"{onnx_path} is an FP32 graph: TensorRT {trt_version} builds strongly typed networks, so FP16 must be in the graph's types",
+                "use the bundle's fp16 ONNX (edge-sdk export --precision fp16)",
+            )
         if precision == "int8" and not has_qdq:
             raise ConfigError(f"{onnx_path} has no Q/DQ nodes: TensorRT {trt_version} has no INT8 flag or calibrators", qdq_fix)
     if dla:
@@ -138,8 +170,10 @@ def onnx_facts(onnx_path) -> dict:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # noqa: BLE001 - onnx raises DecodeError, OSError, ...
-        raise ModelFileError(f"{path}: cannot read it as ONNX ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})",
-                             "check the path, or re-export the bundle (edge-sdk export)") from None
+        raise ModelFileError(
+            f"{path}: cannot read it as ONNX ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})",
+            "check the path, or re-export the bundle (edge-sdk export)",
+        ) from None
     g, f16 = model.graph, onnx.TensorProto.FLOAT16
     known = {i.name for i in g.initializer}
     inputs, fixed = {}, {}
@@ -156,7 +190,9 @@ def onnx_facts(onnx_path) -> dict:
     has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in nodes)
     fp16 = any(t.data_type == f16 for t in g.initializer) or any(
         (n.op_type == "Cast" and any(a.name == "to" and a.i == f16 for a in n.attribute))
-        or (n.op_type == "Constant" and any(a.name == "value" and a.t.data_type == f16 for a in n.attribute)) for n in nodes)
+        or (n.op_type == "Constant" and any(a.name == "value" and a.t.data_type == f16 for a in n.attribute))
+        for n in nodes
+    )
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     return {"inputs": inputs, "fixed_batch": fixed, "has_qdq": has_qdq, "graph_fp16": fp16, "opset": int(opset)}
 
@@ -164,8 +200,10 @@ def onnx_facts(onnx_path) -> dict:
 def cache_key(model_sha256: str, gpu: dict, trt_version: str, plan: BuildPlan) -> str:
     """24 hex chars over the model hash, GPU name and capability, TensorRT version and plan (less its path)."""
     plan_d = {k: v for k, v in plan.to_dict().items() if k != "onnx_path"}
-    blob = json.dumps({"model": model_sha256, "gpu": gpu.get("name"), "cc": str(gpu.get("compute_capability")),
-                       "trt": str(trt_version), "plan": plan_d}, sort_keys=True)
+    blob = json.dumps(
+        {"model": model_sha256, "gpu": gpu.get("name"), "cc": str(gpu.get("compute_capability")), "trt": str(trt_version), "plan": plan_d},
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 

@@ -9,5 +9,13 @@ from edge_sdk.toolchain.commands import bench, calib, evaluate, export, info, li
 
 __all__ = ["COMMANDS"]
 
-COMMANDS: tuple[Command, ...] = (*train.COMMANDS, *calib.COMMANDS, *export.COMMANDS, *bench.COMMANDS, *live.COMMANDS,
-                                 *workflow.COMMANDS, *evaluate.COMMANDS, *info.COMMANDS)
+COMMANDS: tuple[Command, ...] = (
+    *train.COMMANDS,
+    *calib.COMMANDS,
+    *export.COMMANDS,
+    *bench.COMMANDS,
+    *live.COMMANDS,
+    *workflow.COMMANDS,
+    *evaluate.COMMANDS,
+    *info.COMMANDS,
+)

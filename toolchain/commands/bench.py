@@ -21,8 +21,16 @@ def run_bench(args) -> int:
 
     writable(json=args.json, md=args.md, png=args.png)
     fsdd, mnist = resolve_data(args)
-    report = bench_bundle(args.bundle, teacher=args.teacher or None, batch=args.batch, seconds=args.seconds, fsdd=fsdd, mnist=mnist,
-                          eval_cfg=EvalConfig(scenes=args.scenes), only=args.only.split(",") if args.only else None)
+    report = bench_bundle(
+        args.bundle,
+        teacher=args.teacher or None,
+        batch=args.batch,
+        seconds=args.seconds,
+        fsdd=fsdd,
+        mnist=mnist,
+        eval_cfg=EvalConfig(scenes=args.scenes),
+        only=args.only.split(",") if args.only else None,
+    )
     text = format_bench(report)
     print(text)
     if args.json:
@@ -39,11 +47,21 @@ def run_bench_runtime(args) -> int:
 
     writable(json=args.json)
     if args.teacher and importlib.util.find_spec("torch") is None:
-        raise EdgeSDKError("the PyTorch baseline (--teacher) needs torch, which is not installed here",
-                           "pip install 'edge_sdk[train]', or --teacher '' to measure the runtime alone")
+        raise EdgeSDKError(
+            "the PyTorch baseline (--teacher) needs torch, which is not installed here",
+            "pip install 'edge_sdk[train]', or --teacher '' to measure the runtime alone",
+        )
     fsdd, mnist = resolve_data(args)
-    report = bench_runtime(args.bundle, seconds=args.seconds, prefer=args.backend, precision=args.precision,
-                           teacher=args.teacher or None, soak_s=args.soak, fsdd=fsdd, mnist=mnist)
+    report = bench_runtime(
+        args.bundle,
+        seconds=args.seconds,
+        prefer=args.backend,
+        precision=args.precision,
+        teacher=args.teacher or None,
+        soak_s=args.soak,
+        fsdd=fsdd,
+        mnist=mnist,
+    )
     text = json.dumps(report, indent=2)
     if args.json:
         Path(args.json).write_text(text)
@@ -67,8 +85,13 @@ def bench_arguments(p: argparse.ArgumentParser) -> None:
 
 def bench_runtime_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", default="avnet_s-demo", help="bundle folder, .zip or shipped bundle name (default: the shipped demo)")
-    p.add_argument("--seconds", type=COUNT, default=60, help="length of the 720p 30 fps test clip (default 60, as the README's "
-                   "figures; a shorter clip weighs start-up more: overhead up, speed-up down)")
+    p.add_argument(
+        "--seconds",
+        type=COUNT,
+        default=60,
+        help="length of the 720p 30 fps test clip (default 60, as the README's "
+        "figures; a shorter clip weighs start-up more: overhead up, speed-up down)",
+    )
     p.add_argument("--backend", help="backend to run (default: the best this machine runs)")
     p.add_argument("--precision", help="precision to run (default: the fastest the bundle has)")
     p.add_argument("--teacher", default="teacher", help="the baseline's PyTorch model ('' to skip the baseline)")
@@ -78,10 +101,22 @@ def bench_runtime_arguments(p: argparse.ArgumentParser) -> None:
 
 
 COMMANDS = (
-    Command("bench", run_bench, bench_arguments, "Benchmark every format/precision/backend of a bundle, with parity and metrics, in one table.",
-            "edge-sdk bench avnet_s-demo --json bench.json --md bench.md --png bench.png", needs="export", logs=("edge_sdk.export.bench",)),
-    Command("bench-runtime", run_bench_runtime, bench_runtime_arguments,
-            "Measure the streaming runtime: overhead, drops, skew, speed-up over an OpenCV + PyTorch loop, memory.",
-            "edge-sdk bench-runtime --bundle avnet_s-demo --json runtime.json --soak 600", needs="train",
-            logs=("edge_sdk.export.bench_runtime",)),
+    Command(
+        "bench",
+        run_bench,
+        bench_arguments,
+        "Benchmark every format/precision/backend of a bundle, with parity and metrics, in one table.",
+        "edge-sdk bench avnet_s-demo --json bench.json --md bench.md --png bench.png",
+        needs="export",
+        logs=("edge_sdk.export.bench",),
+    ),
+    Command(
+        "bench-runtime",
+        run_bench_runtime,
+        bench_runtime_arguments,
+        "Measure the streaming runtime: overhead, drops, skew, speed-up over an OpenCV + PyTorch loop, memory.",
+        "edge-sdk bench-runtime --bundle avnet_s-demo --json runtime.json --soak 600",
+        needs="train",
+        logs=("edge_sdk.export.bench_runtime",),
+    ),
 )

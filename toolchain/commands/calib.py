@@ -25,8 +25,10 @@ def run_calib(args) -> int:
     if args.video:
         return _record(args, get_spec(args.spec))
     if args.command == "calibrate":
-        raise EdgeSDKError("edge-sdk calibrate records from a source: --video is missing",
-                           "pass --video cam://0 (and --audio mic://default), or use edge-sdk calib --out DIR for AV-Digits pairs")
+        raise EdgeSDKError(
+            "edge-sdk calibrate records from a source: --video is missing",
+            "pass --video cam://0 (and --audio mic://default), or use edge-sdk calib --out DIR for AV-Digits pairs",
+        )
     from edge_sdk.quant.calib import write_calib_set
 
     fsdd, mnist = resolve_data(args)
@@ -41,13 +43,19 @@ def _record(args, spec) -> int:
 
     res = record_pairs(args.out, spec, args.video, args.audio, args.seconds, args.every_ms, append=args.append)
     print(json.dumps(res, indent=2))
-    print(f"edge-sdk {args.command}: wrote {res['kept']} pairs to {res['out']} ({res['total']} in all; {res['silent']} silent windows "
-          f"skipped); use it with --calib {res['out']}", file=sys.stderr)
+    print(
+        f"edge-sdk {args.command}: wrote {res['kept']} pairs to {res['out']} ({res['total']} in all; {res['silent']} silent windows "
+        f"skipped); use it with --calib {res['out']}",
+        file=sys.stderr,
+    )
     if res["interrupted"]:
         raise KeyboardInterrupt
     if res["total"] < MIN_CLIPS:
-        print(f"edge-sdk {args.command}: only {res['total']} pairs; INT8 needs at least {MIN_CLIPS}: record longer (--seconds), "
-              "more often (--every-ms), or add more with --append", file=sys.stderr)
+        print(
+            f"edge-sdk {args.command}: only {res['total']} pairs; INT8 needs at least {MIN_CLIPS}: record longer (--seconds), "
+            "more often (--every-ms), or add more with --append",
+            file=sys.stderr,
+        )
         return 2
     return 0
 
@@ -70,8 +78,14 @@ def calib_arguments(p: argparse.ArgumentParser) -> None:
 
 
 COMMANDS = (
-    Command("calib", run_calib, calib_arguments,
-            "Write an INT8 calibration set: AV-Digits training pairs, or pairs recorded from a live source (--video).",
-            "edge-sdk calib --out runs/calib --n 256   # or: edge-sdk calib --video cam://0 --audio mic://default --seconds 60 --out runs/calib_live",
-            logs=("edge_sdk.runtime.record",), aliases=("calibrate",), live=lambda args: bool(args.video)),
+    Command(
+        "calib",
+        run_calib,
+        calib_arguments,
+        "Write an INT8 calibration set: AV-Digits training pairs, or pairs recorded from a live source (--video).",
+        "edge-sdk calib --out runs/calib --n 256   # or: edge-sdk calib --video cam://0 --audio mic://default --seconds 60 --out runs/calib_live",
+        logs=("edge_sdk.runtime.record",),
+        aliases=("calibrate",),
+        live=lambda args: bool(args.video),
+    ),
 )

@@ -33,8 +33,9 @@ def _bundle(args, fsdd, mnist) -> dict:
     runner = open_towers(bundle, choice.backend, choice.precision)
     print(f"evaluating {choice.backend} {choice.precision} of {args.model} (--backend/--precision choose another)", file=sys.stderr)
     speakers = tuple(args.test_speakers.split(",")) if args.test_speakers else EvalConfig.test_speakers
-    res = evaluate(runner, bundle.spec, fsdd, mnist, EvalConfig(scenes=args.scenes, k=args.k, seed=args.seed, test_speakers=speakers),
-                   heatmap_png=args.heatmaps)
+    res = evaluate(
+        runner, bundle.spec, fsdd, mnist, EvalConfig(scenes=args.scenes, k=args.k, seed=args.seed, test_speakers=speakers), heatmap_png=args.heatmaps
+    )
     return {**res, "model": args.model, "backend": choice.backend, "precision": choice.precision}
 
 
@@ -45,9 +46,11 @@ def _checkpoint(args, fsdd, mnist) -> dict:
     from edge_sdk.models.torch_runner import TorchTowers
 
     if (args.backend or "torch") != "torch" or (args.precision or "fp32") != "fp32":
-        raise EdgeSDKError(f"--backend {args.backend or 'torch'} --precision {args.precision or 'fp32'}: {args.model} is a checkpoint, "
-                           "which runs in PyTorch FP32 only", f"export it to a bundle first (edge-sdk export {args.model} --out DIR), "
-                           "then edge-sdk eval DIR with --backend/--precision")
+        raise EdgeSDKError(
+            f"--backend {args.backend or 'torch'} --precision {args.precision or 'fp32'}: {args.model} is a checkpoint, "
+            "which runs in PyTorch FP32 only",
+            f"export it to a bundle first (edge-sdk export {args.model} --out DIR), then edge-sdk eval DIR with --backend/--precision",
+        )
     model, meta = resolve_model(args.model)
     recipe_speakers = (meta.get("recipe") or {}).get("data", {}).get("test_speakers", ["george"])
     speakers = tuple(args.test_speakers.split(",")) if args.test_speakers else tuple(recipe_speakers)
@@ -62,8 +65,11 @@ def run_eval(args) -> int:
     writable(json=args.json, heatmaps=args.heatmaps)
     fsdd, mnist = resolve_data(args)
     if fsdd is None:
-        print("evaluating on generated scenes (shapes and tones), not FSDD + MNIST: these numbers are not comparable "
-              "with the shipped metrics; give --fsdd and --mnist for those", file=sys.stderr)
+        print(
+            "evaluating on generated scenes (shapes and tones), not FSDD + MNIST: these numbers are not comparable "
+            "with the shipped metrics; give --fsdd and --mnist for those",
+            file=sys.stderr,
+        )
     if _is_bundle(args.model):
         res = _bundle(args, fsdd, mnist)
         name = f"{Path(args.model).name} {res['backend']} {res['precision']}"
@@ -89,7 +95,13 @@ def eval_arguments(p: argparse.ArgumentParser) -> None:
 
 
 COMMANDS = (
-    Command("eval", run_eval, eval_arguments, "Evaluate a model on speaker- and image-disjoint AV-Digits.",
-            "edge-sdk eval avnet_t.avdigits --fsdd ../shared/data/fsdd/recordings --mnist ../shared/data/mnist --json eval.json",
-            needs="train", logs=("edge_sdk.eval",)),
+    Command(
+        "eval",
+        run_eval,
+        eval_arguments,
+        "Evaluate a model on speaker- and image-disjoint AV-Digits.",
+        "edge-sdk eval avnet_t.avdigits --fsdd ../shared/data/fsdd/recordings --mnist ../shared/data/mnist --json eval.json",
+        needs="train",
+        logs=("edge_sdk.eval",),
+    ),
 )

@@ -19,9 +19,21 @@ def run_quantize(args) -> int:
 
     fsdd, mnist = resolve_data(args)
     targets = list(TARGETS) if args.target == "all" else args.target.split(",")
-    report = quantize(args.model, targets, args.calib, args.out, method=args.method, teacher=args.teacher or None,
-                      fsdd=fsdd, mnist=mnist, eval_cfg=EvalConfig(scenes=args.scenes), threshold=args.threshold,
-                      budget=args.budget, qat=args.qat, fp16=not args.no_fp16)
+    report = quantize(
+        args.model,
+        targets,
+        args.calib,
+        args.out,
+        method=args.method,
+        teacher=args.teacher or None,
+        fsdd=fsdd,
+        mnist=mnist,
+        eval_cfg=EvalConfig(scenes=args.scenes),
+        threshold=args.threshold,
+        budget=args.budget,
+        qat=args.qat,
+        fp16=not args.no_fp16,
+    )
     print(format_quantize_report(report))
     print(f"bundle, report.json and report.md in {args.out}")
     return 0
@@ -39,9 +51,21 @@ def run_export(args) -> int:
         prof = get_profile(args.device)
         args.format = ",".join(prof.formats) if args.format == "all" else args.format
         args.precision = ",".join(prof.precisions) if args.precision == "all" else args.precision
-    report = export_bundle(args.model, args.out, args.format, args.precision, calib=args.calib, method=args.method,
-                           fsdd=fsdd, mnist=mnist, eval_cfg=EvalConfig(scenes=args.scenes), opset=args.opset,
-                           allow_mismatch=args.allow_mismatch, zip_bundle=args.zip, name=args.name)
+    report = export_bundle(
+        args.model,
+        args.out,
+        args.format,
+        args.precision,
+        calib=args.calib,
+        method=args.method,
+        fsdd=fsdd,
+        mnist=mnist,
+        eval_cfg=EvalConfig(scenes=args.scenes),
+        opset=args.opset,
+        allow_mismatch=args.allow_mismatch,
+        zip_bundle=args.zip,
+        name=args.name,
+    )
     print(format_export_report(report))
     print(f"bundle in {args.out}" + (f" and {report['zip']}" if report.get("zip") else ""))
     return 0
@@ -79,10 +103,22 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
 
 
 COMMANDS = (
-    Command("quantize", run_quantize, quantize_arguments, "INT8 PTQ (and QAT when needed) per target, with sensitivity analysis and a report.",
-            "edge-sdk quantize runs/student_s/model.safetensors --target all --calib runs/calib --out runs/student_s_int8",
-            needs="export", logs=("edge_sdk.export.quantize",)),
-    Command("export", run_export, export_arguments, "Export to ONNX, TensorRT and ExecuTorch: a bundle validated on real data.",
-            "edge-sdk export student_s --format onnx,executorch --precision fp32,int8 --calib runs/calib --out runs/bundle --zip",
-            needs="export", logs=("edge_sdk.export.engine",)),
+    Command(
+        "quantize",
+        run_quantize,
+        quantize_arguments,
+        "INT8 PTQ (and QAT when needed) per target, with sensitivity analysis and a report.",
+        "edge-sdk quantize runs/student_s/model.safetensors --target all --calib runs/calib --out runs/student_s_int8",
+        needs="export",
+        logs=("edge_sdk.export.quantize",),
+    ),
+    Command(
+        "export",
+        run_export,
+        export_arguments,
+        "Export to ONNX, TensorRT and ExecuTorch: a bundle validated on real data.",
+        "edge-sdk export student_s --format onnx,executorch --precision fp32,int8 --calib runs/calib --out runs/bundle --zip",
+        needs="export",
+        logs=("edge_sdk.export.engine",),
+    ),
 )

@@ -14,13 +14,17 @@ __all__ = ["COMMANDS", "format_bundle"]
 def format_bundle(bundle) -> str:
     """A bundle's manifest for people: the model, every file with its backend, precision, size and parity."""
     m = bundle.manifest
-    lines = [f"bundle {m.get('name', bundle.folder.name)} (schema {m['schema']}) at {bundle.folder}",
-             f"spec {bundle.spec.name}: audio {bundle.spec.audio.sample_rate} Hz x {bundle.spec.audio.num_samples} samples, "
-             f"image {bundle.spec.image.size}x{bundle.spec.image.size} RGB, embedding {bundle.spec.embed_dim}",
-             f"{'file':<26}{'graph':<7}{'backend':<13}{'precision':<10}{'MB':>7}  parity  sha256"]
+    lines = [
+        f"bundle {m.get('name', bundle.folder.name)} (schema {m['schema']}) at {bundle.folder}",
+        f"spec {bundle.spec.name}: audio {bundle.spec.audio.sample_rate} Hz x {bundle.spec.audio.num_samples} samples, "
+        f"image {bundle.spec.image.size}x{bundle.spec.image.size} RGB, embedding {bundle.spec.embed_dim}",
+        f"{'file':<26}{'graph':<7}{'backend':<13}{'precision':<10}{'MB':>7}  parity  sha256",
+    ]
     for a in m["artifacts"]:
-        lines.append(f"{a['file']:<26}{a['tower']:<7}{a['backend']:<13}{a['precision']:<10}{a['bytes'] / 1e6:>7.2f}  "
-                     f"{a.get('parity', '-'):<7} {a['sha256'][:12]}")
+        lines.append(
+            f"{a['file']:<26}{a['tower']:<7}{a['backend']:<13}{a['precision']:<10}{a['bytes'] / 1e6:>7.2f}  "
+            f"{a.get('parity', '-'):<7} {a['sha256'][:12]}"
+        )
     for key, metrics in (m.get("metrics") or {}).items():
         lines.append(f"metrics {key}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k in ("pointing_acc", "a2i_r1", "probe_audio_acc")))
     if m.get("calibration"):

@@ -38,8 +38,10 @@ def _prefer_profile(args):
     if want in {(c.backend, c.precision) for c in bundle.choices()}:
         args.backend, args.precision = want
     else:
-        print(f"edge-sdk run: {bundle.folder} has no {want[0]} {want[1]} model (asked with --device {args.device}): "
-              "using the best one it has", file=sys.stderr)
+        print(
+            f"edge-sdk run: {bundle.folder} has no {want[0]} {want[1]} model (asked with --device {args.device}): using the best one it has",
+            file=sys.stderr,
+        )
     return bundle
 
 
@@ -53,9 +55,11 @@ def _report(stats: dict, args) -> None:
         print(text)
         return
     lat = stats.get("latency_ms", {}).get("capture_to_result") or {}  # the file has it all; the terminal gets one line
-    print(f"{stats.get('frames_out')} results in {stats.get('seconds')} s ({stats.get('fps')} fps while they came), "
-          f"dropped {stats.get('dropped')}, capture-to-result p50 {lat.get('p50', '-')} ms p95 {lat.get('p95', '-')} ms; "
-          f"statistics in {args.stats}")
+    print(
+        f"{stats.get('frames_out')} results in {stats.get('seconds')} s ({stats.get('fps')} fps while they came), "
+        f"dropped {stats.get('dropped')}, capture-to-result p50 {lat.get('p50', '-')} ms p95 {lat.get('p95', '-')} ms; "
+        f"statistics in {args.stats}"
+    )
 
 
 def run_run(args) -> int:
@@ -71,10 +75,18 @@ def run_run(args) -> int:
         except EdgeSDKError as e:
             print(f"{e.problem}: running headless (use --mjpeg PORT for a live preview)", file=sys.stderr)
     try:  # the URIs are opened once the bundle and sources are
-        pipe = Pipeline.from_bundle(_prefer_profile(args), args.video, args.audio, args.task, prefer=args.backend,
-                                    precision=args.precision, sinks=[*uris, *([window] if window else [])],
-                                    task_opts={"gallery": args.gallery} if args.gallery else {}, policy=args.policy,
-                                    audio_hop_ms=args.audio_hop_ms)
+        pipe = Pipeline.from_bundle(
+            _prefer_profile(args),
+            args.video,
+            args.audio,
+            args.task,
+            prefer=args.backend,
+            precision=args.precision,
+            sinks=[*uris, *([window] if window else [])],
+            task_opts={"gallery": args.gallery} if args.gallery else {},
+            policy=args.policy,
+            audio_hop_ms=args.audio_hop_ms,
+        )
     except BaseException:
         if window:
             window.close()
@@ -101,16 +113,29 @@ def run_demo(args) -> int:
 
     live = None if args.quiet else StatusLine()
     try:
-        summary = demo(args.name, video=args.video, audio=args.audio, bundle=args.bundle, backend=args.backend,
-                       precision=args.precision, headless=args.headless, out=args.out, mjpeg=args.mjpeg,
-                       max_seconds=args.max_seconds, gallery=args.gallery, on_stats=live)
+        summary = demo(
+            args.name,
+            video=args.video,
+            audio=args.audio,
+            bundle=args.bundle,
+            backend=args.backend,
+            precision=args.precision,
+            headless=args.headless,
+            out=args.out,
+            mjpeg=args.mjpeg,
+            max_seconds=args.max_seconds,
+            gallery=args.gallery,
+            on_stats=live,
+        )
     finally:
         if live:
             live.end()
     st = summary["stats"]
     lat = st["latency_ms"].get("capture_to_result", {})
-    print(f"demo {summary['demo']} on {summary['backend']}: {st['frames_out']} frames, {st['fps']} fps, dropped {st['dropped']}, "
-          f"capture-to-result p50 {lat.get('p50')} ms p95 {lat.get('p95')} ms")
+    print(
+        f"demo {summary['demo']} on {summary['backend']}: {st['frames_out']} frames, {st['fps']} fps, dropped {st['dropped']}, "
+        f"capture-to-result p50 {lat.get('p50')} ms p95 {lat.get('p95')} ms"
+    )
     print("wrote " + ", ".join(summary["files"].values()))
     if st.get("interrupted"):
         raise KeyboardInterrupt
@@ -121,19 +146,31 @@ def run_arguments(p: argparse.ArgumentParser) -> None:
     from edge_sdk.runtime.sinks import usage as sink_usage
 
     p.add_argument("--bundle", required=True, help="a bundle folder or .zip (edge-sdk info lists the shipped ones)")
-    p.add_argument("--video", required=True, help="cam://0, v4l2:///dev/video0, csi://0, http://..., rtsp://..., file:///clip.mp4[?realtime=1], synthetic://av-digits")
+    p.add_argument(
+        "--video",
+        required=True,
+        help="cam://0, v4l2:///dev/video0, csi://0, http://..., rtsp://..., file:///clip.mp4[?realtime=1], synthetic://av-digits",
+    )
     p.add_argument("--audio", help="mic://default, mic://NAME, wav:///x.wav (default: the video source's own audio track)")
     p.add_argument("--task", default="localize", help="localize, sync, retrieval or speaker")
     p.add_argument("--gallery", help="retrieval: a folder of images and/or .wav sounds")
     p.add_argument("--backend", help="onnxruntime, tensorrt, executorch or torch (default: the best this machine runs)")
     p.add_argument("--precision", help="fp32, fp16 or int8 (default: the fastest the bundle has)")
-    p.add_argument("--policy", choices=["latest", "block"], help="when inference is slower than capture: drop the oldest frames "
-                   "(latest, default for live sources) or wait (block, default for files)")
+    p.add_argument(
+        "--policy",
+        choices=["latest", "block"],
+        help="when inference is slower than capture: drop the oldest frames (latest, default for live sources) or wait (block, default for files)",
+    )
     p.add_argument("--device", help="device profile whose backend and precision to prefer (edge-sdk export --device)")
     p.add_argument("--audio-hop-ms", type=NONNEG, default=0.0, help="run the audio tower at most every this many ms (default: every frame)")
     p.add_argument("--headless", action="store_true", help="no window (unless a --sink window:// asks for one)")
-    p.add_argument("--sink", action="append", default=[], metavar="URI",
-                   help="send results here too, repeatable: events.jsonl, out.mp4, mjpeg://127.0.0.1:8090, window:// (schemes below)")
+    p.add_argument(
+        "--sink",
+        action="append",
+        default=[],
+        metavar="URI",
+        help="send results here too, repeatable: events.jsonl, out.mp4, mjpeg://127.0.0.1:8090, window:// (schemes below)",
+    )
     p.add_argument("--events", help="write JSON-lines results and faults here (--sink events://PATH)")
     p.add_argument("--out-video", help="write an annotated video here, the run's sound file muxed back (--sink video://PATH)")
     p.add_argument("--mjpeg", type=PORT, help="serve an MJPEG preview on this port (--sink mjpeg://127.0.0.1:PORT)")
@@ -159,9 +196,21 @@ def demo_arguments(p: argparse.ArgumentParser) -> None:
 
 
 COMMANDS = (
-    Command("run", run_run, run_arguments, "Run a bundle live on video and audio sources (URIs), with a task, stats and sinks.",
-            "edge-sdk run --bundle avnet_s-demo --video synthetic://av-digits?seconds=10 --task localize --headless --stats stats.json",
-            live=lambda args: True),
-    Command("demo", run_demo, demo_arguments, "Live demos: localize, sync, retrieve, speaker (camera + microphone, or generated scenes).",
-            "edge-sdk demo localize --headless --max-seconds 20", logs=("edge_sdk.apps.demo",), live=lambda args: True),
+    Command(
+        "run",
+        run_run,
+        run_arguments,
+        "Run a bundle live on video and audio sources (URIs), with a task, stats and sinks.",
+        "edge-sdk run --bundle avnet_s-demo --video synthetic://av-digits?seconds=10 --task localize --headless --stats stats.json",
+        live=lambda args: True,
+    ),
+    Command(
+        "demo",
+        run_demo,
+        demo_arguments,
+        "Live demos: localize, sync, retrieve, speaker (camera + microphone, or generated scenes).",
+        "edge-sdk demo localize --headless --max-seconds 20",
+        logs=("edge_sdk.apps.demo",),
+        live=lambda args: True,
+    ),
 )

@@ -72,9 +72,20 @@ def distill_arguments(p: argparse.ArgumentParser) -> None:
 
 
 COMMANDS = (
-    Command("pretrain", run_pretrain, pretrain_arguments, "Pretrain audio-visual towers with self-supervised objectives.",
-            "edge-sdk pretrain --recipe teacher --fsdd ../shared/data/fsdd/recordings --mnist ../shared/data/mnist --out runs/teacher",
-            needs="train"),
-    Command("distill", run_distill, distill_arguments, "Distil a teacher into a small student, without labels.",
-            "edge-sdk distill --teacher avnet_t.avdigits --student student_s --recipe distill_s --out runs/student_s", needs="train"),
+    Command(
+        "pretrain",
+        run_pretrain,
+        pretrain_arguments,
+        "Pretrain audio-visual towers with self-supervised objectives.",
+        "edge-sdk pretrain --recipe teacher --fsdd ../shared/data/fsdd/recordings --mnist ../shared/data/mnist --out runs/teacher",
+        needs="train",
+    ),
+    Command(
+        "distill",
+        run_distill,
+        distill_arguments,
+        "Distil a teacher into a small student, without labels.",
+        "edge-sdk distill --teacher avnet_t.avdigits --student student_s --recipe distill_s --out runs/student_s",
+        needs="train",
+    ),
 )

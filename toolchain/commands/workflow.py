@@ -33,8 +33,13 @@ def pipeline_arguments(p: argparse.ArgumentParser) -> None:
 
 
 COMMANDS = (
-    Command("pipeline", run_pipeline, pipeline_arguments,
-            "Pretrain -> distill -> calibrate -> quantize + export -> bench in one go, resumable, one report.",
-            "edge-sdk pipeline --recipe avdigits --out runs/pipeline", needs="export",
-            logs=("edge_sdk.toolchain.workflow", "edge_sdk.export.engine")),
+    Command(
+        "pipeline",
+        run_pipeline,
+        pipeline_arguments,
+        "Pretrain -> distill -> calibrate -> quantize + export -> bench in one go, resumable, one report.",
+        "edge-sdk pipeline --recipe avdigits --out runs/pipeline",
+        needs="export",
+        logs=("edge_sdk.toolchain.workflow", "edge_sdk.export.engine"),
+    ),
 )

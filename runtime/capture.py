@@ -1,10 +1,11 @@
-"""Capture machinery behind :mod:`.sources`: the :class:`Source` base (capture thread,
-counters, sequence numbers, pacing, stop) and the live inputs, a microphone through
-sounddevice and cameras or network streams through OpenCV's ``VideoCapture``.
+"""The capture machinery every source shares, and the live video inputs: the :class:`Source`
+base (capture thread, counters, sequence numbers, pacing, stop) used by all of
+:mod:`.sources`, and :class:`CaptureSource`, cameras and network streams through OpenCV's
+``VideoCapture``. The microphone is :mod:`.microphone`; files are read in :mod:`.sources`,
+generated scenes in :mod:`.synthetic`.
 
 Threads are daemons joined with a timeout, so ``stop()`` never hangs on a device that
-does not answer. The microphone's PortAudio callback never calls ``emit`` (which may
-block): it copies each buffer into a bounded queue and a feeder thread emits.
+does not answer.
 """
 
 from __future__ import annotations
@@ -12,20 +13,18 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import queue
 import threading
 import time
 
 import cv2
 import numpy as np
-import soxr
 
-from edge_sdk.errors import ConfigError, DataError
+from edge_sdk.errors import DataError
 from edge_sdk.media.image import center_crop_resize
-from edge_sdk.runtime.clock import ClockMap, now_ns
+from edge_sdk.runtime.clock import now_ns
 from edge_sdk.runtime.frames import AudioBlock, Gap, VideoFrame
 
-__all__ = ["Source", "MicSource", "CaptureSource", "csi_pipeline"]
+__all__ = ["Source", "CaptureSource", "csi_pipeline", "has_gstreamer"]
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +47,7 @@ class Source:
     def __init__(self, uri: str, kind: str, opts: dict | None = None):
         self.uri, self.kind = uri, kind
         self.opts = dict(opts or {})
-        self.counters = dict.fromkeys(("frames", "blocks", "gaps", "dropped", "overflows",
-                                       "decode_errors", "reconnects"), 0)
+        self.counters = dict.fromkeys(("frames", "blocks", "gaps", "dropped", "overflows", "decode_errors", "reconnects"), 0)
         self.done = False
         self.error: BaseException | None = None
         self._emit = None
@@ -176,151 +174,6 @@ class Source:
         self._emit(Gap(now_ns() if pts_ns is None else int(pts_ns), self.uri, kind, float(seconds), message))
 
 
-# -- microphone ----------------------------------------------------------------------------
-def _sounddevice(uri: str):
-    try:
-        import sounddevice
-    except (ImportError, OSError) as e:
-        raise ConfigError(f"{uri} needs sounddevice and the PortAudio library ({e})",
-                          "pip install 'edge_sdk[live]' and apt-get install libportaudio2") from None
-    return sounddevice
-
-
-def _find_input(sd, name: str, uri: str) -> dict:
-    devices = list(sd.query_devices())
-    inputs = [d for d in devices if d["max_input_channels"] > 0]
-    if not inputs:
-        raise DataError(f"{uri}: PortAudio sees no audio input device",
-                        "plug in a microphone; on a server or in a container run PulseAudio "
-                        "(pulseaudio -D, with libasound2-plugins installed) before starting, "
-                        "then check with: python -m sounddevice")
-    if name in ("", "default"):
-        idx = sd.default.device[0]
-        return devices[idx] if isinstance(idx, int) and 0 <= idx < len(devices) and devices[idx] in inputs else inputs[0]
-    if name.isdigit():
-        found = [d for d in inputs if d["index"] == int(name)]
-    else:
-        found = [d for d in inputs if d["name"].lower() == name.lower()] or \
-                [d for d in inputs if name.lower() in d["name"].lower()]
-    if not found:
-        listing = "; ".join(f"{d['index']}: {d['name']}" for d in inputs)
-        raise DataError(f"{uri}: no audio input device named {name!r}",
-                        f"use mic://default, or a name or index of an input device: {listing}")
-    return found[0]
-
-
-class MicSource(Source):
-    """A microphone through a sounddevice ``InputStream``: downmixed to mono and resampled
-    from the device's own rate with a streaming soxr resampler. Each block's ``pts_ns``
-    comes from PortAudio's ``inputBufferAdcTime`` mapped once onto the SDK clock (arrival
-    time where the backend reports 0)."""
-
-    def __init__(self, uri: str, name: str, sample_rate: int, opts: dict):
-        super().__init__(uri, "audio", opts)
-        self._sd = _sounddevice(uri)
-        self.device = _find_input(self._sd, name, uri)
-        self.device_rate = int(self.device["default_samplerate"])
-        self.channels = int(opts.get("channels") or min(2, self.device["max_input_channels"]))
-        self.sample_rate = sample_rate
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, int(opts.get("queue", 256))))
-        self._stream = None
-        self._clock = ClockMap()
-        self._callback_error: BaseException | None = None
-        self._overflowed = False
-
-    def _begin(self) -> None:
-        try:
-            self._stream = self._sd.InputStream(
-                samplerate=self.device_rate, blocksize=int(self.opts.get("blocksize", 0)),
-                device=self.device["index"], channels=self.channels, dtype="float32", callback=self._callback)
-            self._stream.start()
-        except self._sd.PortAudioError as e:
-            self._close()
-            raise DataError(f"{self.uri}: cannot open input device {self.device['name']!r} ({e})",
-                            "check that no other program holds it; try another blocksize or mic://default") from None
-        self._spawn(self._feed, "mic feeder")
-
-    def _callback(self, indata, frames, time_info, status) -> None:
-        # PortAudio's real-time thread: copy and count only (no emit, no logging, no waiting).
-        try:
-            if status.input_overflow:
-                self.counters["overflows"] += 1
-                self._overflowed = True
-            try:
-                self._queue.put_nowait((indata.copy(), time_info.inputBufferAdcTime, time_info.currentTime,
-                                        now_ns(), self._overflowed))
-                self._overflowed = False
-            except queue.Full:
-                self.counters["dropped"] += 1
-                self._overflowed = True
-        except Exception as e:  # noqa: BLE001 - handed to the feeder thread, which reports it
-            self._callback_error = e
-            raise self._sd.CallbackAbort from e
-
-    DEAD_S = 2.0  # this long of exact zeros from a microphone is reported (a real one always hisses)
-    SAY_EVERY_S = 60.0  # at most one report a minute (a noise-gated microphone gives zeros at every pause)
-
-    def _watch_silence(self, data: np.ndarray, t_ns: int) -> None:
-        """Report when the device delivers exact digital silence for :attr:`DEAD_S` (muted, or
-        unplugged: PulseAudio and PipeWire move a lost device's stream to a silent source, so
-        the stream never stops) as a ``silent_device`` gap, which the consumer logs; every
-        such stretch is counted (``counters["silent_device"]``), reported at most once a minute."""
-        if data.any():
-            if self._zeros_s >= self.DEAD_S:
-                log.info("%s: sound again after %.1f s of digital silence", self.uri, self._zeros_s)
-            self._zeros_s = 0.0
-            return
-        before, self._zeros_s = self._zeros_s, self._zeros_s + len(data) / self.device_rate
-        if before < self.DEAD_S <= self._zeros_s:
-            self.counters["silent_device"] = self.counters.get("silent_device", 0) + 1
-            if self._said_silent is None or t_ns - self._said_silent >= self.SAY_EVERY_S * 1e9:
-                self._said_silent = t_ns
-                self.gap("silent_device", self._zeros_s, "the microphone delivers exact zeros: muted, or unplugged "
-                         "(a sound server moves a lost device's stream to a silent source)", pts_ns=t_ns)
-
-    def _feed(self) -> None:
-        rs, n_in, n_out, t_chunk, i_chunk = None, 0, 0, 0, 0
-        step_ns = 1e9 / self.device_rate
-        self._zeros_s, self._said_silent = 0.0, None
-        while not self.stopped:
-            if self._callback_error is not None:
-                raise DataError(f"{self.uri}: the audio callback failed ({self._callback_error!r})",
-                                "this is a bug or a device fault; reopen the source")
-            try:
-                data, adc, current, arrival, lost = self._queue.get(timeout=0.1)
-            except queue.Empty:
-                stream = self._stream
-                if stream is not None and not stream.active and not self.stopped and self._callback_error is None:
-                    raise DataError(f"{self.uri}: the input stream of {self.device['name']!r} stopped",
-                                    "the device was unplugged or taken by another program; reopen the source")
-                continue
-            if lost and rs is not None:  # samples are missing: finish the old run, start a new one
-                tail = rs.resample_chunk(np.zeros(0, np.float32), last=True)
-                self.block(tail, t_chunk + (n_out * self.device_rate / self.sample_rate - i_chunk) * step_ns, self.sample_rate)
-                self.gap("overflow", message="audio input overflowed or the feeder fell behind; samples were lost")
-                rs = None
-            if rs is None:
-                rs, n_in, n_out = soxr.ResampleStream(self.device_rate, self.sample_rate, 1, dtype="float32", quality="HQ"), 0, 0
-            if adc > 0:
-                self._clock.to_sdk(current, now=arrival)  # fixes the device->SDK offset once
-                t_chunk = self._clock.to_sdk(adc)
-            else:
-                t_chunk = arrival - int(len(data) * step_ns)
-            self._watch_silence(data, t_chunk)
-            i_chunk = n_in
-            n_in += len(data)
-            y = rs.resample_chunk(np.ascontiguousarray(data.mean(axis=1), np.float32))
-            if y.size:
-                self.block(y, t_chunk + (n_out * self.device_rate / self.sample_rate - i_chunk) * step_ns, self.sample_rate)
-                n_out += y.size
-
-    def _close(self) -> None:
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            stream.abort()
-            stream.close()
-
-
 # -- cameras and network streams ---------------------------------------------------------
 class _Bgr:
     """An OpenCV frame as captured, BGR (see :class:`~.frames.VideoFrame`): the model's square
@@ -346,14 +199,15 @@ class _Bgr:
 
 def csi_pipeline(sensor: int, width: int, height: int, fps: int, flip: int = 0) -> str:
     """The GStreamer pipeline for a Jetson CSI camera (nvarguscamerasrc), ending in BGR for OpenCV."""
-    return (f"nvarguscamerasrc sensor-id={sensor} ! video/x-raw(memory:NVMM), width={width}, height={height}, "
-            f"framerate={fps}/1 ! nvvidconv flip-method={flip} ! video/x-raw, format=BGRx ! videoconvert ! "
-            f"video/x-raw, format=BGR ! appsink drop=1 max-buffers=2")
+    return (
+        f"nvarguscamerasrc sensor-id={sensor} ! video/x-raw(memory:NVMM), width={width}, height={height}, "
+        f"framerate={fps}/1 ! nvvidconv flip-method={flip} ! video/x-raw, format=BGRx ! videoconvert ! "
+        f"video/x-raw, format=BGR ! appsink drop=1 max-buffers=2"
+    )
 
 
 def has_gstreamer() -> bool:
-    return any(line.strip().startswith("GStreamer:") and "YES" in line
-               for line in cv2.getBuildInformation().splitlines())
+    return any(line.strip().startswith("GStreamer:") and "YES" in line for line in cv2.getBuildInformation().splitlines())
 
 
 def _quiet_opencv() -> None:
@@ -392,8 +246,7 @@ class CaptureSource(Source):
     def _open(self):
         if self.network:
             ms = int(self.stall_s * 1000)
-            cap = cv2.VideoCapture(self.target, self.api,
-                                   [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+            cap = cv2.VideoCapture(self.target, self.api, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
         else:
             cap = cv2.VideoCapture(self.target, self.api)
         if not cap.isOpened():
@@ -416,15 +269,19 @@ class CaptureSource(Source):
 
     def _open_error(self) -> DataError:
         if self.network:
-            return DataError(f"{self.uri} could not be opened (refused, not found, or no stream within {self.stall_s:g} s)",
-                             "check that the URL plays in ffplay or VLC, that the camera is reachable "
-                             "and the credentials in the URL are right")
+            return DataError(
+                f"{self.uri} could not be opened (refused, not found, or no stream within {self.stall_s:g} s)",
+                "check that the URL plays in ffplay or VLC, that the camera is reachable and the credentials in the URL are right",
+            )
         if self.uri.startswith("csi:"):
-            return DataError(f"{self.uri}: the CSI camera pipeline did not start ({self.target})",
-                             "check the sensor id and that nvargus-daemon runs (sudo systemctl restart nvargus-daemon)")
+            return DataError(
+                f"{self.uri}: the CSI camera pipeline did not start ({self.target})",
+                "check the sensor id and that nvargus-daemon runs (sudo systemctl restart nvargus-daemon)",
+            )
         found = ", ".join(sorted(glob.glob("/dev/video*"))) or "no /dev/video* devices"
-        return DataError(f"camera {self.uri} could not be opened",
-                         f"check it is plugged in and not used by another program; this machine has: {found}")
+        return DataError(
+            f"camera {self.uri} could not be opened", f"check it is plugged in and not used by another program; this machine has: {found}"
+        )
 
     def _run(self) -> None:
         cap = self._take()
@@ -451,8 +308,10 @@ class CaptureSource(Source):
                 if not self.network:  # a local camera: short hiccups are retried, a dead one ends it
                     failures += 1
                     if (now_ns() - last) / 1e9 > self.stall_s:
-                        raise DataError(f"camera {self.uri} stopped delivering frames for {self.stall_s:g} s",
-                                        "check the cable and that no other program took the camera")
+                        raise DataError(
+                            f"camera {self.uri} stopped delivering frames for {self.stall_s:g} s",
+                            "check the cable and that no other program took the camera",
+                        )
                     time.sleep(0.01)
                     continue
                 if cap is not None:
@@ -470,8 +329,7 @@ class CaptureSource(Source):
                 attempts += 1
                 if attempts == 1 or t - said >= self._SAY_EVERY_NS:
                     said = t
-                    log.warning("lost %s: attempt %d to reconnect in %g s (no frame for %.0f s)",
-                                self.uri, attempts, delay, (t - lost_at) / 1e9)
+                    log.warning("lost %s: attempt %d to reconnect in %g s (no frame for %.0f s)", self.uri, attempts, delay, (t - lost_at) / 1e9)
                 if self._stopping.wait(delay):
                     break
                 delay = min(delay * 2, 4.0)
