@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from edge_sdk.errors import ConfigError, EdgeSDKError
+from edge_sdk.outputs import atomic_write_bytes, atomic_write_text, lock_folder, output_folder
 
 __all__ = ["DEMOS", "run_demo", "default_sources"]
 
@@ -76,7 +77,7 @@ def _digit_gallery(folder: Path, spec) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for d in range(10):
-        img = render_single(bank, int(bank.images_of(d)[0]), spec.image.size, rng)
+        img = render_single(bank, int(bank.images_of(d)[0]), (spec.image.height, spec.image.width), rng)
         cv2.imwrite(str(folder / f"digit_{d}.png"), img[:, :, ::-1])
     return folder
 
@@ -99,7 +100,6 @@ def run_demo(
     """Run one demo; returns a summary (paths written, stats, the notes shown to the user).
     Ctrl-C ends it as the end of its input would, with ``stats["interrupted"]`` True."""
     from edge_sdk.bundle import read_bundle
-    from edge_sdk.runtime.pipeline import Interrupted, Pipeline
 
     if name not in DEMOS:
         raise ConfigError(f"unknown demo {name!r}", f"use one of: {', '.join(DEMOS)}")
@@ -108,11 +108,21 @@ def run_demo(
     video, audio, note = default_sources(video, audio)
     if note:
         notes.append(note)
-    out = Path(out) / name
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(output_folder(out) / name)
+    lock = lock_folder(out)  # a second demo into the same folder is refused
+    try:
+        return _run(name, b, video, audio, out, backend, precision, headless, mjpeg, max_seconds, gallery, on_stats, notes)
+    finally:
+        lock.release()
+
+
+def _run(name, b, video, audio, out: Path, backend, precision, headless, mjpeg, max_seconds, gallery, on_stats, notes) -> dict:
+    """:func:`run_demo`'s work, with ``out`` locked."""
+    from edge_sdk.runtime.pipeline import Interrupted, Pipeline
+
     task_opts = {}
     if DEMOS[name] == "retrieval":
-        task_opts["gallery"] = gallery or str(_digit_gallery(out / "gallery", b.spec))
+        task_opts["gallery"] = gallery or str(_digit_gallery(out / "gallery", b.contract))
     keep = _Keeper()
     sinks, window = _open_sinks(out, name, mjpeg, headless, notes)
     for n in notes:  # said once, before the run (the CLI shows this module's INFO lines)
@@ -197,8 +207,10 @@ def _write_summary(out: Path, summary: dict, last, pipe) -> None:
     from edge_sdk.runtime.window import MIN_SIDE, hud
 
     if last is not None:
-        cv2.imwrite(str(out / "snapshot.png"), annotate(last, hud(pipe), min_side=MIN_SIDE)[:, :, ::-1])
-        summary["files"]["snapshot"] = str(out / "snapshot.png")
+        ok, png = cv2.imencode(".png", annotate(last, hud(pipe), min_side=MIN_SIDE)[:, :, ::-1])
+        if ok:
+            atomic_write_bytes(out / "snapshot.png", png.tobytes())
+            summary["files"]["snapshot"] = str(out / "snapshot.png")
         summary["last"] = last.values
-    (out / "stats.json").write_text(json.dumps(summary["stats"], indent=2))
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    atomic_write_text(out / "stats.json", json.dumps(summary["stats"], indent=2))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))

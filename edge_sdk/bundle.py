@@ -2,15 +2,15 @@
 backend and precision, and a ``manifest.json`` that says what each file is and proves it
 is unchanged.
 
-The manifest holds the schema version, the model spec with its preprocessing, each
-artifact's graph (``audio``, ``image``, or ``av`` for the whole model), format, backend,
-precision, input/output names and shapes, sha256 and size, the library versions that
-produced it, the calibration-data hash and the metrics and parity measured when it was
-written, and the spec's digest (``spec_sha256``), so a spec edited after export (a sample
-rate, the normalisation: changes no file hash sees) is refused. Reading a bundle checks the
-manifest's structure, the spec, the schema and every hash; no pickle is ever loaded; zip
-members that would land outside the target folder are refused. Torch-free: the runtime
-reads bundles without it.
+The manifest (its schema: :mod:`edge_sdk.manifest`) holds the model contract (inputs and
+outputs: :mod:`edge_sdk.contract`) with its digest, so a contract edited after export (a
+sample rate, an image size: changes no file hash sees) is refused; where the PyTorch model
+comes from; each artifact's graph (``audio``, ``image``, or ``av`` for the whole model),
+format, backend, precision, input/output names and shapes, sha256 and size; the library
+versions that produced it, the calibration-data hash and the metrics and parity measured
+when it was written. Reading a bundle checks the manifest's structure, the contract, the
+schema and every hash; no pickle is ever loaded; zip members that would land outside the
+target folder are refused. Torch-free: the runtime reads bundles without it.
 """
 
 from __future__ import annotations
@@ -26,8 +26,13 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from edge_sdk.errors import ConfigError, ModelFileError
-from edge_sdk.spec import ModelSpec, spec_digest
+from edge_sdk.contract import ModelContract
+from edge_sdk.errors import ModelFileError
+from edge_sdk.jsonfile import MAX_JSON_BYTES, parse_json, read_json
+from edge_sdk.manifest import MANIFEST, SCHEMA, manifest_dict, parse_manifest
+from edge_sdk.outputs import atomic_path, atomic_write_text
+from edge_sdk.spec import ModelSpec
+from edge_sdk.unzip import ZipLimits, check_sizes, extract_members, unpack_lock
 
 __all__ = [
     "SCHEMA",
@@ -47,11 +52,7 @@ __all__ = [
     "shipped_bundles",
 ]
 
-SCHEMA = 1
-MANIFEST = "manifest.json"
 BUNDLES = Path(__file__).resolve().parent / "assets" / "bundles"
-_ARTIFACT_KEYS = {"file": str, "tower": str, "format": str, "backend": str, "precision": str, "sha256": str, "bytes": int}
-_REEXPORT = "re-export the bundle (edge-sdk export)"
 _LIBS = ("torch", "onnx", "onnxruntime", "executorch", "torchao", "nvidia-modelopt", "tensorrt", "numpy")
 
 
@@ -71,22 +72,14 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def write_manifest(folder: str | Path, spec: ModelSpec, artifacts: list[dict], **fields) -> Path:
-    """Hash every artifact in ``folder`` and write the manifest (atomically)."""
+def write_manifest(folder: str | Path, contract: ModelContract, model: dict, artifacts: list[dict], **fields) -> Path:
+    """Hash every artifact in ``folder`` and write the manifest (atomically): the model's
+    ``contract``, where its PyTorch model comes from (``model``: :func:`edge_sdk.manifest.registry_source`
+    or :func:`~edge_sdk.manifest.factory_source`), the artifacts and ``fields``."""
     folder = Path(folder)
     arts = [{**a, "sha256": sha256_file(folder / a["file"]), "bytes": (folder / a["file"]).stat().st_size} for a in artifacts]
-    manifest = {
-        "schema": SCHEMA,
-        "kind": "edge_sdk.bundle",
-        "spec": spec.to_dict(),
-        "spec_sha256": spec.digest(),
-        "artifacts": arts,
-        "versions": library_versions(),
-        **fields,
-    }
-    tmp = folder / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    tmp.replace(folder / MANIFEST)
+    manifest = manifest_dict(contract, model, arts, library_versions(), **fields)
+    atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2))
     return folder / MANIFEST
 
 
@@ -101,11 +94,20 @@ class Choice:
 
 
 class Bundle:
-    """A verified bundle folder: ``spec``, ``manifest`` and :meth:`find` for its artifacts."""
+    """A verified bundle folder: its ``contract`` (what the runtime reads), ``model`` (where the
+    PyTorch model comes from), ``manifest`` and :meth:`find` for its artifacts."""
 
-    def __init__(self, folder: Path, manifest: dict, spec: ModelSpec):
-        self.folder, self.manifest, self.spec = folder, manifest, spec
-        self.map_offset = tuple(manifest.get("map_offset_px") or (0, 0))
+    def __init__(self, folder: Path, manifest: dict, contract: ModelContract, model: dict):
+        self.folder, self.manifest, self.contract, self.model = folder, manifest, contract, model
+
+    @property
+    def spec(self) -> ModelSpec | None:
+        """Our registry's architecture, when the model is one of ours (None: a user's factory)."""
+        return ModelSpec.from_dict(self.model["spec"]) if self.model.get("kind") == "registry" else None
+
+    @property
+    def map_offset(self) -> tuple[float, float]:
+        return self.contract.map.offset if self.contract.map is not None else (0.0, 0.0)
 
     def choices(self) -> list[Choice]:
         """Every backend/precision that can run the model: both towers, or the whole model (``av``)
@@ -174,12 +176,18 @@ def read_bundle(name_or_path: str | Path) -> Bundle:
     path = bundle_path(name_or_path)
     if path.suffix != ".zip":
         return _verify(path)
-    folder = unpack_zip(path)
-    try:
-        return _verify(folder)
-    except ModelFileError:
-        shutil.rmtree(folder)
-        return _verify(unpack_zip(path))
+    dest, limits = _cache_folder(path), ZipLimits.resolve()
+    with unpack_lock(dest):  # no other process unpacks it again while this one reads it
+        folder = _unpack(path, dest, True, limits)
+        try:
+            return _verify(folder)
+        except ModelFileError:
+            shutil.rmtree(folder)
+        try:
+            return _verify(_unpack(path, dest, True, limits))
+        except ModelFileError:  # the zip itself is bad: nothing of it stays in the cache
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
 
 
 def _verify(folder: Path) -> Bundle:
@@ -190,17 +198,8 @@ def _verify(folder: Path) -> Bundle:
             f"{folder} has no {MANIFEST}",
             f"pass the checkpoint {run}" if run.is_file() else "pass a bundle folder written by edge-sdk quantize or export",
         )
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{path}: not valid JSON ({e})", "the manifest is damaged: re-export the bundle") from None
-    if not isinstance(manifest, dict) or manifest.get("kind") != "edge_sdk.bundle" or not isinstance(manifest.get("schema"), int):
-        raise ModelFileError(f"{path} is not an edge_sdk bundle manifest", "pass a bundle folder written by edge-sdk")
-    if manifest["schema"] > SCHEMA:
-        raise ModelFileError(
-            f"{path} has schema {manifest['schema']}; this edge_sdk reads up to {SCHEMA}", "upgrade edge_sdk (pip install -U edge_sdk)"
-        )
-    spec = _check_manifest(path, manifest)
+    manifest = read_json(path, "bundle manifest", fix="the manifest is damaged: re-export the bundle")
+    contract, model = parse_manifest(path, manifest)
     for a in manifest["artifacts"]:
         f = folder / a["file"]
         if Path(a["file"]).is_absolute() or not f.resolve().is_relative_to(folder.resolve()):
@@ -211,43 +210,7 @@ def _verify(folder: Path) -> Bundle:
             raise ModelFileError(f"{f} is missing from the bundle", "copy the whole bundle folder, or re-export it")
         if sha256_file(f) != a["sha256"]:
             raise ModelFileError(f"{f} does not match its sha256 in {MANIFEST} (truncated or modified)", "re-export the bundle or copy it again")
-    return Bundle(folder, manifest, spec)
-
-
-def _check_manifest(path: Path, manifest: dict) -> ModelSpec:
-    """The manifest's spec, once its keys and types are checked and the spec is the one it was exported with.
-
-    Manifests store the spec's digest (``spec_sha256``); a spec that no longer matches it was
-    edited after export, and is named field by field against the registered spec of its
-    name where there is one. Manifests written before digests were stored are compared with
-    the registered spec on the preprocessing (see :meth:`ModelSpec.drift`).
-    """
-    arts = manifest.get("artifacts")
-    if not isinstance(arts, list):
-        raise ModelFileError(f'{path}: "artifacts" is missing or not a list of files', _REEXPORT)
-    for i, a in enumerate(arts):
-        bad = [k for k, kind in _ARTIFACT_KEYS.items() if not isinstance(a, dict) or type(a.get(k)) is not kind]
-        if bad:
-            raise ModelFileError(f"{path}: artifact {i} ({a.get('file') if isinstance(a, dict) else a!r}) lacks or mistypes {bad}", _REEXPORT)
-    offset = manifest.get("map_offset_px")
-    if offset is not None and not (isinstance(offset, list) and len(offset) == 2 and all(type(v) in (int, float) for v in offset)):
-        raise ModelFileError(f'{path}: "map_offset_px" = {offset!r} is not two numbers', _REEXPORT)
-    if "spec" not in manifest:
-        raise ModelFileError(f'{path}: "spec" is missing', _REEXPORT)
-    try:
-        spec = ModelSpec.from_dict(manifest["spec"])
-    except ConfigError as e:
-        raise ModelFileError(f"{path}: {e.problem}", _REEXPORT) from None
-    stamp = manifest.get("spec_sha256")
-    if stamp != spec_digest(manifest["spec"]):
-        drift = spec.drift(None)
-        if drift or stamp is not None:
-            what = f"differs from the registered {spec.name}: {'; '.join(drift[:5])}" if drift else "was edited (its spec_sha256 no longer matches)"
-            raise ModelFileError(
-                f"{path}: spec {spec.name} is not the one the bundle was exported with: it {what}",
-                f"restore {MANIFEST} as it was written, or {_REEXPORT}",
-            )
-    return spec
+    return Bundle(folder, manifest, contract, model)
 
 
 def pack_zip(folder: str | Path, dest: str | Path | None = None) -> Path:
@@ -256,11 +219,9 @@ def pack_zip(folder: str | Path, dest: str | Path | None = None) -> Path:
     bundle = read_bundle(folder)
     dest = Path(dest) if dest else bundle.folder.with_suffix(".zip")
     names = sorted({MANIFEST, *(a["file"] for a in bundle.manifest["artifacts"]), *(p.name for p in bundle.folder.glob("report.*"))})
-    tmp = dest.with_name(dest.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+    with atomic_path(dest) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:  # a full disk leaves no part of a zip
         for name in names:
             z.write(bundle.folder / name, name)
-    tmp.replace(dest)
     return dest
 
 
@@ -270,48 +231,111 @@ def cache_root() -> Path:
     return Path(os.environ.get("EDGE_SDK_CACHE") or Path.home() / ".cache" / "edge_sdk").expanduser()
 
 
-def unpack_zip(path: str | Path, dest: str | Path | None = None) -> Path:
+def unpack_zip(
+    path: str | Path,
+    dest: str | Path | None = None,
+    *,
+    max_unpack_mb: float | None = None,
+    max_member_mb: float | None = None,
+    max_ratio: float | None = None,
+) -> Path:
     """Extract a zipped bundle (default: into the cache, one folder per zip hash) and return
     the folder. The manifest may sit at the zip's top or in its one top-level folder (what
-    ``zip -r B.zip B/`` makes). Members with absolute paths, ``..`` or links, and zips
-    without a manifest, are refused before anything is written; nothing half-extracted is
-    left behind."""
+    ``zip -r B.zip B/`` makes). Refused before anything is written: members with absolute
+    paths, ``..`` or links, zips without a manifest, members the manifest does not list
+    (``report.*`` aside), and zips over the limits (:class:`~edge_sdk.unzip.ZipLimits`:
+    ``max_unpack_mb`` in all, ``max_member_mb`` per member, ``max_ratio`` of expansion; also
+    ``EDGE_SDK_MAX_UNPACK_MB``, ``EDGE_SDK_MAX_MEMBER_MB``, ``EDGE_SDK_MAX_RATIO``), or more than
+    the free space. Members stream out with the inflated bytes counted against the same limits;
+    nothing half-extracted is left behind, also when the disk fills. Two processes unpacking
+    one zip take turns (a lock beside the folder): both get the whole folder."""
+    path = _zip_file(path)
+    limits = ZipLimits.resolve(max_unpack_mb, max_member_mb, max_ratio)
+    cached = dest is None
+    dest = Path(dest) if dest else _cache_folder(path)
+    with unpack_lock(dest):
+        return _unpack(path, dest, cached, limits)
+
+
+def _zip_file(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"bundle {path} does not exist", "pass a bundle folder or .zip written by edge-sdk export")
-    cached = dest is None
-    dest = Path(dest) if dest else cache_root() / "bundles" / f"{path.stem}-{sha256_file(path)[:16]}"
+    return path
+
+
+def _cache_folder(path: Path) -> Path:
+    return cache_root() / "bundles" / f"{path.stem}-{sha256_file(path)[:16]}"
+
+
+def _unpack(path: Path, dest: Path, cached: bool, limits: ZipLimits) -> Path:
+    """:func:`unpack_zip`'s work, with its lock held."""
     if (dest / MANIFEST).is_file():
         return dest
+    if dest.exists() and not cached:
+        raise ModelFileError(f"{dest} exists without a {MANIFEST}", f"remove {dest} or unpack elsewhere")
     try:
         with zipfile.ZipFile(path) as z:
-            for info in z.infolist():
-                name = info.filename
-                target = (dest / name).resolve()
-                is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
-                if name.startswith(("/", "\\")) or ".." in Path(name).parts or is_link or not target.is_relative_to(dest.resolve()):
-                    raise ModelFileError(
-                        f"{path}: member {name!r} would be written outside the bundle folder",
-                        "the zip is malicious or damaged: do not use it; re-export the bundle",
-                    )
+            infos = z.infolist()
+            _check_names(path, dest, infos)
+            need = check_sizes(path, infos, limits, path.stat().st_size)
             root = _zip_root(path, z.namelist())
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f"{dest.name}.{os.getpid()}.partial")
-            try:
-                shutil.rmtree(tmp, ignore_errors=True)
-                z.extractall(tmp)
-                if dest.exists() and not cached:
-                    raise ModelFileError(f"{dest} exists without a {MANIFEST}", f"remove {dest} or unpack elsewhere")
-                if not (dest / MANIFEST).is_file():  # else another process has just unpacked it
-                    shutil.rmtree(dest, ignore_errors=True)  # an earlier, damaged unpack of this zip
-                    (tmp / root).replace(dest)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-    except (zipfile.BadZipFile, zlib.error, EOFError) as e:  # a damaged member's data fails only when inflated
+            members = _listed(path, z, root, infos)
+            extract_members(path, z, members, dest, limits, need)
+    # a damaged member's data fails only when inflated; an encrypted member or an unknown method: RuntimeError, NotImplementedError
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as e:
         raise ModelFileError(
             f"{path}: not a readable zip ({e.__class__.__name__}: {e})", "the download is truncated or damaged: copy it again"
         ) from None
     return dest
+
+
+def _check_names(path: Path, dest: Path, infos: list[zipfile.ZipInfo]) -> None:
+    for info in infos:
+        name = info.filename
+        target = (dest / name).resolve()
+        is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
+        if name.startswith(("/", "\\")) or ".." in Path(name).parts or is_link or not target.is_relative_to(dest.resolve()):
+            raise ModelFileError(
+                f"{path}: member {name!r} would be written outside the bundle folder",
+                "the zip is malicious or damaged: do not use it; re-export the bundle",
+            )
+
+
+_REZIP = "the zip is damaged or not an edge_sdk bundle: re-export it (edge-sdk export --zip)"
+_JUNK = ("__MACOSX/",)  # what macOS's Finder adds to a zip: never unpacked, never refused
+
+
+def _listed(path: Path, z: zipfile.ZipFile, root: str, infos: list[zipfile.ZipInfo]) -> list[tuple[zipfile.ZipInfo, str]]:
+    """The members to unpack (each with its path in the bundle folder): the manifest, the files it
+    lists and the reports; any other member is refused (a zip altered after export)."""
+    prefix = f"{root}/" if root else ""
+    info = z.getinfo(prefix + MANIFEST)
+    if info.file_size > MAX_JSON_BYTES:
+        raise ModelFileError(f"{path}: its {MANIFEST} is larger than {MAX_JSON_BYTES >> 20} MB, too large for a manifest", _REZIP)
+    with z.open(info) as f:
+        manifest = parse_json(f.read(MAX_JSON_BYTES + 1), f"{path}: {prefix}{MANIFEST}", "bundle manifest", fix=_REZIP)
+    arts = manifest.get("artifacts") if isinstance(manifest, dict) else None
+    if not isinstance(arts, list) or not all(isinstance(a, dict) and isinstance(a.get("file"), str) for a in arts):
+        raise ModelFileError(f"{path}: its {MANIFEST} does not list the bundle's files (not an edge_sdk bundle manifest)", _REZIP)
+    allowed = {MANIFEST, *(a["file"] for a in arts)}
+    members, unlisted = [], []
+    for m in infos:
+        name = m.filename
+        rel = name[len(prefix) :] if name.startswith(prefix) else None
+        if name.startswith(_JUNK) or Path(name).name == ".DS_Store" or (m.is_dir() and (rel == "" or any(a.startswith(rel or "?") for a in allowed))):
+            continue
+        if rel is not None and not m.is_dir() and (rel in allowed or (rel.startswith("report.") and "/" not in rel)):
+            members.append((m, rel))
+        else:
+            unlisted.append(name)
+    if unlisted:
+        more = f" (and {len(unlisted) - 1} more)" if len(unlisted) > 1 else ""
+        raise ModelFileError(
+            f"{path}: member {unlisted[0]!r}{more} is not a file its {MANIFEST} lists",
+            "the zip was altered after export: do not use it; re-export the bundle (edge-sdk export --zip)",
+        )
+    return members
 
 
 def _zip_root(path: Path, names: list[str]) -> str:

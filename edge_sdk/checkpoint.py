@@ -21,6 +21,8 @@ from safetensors.torch import save_file
 
 from edge_sdk.bundle import MANIFEST
 from edge_sdk.errors import ConfigError, ModelFileError
+from edge_sdk.jsonfile import read_json
+from edge_sdk.outputs import atomic_path, atomic_write_text, writing
 from edge_sdk.spec import ModelSpec
 
 __all__ = ["save_model", "load_model", "read_sidecar", "atomic_write_text", "save_tensors", "load_tensors"]
@@ -33,19 +35,13 @@ FORMAT = "edge_sdk.model/1"
 SPEC_KEY = "edge_sdk.spec"  # safetensors metadata: the spec's JSON, as the weights were saved
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], spec: ModelSpec | None = None) -> None:
-    """Write ``tensors`` atomically; with ``spec``, store it in the file's metadata for :func:`load_model` to check."""
-    tmp = path.with_name(path.name + ".tmp")
+    """Write ``tensors`` atomically (a full disk or a read-only folder: one EdgeSDKError line, no
+    partial file); with ``spec``, store it in the file's metadata for :func:`load_model` to check."""
     metadata = {SPEC_KEY: json.dumps(spec.to_dict())} if spec is not None else None
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # safetensors creates its files 0600: a bundle must be readable by the app's user too
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # safetensors creates its files 0600: a bundle must be readable by the app's user too
 
 
 def _load(path: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
@@ -76,7 +72,8 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
 def save_model(path: str | Path, model: torch.nn.Module, recipe: dict | None = None, extra: dict | None = None) -> Path:
     """Write ``path`` (.safetensors, with the spec in its metadata) and its ``.json`` sidecar; returns the weights path."""
     path = Path(path).with_suffix(".safetensors")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with writing(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
     save_tensors(path, model.state_dict(), model.spec)
     meta = {"format": FORMAT, "spec": model.spec.to_dict(), "recipe": recipe, **(extra or {})}
     atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2))
@@ -87,10 +84,7 @@ def read_sidecar(path: str | Path) -> dict:
     side = Path(path).with_suffix(".json")
     if not side.is_file():
         raise ModelFileError(f"{side} is missing", f"a model file needs its JSON sidecar (spec and recipe) beside it: {side.name}")
-    try:
-        meta = json.loads(side.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{side}: not valid JSON ({e})", "restore the sidecar from the run folder") from None
+    meta = read_json(side, "model sidecar", fix="restore the sidecar from the run folder")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         what = f"format {meta.get('format')!r}, expected {FORMAT!r}" if isinstance(meta, dict) else f"a JSON {type(meta).__name__}, not an object"
         raise ModelFileError(f"{side}: {what}", "this is not an edge_sdk model sidecar: restore it from the run folder")
@@ -175,4 +169,7 @@ def load_model(path: str | Path, spec: ModelSpec | None = None):
         )
     model.load_state_dict({k: state[k] for k in want})
     model.eval()
+    offset = meta.get("map_offset_px")
+    if isinstance(offset, (list, tuple)) and len(offset) == 2:  # where the trained map's cells answer: part of its contract
+        model.map_offset = (float(offset[0]), float(offset[1]))
     return model, meta

@@ -8,13 +8,16 @@ in ``edge_sdk/recipes/``.
 
 from __future__ import annotations
 
+try:  # Python 3.11+; tomli (a dependency on 3.10, JetPack 6's Python) is the same parser
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
 import dataclasses
 import inspect
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import tomllib
 
 from edge_sdk.errors import ConfigError
 

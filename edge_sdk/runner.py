@@ -1,13 +1,14 @@
 """The face every model runner shows, whatever runs it: :class:`Towers`.
 
 A runner holds a model's two towers and takes numpy batches: ``embed_audio(waves) -> [B, D]``,
-``embed_image(images) -> ([B, D], [B, D, h, w])`` and ``embed_both``, with ``spec`` (the
-preprocessing contract) and ``map_offset`` (where the map's cells look). Evaluation,
+``embed_image(images) -> ([B, D], [B, D, h, w])`` and ``embed_both``, with ``contract`` (the
+model's inputs and outputs, :class:`~edge_sdk.contract.ModelContract`, which also says where
+the map's cells look). Evaluation,
 export validation, the benchmark and the live pipeline take any runner: ONNX Runtime,
 TensorRT and ExecuTorch (:mod:`edge_sdk.runtime.backends`) and PyTorch
 (:mod:`edge_sdk.models.torch_runner`) alike.
 
-Inputs are checked against the spec first (shape, dtype, NaN/inf; a few microseconds): a
+Inputs are checked against the contract first (shape, dtype, NaN/inf; a few microseconds): a
 DataError says what the input should be, where a runtime's own error names neither.
 Torch-free: this is the one piece the training side and the runtime share.
 """
@@ -18,8 +19,8 @@ import logging
 
 import numpy as np
 
+from edge_sdk.contract import ModelContract
 from edge_sdk.errors import DataError
-from edge_sdk.spec import ModelSpec
 
 __all__ = ["Towers"]
 
@@ -34,10 +35,15 @@ class Towers:
 
     concurrent = False
 
-    def __init__(self, spec: ModelSpec | None, map_offset=(0, 0), batch_size: int = 64):
-        self.spec, self.map_offset, self.batch_size = spec, tuple(map_offset), batch_size
+    def __init__(self, contract: ModelContract | None, batch_size: int = 64):
+        self.contract, self.batch_size = contract, batch_size
         self.warned: set[str] = set()  # inputs whose scale looked wrong once (said once each)
         self.pool = None  # the audio tower's thread, made on the first side-by-side call
+
+    @property
+    def map_offset(self) -> tuple[float, float]:
+        """Where cell (0, 0) of the map looks, in model pixels (see :class:`~edge_sdk.contract.MapContract`)."""
+        return self.contract.map.offset if self.contract is not None and self.contract.map is not None else (0.0, 0.0)
 
     def run_audio(self, x: np.ndarray) -> list[np.ndarray]:
         raise NotImplementedError
@@ -54,7 +60,7 @@ class Towers:
         """``x`` if it is what the graph input ``name`` (``wave`` or ``image``) takes, else a
         DataError that says what it takes (the runtimes' own errors name neither)."""
         x = np.asarray(x)
-        dims = tuple(self.spec.input_shapes[name]) if self.spec is not None else x.shape[1:]
+        dims = tuple(self.contract.input_shapes[name]) if self.contract is not None else x.shape[1:]
         kinds = "f" if name == "wave" else "fu"  # int16 PCM would be 32768 times too loud; uint8 pixels are fine
         if x.ndim != len(dims) + 1 or x.shape[1:] != dims or not len(x) or x.dtype.kind not in kinds:
             what, fix = self.contract_hint(name, x)
@@ -79,10 +85,10 @@ class Towers:
         return x
 
     def contract_hint(self, name: str, x: np.ndarray) -> tuple[str, str]:
-        """What the spec's input ``name`` is, and the likeliest fix for ``x``."""
-        if self.spec is None:
+        """What the contract's input ``name`` is, and the likeliest fix for ``x``."""
+        if self.contract is None:
             return "", "pass a non-empty float32 batch"
-        a, size = self.spec.audio, self.spec.image.size
+        a, i = self.contract.audio, self.contract.image
         if x.ndim and not len(x):
             fix = "the batch is empty: give at least one item"
         elif name == "wave":
@@ -95,7 +101,7 @@ class Towers:
             fix = (
                 "the images are channels last: pass images.transpose(0, 3, 1, 2)"
                 if x.ndim == 4 and x.shape[-1] == 3
-                else f"centre-crop and resize to {size} x {size} RGB; one image is image[None]"
+                else f"centre-crop and resize to {i.height} x {i.width} (height x width) RGB; one image is image[None]"
             )
         what = f"{a.window_seconds:g} s at {a.sample_rate / 1000:g} kHz, mono in [-1, 1]" if name == "wave" else "RGB 0..255, channels first"
         return f" ({what})", fix

@@ -21,6 +21,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from edge_sdk.contract import AudioContract, ImageContract, MapContract, ModelContract
 from edge_sdk.errors import ConfigError
 
 __all__ = ["AudioSpec", "ImageSpec", "TowerSpec", "ModelSpec", "spec_digest", "ALIASES", "register", "get_spec", "list_specs"]
@@ -54,6 +55,14 @@ class ImageSpec:
     size: int = 96
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+
+    @property
+    def height(self) -> int:  # the names a contract uses (our towers take squares)
+        return self.size
+
+    @property
+    def width(self) -> int:
+        return self.size
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,17 @@ class ModelSpec:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def contract(self, map_offset=(0, 0)) -> ModelContract:
+        """This architecture's inputs and outputs: waveform and RGB 0..255 in (preprocessing is in the
+        model), the embeddings, and the map with cell j looking at pixel ``stride * j`` (3x3 stride-2
+        convolutions, padding 1) plus a trained model's measured ``map_offset`` (its checkpoint says)."""
+        a, size, grid = self.audio, self.image.size, self.map_size
+        return ModelContract(
+            name=self.name, audio=AudioContract(a.sample_rate, a.num_samples / a.sample_rate), image=ImageContract(size, size),
+            embed_dim=self.embed_dim, map=MapContract((grid, grid), (size / grid, size / grid), tuple(map_offset)),
+            description=self.description,
+        )  # fmt: skip
+
     @classmethod
     def from_dict(cls, d: dict) -> ModelSpec:
         """Build a spec from its JSON form; a ConfigError names the malformed or invalid field."""
@@ -182,15 +202,25 @@ def _invalid(where: str, value, want: str) -> ConfigError:
     return ConfigError(f"model spec {where} = {value!r} is invalid: want {want}", _FIX)
 
 
+# The largest value each numeric spec field may take (a manifest or sidecar read from disk is
+# checked against them before anything is allocated: a window of 10^9 samples is refused, not run)
+_MAX = {"sample_rate": 384_000, "num_samples": 60 * 384_000, "n_fft": 16384, "hop_length": 16384, "n_mels": 512,
+        "f_min": 192_000.0, "f_max": 192_000.0, "size": 4096, "mean": 1e6, "std": 1e6, "embed_dim": 65536,
+        "stem": 8192, "channels": 8192, "depths": 64, "expand": 16, "stem_stride": 64}  # fmt: skip
+
+
 def _number(value, where: str, kind: str):
     """``kind`` "int": an integer above 0; "float": a finite number >= 0, returned as a float
-    (so a spec written ``4000`` and one written ``4000.0`` have the same JSON and digest)."""
+    (so a spec written ``4000`` and one written ``4000.0`` have the same JSON and digest); both
+    at most the field's :data:`_MAX`."""
+    top = _MAX.get(where.split(".")[-1].split("[")[0])
+    span = f" up to {top}" if top is not None else ""
     if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise _invalid(where, value, "an integer above 0")
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or (top is not None and value > top):
+            raise _invalid(where, value, f"an integer above 0{span}")
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise _invalid(where, value, "a finite number >= 0")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (top is not None and value > top):
+        raise _invalid(where, value, f"a finite number >= 0{span}")
     return float(value)
 
 

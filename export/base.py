@@ -82,13 +82,13 @@ class Job:
 
     @property
     def calib(self):
-        """The calibration set, read and checked against the model's spec on first use."""
+        """The calibration set, read and checked against the model's contract on first use."""
         from edge_sdk.quant.calib import load_calib_set
 
         if self.calib_set is None:
             if self.calib_dir is None:
                 raise ConfigError("INT8 needs calibration data", "pass --calib DIR (edge-sdk calib --out DIR writes real AV-Digits pairs)")
-            self.calib_set = load_calib_set(self.calib_dir, self.model.spec)
+            self.calib_set = load_calib_set(self.calib_dir, self.model.contract)
         return self.calib_set
 
     def calibration(self) -> dict | None:
@@ -174,45 +174,68 @@ class Exporter:
 
 @dataclass
 class Reference:
-    """The PyTorch model's outputs on held-out real inputs, and its task metrics once measured:
-    what every exported row is compared with."""
+    """The PyTorch model's outputs on held-out real inputs, and (where they mean something: our
+    models on AV-Digits) its task metrics and their per-item outcomes: what every exported row is
+    compared with."""
 
-    spec: object
-    offset: tuple
+    contract: object
     inputs: dict
     outputs: dict
     fsdd: object
     mnist: object
     cfg: object
+    task_metrics: bool = True
     metrics: dict | None = None
+    outcomes: dict = field(default_factory=dict)
 
 
-def validate(exporter: Exporter, precision: str, arts: list[dict], root: Path, ref: Reference) -> dict:
+def gate(ref: Reference, metrics: dict, outcomes: dict) -> dict:
+    """Per gated metric, the drop from the reference, what the evaluation resolves (one item's
+    worth, and a 95% interval of the paired difference over the same items: McNemar's
+    discordant pairs) and whether the drop is distinguishable from none."""
+    out = {}
+    for k in GATED:
+        base, got = np.asarray(ref.outcomes.get(k, []), bool), np.asarray(outcomes.get(k, []), bool)
+        drop = round(ref.metrics[k] - metrics[k], 4)
+        if len(base) != len(got) or not len(base):
+            out[k] = {"drop": drop, "n": 0, "ci95": None, "significant": True}
+            continue
+        n, worse, better = len(base), int((base & ~got).sum()), int((~base & got).sum())
+        half = 1.96 * np.sqrt(max(worse + better - (worse - better) ** 2 / n, 0.0)) / n
+        out[k] = {"drop": drop, "n": n, "one_item": round(1 / n, 4), "ci95": round(float(half), 4), "worse": worse, "better": better,
+                  "significant": bool(drop - half > 0)}  # fmt: skip
+    return out
+
+
+def validate(exporter: Exporter, precision: str, arts: list[dict], root: Path, ref: Reference, source: dict | None = None,
+             trusted: tuple[str, ...] = ()) -> dict:  # fmt: skip
     """Run ``arts`` (files under ``root``) through their runner: per-output parity and heatmap
-    agreement with PyTorch on the reference inputs, the task metrics, their drop, and every miss
-    of the exporter's tolerance."""
+    agreement with PyTorch on the reference inputs, the task metrics and their drop where they
+    apply (gated against what the evaluation resolves), the INT8 honesty check, and every miss.
+    ``source`` (the manifest's model record) and ``trusted`` reach a plugin backend (``torch``)."""
     from edge_sdk.eval.evaluate import METRIC_KEYS, evaluate
+    from edge_sdk.export.int8_report import verdict as int8_verdict
     from edge_sdk.runtime.backends import runner_for
 
     files = {a["tower"]: root / a["file"] for a in arts}
-    runner = runner_for(Choice(exporter.backend, precision, exporter.format, files), ref.spec, ref.offset, engines=exporter.engines())
+    choice = Choice(exporter.backend, precision, exporter.format, files)
+    runner = runner_for(choice, ref.contract, engines=exporter.engines(), model=source, trusted=trusted)
     t0 = time.perf_counter()
     got = run_graph(runner, ref.inputs)
-    parity = compare(ref.outputs, got)
-    heat = heatmap_agreement(ref.outputs, got)
-    metrics = evaluate(runner, ref.spec, ref.fsdd, ref.mnist, ref.cfg)
-    drops = {k: round(ref.metrics[k] - metrics[k], 4) for k in GATED} if ref.metrics else {}
+    parity, heat = compare(ref.outputs, got), heatmap_agreement(ref.outputs, got)
+    result = {"parity": parity, "heatmap_agreement": heat, "drop": {}}
+    if ref.task_metrics:
+        outcomes: dict = {}
+        metrics = evaluate(runner, ref.fsdd, ref.mnist, ref.cfg, outcomes=outcomes)
+        result["metrics"] = {k: metrics[k] for k in METRIC_KEYS}
+        if ref.metrics:
+            result["gate"] = gate(ref, metrics, outcomes)
+            result["drop"] = {k: g["drop"] for k, g in result["gate"].items()}
     tol = exporter.tolerance(precision)
-    misses = verdict(parity, heat, drops, tol)
+    misses = verdict(parity, heat, result.get("gate"), tol)
     more, more_misses = exporter.extra_parity(files, ref, tol)
-    return {
-        "parity": {**parity, **more},
-        "heatmap_agreement": heat,
-        "metrics": {k: metrics[k] for k in METRIC_KEYS},
-        "drop": drops,
-        "misses": misses + more_misses,
-        "validate_s": round(time.perf_counter() - t0, 1),
-    }
+    misses += more_misses + [m for a in arts if "int8" in a for m in int8_verdict(a["int8"], a["file"])]
+    return {**result, "parity": {**parity, **more}, "misses": misses, "validate_s": round(time.perf_counter() - t0, 1)}
 
 
 def report_row(exporter: Exporter, precision: str, arts: list[dict], result: dict, root: Path, **extra) -> dict:
@@ -234,6 +257,8 @@ def report_row(exporter: Exporter, precision: str, arts: list[dict], result: dic
         row["notes"] = notes
     if delegated := [{"graph": a["tower"], **a["delegated"]} for a in arts if "delegated" in a]:
         row["delegation"] = delegated
+    if int8 := [{"file": a["file"], "graph": a["tower"], "accounting": a["int8"]} for a in arts if "int8" in a]:
+        row["int8"] = int8
     return row
 
 

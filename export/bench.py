@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -85,37 +86,33 @@ def throughput(runner, inputs: dict, batch: int, seconds: float) -> float:
     return round(batch / float(np.median(t)), 1)
 
 
-def _row(name, choice_or_none, runner, inputs, cfg, fsdd, mnist, macs, peak, batch, seconds, size_mb, parity) -> dict:
-    backend, precision, fmt = choice_or_none
-    b = getattr(runner, "batch_size", batch)
-    b = min(batch, b) if b else batch
-    lat = latency(runner, inputs, seconds)
-    fps = throughput(runner, inputs, b, seconds)
-    metrics = evaluate(runner, runner.spec, fsdd, mnist, cfg)
-    gmacs = macs * fps / 1e9
-    ref = peak["int8" if precision == "int8" else "fp32"]
-    return {
-        "model": name,
-        "format": fmt,
-        "backend": backend,
-        "precision": precision,
-        "status": "ok",
-        "size_mb": size_mb,
-        "latency_p50_ms": lat["both"][0],
-        "latency_p95_ms": lat["both"][1],
-        "audio_p50_ms": lat["audio"][0],
-        "audio_p95_ms": lat["audio"][1],
-        "image_p50_ms": lat["image"][0],
-        "image_p95_ms": lat["image"][1],
-        "throughput_fps": fps,
-        "batch": b,
-        "macs": macs,
-        "gmacs": round(gmacs, 2),
-        "peak_gmacs": ref,
-        "peak_fraction": round(gmacs / ref, 4),
-        "parity": parity,
-        **{k: metrics[k] for k in METRIC_KEYS},
-    }
+@dataclass
+class _Run:
+    """What every row of one benchmark run shares."""
+
+    inputs: dict
+    cfg: EvalConfig
+    fsdd: object
+    mnist: object
+    peak: dict
+    batch: int
+    seconds: float
+    tasks: bool  # whether the AV-Digits task metrics mean something for this model
+
+
+def _row(name: str, key: tuple[str, str, str], runner, run: _Run, macs: int, size_mb: float, parity: str) -> dict:
+    backend, precision, fmt = key
+    b = getattr(runner, "batch_size", run.batch)
+    b = min(run.batch, b) if b else run.batch
+    lat = latency(runner, run.inputs, run.seconds)
+    fps = throughput(runner, run.inputs, b, run.seconds)
+    metrics = evaluate(runner, run.fsdd, run.mnist, run.cfg) if run.tasks else {}
+    gmacs, ref = macs * fps / 1e9, run.peak["int8" if precision == "int8" else "fp32"]
+    return {"model": name, "format": fmt, "backend": backend, "precision": precision, "status": "ok", "size_mb": size_mb,
+            "latency_p50_ms": lat["both"][0], "latency_p95_ms": lat["both"][1], "audio_p50_ms": lat["audio"][0],
+            "audio_p95_ms": lat["audio"][1], "image_p50_ms": lat["image"][0], "image_p95_ms": lat["image"][1],
+            "throughput_fps": fps, "batch": b, "macs": macs, "gmacs": round(gmacs, 2), "peak_gmacs": ref,
+            "peak_fraction": round(gmacs / ref, 4), "parity": parity, **{k: metrics[k] for k in METRIC_KEYS if k in metrics}}  # fmt: skip
 
 
 def bench_bundle(
@@ -128,8 +125,12 @@ def bench_bundle(
     mnist=None,
     eval_cfg: EvalConfig | None = None,
     only: list[str] | None = None,
+    videos=None,
+    trusted: tuple[str, ...] = (),
 ) -> dict:
-    """Benchmark every backend/precision of a bundle (``only``: ``backend/precision`` keys) plus the eager teacher."""
+    """Benchmark every backend/precision of a bundle (``only``: ``backend/precision`` keys) plus, for our
+    models, the eager teacher; inputs from ``videos`` (a folder of the user's clips) where given.
+    ``trusted`` names model factories the ``torch`` backend may import (a user's model)."""
     from edge_sdk.bundle import read_bundle
     from edge_sdk.errors import EdgeSDKError
     from edge_sdk.runtime.backends import open_towers
@@ -138,80 +139,44 @@ def bench_bundle(
     keys = [f"{c.backend}/{c.precision}" for c in bundle.choices()]
     if only and (unknown := [k for k in only if k not in keys]):
         raise EdgeSDKError(f"--only {','.join(unknown)}: not in {bundle.folder} (backend/precision)", f"use some of: {', '.join(keys)}")
-    cfg = eval_cfg or EvalConfig()
-    inputs = real_inputs(bundle.spec, fsdd, mnist, 64, test_speakers=cfg.test_speakers)
+    cfg, name = eval_cfg or EvalConfig(), bundle.contract.name
+    tasks = bundle.model.get("kind") == "registry"
+    inputs = real_inputs(bundle.contract, fsdd, mnist, 64, test_speakers=cfg.test_speakers, videos=videos)
     log.info("bench: measuring this machine's peak (FP32 and INT8 matrix products)")
-    peak = measure_peak()
-    macs = bundle.manifest.get("macs") or 0
-    parity = bundle.manifest.get("parity") or {}
-    rows = []
+    run = _Run(inputs, cfg, fsdd, mnist, measure_peak(), batch, seconds, tasks)
+    macs, parity, rows = bundle.manifest.get("macs") or 0, bundle.manifest.get("parity") or {}, []
     for c in bundle.choices():
         key = f"{c.backend}/{c.precision}"
         if only and key not in only:
             continue
         size = round(sum(p.stat().st_size for g, p in c.files.items() if g != "av" or len(c.files) == 1) / 1e6, 3)
-        base = {"model": bundle.spec.name, "format": c.format, "backend": c.backend, "precision": c.precision, "size_mb": size}
         log.info("bench: %s", key)
         try:
-            runner = open_towers(bundle, c.backend, c.precision, batch_size=batch)
+            runner = open_towers(bundle, c.backend, c.precision, batch_size=batch, trusted=trusted)
         except EdgeSDKError as e:
-            rows.append({**base, "status": f"skipped: {e.problem}", "parity": parity.get(key, {}).get("status", "-")})
+            rows.append({"model": name, "format": c.format, "backend": c.backend, "precision": c.precision, "size_mb": size,
+                         "status": f"skipped: {e.problem}", "parity": parity.get(key, {}).get("status", "-")})  # fmt: skip
             continue
-        rows.append(
-            _row(
-                bundle.spec.name,
-                (c.backend, c.precision, c.format),
-                runner,
-                inputs,
-                cfg,
-                fsdd,
-                mnist,
-                macs,
-                peak,
-                batch,
-                seconds,
-                size,
-                parity.get(key, {}).get("status", "-"),
-            )
-        )
-    if teacher:
-        rows.append(_teacher_row(teacher, inputs, cfg, fsdd, mnist, peak, batch, seconds))
-    return {
-        "bundle": str(bundle.folder),
-        "model": bundle.spec.name,
-        "peak_gmacs": peak,
-        "batch": batch,
-        "eval_scenes": cfg.scenes,
-        "rows": rows,
-        "ratios": ratios(rows, bundle.spec.name),
-    }
+        rows.append(_row(name, (c.backend, c.precision, c.format), runner, run, macs, size, parity.get(key, {}).get("status", "-")))
+    if teacher and tasks:
+        rows.append(_teacher_row(teacher, run))
+    return {"bundle": str(bundle.folder), "model": name, "peak_gmacs": run.peak, "batch": batch, "eval_scenes": cfg.scenes if tasks else None,
+            "inputs": inputs["source"], "rows": rows, "ratios": ratios(rows, name), "notes": int8_notes(rows, name)}  # fmt: skip
 
 
-def _teacher_row(teacher, inputs, cfg, fsdd, mnist, peak, batch, seconds) -> dict:
+def _teacher_row(teacher: str, run: _Run) -> dict:
     from edge_sdk.errors import ModelFileError
     from edge_sdk.models.shipped import count_macs, model_path, resolve_model
     from edge_sdk.models.torch_runner import TorchTowers
 
     try:
-        model, meta = resolve_model(teacher)
+        model, _ = resolve_model(teacher)
     except ModelFileError as e:
         return {"model": teacher, "format": "safetensors", "backend": "torch", "precision": "fp32", "status": f"skipped: {e.problem}"}
     log.info("bench: teacher %s (PyTorch eager FP32)", teacher)
-    runner = TorchTowers(model, meta.get("map_offset_px") or (0, 0), batch_size=batch)
+    size = round(model_path(teacher).stat().st_size / 1e6, 3)
     row = _row(
-        model.spec.name,
-        ("torch", "fp32", "safetensors"),
-        runner,
-        inputs,
-        cfg,
-        fsdd,
-        mnist,
-        count_macs(model),
-        peak,
-        batch,
-        seconds,
-        round(model_path(teacher).stat().st_size / 1e6, 3),
-        "reference",
+        model.contract.name, ("torch", "fp32", "safetensors"), TorchTowers(model, batch_size=run.batch), run, count_macs(model), size, "reference"
     )
     return {**row, "role": "teacher"}
 
@@ -237,34 +202,41 @@ def ratios(rows: list[dict], model: str) -> dict[str, float]:
     return out
 
 
+def int8_notes(rows: list[dict], model: str) -> list[str]:
+    """Where INT8 is not faster than FP32 of the same backend in this run, said plainly."""
+    fps = {(r["backend"], r["precision"]): r["throughput_fps"] for r in rows if r.get("status") == "ok" and r["model"] == model}
+    notes = []
+    for (backend, precision), int8 in sorted(fps.items()):
+        fp32 = fps.get((backend, "fp32"))
+        if precision == "int8" and fp32 and int8 <= fp32:
+            notes.append(f"{backend} INT8 is not faster than FP32 here ({int8:.0f} vs {fp32:.0f} pairs/s, {int8 / fp32:.2f}x): "
+                         "the float layers, quantize/dequantize steps and layout changes cost more than INT8 saves; "
+                         "the export report says which layers run INT8")  # fmt: skip
+    return notes
+
+
 def format_bench(report: dict) -> str:
-    keys = ("pointing_acc", "a2i_r1", "probe_audio_acc")
-    lines = [
-        f"# Benchmark: {report['model']} ({report['bundle']})",
-        "",
-        f"Peak of this machine (ONNX Runtime, 1024^3 matrix product): FP32 {report['peak_gmacs']['fp32']} GMAC/s, "
-        f"INT8 {report['peak_gmacs']['int8']} GMAC/s. Latency at batch 1; throughput at batch {report['batch']} "
-        f"(1 for ExecuTorch programs); metrics on {report['eval_scenes']} held-out scenes.",
-        "",
-        "| model | format | backend | precision | status | size MB | audio p50/p95 ms | image p50/p95 ms | both p50/p95 ms | "
-        "pairs/s | MMACs | GMAC/s (% peak) | parity | " + " | ".join(keys) + " |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|" + "---:|" * len(keys),
-    ]
+    keys = ("pointing_acc", "a2i_r1", "probe_audio_acc") if report.get("eval_scenes") else ()
+    metrics = f"metrics on {report['eval_scenes']} held-out scenes" if keys else "no task metrics (not an AV-Digits model)"
+    lines = [f"# Benchmark: {report['model']} ({report['bundle']})", "",
+             f"Peak of this machine (ONNX Runtime, 1024^3 matrix product): FP32 {report['peak_gmacs']['fp32']} GMAC/s, "
+             f"INT8 {report['peak_gmacs']['int8']} GMAC/s. Latency at batch 1; throughput at batch {report['batch']} "
+             f"(1 for ExecuTorch programs); inputs from {report.get('inputs', '-')}; {metrics}.", "",
+             "| model | format | backend | precision | status | size MB | audio p50/p95 ms | image p50/p95 ms | both p50/p95 ms | "
+             "pairs/s | MMACs | GMAC/s (% peak) | parity |" + "".join(f" {k} |" for k in keys),
+             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|" + "---:|" * len(keys)]  # fmt: skip
     for r in report["rows"]:
+        head = f"| {r['model']} | {r['format']} | {r['backend']} | {r['precision']} |"
         if r.get("status") != "ok":
-            lines.append(
-                f"| {r['model']} | {r['format']} | {r['backend']} | {r['precision']} | {r['status']} | {r.get('size_mb', '')} |"
-                + " |" * (7 + len(keys))
-            )
+            lines.append(f"{head} {r['status']} | {r.get('size_mb', '')} |" + " |" * (7 + len(keys)))
             continue
-        lines.append(
-            f"| {r['model']} | {r['format']} | {r['backend']} | {r['precision']} | ok | {r['size_mb']:.2f} | "
-            f"{r['audio_p50_ms']:.2f}/{r['audio_p95_ms']:.2f} | {r['image_p50_ms']:.2f}/{r['image_p95_ms']:.2f} | "
-            f"{r['latency_p50_ms']:.2f}/{r['latency_p95_ms']:.2f} | {r['throughput_fps']:.0f} | {r['macs'] / 1e6:.1f} | "
-            f"{r['gmacs']:.1f} ({100 * r['peak_fraction']:.1f}%) | {r['parity']} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |"
-        )
+        lines.append(f"{head} ok | {r['size_mb']:.2f} | {r['audio_p50_ms']:.2f}/{r['audio_p95_ms']:.2f} | "
+                     f"{r['image_p50_ms']:.2f}/{r['image_p95_ms']:.2f} | {r['latency_p50_ms']:.2f}/{r['latency_p95_ms']:.2f} | "
+                     f"{r['throughput_fps']:.0f} | {r['macs'] / 1e6:.1f} | {r['gmacs']:.1f} ({100 * r['peak_fraction']:.1f}%) | "
+                     f"{r['parity']} |" + "".join(f" {r[k]:.3f} |" for k in keys))  # fmt: skip
     if report["ratios"]:
         lines += ["", "Ratios (same run): " + ", ".join(f"{k} {v}x" for k, v in report["ratios"].items())]
+    lines += [f"\n- {n}" for n in report.get("notes", [])]
     return "\n".join(lines) + "\n"
 
 
@@ -281,13 +253,8 @@ def plot_bench(report: dict, png: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
     ax.barh(labels, [r["throughput_fps"] for r in rows], color=[colors[r["precision"]] for r in rows])
     for i, r in enumerate(rows):
-        ax.text(
-            r["throughput_fps"],
-            i,
-            f" {r['throughput_fps']:.0f}/s, {100 * r['peak_fraction']:.0f}% peak, pointing {r['pointing_acc']:.2f}",
-            va="center",
-            fontsize=7,
-        )
+        task = f", pointing {r['pointing_acc']:.2f}" if "pointing_acc" in r else ""
+        ax.text(r["throughput_fps"], i, f" {r['throughput_fps']:.0f}/s, {100 * r['peak_fraction']:.0f}% peak{task}", va="center", fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel("audio-image pairs per second (log)")
     ax.set_title(f"edge-sdk bench: {report['model']}")

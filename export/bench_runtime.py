@@ -81,11 +81,11 @@ def _baseline(clip: Path, teacher: str, boxes) -> dict:
     import cv2
     import torch
 
-    from edge_sdk.heatmap import heatmaps
+    from edge_sdk.heatmap import contract_heatmaps
     from edge_sdk.models.shipped import resolve_model
 
-    model, meta = resolve_model(teacher)
-    spec, offset = model.spec, meta.get("map_offset_px") or (0, 0)
+    model, _ = resolve_model(teacher)
+    spec = model.contract
     with av.open(str(clip)) as c:  # the whole soundtrack up front, mono at the model's rate
         resampler, chunks, audio_start = av.AudioResampler(format="flt", layout="mono", rate=spec.audio.sample_rate), [], None
         for fr in c.decode(audio=0):
@@ -105,12 +105,12 @@ def _baseline(clip: Path, teacher: str, boxes) -> dict:
         seg = audio[max(0, end - ns) : max(0, end)]
         wave[ns - len(seg) :] = seg
         h, w = bgr.shape[:2]
-        side, size = min(h, w), spec.image.size
+        side, size = min(h, w), spec.image.height
         crop = bgr[(h - side) // 2 : (h + side) // 2, (w - side) // 2 : (w + side) // 2, ::-1]
         img = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)[None].astype(np.float32)
         with torch.inference_mode():
             out = model(torch.from_numpy(wave[None]), torch.from_numpy(img))
-        heat = heatmaps(out["audio_emb"].numpy(), out["image_map"].numpy(), spec.image.size, offset)[0]
+        heat = contract_heatmaps(spec, out["audio_emb"].numpy(), out["image_map"].numpy())[0]
         n += 1
         py, px = np.unravel_index(int(heat.argmax()), heat.shape)
         hit = _hit(boxes, t, (w - side) / 2 + px * side / size, (h - side) / 2 + py * side / size)
@@ -155,7 +155,7 @@ def bench_runtime(
 
     b = read_bundle(bundle)
     work = Path(workdir or tempfile.mkdtemp(prefix="edge_sdk_bench_"))
-    clip = write_clip(work / "clip720p30.mp4", b.spec, seconds=seconds, fps=fps, fsdd=fsdd, mnist=mnist)
+    clip = write_clip(work / "clip720p30.mp4", b.contract, seconds=seconds, fps=fps, fsdd=fsdd, mnist=mnist)
     boxes = read_boxes(clip)
     # pointing is scored on the frames whose audio window holds a whole spoken digit: one
     # scene per 2 s, so a 60 s clip resolves pointing to 1/30 = 3.3 points
@@ -186,7 +186,7 @@ def bench_runtime(
         base = _baseline(clip, teacher, boxes)
         out["baseline"] = base
         out["speedup_vs_baseline"] = round(runtime["fps"] / base["fps"], 2)
-        out["decode_only"] = _decode_only(clip, b.spec.image.size)
+        out["decode_only"] = _decode_only(clip, (b.contract.image.height, b.contract.image.width))
         out["speedup_ceiling_decode"] = round(out["decode_only"]["fps"] / base["fps"], 2)
         out["pointing_delta_vs_baseline"] = round(runtime["pointing_acc"] - base["pointing_acc"], 4)
     if soak_s:

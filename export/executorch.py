@@ -27,9 +27,9 @@ import torch
 
 from edge_sdk.errors import ConfigError
 from edge_sdk.export.base import Exporter, Int8Recipe, Job, artifact
-from edge_sdk.export.graphs import example_inputs
+from edge_sdk.export.graphs import capture, example_inputs
 
-__all__ = ["RECIPE", "ExecuTorchExporter", "lower_to_pte", "two_stage_frontends", "quantize_programs"]
+__all__ = ["RECIPE", "ExecuTorchExporter", "lower_to_pte", "two_stage_frontends", "quantize_programs", "pt2e_int8_accounting"]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,8 @@ def two_stage_frontends(module: torch.nn.Module) -> torch.nn.Module:
 def lower_to_pte(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path: str | Path) -> tuple[Path, dict]:
     """Export ``module`` (float or PT2E-converted) for XNNPACK and write ``path`` atomically.
 
-    Returns the path and ``{"delegated_nodes", "portable_nodes", "subgraphs"}``.
+    Returns the path and ``{"delegated_nodes", "portable_nodes", "subgraphs", "portable_ops"}``
+    (``portable_ops``: each operator left on ExecuTorch's portable kernels, with its count).
     """
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.devtools.backend_debug import get_delegation_info
@@ -77,11 +78,70 @@ def lower_to_pte(module: torch.nn.Module, example: tuple[torch.Tensor, ...], pat
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path, {
-        "delegated_nodes": info.num_delegated_nodes,
-        "portable_nodes": info.num_non_delegated_nodes,
-        "subgraphs": info.num_delegated_subgraphs,
-    }
+    portable = {op: b.non_delegated for op, b in sorted(info.delegation_by_operator.items()) if b.non_delegated}
+    return path, {"delegated_nodes": info.num_delegated_nodes, "portable_nodes": info.num_non_delegated_nodes,
+                  "subgraphs": info.num_delegated_subgraphs, "portable_ops": portable}  # fmt: skip
+
+
+_LAYERS = {"conv1d", "conv2d", "convolution", "linear", "mm", "bmm", "matmul", "addmm"}
+
+
+def _is_dequant(node) -> bool:
+    return getattr(node, "op", "") == "call_function" and "dequantize" in str(node.target)
+
+
+def _reads_weight(node, depth: int = 6) -> bool:
+    """Whether ``node`` is a parameter, seen through views, transposes and (de)quantization."""
+    for _ in range(depth):
+        if node.op in ("get_attr", "placeholder"):
+            return node.op == "get_attr" or node.name.startswith(("p_", "b_", "c_"))  # lifted parameters, buffers, constants
+        args = [a for a in node.args if isinstance(a, torch.fx.Node)]
+        if node.op != "call_function" or not args:
+            return False
+        node = args[0]
+    return False
+
+
+def _layer_macs(name: str, node, ins) -> int:
+    def shape(n):
+        meta = n.meta.get("tensor_meta")
+        return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
+
+    out, w = shape(node), shape(ins[1]) if len(ins) > 1 else None
+    if out is None or w is None:
+        return 0
+    inner = int(np.prod(w[1:])) if name.startswith("conv") else (shape(ins[0]) or (0,))[-1]
+    return int(np.prod(out)) * int(inner)
+
+
+def pt2e_int8_accounting(gm: torch.fx.GraphModule, example: tuple[torch.Tensor, ...]) -> dict:
+    """What a converted PT2E graph runs in INT8 (the same counts as :func:`~.int8_report.onnx_int8_accounting`):
+    each conv/linear/matmul is INT8 when its activation and weight come through dequantize nodes;
+    MACs from the traced shapes; the SDK's log-mel front end (module path with ``frontend``) apart."""
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    from edge_sdk.export.int8_report import ACTIVATION_MATMUL, NOT_QUANTIZED
+
+    with torch.no_grad():
+        ShapeProp(gm).propagate(*example)  # every node's output shape, at batch 1
+    layers, front = [], 0
+    for node in gm.graph.nodes:
+        name = str(node.target).split(".")[-2] if "." in str(node.target) else str(node.target)
+        if node.op != "call_function" or name not in _LAYERS:
+            continue
+        ins = [a for a in node.args[:2] if isinstance(a, torch.fx.Node)]
+        macs = _layer_macs(name, node, ins)
+        stack = " ".join(str(v) for v in (node.meta.get("nn_module_stack") or {}).values())
+        if "frontend" in stack or "LogMel" in stack:
+            front += macs
+            continue
+        int8 = bool(ins) and all(_is_dequant(a) for a in ins)
+        why = ACTIVATION_MATMUL if name in ("bmm", "matmul") and not any(_reads_weight(a) for a in ins) else NOT_QUANTIZED
+        layers.append({"node": node.name, "op": name, "macs": macs, "int8": int8, **({} if int8 else {"why": why})})
+    total, int8_macs = sum(x["macs"] for x in layers), sum(x["macs"] for x in layers if x["int8"])
+    return {"layers": len(layers), "int8_layers": sum(x["int8"] for x in layers), "macs": total, "int8_macs": int8_macs,
+            "int8_share": round(int8_macs / total, 4) if total else 0.0, "front_end_macs": front,
+            "float": [x for x in layers if not x["int8"]]}  # fmt: skip
 
 
 def _drop_unused_state(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
@@ -109,10 +169,10 @@ def _prepare(module: torch.nn.Module, data: np.ndarray, method: str, qat: bool):
     # moving-average fake quantizers (``method`` is for PTQ).
     config = get_symmetric_quantization_config(is_per_channel=True, is_qat=qat)
     quantizer = XNNPACKQuantizer().set_global(config if qat else activation_config(config, method))
-    quantizer.set_module_type(LogMel, None)
+    for frontend in {type(m) for m in module.modules() if isinstance(m, LogMel)}:  # the quantizer matches exact types
+        quantizer.set_module_type(frontend, None)
     if qat:
-        batch = torch.export.Dim("batch")
-        exported = torch.export.export(module, (torch.from_numpy(np.ascontiguousarray(data[:2])),), dynamic_shapes=({0: batch},))
+        exported = capture(module, (torch.from_numpy(np.ascontiguousarray(data[:2])),), "the tower for QAT")
         prepared = prepare_qat_pt2e(exported.module(), quantizer)
     else:
         prepared = prepare_pt2e(torch.export.export(module, (torch.from_numpy(np.ascontiguousarray(data[:1])),)).module(), quantizer)
@@ -150,10 +210,10 @@ def quantize_programs(job: Job, out: Path, qat: bool = False) -> list[dict]:
     arts = []
     for tower in ("audio", "image"):
         converted = _drop_unused_state(convert_pt2e(prepared[tower]))
+        accounting = pt2e_int8_accounting(converted, examples[tower])
         dest, delegated = lower_to_pte(converted, examples[tower], Path(out) / f"{tower}.int8.pte")
-        arts.append(
-            artifact(dest, tower, "executorch", "executorch", "int8", delegate="xnnpack", delegated=delegated, method="qat" if qat else "ptq")
-        )
+        arts.append(artifact(dest, tower, "executorch", "executorch", "int8", delegate="xnnpack", delegated=delegated,
+                             method="qat" if qat else "ptq", int8=accounting))  # fmt: skip
     return arts
 
 
@@ -169,7 +229,7 @@ class ExecuTorchExporter(Exporter):
         arts = []
         for g in self.graphs:
             module = copy.deepcopy(getattr(job.deploy, g)).eval()
-            path, info = lower_to_pte(module, example_inputs(job.model.spec, g, 1), job.out / f"{g}.fp32.pte")
+            path, info = lower_to_pte(module, example_inputs(job.model.contract, g, 1), job.out / f"{g}.fp32.pte")
             arts.append(artifact(path, g, self.format, self.backend, "fp32", delegate="xnnpack", delegated=info))
         return arts
 

@@ -19,11 +19,10 @@ __all__ = ["to_fp16"]
 def to_fp16(src: Path, dest: Path) -> Path:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from edge_sdk.export.graphs import module_nodes
+    from edge_sdk.export.graphs import frontend_nodes
 
     model = onnx.load(str(src))
-    found = module_nodes(src, ["frontend", "audio.frontend"], ops=None)  # a tower's graph, or the whole model's
-    block = found["frontend"] + found["audio.frontend"]  # empty for the image tower
+    block = frontend_nodes(src)  # the SDK's log-mel front end stays float32 (empty for the image tower)
     half = convert_float_to_float16(model, keep_io_types=True, node_block_list=block)
     _toposort(half.graph)  # the converter appends its input casts last; onnx.checker and shape inference want producers first
     _drop_round_trips(half)  # only removes nodes: the order stays valid

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["TOWERS", "OPSET", "export_tower", "example_inputs", "module_nodes", "lean_graph", "scopes_file"]
+__all__ = ["TOWERS", "OPSET", "capture", "export_tower", "example_inputs", "module_nodes", "frontend_nodes", "lean_graph", "scopes_file"]
 
 OPSET = 18
 TOWERS = {
@@ -41,9 +41,9 @@ TOWERS = {
 }
 
 
-def example_inputs(spec, graph: str, batch: int = 1) -> tuple[torch.Tensor, ...]:
-    """Zero inputs of a graph's shapes (for tracing; never used to validate)."""
-    shapes = spec.input_shapes
+def example_inputs(contract, graph: str, batch: int = 1) -> tuple[torch.Tensor, ...]:
+    """Zero inputs of a graph's shapes, from the model's contract (for tracing; never used to validate)."""
+    shapes = contract.input_shapes
     return tuple(torch.zeros(batch, *shapes[name]) for name in TOWERS[graph]["inputs"])
 
 
@@ -54,21 +54,19 @@ def export_tower(model, tower: str, path: str | Path, opset: int = OPSET, dynamo
     path.parent.mkdir(parents=True, exist_ok=True)
     module = (model if tower == "av" else getattr(model, tower)).eval()
     names = TOWERS[tower]
-    example = example_inputs(model.spec, tower, 2)
+    example = example_inputs(model.contract, tower, 2)
     # the exporter's notices (deprecations; "torchvision is not installed. Skipping torchvision::..."
     # for ops no edge_sdk model has) would bury the SDK's own output
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if dynamo:
-            batch = torch.export.Dim("batch")
             torch.onnx.export(
-                module,
-                example,
+                capture(module, example, f"the {tower} tower"),
+                (),
                 str(path),
                 input_names=names["inputs"],
                 output_names=names["outputs"],
-                dynamic_shapes=tuple({0: batch} for _ in example),
                 opset_version=opset,
                 dynamo=True,
                 external_data=False,
@@ -86,8 +84,32 @@ def export_tower(model, tower: str, path: str | Path, opset: int = OPSET, dynamo
                     opset_version=opset,
                     dynamo=False,
                 )
-    lean_graph(path, model.spec)
+    frontends = [m.spec for m in module.modules() if type(m).__name__ in ("LogMel", "_FeatureFrontEnd")]
+    lean_graph(path, frontends[0] if frontends else None)
     return path
+
+
+def capture(module: torch.nn.Module, example: tuple[torch.Tensor, ...], what: str) -> torch.export.ExportedProgram:
+    """``torch.export`` a module with a dynamic batch axis: non-strict first (no dynamo), then
+    strict, whose dynamo keeps ``len(x)`` symbolic where non-strict reads it as an int. A model
+    that fixes the batch size in both is refused, naming the line, rather than exported for
+    one batch size (the ONNX exporter's draft-export fallback would do that silently)."""
+    from edge_sdk.errors import ModelFileError
+
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    shapes = tuple({0: batch} for _ in example)
+    first = None
+    for strict in (False, True):
+        try:
+            return torch.export.export(module, example, dynamic_shapes=shapes, strict=strict)
+        except Exception as e:  # noqa: BLE001 - torch raises many types; the first is reported
+            first = first or e
+    detail = " ".join(str(first).split())[:400]
+    raise ModelFileError(
+        f"cannot export {what} with a dynamic batch axis: {detail} -- the model's code fixes the batch "
+        "size (a reshape or expand with a number, or an int read from a shape): write x.shape[0] "
+        "or -1 there, then export again"
+    ) from first
 
 
 def scopes_file(onnx_path: str | Path) -> Path:
@@ -95,9 +117,9 @@ def scopes_file(onnx_path: str | Path) -> Path:
     return Path(onnx_path).with_suffix(".scopes.json")
 
 
-def lean_graph(path: str | Path, spec=None) -> None:
+def lean_graph(path: str | Path, frontend=None) -> None:
     """Rewrite an exported graph lean, in place: node metadata to :func:`scopes_file`, the
-    front end's DFT basis and (given the model's ``spec``) mel filters computed in the graph
+    front end's DFT basis and (given the front end's ``frontend`` AudioSpec) mel filters computed in the graph
     (:mod:`~edge_sdk.export.frontend_graph`). The exporter's ``value_info`` (intermediate
     shapes, the batch axis named) stays: 4 KB, and ONNX Runtime's TensorRT provider wants
     every subgraph input's shape known."""
@@ -107,10 +129,11 @@ def lean_graph(path: str | Path, spec=None) -> None:
 
     path = Path(path)
     model = onnx.load(str(path))
+    name_batch_axis(model.graph)
     scopes = {n.name: _scopes(n) for n in model.graph.node}
     dft_basis_nodes(model, scopes)
-    if spec is not None:
-        mel_filter_nodes(model, spec.audio, scopes)
+    if frontend is not None:
+        mel_filter_nodes(model, getattr(frontend, "audio", frontend), scopes)
     for n in model.graph.node:
         del n.metadata_props[:]
         n.doc_string = ""
@@ -120,6 +143,18 @@ def lean_graph(path: str | Path, spec=None) -> None:
         scopes_file(path).write_text(json.dumps(scopes))
 
 
+def name_batch_axis(graph) -> None:
+    """Call the inputs' first axis ``batch`` everywhere (``torch.export`` names it ``s0``, ``s6``...)."""
+    first = graph.input[0].type.tensor_type.shape.dim
+    symbol = first[0].dim_param if len(first) else ""
+    if not symbol or symbol == "batch":
+        return
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param == symbol:
+                dim.dim_param = "batch"
+
+
 def _scopes(node) -> list[str]:
     for p in node.metadata_props:
         if p.key == "pkg.torch.onnx.name_scopes":
@@ -127,33 +162,34 @@ def _scopes(node) -> list[str]:
     return []
 
 
-def _in_tower(scope: str) -> bool:
-    """Whether a module path lies in a conv tower or projection (``tower.x``, ``audio.proj``, ...)."""
-    parts = scope.split(".")
-    if parts[0] in ("audio", "image"):
-        parts = parts[1:]
-    return bool(parts) and parts[0] in ("tower", "proj")
-
-
-def module_nodes(onnx_path: str | Path, modules: list[str], ops=("Conv", "Gemm", "MatMul")) -> dict[str, list[str]]:
-    """Names of the ``ops`` nodes (all nodes when ``ops`` is None) each module (a path
-    inside the exported module, or "" for nodes outside every conv tower and projection)
-    exported to.
-
-    A conv followed by a batch norm is exported as one Conv carrying the norm's scope, so
-    ``x.0`` (the conv of a conv-bn pair) also matches nodes scoped ``x.1``.
-    """
+def _node_scopes(onnx_path: str | Path, ops) -> list[tuple[str, set[str]]]:
+    """``(node name, module paths)`` of a graph's ``ops`` nodes (all nodes when ``ops`` is None)."""
     import onnx
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
     side = scopes_file(onnx_path)
     known = json.loads(side.read_text()) if side.exists() else {}
-    scoped = [(n.name, set(known.get(n.name) or _scopes(n))) for n in graph.node if ops is None or n.op_type in ops]
+    return [(n.name, set(known.get(n.name) or _scopes(n))) for n in graph.node if ops is None or n.op_type in ops]
+
+
+def frontend_nodes(onnx_path: str | Path) -> list[str]:
+    """Every node of the SDK's own audio front end (a module path with a ``frontend`` part: the
+    log-mel computed inside the graph, for our towers and for a user's model that declares
+    log-mel features). What the model's layers are is not guessed from their names: this is the
+    one part of a graph the SDK itself put there."""
+    return [name for name, scopes in _node_scopes(onnx_path, None) if any("frontend" in s.split(".") for s in scopes if s)]
+
+
+def module_nodes(onnx_path: str | Path, modules: list[str], ops=("Conv", "Gemm", "MatMul")) -> dict[str, list[str]]:
+    """Names of the ``ops`` nodes (all nodes when ``ops`` is None) each module (a path inside the
+    exported module, as the sensitivity analysis names layers) exported to.
+
+    A conv followed by a batch norm is exported as one Conv carrying the norm's scope, so
+    ``x.0`` (the conv of a conv-bn pair) also matches nodes scoped ``x.1``.
+    """
+    scoped = _node_scopes(onnx_path, ops)
     out = {}
     for m in modules:
-        if m == "":
-            out[m] = [name for name, scopes in scoped if not any(_in_tower(s) for s in scopes if s)]
-            continue
         alias = {m} | ({m[:-2] + ".1"} if m.endswith(".0") else set())
         out[m] = [name for name, scopes in scoped if scopes & alias]
     return out

@@ -24,7 +24,8 @@ import numpy as np
 
 from edge_sdk.errors import ConfigError
 from edge_sdk.export.base import Exporter, Int8Recipe, Job, Reference, artifact
-from edge_sdk.export.graphs import TOWERS, module_nodes
+from edge_sdk.export.graphs import TOWERS, frontend_nodes, module_nodes
+from edge_sdk.export.int8_report import onnx_int8_accounting
 from edge_sdk.export.validate import Tolerance, compare, verdict
 
 __all__ = [
@@ -35,7 +36,8 @@ __all__ = [
     "thin_convs",
     "calib_inputs",
     "graph_layers",
-    "THIN_CHANNELS",
+    "THIN_DEPTH",
+    "THIN_WHY",
     "ort_session",
     "ort_quiet",
 ]
@@ -46,7 +48,7 @@ RECIPE = Int8Recipe(
     quantizer="onnxruntime.quantization.quantize_static, QDQ format",
     methods=("minmax", "percentile", "entropy"),
     per_channel=True,
-    kept_float="log-mel front end, normalisations, pooling, L2 norms, stems reading at most 4 channels",
+    kept_float="log-mel front end, normalisations, pooling, L2 norms, stems reading at most 4 channels and 128 inputs per output",
     layer_fallback=True,
     qat="Model Optimizer fake-quant QAT, exported as Q/DQ ONNX",
 )
@@ -111,37 +113,49 @@ def graph_layers(exclude, graph: str) -> list[str]:
     return [n.split(".", 1)[1] for n in exclude if n.split(".", 1)[0] == graph]
 
 
+# Op types quantized, whatever the model: its layers (Conv, Gemm, MatMul) and the ops that carry
+# INT8 tensors between them (residual adds, activations, pooling, reshapes). Normalisation arithmetic
+# (Mul, Div, Sqrt, Reduce*, Softmax, LayerNormalization, Clip of an L2 norm) stays float: chosen by op
+# type and graph position, never by a module's name.
+INT8_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Relu", "LeakyRelu", "MaxPool", "AveragePool", "GlobalAveragePool",
+            "GlobalMaxPool", "Concat", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Resize", "Pad", "Split"]  # fmt: skip
+
+
 def float_nodes(onnx_path: Path, layers: list[str]) -> list[str]:
-    """ONNX nodes to keep in float: ``layers`` and everything outside the conv towers and
-    projections (front end, per-utterance normalisation, pooling, L2 norms). Quantizing the
-    front end's power spectrum before its log costs the audio embedding most of its accuracy."""
+    """ONNX nodes to keep in float: the SDK's log-mel front end (quantizing the power spectrum
+    before its log costs the audio embedding most of its accuracy) and ``layers`` (named by the
+    sensitivity analysis)."""
     found = module_nodes(onnx_path, layers)
-    found["outside"] = module_nodes(onnx_path, [""], ops=None)[""]
+    found["frontend"] = frontend_nodes(onnx_path)
     missing = [layer for layer in layers if not found[layer]]
     if missing:
         raise ConfigError(f"layer(s) {missing} have no node in {onnx_path.name}", "report this: the exporter's node naming changed")
     return sorted({n for nodes in found.values() for n in nodes})
 
 
-THIN_CHANNELS = 4
+THIN_DEPTH = 128
+THIN_WHY = f"stem reading at most 4 channels, at most {THIN_DEPTH} inputs per output: faster in FP32 here"
 
 
 def thin_convs(onnx_path: Path) -> list[str]:
-    """Conv nodes reading at most :data:`THIN_CHANNELS` input channels: the towers' stems (RGB,
-    one log-mel plane). ONNX Runtime keeps them FP32: a QLinearConv over 1-3 channels does
-    little work per byte it rearranges (with the input's quantization and layout transpose, the
-    INT8 vision stem cost more than the FP32 one: 1.4 vs 1.2 ms per 32 frames, measured), and a
-    float stem costs no accuracy."""
+    """Stems: conv nodes reading at most 4 channels whose outputs each sum at most
+    :data:`THIN_DEPTH` inputs (channels x kernel area): the stems of small towers (3 x 3 x 3 over RGB, 3 x 3 over one log-mel plane).
+    ONNX Runtime keeps them FP32: such a QLinearConv does little work per byte it rearranges
+    (with the input's quantization and layout transpose, the INT8 vision stem of our students
+    cost more than the FP32 one: 1.4 vs 1.2 ms per 32 frames, measured), and a float stem costs
+    no accuracy. A ResNet's 7 x 7 stem over RGB (147) or a ViT's 16 x 16 patch embedding (768)
+    does enough work per output to run INT8."""
     import onnx
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     weights = {t.name: t.dims for t in model.graph.initializer}
 
-    def reads(node) -> int:  # input channels: per group times groups (a depthwise conv reads all of them)
+    def thin(node) -> bool:  # channels read: per group times groups (a depthwise conv reads all of them)
         group = next((a.i for a in node.attribute if a.name == "group"), 1)
-        return weights[node.input[1]][1] * group
+        _, per_group, *kernel = weights[node.input[1]]
+        return per_group * group <= 4 and per_group * group * int(np.prod(kernel)) <= THIN_DEPTH
 
-    return [n.name for n in model.graph.node if n.op_type == "Conv" and len(weights.get(n.input[1], ())) == 4 and reads(n) <= THIN_CHANNELS]
+    return [n.name for n in model.graph.node if n.op_type == "Conv" and len(weights.get(n.input[1], ())) == 4 and thin(n)]
 
 
 def calib_inputs(calib, graph: str) -> dict[str, np.ndarray]:
@@ -174,7 +188,9 @@ def quantize_graphs(job: Job, graphs=("audio", "image")) -> list[dict]:
     for graph in graphs:
         fp32 = job.fp32(graph)
         dest = job.out / f"{graph}.int8.onnx"
-        excluded = sorted(set(float_nodes(fp32, graph_layers(job.exclude, graph))) | set(thin_convs(fp32)))
+        layers, stems, front = graph_layers(job.exclude, graph), set(thin_convs(fp32)), set(frontend_nodes(fp32))
+        sensitive = set(float_nodes(fp32, layers)) - front
+        excluded = sorted(sensitive | stems | front)
         with ort_quiet():
             quantize_static(
                 str(fp32),
@@ -186,14 +202,15 @@ def quantize_graphs(job: Job, graphs=("audio", "image")) -> list[dict]:
                 weight_type=QuantType.QInt8,
                 calibrate_method=methods[job.method],
                 nodes_to_exclude=excluded,
+                op_types_to_quantize=INT8_OPS,
                 extra_options={"CalibPercentile": 99.99, "CalibMovingAverage": False},
             )
         _tidy(dest, excluded)
-        arts.append(
-            artifact(
-                dest, graph, "onnx", "onnxruntime", "int8", opset=job.opset, activations=str(act).split(".")[-1], float_nodes=excluded, method="ptq"
-            )
-        )
+        why = {**dict.fromkeys(sensitive, "kept float by the sensitivity analysis"),
+               **dict.fromkeys(stems, THIN_WHY)}  # fmt: skip
+        accounting = onnx_int8_accounting(dest, front, why)
+        arts.append(artifact(dest, graph, "onnx", "onnxruntime", "int8", opset=job.opset, activations=str(act).split(".")[-1],
+                             float_nodes=excluded, method="ptq", int8=accounting))  # fmt: skip
     return arts
 
 

@@ -37,14 +37,27 @@ RECIPE = Int8Recipe(
 
 def qdq_graphs(qmodel, out: Path, backend: str, method: str, graphs=("audio", "image")) -> list[dict]:
     """``{graph}.int8.qdq.onnx`` of a Model Optimizer fake-quant model (PTQ or QAT), through the
-    TorchScript exporter (the path Model Optimizer's Q/DQ symbolics support)."""
+    TorchScript exporter (the path Model Optimizer's Q/DQ symbolics support), with what runs INT8."""
+    from edge_sdk.export.int8_report import onnx_int8_accounting
+
     arts = []
     for graph in graphs:
         dest = export_tower(qmodel, graph, Path(out) / f"{graph}.int8.qdq.onnx", dynamo=False)
-        arts.append(
-            artifact(dest, graph, "onnx", backend, "int8", method=method, note="explicit Q/DQ (TensorRT 10 and 11); runs in ONNX Runtime here")
-        )
+        accounting = onnx_int8_accounting(dest, reasons=_float_reasons(qmodel, dest))
+        note = "explicit Q/DQ (TensorRT 10 and 11); runs in ONNX Runtime here"
+        arts.append(artifact(dest, graph, "onnx", backend, "int8", method=method, note=note, int8=accounting))
     return arts
+
+
+def _float_reasons(qmodel, path: Path) -> dict[str, str]:
+    """Why each layer the fake-quant model left unquantized stayed float (the sensitivity analysis),
+    by its node name in the TorchScript-exported graph (``/image/tower/layers/layers.0/...``)."""
+    import onnx
+
+    off = [n for n, m in qmodel.named_modules() if getattr(getattr(m, "weight_quantizer", None), "is_enabled", True) is False]
+    nodes = [n.name for n in onnx.load(str(path), load_external_data=False).graph.node]
+    return {n: "kept float by the sensitivity analysis" for n in nodes for layer in off if layer and f"/{layer.split('.')[-1]}/" in n
+            and all(part in n for part in layer.split(".")[1:])}  # fmt: skip
 
 
 def qat_model(job: Job):

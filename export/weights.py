@@ -15,11 +15,14 @@ __all__ = ["TorchExporter", "write_weights"]
 
 
 def write_weights(model, out: Path) -> dict:
-    """``out/model.safetensors`` (the spec in its metadata, as ``save_model`` writes it); its artifact record."""
+    """``out/model.safetensors`` (for our models, the spec in its metadata, as ``save_model`` writes
+    it; for a user's, the wrapped model's state, which its factory rebuilds); its artifact record."""
     from edge_sdk.checkpoint import save_tensors
 
     path = Path(out) / "model.safetensors"
-    save_tensors(path, model.state_dict(), model.spec)
+    save_tensors(
+        path, model.state_dict(), getattr(model, "spec", None)
+    )  # ours keep their spec in the file; a user's model its contract in the manifest
     return artifact(path, "av", "safetensors", "torch", "fp32")
 
 

@@ -193,7 +193,7 @@ class _Bgr:
     def rgb(self) -> np.ndarray:
         return cv2.cvtColor(self.bgr, cv2.COLOR_BGR2RGB)
 
-    def square(self, size: int) -> np.ndarray:
+    def cut(self, size) -> np.ndarray:
         return np.ascontiguousarray(center_crop_resize(self.bgr, size)[..., ::-1])
 
 
@@ -225,11 +225,16 @@ def _quiet_opencv() -> None:
 class CaptureSource(Source):
     """A camera or stream read with OpenCV's ``VideoCapture`` in a thread; ``pts_ns`` is the
     capture time on the SDK clock. Network streams (``network=True``) that end or stall for
-    ``stall_s`` seconds emit ``Gap(kind="lost")``, reconnect with exponential backoff (0.25 s
-    doubling to 4 s; attempts logged, at most every 10 s, and counted with the time lost in
+    ``stall_s`` seconds emit ``Gap(kind="lost")``, reconnect with exponential backoff (0.1 s
+    doubling to 0.5 s, :attr:`RETRY_S`; attempts logged, at most every 10 s, and counted with the time lost in
     ``counters``), then emit ``Gap(kind="reconnect", seconds=...)`` as frames resume."""
 
     _SAY_EVERY_NS = 10_000_000_000
+    # Reconnect attempts: the first after 0.1 s, then doubling up to every 0.5 s, so a camera that
+    # comes back is read within about 0.5 s plus its stream's start. An attempt on a server that is
+    # down is refused at once (a connect(), no busy loop); one on an unreachable host waits up to
+    # stall_s by itself.
+    RETRY_S = (0.1, 0.5)
 
     def __init__(self, uri: str, target, api: int, opts: dict, network: bool = False):
         super().__init__(uri, "video", opts)
@@ -286,7 +291,7 @@ class CaptureSource(Source):
     def _run(self) -> None:
         cap = self._take()
         last = now_ns()
-        lost_at, delay, failures, attempts, said, lost_ns = None, 0.25, 0, 0, 0, 0
+        lost_at, delay, failures, attempts, said, lost_ns = None, self.RETRY_S[0], 0, 0, 0, 0
 
         def lost_s(t: int) -> float:  # seconds without the stream, this loss included
             return round((lost_ns + (t - lost_at if lost_at is not None else 0)) / 1e9, 2)
@@ -301,7 +306,7 @@ class CaptureSource(Source):
                         self.counters["lost_s"] = lost_s(t)
                         log.info("%s: back after %.2f s", self.uri, (t - lost_at) / 1e9)
                         self.gap("reconnect", (t - lost_at) / 1e9, "the stream came back", pts_ns=lost_at)
-                        lost_ns, lost_at, delay, attempts = lost_ns + t - lost_at, None, 0.25, 0
+                        lost_ns, lost_at, delay, attempts = lost_ns + t - lost_at, None, self.RETRY_S[0], 0
                     last, failures = t, 0
                     self.frame(None, t, picture=_Bgr(bgr))
                     continue
@@ -332,7 +337,7 @@ class CaptureSource(Source):
                     log.warning("lost %s: attempt %d to reconnect in %g s (no frame for %.0f s)", self.uri, attempts, delay, (t - lost_at) / 1e9)
                 if self._stopping.wait(delay):
                     break
-                delay = min(delay * 2, 4.0)
+                delay = min(delay * 2, self.RETRY_S[1])
                 self.counters["reconnect_attempts"] += 1
                 cap = self._open()
         finally:

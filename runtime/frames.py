@@ -16,8 +16,8 @@ class VideoFrame:
     """One video frame as captured: ``image`` is the HxWx3 RGB uint8 picture.
 
     A source may hand over its decoded ``picture`` instead (an object with ``shape``,
-    ``rgb()`` and ``square(size)``: a file's YUV 4:2:0 planes, a camera's BGR array): the
-    model's square input is then cut straight from it (from YUV, 0.37 instead of 1.0 ms for
+    ``rgb()`` and ``cut(size)``: a file's YUV 4:2:0 planes, a camera's BGR array): the
+    model's input is then cut straight from it (from YUV, 0.37 instead of 1.0 ms for
     a 720p frame: RGB conversion of the whole frame, then the crop), and the whole frame is
     converted only when something reads ``image`` (an overlay, a face detector), once."""
 
@@ -45,10 +45,11 @@ class VideoFrame:
         picture = self._picture
         return tuple(picture.shape) if picture is not None else tuple(self._image.shape[:2])
 
-    def square(self, size: int) -> np.ndarray:
-        """The centre square resized to ``size`` x ``size`` RGB uint8: the model's image input."""
+    def cut(self, size) -> np.ndarray:
+        """The centre at the model's aspect, resized to its ``size`` ((height, width), or a side for a
+        square), RGB uint8: the model's image input."""
         picture = self._picture
-        return picture.square(size) if picture is not None else center_crop_resize(self._image, size)
+        return picture.cut(size) if picture is not None else center_crop_resize(self._image, size)
 
     def __repr__(self) -> str:
         return f"VideoFrame(pts_ns={self.pts_ns}, seq={self.seq}, shape={self.shape}, source={self.source!r})"

@@ -1,6 +1,9 @@
 """A microphone as a :class:`~.capture.Source`: sounddevice (PortAudio) input, downmixed to
 mono and resampled with a streaming soxr resampler, each block stamped with the ADC time
-mapped onto the SDK clock (``mic://`` in :mod:`.sources`).
+mapped onto the SDK clock (``mic://`` in :mod:`.sources`). ``mic://NAME`` takes a PortAudio
+device's name or index, or a PulseAudio/PipeWire source name as ``pactl list sources short``
+prints it (``v.monitor``), opened through PortAudio's ``pulse`` device with ``PULSE_SOURCE``
+set for that stream alone.
 
 The PortAudio callback never calls ``emit`` (which may block): it copies each buffer into a
 bounded queue and a feeder thread emits.
@@ -8,8 +11,13 @@ bounded queue and a feeder thread emits.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
+import shutil
+import subprocess
+import threading
 
 import numpy as np
 import soxr
@@ -18,7 +26,7 @@ from edge_sdk.errors import ConfigError, DataError
 from edge_sdk.runtime.capture import Source
 from edge_sdk.runtime.clock import ClockMap, now_ns
 
-__all__ = ["MicSource"]
+__all__ = ["MicSource", "pulse_sources"]
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +59,59 @@ def _find_input(sd, name: str, uri: str) -> dict:
     else:
         found = [d for d in inputs if d["name"].lower() == name.lower()] or [d for d in inputs if name.lower() in d["name"].lower()]
     if not found:
+        sources = pulse_sources()
+        if name in sources:  # a PulseAudio/PipeWire source (pactl list sources short): through PortAudio's pulse device
+            return _through_pulse(inputs, name, uri)
         listing = "; ".join(f"{d['index']}: {d['name']}" for d in inputs)
-        raise DataError(f"{uri}: no audio input device named {name!r}", f"use mic://default, or a name or index of an input device: {listing}")
+        pulse = f"; or a PulseAudio/PipeWire source: {', '.join(sources)}" if sources else ""
+        raise DataError(f"{uri}: no audio input device named {name!r}", f"use mic://default, or a name or index of an input device: {listing}{pulse}")
     return found[0]
+
+
+def pulse_sources() -> list[str]:
+    """The PulseAudio/PipeWire source names, as ``pactl list sources short`` prints them (a
+    monitor of an output is ``NAME.monitor``); [] without pactl or a sound server."""
+    if shutil.which("pactl") is None:
+        return []
+    try:
+        out = subprocess.run(["pactl", "list", "sources", "short"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.split("\t")[1] for line in out.stdout.splitlines() if line.count("\t") >= 1] if out.returncode == 0 else []
+
+
+def _through_pulse(inputs: list[dict], source: str, uri: str) -> dict:
+    """PortAudio's ``pulse`` (else ``default``) ALSA device, to be opened with ``PULSE_SOURCE=source``."""
+    for want in ("pulse", "default"):
+        found = [d for d in inputs if d["name"].lower() == want]
+        if found:
+            return {**found[0], "pulse_source": source}
+    raise DataError(
+        f"{uri}: {source!r} is a PulseAudio/PipeWire source, but PortAudio has no 'pulse' or 'default' input device to reach it",
+        "install libasound2-plugins (ALSA's pulse plugin), then check with: python -m sounddevice",
+    )
+
+
+_PULSE_ENV = threading.Lock()  # the environment is the process's: one stream opens with its source at a time
+
+
+@contextlib.contextmanager
+def _pulse_source(source: str | None):
+    """``PULSE_SOURCE`` set to ``source`` while a stream opens (the sound server's client library
+    reads it when the ALSA pulse plugin connects), then restored."""
+    if source is None:
+        yield
+        return
+    with _PULSE_ENV:
+        before = os.environ.get("PULSE_SOURCE")
+        os.environ["PULSE_SOURCE"] = source
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop("PULSE_SOURCE", None)
+            else:
+                os.environ["PULSE_SOURCE"] = before
 
 
 class MicSource(Source):
@@ -77,15 +135,16 @@ class MicSource(Source):
 
     def _begin(self) -> None:
         try:
-            self._stream = self._sd.InputStream(
-                samplerate=self.device_rate,
-                blocksize=int(self.opts.get("blocksize", 0)),
-                device=self.device["index"],
-                channels=self.channels,
-                dtype="float32",
-                callback=self._callback,
-            )
-            self._stream.start()
+            with _pulse_source(self.device.get("pulse_source")):
+                self._stream = self._sd.InputStream(
+                    samplerate=self.device_rate,
+                    blocksize=int(self.opts.get("blocksize", 0)),
+                    device=self.device["index"],
+                    channels=self.channels,
+                    dtype="float32",
+                    callback=self._callback,
+                )
+                self._stream.start()
         except self._sd.PortAudioError as e:
             self._close()
             raise DataError(

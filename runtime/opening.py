@@ -25,43 +25,45 @@ class Opened:
     """A bundle's towers and the sources opened for it: what :class:`~.pipeline.Pipeline` takes."""
 
     towers: object
-    spec: object
+    contract: object
     video: object
     audio: object
-    map_offset: tuple
     backend: str  # "backend/precision"
 
 
-def open_bundle(bundle, video: str, audio: str | None = None, *, prefer=None, precision=None, source_opts: dict | None = None) -> Opened:
+def open_bundle(
+    bundle, video: str, audio: str | None = None, *, prefer=None, precision=None, source_opts: dict | None = None, trusted: tuple[str, ...] = ()
+) -> Opened:
     """Open a bundle (folder, zip or read bundle) on the backend this machine runs best, and the
     sources by URI at the model's sample rate (``source_opts`` go to the video source); the
-    towers are warmed up and checked against the manifest (:func:`check_contract`)."""
+    towers are warmed up and checked against the manifest (:func:`check_contract`). ``trusted``
+    names the model factories the ``torch`` backend may import (a user's model's code)."""
     from edge_sdk.bundle import read_bundle
     from edge_sdk.runtime.backends import open_towers, pick_backend
     from edge_sdk.runtime.sources import open_source
 
     b = read_bundle(bundle) if isinstance(bundle, (str, Path)) else bundle
     choice = pick_backend(b, prefer, precision)
-    towers = open_towers(b, choice.backend, choice.precision, batch_size=64)
+    towers = open_towers(b, choice.backend, choice.precision, batch_size=64, trusted=trusted)
     log.info("pipeline: %s %s from %s", choice.backend, choice.precision, b.folder)
-    rate = b.spec.audio.sample_rate
+    rate = b.contract.audio.sample_rate
     v = open_source(video, sample_rate=rate, **(source_opts or {}))
     a = None if audio in (None, "", video) else open_source(audio, sample_rate=rate)
     check_contract(towers, b)
-    return Opened(towers, b.spec, v, a, b.map_offset, f"{choice.backend}/{choice.precision}")
+    return Opened(towers, b.contract, v, a, f"{choice.backend}/{choice.precision}")
 
 
 def check_contract(towers, bundle) -> None:
     """One warm-up inference on inputs of the bundle's preprocessing contract (also the first,
     slow call, kept out of the first frame's latency): a manifest whose spec does not match its
     model files fails here, by name, instead of on the first live frame."""
-    spec = bundle.spec
+    spec = bundle.contract  # what the manifest says the model takes and gives
     try:
-        a, e, _ = towers.embed_both(np.zeros((1, spec.audio.num_samples), np.float32), np.zeros((1, 3, spec.image.size, spec.image.size), np.float32))
+        a, e, _ = towers.embed_both(np.zeros((1, spec.audio.num_samples), np.float32), np.zeros((1, *spec.input_shapes["image"]), np.float32))
     except Exception as err:  # noqa: BLE001 - every runtime raises its own type
         raise ConfigError(
             f"{bundle.folder}: its model files do not take the preprocessing its manifest declares "
-            f"({spec.audio.num_samples} samples at {spec.audio.sample_rate} Hz, {spec.image.size} px RGB): "
+            f"({spec.audio.num_samples} samples at {spec.audio.sample_rate} Hz, {spec.image.height} x {spec.image.width} RGB): "
             f"{str(err).splitlines()[0][:160]}",
             "re-export the bundle (edge-sdk export); do not edit manifest.json",
         ) from None

@@ -74,13 +74,12 @@ class Pipeline:
     def __init__(
         self,
         towers,
-        spec,
+        contract,
         video,
         audio=None,
         task: Task | str = "localize",
         *,
         config: PipelineConfig | None = None,
-        map_offset=(0, 0),
         sinks=(),
         callback=None,
         task_opts: dict | None = None,
@@ -88,12 +87,17 @@ class Pipeline:
     ):
         self.config = cfg = config if config is not None else PipelineConfig()
         check_roles(video, audio)
-        self.towers, self.spec, self.backend = towers, spec, backend or type(towers).__name__
+        if contract.image.frames > 1:
+            raise ConfigError(f"{contract.name} takes a stack of {contract.image.frames} frames per visual input, which this "
+                              "runtime does not stream yet", "use a single-frame model with the runtime")  # fmt: skip
+        self.towers, self.contract, self.backend = towers, contract, backend or type(towers).__name__
         self.video, self.audio = video, audio
         self.task = make_task(task, **(task_opts or {})) if isinstance(task, str) else task
-        self.task.setup(towers, spec)
+        if self.task.needs_map and contract.map is None:
+            raise ConfigError(f"the {self.task.name} task places sound in the image, and {contract.name} has no localization map",
+                              "use the sync or retrieval task with this model, or a model whose image tower gives a map")  # fmt: skip
+        self.task.setup(towers, contract)
         warn_without_sound(video, audio, self.task.name)
-        self.map_offset = tuple(map_offset)
         self.paced = getattr(video, "live", True)  # pts_ns is the capture time; else media time
         self.policy = cfg.policy or ("latest" if self.paced else "block")
         self.batch = cfg.batch
@@ -104,7 +108,7 @@ class Pipeline:
         live_size = cfg.queue_size + math.ceil(self.lookahead_s * 60)
         self.frames = BoundedQueue(max(cfg.queue_size, 2 * self.batch) if self.policy == "block" else live_size)
         self.results = BoundedQueue(32)  # a result holds its frame: 32 at 720p is 88 MB
-        self.ring = AudioRing(spec.audio.sample_rate)
+        self.ring = AudioRing(contract.audio.sample_rate)
         self.stats = Stats()
         self.callback = callback
         self.audio_hop_ns = int(cfg.audio_hop_ms * 1e6)
@@ -137,21 +141,22 @@ class Pipeline:
         sinks=(),
         callback=None,
         task_opts: dict | None = None,
+        trusted: tuple[str, ...] = (),
         **knobs,
     ) -> Pipeline:
         """Open a bundle (folder or zip) on the backend this machine runs best, and the sources by
         URI (``source_opts`` go to the video source; :func:`~.opening.open_bundle`). ``knobs`` (``policy=``, ``queue_size=``,
-        ``batch=``, ``audio_hop_ms=``, ...) replace those of ``config``: see :class:`PipelineConfig`."""
+        ``batch=``, ``audio_hop_ms=``, ...) replace those of ``config``: see :class:`PipelineConfig`;
+        ``trusted``: the model factories (``FILE.py:FUNCTION``) a ``torch`` backend may import."""
         cfg = PipelineConfig.of(config, **knobs)  # checked before anything is opened
-        o = open_bundle(bundle, video, audio, prefer=prefer, precision=precision, source_opts=source_opts)
+        o = open_bundle(bundle, video, audio, prefer=prefer, precision=precision, source_opts=source_opts, trusted=trusted)
         return cls(
             o.towers,
-            o.spec,
+            o.contract,
             o.video,
             o.audio,
             task,
             config=cfg,
-            map_offset=o.map_offset,
             sinks=sinks,
             callback=callback,
             task_opts=task_opts,
@@ -206,7 +211,7 @@ class Pipeline:
         return src is None or src.done or src.error is not None
 
     def _windows(self, frame: VideoFrame) -> tuple[np.ndarray, int, float]:
-        n = self.spec.audio.num_samples
+        n = self.contract.audio.num_samples
         latest = frame.pts_ns + int(max(self.task.shifts_ms) * 1e6)
         t0 = time.perf_counter()
         if not self._audio_done():  # audio up to the frame, less the skew we accept live (about one frame), or a timeout
@@ -231,8 +236,8 @@ class Pipeline:
             waves.append(w)
             skews.append(skew if self.paced else min(skew, 0))  # unpaced audio decoded ahead is no skew
         t0 = time.perf_counter()
-        size = self.spec.image.size
-        images = np.ascontiguousarray(np.stack([f.square(size) for f in frames]).transpose(0, 3, 1, 2), dtype=np.float32)
+        size = (self.contract.image.height, self.contract.image.width)
+        images = np.ascontiguousarray(np.stack([f.cut(size) for f in frames]).transpose(0, 3, 1, 2), dtype=np.float32)
         st.check_inputs(images, [w[0] for w in waves])
         t1 = time.perf_counter()
         fresh = self._fresh_audio(frames, len(waves[0]))
@@ -254,7 +259,8 @@ class Pipeline:
         t2 = time.perf_counter()
         out = []
         for i, frame in enumerate(frames):
-            geom = Geometry(frame.shape, size, image_map.shape[-2:], self.map_offset)
+            m = self.contract.map
+            geom = Geometry(frame.shape, size, image_map.shape[-2:], m.offset if m else (0, 0), m.stride if m else None)
             values, heat = self.task(frame, audio_emb[i], image_emb[i], image_map[i], geom)
             out.append((frame, values, heat, skews[i]))
         t3 = time.perf_counter()

@@ -1,6 +1,6 @@
 """Record a calibration set from live sources: (frame, audio window) pairs as the target
 machine's own camera and microphone deliver them, in the ``.npz`` format of
-``edge-sdk calib`` (``wave`` float32, ``image`` HxWx3 uint8 at the spec's size,
+``edge-sdk calib`` (``wave`` float32, ``image`` HxWx3 uint8 at the model contract's size,
 ``sample_rate``: :mod:`edge_sdk.media.pairs`), so INT8 calibration sees the real input
 distribution of the device.
 """
@@ -16,6 +16,7 @@ import numpy as np
 
 from edge_sdk.errors import DataError
 from edge_sdk.media.pairs import read_pairs, write_pair
+from edge_sdk.outputs import LOCK_NAME, lock_folder, output_folder, writing
 from edge_sdk.runtime.align import AudioRing
 from edge_sdk.runtime.frames import AudioBlock, Gap, VideoFrame
 
@@ -41,15 +42,20 @@ def record_pairs(
     (another room, another light), once one of them is checked against ``spec``; ``total``
     counts them all."""
     out = Path(out)
-    first = _first_index(out, spec) if append else 0
-    if not append and out.exists() and any(out.iterdir()):
-        raise DataError(f"{out} is not empty", "choose a new folder for the calibration set, or pass --append to add pairs to it")
-    out.mkdir(parents=True, exist_ok=True)
-    sr, n, size = spec.audio.sample_rate, spec.audio.num_samples, spec.image.size
+    with lock_folder(output_folder(out)):  # a second recording into it is refused
+        first = _first_index(out, spec) if append else 0
+        if not append and any(p.name != LOCK_NAME for p in out.iterdir()):
+            raise DataError(f"{out} is not empty", "choose a new folder for the calibration set, or pass --append to add pairs to it")
+        return _record(out, first, spec, video, audio, seconds, every_ms, min_rms)
+
+
+def _record(out: Path, first: int, spec, video: str, audio: str | None, seconds: float, every_ms: float, min_rms: float) -> dict:
+    """:func:`record_pairs`' work, with ``out`` locked."""
+    sr, n, size = spec.audio.sample_rate, spec.audio.num_samples, (spec.image.height, spec.image.width)
     ring, frames = AudioRing(sr), queue.Queue(maxsize=8)
     counts = {"kept": 0, "silent": 0, "frames": 0, "faults": 0}
-    emit = _emitter(ring, frames, counts, every_ms)
     sources = _open_sources(video, audio, sr)
+    emit = _emitter(ring, frames, counts, every_ms, sources[-1].uri)  # the sound of --audio alone, when given
     for s in sources:
         s.start(emit)
     t_first, deadline = None, time.monotonic() + seconds + 30
@@ -74,7 +80,8 @@ def record_pairs(
                 counts["silent"] += 1
                 continue
             # renamed once whole: a kill mid-write leaves no half file, Ctrl-C no temporary one
-            write_pair(out / f"live_{first + counts['kept']:05d}.npz", wave, f.square(size), sr)
+            with writing(out, "--out"):
+                write_pair(out / f"live_{first + counts['kept']:05d}.npz", wave, f.cut(size), sr)
             counts["kept"] += 1
     except KeyboardInterrupt:
         interrupted = True
@@ -89,8 +96,9 @@ def record_pairs(
     return {"out": str(out), **counts, "total": len(list(out.glob("*.npz"))), "errors": errors, "interrupted": interrupted}
 
 
-def _emitter(ring: AudioRing, frames: queue.Queue, counts: dict, every_ms: float):
-    """The sources' ``emit``: sound into ``ring``, a frame every ``every_ms`` into ``frames``, faults counted."""
+def _emitter(ring: AudioRing, frames: queue.Queue, counts: dict, every_ms: float, sound_from: str):
+    """The sources' ``emit``: the sound of source ``sound_from`` into ``ring``, a frame every
+    ``every_ms`` into ``frames``, faults counted."""
 
     def emit(item) -> None:
         if isinstance(item, VideoFrame):
@@ -98,7 +106,7 @@ def _emitter(ring: AudioRing, frames: queue.Queue, counts: dict, every_ms: float
             if item.pts_ns - emit.last >= every_ms * 1e6:
                 emit.last = item.pts_ns
                 frames.put(item)  # a file waits here; a camera's extra frames were never queued
-        elif isinstance(item, AudioBlock):
+        elif isinstance(item, AudioBlock) and item.source == sound_from:  # not the video's own sound besides --audio
             ring.push(item)
         elif isinstance(item, Gap):
             counts["faults"] += 1
@@ -131,7 +139,7 @@ def _first_index(out: Path, spec) -> int:
     calibration pairs for ``spec`` (sample rate, window, image size): a mixed set would only
     fail later, at quantization."""
     pairs = sorted(out.glob("*.npz")) if out.is_dir() else []
-    if not pairs and out.is_dir() and any(out.iterdir()):
+    if not pairs and out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()):
         raise DataError(
             f"{out} holds no calibration pairs to append to", "choose a new folder, or one `edge-sdk calibrate` or `edge-sdk calib` wrote"
         )

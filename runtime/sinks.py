@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import shutil
+import struct
 import subprocess
 import textwrap
 import threading
@@ -31,6 +32,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from edge_sdk.errors import ConfigError, EdgeSDKError
+from edge_sdk.outputs import writing
 from edge_sdk.runtime.annotate import annotate
 from edge_sdk.runtime.frames import Gap, Result
 
@@ -114,10 +116,8 @@ def _create(path: Path, mode: str, **kw):
         raise EdgeSDKError(
             f"cannot write {path}: folder {path.parent} does not exist", f"create it first (mkdir -p {path.parent}) or pick another path"
         )
-    try:
+    with writing(path):  # a read-only folder, a full disk: one line naming the path and the cause
         return open(path, mode, **kw)
-    except OSError as e:
-        raise EdgeSDKError(f"cannot write {path}: {e.strerror or e}", "pick a path this user can write") from None
 
 
 class JsonlSink(Sink):
@@ -132,7 +132,7 @@ class JsonlSink(Sink):
         self._lock = threading.Lock()
 
     def _write(self, obj: dict) -> None:
-        with self._lock:
+        with self._lock, writing(self.path):  # a disk that fills during the run: one line (the run goes on without it)
             self.f.write(json.dumps(obj) + "\n")
 
     def result(self, r: Result) -> None:
@@ -164,6 +164,23 @@ def _sound_file(pipeline) -> str | None:
             parts = urlsplit(src.uri)
             return unquote(parts.netloc + parts.path) if parts.scheme.lower() in ("file", "wav") else None
     return None
+
+
+def _cut_short(video: Path) -> bool:
+    """Whether a full disk cut the MP4 ``video`` short (OpenCV's writer fails silently): no space
+    left, and its index (the ``moov`` box, written last) missing or cut."""
+    if shutil.disk_usage(video.parent).free >= 1 << 20 or video.suffix.lower() not in (".mp4", ".m4v", ".mov"):
+        return False
+    with open(video, "rb") as f:
+        size, at = os.fstat(f.fileno()).st_size, 0
+        while at + 8 <= size:  # the top-level boxes: 32-bit size (1: a 64-bit size follows) and type
+            f.seek(at)
+            n, kind = struct.unpack(">I4s", f.read(8))
+            n = struct.unpack(">Q", f.read(8))[0] if n == 1 else n
+            if kind == b"moov" or n < 8:
+                return not (kind == b"moov" and at + n <= size)
+            at += n
+    return True
 
 
 class VideoSink(Sink):
@@ -214,6 +231,11 @@ class VideoSink(Sink):
             return
         self.writer.release()
         self.writer = None
+        if _cut_short(self.tmp):
+            self.tmp.unlink(missing_ok=True)
+            raise EdgeSDKError(
+                f"cannot write {self.path}: no space left on device", f"free space there (df -h {self.path.parent}) or write elsewhere"
+            )
         sound = self.audio_from if self.audio_from not in (None, "", "auto", "none") else None
         muxed = self.path.with_name(self.path.stem + ".mux" + self.path.suffix)
         ok = False
@@ -230,28 +252,8 @@ class VideoSink(Sink):
                 self.tmp.replace(self.path)
 
     def _mux(self, sound: str, out: Path) -> bool:
-        cmd = [
-            "ffmpeg",
-            "-y",
-            "-loglevel",
-            "error",
-            "-i",
-            str(self.tmp),
-            "-stream_loop",
-            "-1",
-            "-i",
-            sound,
-            "-map",
-            "0:v",
-            "-map",
-            "1:a?",
-            "-c:v",
-            "copy",
-            "-c:a",
-            "aac",
-            "-shortest",
-            str(out),
-        ]
+        cmd = ["ffmpeg", "-y", "-loglevel", "error", "-i", str(self.tmp), "-stream_loop", "-1", "-i", sound]
+        cmd += ["-map", "0:v", "-map", "1:a?", "-c:v", "copy", "-c:a", "aac", "-shortest", str(out)]
         return subprocess.run(cmd, capture_output=True).returncode == 0
 
 
@@ -358,7 +360,9 @@ def _option(uri: str, key: str, value, default):
         v = None
     if isinstance(default, str) and v is not None:
         return v
-    if v is not None and math.isfinite(v) and (v > 0 if key == "fps" else v >= 0):
+    if v is not None and not math.isfinite(v):
+        raise ConfigError(f"sink {uri}: option {key}={value!r} is not a finite number", f"pass {key}={default!r} or another finite number")
+    if v is not None and (v > 0 if key == "fps" else v >= 0):
         return v
     need = "a number > 0" if key == "fps" else "a whole number >= 0" if isinstance(default, int) else "a number >= 0"
     raise ConfigError(f"sink {uri}: option {key}={value!r} is not {need}", f"pass {key}={default!r} or another {need}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import heapq
 import logging
+import math
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -60,7 +61,8 @@ SCHEMES: dict[str, tuple[dict, str]] = {
     "mic": (
         dict(blocksize=0, channels=0, queue=256),
         "mic://default or mic://NAME (a name, part of one, or an index "
-        "from python -m sounddevice) -- a microphone through sounddevice/PortAudio, downmixed and resampled "
+        "from python -m sounddevice; or a PulseAudio/PipeWire source name from pactl list sources short, "
+        "e.g. mic://alsa_output.pci-0000_00_1f.3.analog-stereo.monitor) -- a microphone through sounddevice/PortAudio, downmixed and resampled "
         "from the device's own rate; pts from the ADC time. Options: blocksize (device frames per callback, 0 = "
         "PortAudio's choice), channels (0 = up to 2, averaged), queue (buffers held for a slow consumer; beyond "
         "it blocks are dropped and counted).",
@@ -139,7 +141,11 @@ def _coerce(uri: str, key: str, value, default):
         except (TypeError, ValueError):
             pass
         else:
-            if isinstance(number, str) or number >= 0:  # every numeric option is a size, a rate or a time (0: the device's or the default)
+            if isinstance(number, str):
+                return number
+            if not math.isfinite(number):  # nan compares false with everything: it is no size, rate or time
+                raise ConfigError(f"{uri}: option {key}={value!r} is not a finite number", f"pass {key}=0 or more (default {default!r})")
+            if number >= 0:  # every numeric option is a size, a rate or a time (0: the device's or the default)
                 return number
             raise ConfigError(f"{uri}: option {key}={value!r} is negative", f"pass {key}=0 or more (default {default!r})")
     raise ConfigError(
@@ -231,7 +237,7 @@ class _Yuv420:
     def rgb(self) -> np.ndarray:
         return self.frame.to_ndarray(format="rgb24")
 
-    def square(self, size: int) -> np.ndarray:
+    def cut(self, size) -> np.ndarray:
         return av_square(self.frame, size)
 
 

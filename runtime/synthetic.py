@@ -7,7 +7,6 @@ then silence, with the ground truth (the spoken digit's box, label, scene) in ea
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import math
@@ -67,18 +66,14 @@ class SyntheticSource(Source):
                     "fps, seconds, block_ms > 0; hold >= 1; k 1..10; size >= 32; bank auto|real|synthetic",
                 )
         super().__init__(uri, "av", opts)
+        from edge_sdk.contract import AudioContract, ImageContract, ModelContract
         from edge_sdk.media.avdigits import AVDigits
-        from edge_sdk.spec import get_spec
 
-        base = get_spec("student_s")
-        spec = dataclasses.replace(
-            base,
-            audio=dataclasses.replace(base.audio, sample_rate=sample_rate, num_samples=sample_rate),
-            image=dataclasses.replace(base.image, size=opts["size"]),
-        )
+        # the scenes' sizes: size x size pictures and 1 s utterances at the model's rate
+        sizes = ModelContract("synthetic-scenes", AudioContract(sample_rate, 1.0), ImageContract(opts["size"], opts["size"]), 1)
         self.sample_rate = sample_rate
         self.bank = _bank(sample_rate, opts["bank"])
-        self.scenes = AVDigits(self.bank, spec, math.ceil(opts["seconds"] / opts["hold"]), k=opts["k"], seed=opts["seed"], train=False)
+        self.scenes = AVDigits(self.bank, sizes, math.ceil(opts["seconds"] / opts["hold"]), k=opts["k"], seed=opts["seed"], train=False)
         log.info("%s: %d scenes from %s", uri, len(self.scenes), self.bank.source)
 
     def _run(self) -> None:

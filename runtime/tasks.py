@@ -29,19 +29,21 @@ __all__ = ["TASKS", "make_task", "Geometry"]
 
 
 class Geometry:
-    """Where map cells land in the captured frame: centre crop -> S x S -> map cells
-    (cell j centred on model pixel ``stride * j + offset``, as in evaluation)."""
+    """Where map cells land in the captured frame: the frame's centre at the model's aspect ->
+    the model's ``size`` (height, width) -> map cells, each looking at model pixel
+    ``stride * j + offset`` (the contract's map geometry; the stride defaults to size / grid)."""
 
-    def __init__(self, frame_hw: tuple[int, int], size: int, grid_hw: tuple[int, int], offset=(0, 0)):
-        h, w = frame_hw
-        self.side = min(h, w)
-        self.y0, self.x0 = (h - self.side) // 2, (w - self.side) // 2
-        self.size, self.scale = size, self.side / size
-        self.stride = (size / grid_hw[0], size / grid_hw[1])
+    def __init__(self, frame_hw: tuple[int, int], size, grid_hw: tuple[int, int], offset=(0, 0), stride=None):
+        from edge_sdk.media.image import crop_box, hw
+
+        self.size = hw(size)
+        self.y0, self.x0, ch, _ = crop_box(*frame_hw, *self.size)
+        self.scale = ch / self.size[0]  # frame pixels per model pixel (the same on both axes: the aspect is kept)
+        self.stride = tuple(stride) if stride is not None else (self.size[0] / grid_hw[0], self.size[1] / grid_hw[1])
         self.offset = offset
 
     def model_to_frame(self, ym: float, xm: float) -> tuple[float, float]:
-        """A pixel of the model's S x S input -> (x, y) in the captured frame."""
+        """A pixel of the model's input -> (x, y) in the captured frame."""
         return self.x0 + xm * self.scale, self.y0 + ym * self.scale
 
     def cell_to_frame(self, iy: int, ix: int) -> tuple[float, float]:
@@ -62,8 +64,9 @@ class Geometry:
 class Task:
     name = ""
     shifts_ms: tuple[float, ...] = (0.0,)
+    needs_map = False  # whether the task places results in the image (the model must have a localization map)
 
-    def setup(self, towers, spec) -> None:
+    def setup(self, towers, contract) -> None:
         """Called once with the runner (a gallery embeds itself here)."""
 
     def __call__(self, frame, audio_emb: np.ndarray, image_emb: np.ndarray, image_map: np.ndarray, geom: Geometry):
@@ -76,11 +79,12 @@ def _sim(a: np.ndarray, fmap: np.ndarray) -> np.ndarray:
 
 class Localize(Task):
     name = "localize"
+    needs_map = True
 
     def __call__(self, frame, audio_emb, image_emb, image_map, geom):
         sim = _sim(audio_emb[0], image_map)
         # The peak of the upsampled heatmap (as in evaluation), not of the coarse cells.
-        heat = upsample_map(sim, geom.size, geom.offset)
+        heat = upsample_map(sim, geom.size, geom.offset, stride=geom.stride)
         x, y = geom.model_to_frame(*divmod(int(heat.argmax()), heat.shape[1]))
         cells = np.sort(sim, axis=None)  # a few dozen cells: sorting beats np.median's machinery
         n = cells.size
@@ -131,7 +135,7 @@ class Retrieval(Task):
         self.items: list[tuple[str, str]] = []
         self.image_embs = self.sound_embs = None
 
-    def setup(self, towers, spec) -> None:
+    def setup(self, towers, contract) -> None:
         import cv2
 
         from edge_sdk.media.image import center_crop_resize
@@ -142,7 +146,9 @@ class Retrieval(Task):
                 bgr = cv2.imread(str(p))
                 if bgr is None:
                     continue
-                images.append(center_crop_resize(bgr[:, :, ::-1], spec.image.size).transpose(2, 0, 1).astype(np.float32))
+                images.append(
+                    center_crop_resize(bgr[:, :, ::-1], (contract.image.height, contract.image.width)).transpose(2, 0, 1).astype(np.float32)
+                )
                 names_i.append(str(p))
             elif p.suffix.lower() in self._SOUNDS:
                 import soxr
@@ -150,8 +156,8 @@ class Retrieval(Task):
                 from edge_sdk.media.audio import read_wav
 
                 x, rate, _ = read_wav(p)
-                wave = soxr.resample(x.mean(1), rate, spec.audio.sample_rate) if rate != spec.audio.sample_rate else x.mean(1)
-                n = spec.audio.num_samples
+                wave = soxr.resample(x.mean(1), rate, contract.audio.sample_rate) if rate != contract.audio.sample_rate else x.mean(1)
+                n = contract.audio.num_samples
                 wave = np.pad(wave, (0, max(0, n - len(wave))))[:n]
                 sounds.append(wave.astype(np.float32))
                 names_s.append(str(p))
@@ -176,6 +182,7 @@ class Speaker(Task):
     """Faces (OpenCV's frontal-face Haar cascade, shipped with opencv) scored by A/V correspondence."""
 
     name = "speaker"
+    needs_map = True
 
     def __init__(self, min_face: int = 40):
         import cv2

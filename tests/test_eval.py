@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from edge_sdk.eval.evaluate import METRIC_KEYS, EvalConfig, evaluate, format_table, heatmaps
+from edge_sdk.eval.evaluate import METRIC_KEYS, EvalConfig, evaluate, format_table
+from edge_sdk.heatmap import heatmaps
 from edge_sdk.models.avnet import AVNet
 from edge_sdk.models.shipped import shipped_models
 from edge_sdk.models.torch_runner import TorchTowers
@@ -14,7 +15,7 @@ SMALL = EvalConfig(scenes=40, gallery_per_class=5, probe_images=100, sync_clips=
 def test_untrained_model_scores_near_chance_on_generated_data():
     torch.manual_seed(0)
     spec = get_spec("avnet_xs.avdigits")
-    res = evaluate(TorchTowers(AVNet(spec)), spec, cfg=SMALL)
+    res = evaluate(TorchTowers(AVNet(spec)), cfg=SMALL)
     for k in METRIC_KEYS:
         assert 0.0 <= res[k] <= 1.0, k
     assert res["pointing_acc"] < 0.5 and res["a2i_r1"] < 0.5
@@ -36,7 +37,9 @@ def test_shipped_teacher_localizes_and_retrieves_on_real_held_out_data(fsdd, mni
 
     model, meta = resolve_model("avnet_t.avdigits")
     cfg = EvalConfig(scenes=120, gallery_per_class=10, probe_images=500, sync_clips=20)
-    res = evaluate(TorchTowers(model, meta["map_offset_px"]), model.spec, fsdd, mnist, cfg)
+    assert model.contract.map.offset == tuple(meta["map_offset_px"])  # the checkpoint's offset is part of its contract
+    res = evaluate(TorchTowers(model), fsdd, mnist, cfg)
+    assert res["n"]["pointing_acc"] == 120 and res["n"]["a2i_r1"] > 0 and res["n"]["probe_audio_acc"] > 0
     # Regression guard under the shipped numbers (README; this smaller gallery scores lower),
     # far above chance (~0.1).
     assert res["pointing_acc"] >= 0.8 and res["a2i_r1"] >= 0.65 and res["probe_audio_acc"] >= 0.8, res

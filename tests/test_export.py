@@ -17,7 +17,7 @@ from edge_sdk.eval.evaluate import EvalConfig
 from edge_sdk.export.engine import PRECISIONS, ExportMismatch, export_bundle
 from edge_sdk.export.onnxruntime import OnnxRuntimeExporter
 from edge_sdk.export.targets import EXPORTERS
-from edge_sdk.export.validate import TOLERANCES, Tolerance, compare, verdict
+from edge_sdk.export.validate import TOLERANCES, Tolerance, compare, heatmap_agreement, verdict
 from edge_sdk.media.corpora import default_data_dir
 from edge_sdk.models.shipped import shipped_models
 from edge_sdk.quant.calib import write_calib_set
@@ -204,11 +204,32 @@ def test_compare_and_verdict_name_the_output_that_missed():
     got = {"audio_emb": np.eye(4, dtype=np.float32), "image_map": np.full((4, 2, 3, 3), np.nan, np.float32)}
     p = compare(ref, got)
     assert p["audio_emb"]["cosine_mean"] == pytest.approx(1.0) and p["image_map"]["max_abs"] == float("inf")
-    misses = verdict(p, 0.5, {"pointing_acc": 0.2}, TOLERANCES["int8"])
+    gate = {"pointing_acc": {"drop": 0.2, "significant": True, "ci95": 0.05, "n": 300}}
+    misses = verdict(p, 0.5, gate, TOLERANCES["int8"])
     assert any(m.startswith("image_map: mean cosine") for m in misses) and any("pointing_acc drops by 0.200" in m for m in misses)
     assert any("heatmap" in m for m in misses) and not any(m.startswith("audio_emb") for m in misses)
     p = compare(ref, {**got, "image_map": np.ones((4, 2, 4, 4), np.float32)})
     assert verdict(p, None, None, TOLERANCES["fp32"]) == ["image_map: shape [4, 2, 4, 4] instead of [4, 2, 3, 3]"]
+
+
+def test_heatmap_agreement_counts_a_near_tie_and_not_a_different_peak():
+    emb = np.ones((3, 1), np.float32)
+    ref = np.zeros((3, 1, 1, 4), np.float32)
+    ref[:, 0, 0] = [[0, 1, 0.995, 0], [0, 1, 0.9, 0], [0, 1, 0, 0]]  # a near tie, a clear peak, a clear peak
+    got = np.zeros_like(ref)
+    got[:, 0, 0] = [[0, 0.99, 1, 0], [0, 0.9, 1, 0], [0, 1, 0, 0]]  # the tie flipped, the second peak taken, kept
+    assert heatmap_agreement({"audio_emb": emb, "image_map": ref}, {"audio_emb": emb, "image_map": got}) == pytest.approx(2 / 3)
+
+
+def test_bench_says_when_int8_is_not_faster():
+    from edge_sdk.export.bench import format_bench, int8_notes
+
+    row = lambda backend, precision, fps: {"model": "m", "backend": backend, "precision": precision, "status": "ok", "throughput_fps": fps}
+    rows = [row("onnxruntime", "fp32", 100), row("onnxruntime", "int8", 90), row("executorch", "fp32", 10), row("executorch", "int8", 30)]
+    (note,) = int8_notes(rows, "m")
+    assert note.startswith("onnxruntime INT8 is not faster than FP32 here (90 vs 100 pairs/s, 0.90x)")
+    assert "- onnxruntime INT8 is not faster" in format_bench({"model": "m", "bundle": "b", "peak_gmacs": {"fp32": 1, "int8": 2}, "batch": 8,
+                                                                "rows": [], "ratios": {}, "notes": [note]})  # fmt: skip
 
 
 def test_bench_rows_ratios_and_chart(exported, tmp_path):
@@ -350,7 +371,7 @@ def test_bring_your_own_module_through_export(tmp_path):
             super().__init__()
             del self.spec
 
-    with pytest.raises(ConfigError, match="no .spec"):
+    with pytest.raises(ConfigError, match="no .contract .* nor .spec"):
         export_bundle(NoSpec(), tmp_path / "c", "onnx", "fp32")
 
     class Tuple(MyNet):

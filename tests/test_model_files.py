@@ -11,8 +11,9 @@ import torch
 from edge_sdk.bundle import read_bundle, shipped_bundles, unpack_zip, write_manifest
 from edge_sdk.checkpoint import load_model, load_tensors, save_model, save_tensors
 from edge_sdk.errors import ModelFileError
+from edge_sdk.manifest import registry_source
 from edge_sdk.models.avnet import AVNet
-from edge_sdk.spec import get_spec
+from edge_sdk.spec import get_spec, spec_digest
 
 
 @pytest.fixture
@@ -124,15 +125,24 @@ def bundle(tmp_path):
     folder.mkdir()
     for name in ("audio.onnx", "image.onnx"):
         (folder / name).write_bytes(name.encode())
+    spec = get_spec("avnet_s.avdigits")
     write_manifest(
         folder,
-        get_spec("avnet_s.avdigits"),
+        spec.contract((2, 2)),
+        registry_source(spec),
         [
             {"file": "audio.onnx", "tower": "audio", "format": "onnx", "backend": "onnxruntime", "precision": "fp32"},
             {"file": "image.onnx", "tower": "image", "format": "onnx", "backend": "onnxruntime", "precision": "fp32"},
         ],
     )
     return folder
+
+
+def _legacy(m: dict) -> None:
+    """A manifest as schema 1 wrote it: the spec and the map offset, no contract."""
+    spec = m.pop("model")["spec"]
+    m.update(schema=1, spec=spec, spec_sha256=spec_digest(spec), map_offset_px=[2, 2])
+    m.pop("contract"), m.pop("contract_sha256")
 
 
 @pytest.mark.parametrize(
@@ -143,9 +153,18 @@ def bundle(tmp_path):
         (lambda m: m["artifacts"][0].pop("sha256") and None, r"artifact 0 \('audio.onnx'\) lacks or mistypes \['sha256'\]"),
         (lambda m: m["artifacts"][1].update(file=None), r"artifact 1 \(None\) lacks or mistypes \['file'\]"),
         (lambda m: m["artifacts"].append("x.onnx"), r"artifact 2 \('x.onnx'\) lacks or mistypes"),
-        (lambda m: m.update(map_offset_px="x"), "\"map_offset_px\" = 'x' is not two numbers"),
-        (lambda m: m.pop("spec") and None, '"spec" is missing'),
-        (lambda m: m["spec"]["audio"].update(sample_rate="16k"), "model spec audio.sample_rate = '16k' is invalid"),
+        (lambda m: m.pop("contract") and None, "model contract"),
+        (lambda m: m["contract"]["audio"].update(sample_rate="16k"), "model contract audio.sample_rate = '16k' is invalid"),
+        (
+            lambda m: m["contract"]["audio"].update(sample_rate=10**9, seconds=10**9),
+            r"model contract audio.sample_rate = 1000000000 is invalid: want an integer in 1000..384000",
+        ),
+        (lambda m: m["contract"]["map"].update(offset=[float("nan"), 0]), r"model contract map.offset\[0\] = nan is invalid: want a finite number"),
+        (lambda m: m["contract"]["map"].update(offset=[1e308, 0]), r"model contract map.offset\[0\] = 1e\+308 is invalid"),
+        (lambda m: m.update(model={"kind": "factory", "factory": 3}), '"model.factory" = 3 is not'),
+        (lambda m: _legacy(m) or m.update(map_offset_px="x"), "\"map_offset_px\" = 'x' is not two finite numbers"),
+        (lambda m: _legacy(m) or (m.pop("spec") and None), '"spec" is missing'),
+        (lambda m: _legacy(m) or m["spec"]["audio"].update(sample_rate="16k"), "model spec audio.sample_rate = '16k' is invalid"),
     ],
 )
 def test_a_malformed_manifest_names_manifest_json_and_the_key(bundle, edit, match):
@@ -155,11 +174,20 @@ def test_a_malformed_manifest_names_manifest_json_and_the_key(bundle, edit, matc
     assert "edge-sdk" in e.value.fix
 
 
+def test_a_manifest_contract_edited_after_export_is_refused(bundle):
+    assert read_bundle(bundle).contract.map.offset == (2.0, 2.0)
+    _edit(bundle / "manifest.json", lambda m: m["contract"]["audio"].update(sample_rate=8000))
+    with pytest.raises(ModelFileError, match=r"its contract \(avnet_s.avdigits\) was edited after export"):
+        read_bundle(bundle)
+
+
 @pytest.mark.parametrize("stamped", [True, False], ids=["spec_sha256", "legacy"])
-def test_a_manifest_spec_edited_after_export_is_refused(bundle, stamped):
+def test_a_schema_1_manifest_loads_and_its_edited_spec_is_refused(bundle, stamped):
+    _edit(bundle / "manifest.json", _legacy)
     if not stamped:
         _edit(bundle / "manifest.json", lambda m: m.pop("spec_sha256") and None)
-    read_bundle(bundle)
+    b = read_bundle(bundle)
+    assert b.contract == get_spec("avnet_s.avdigits").contract((2, 2)) and b.spec.name == "avnet_s.avdigits"
     _edit(bundle / "manifest.json", lambda m: m["spec"]["audio"].update(sample_rate=8000))
     with pytest.raises(ModelFileError, match="not the one the bundle was exported with: .*audio.sample_rate: 8000 != 16000"):
         read_bundle(bundle)
@@ -218,7 +246,8 @@ def test_a_zip_without_a_manifest_at_its_top_is_refused_and_leaves_nothing(bundl
 def test_a_zip_whose_member_data_is_damaged_is_refused_by_name(bundle, tmp_path, monkeypatch):
     monkeypatch.setenv("EDGE_SDK_CACHE", str(tmp_path / "cache"))
     (bundle / "audio.onnx").write_bytes(bytes(range(256)) * 2000)  # compressible: a deflate stream to damage
-    write_manifest(bundle, get_spec("avnet_s.avdigits"), json.loads((bundle / "manifest.json").read_text())["artifacts"])
+    spec = get_spec("avnet_s.avdigits")
+    write_manifest(bundle, spec.contract(), registry_source(spec), json.loads((bundle / "manifest.json").read_text())["artifacts"])
     path = tmp_path / "d.zip"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
         for f in sorted(bundle.iterdir()):

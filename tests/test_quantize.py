@@ -14,6 +14,7 @@ from edge_sdk.export.base import Job
 from edge_sdk.export.executorch import quantize_programs
 from edge_sdk.export.onnxruntime import quantize_graphs, thin_convs
 from edge_sdk.export.tensorrt import TensorRTExporter
+from edge_sdk.manifest import registry_source
 from edge_sdk.models.shipped import resolve_model, shipped_models
 from edge_sdk.quant.calib import load_calib_set, write_calib_set
 from edge_sdk.quant.fakequant import fake_quantize, layer_sensitivity, quantizable_layers
@@ -105,16 +106,19 @@ def test_thin_convs_are_stems_not_depthwise(tmp_path):
     graph = helper.make_graph(
         [
             helper.make_node("Conv", ["x", "w_stem"], ["a"], name="stem", kernel_shape=[4, 4], strides=[4, 4]),
+            helper.make_node("Conv", ["x", "w_patch"], ["p"], name="patch", kernel_shape=[8, 8], strides=[8, 8]),
             helper.make_node("Conv", ["a", "w_dw"], ["b"], name="depthwise", kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=8),
             helper.make_node("Conv", ["b", "w_pw"], ["y"], name="pointwise", kernel_shape=[1, 1]),
         ],
         "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])],
-        [w("w_stem", (8, 3, 4, 4)), w("w_dw", (8, 1, 3, 3)), w("w_pw", (4, 8, 1, 1))],
+        [w("w_stem", (8, 3, 4, 4)), w("w_patch", (8, 3, 8, 8)), w("w_dw", (8, 1, 3, 3)), w("w_pw", (4, 8, 1, 1))],
     )
     onnx.save(helper.make_model(graph), tmp_path / "g.onnx")
-    assert thin_convs(tmp_path / "g.onnx") == ["stem"]  # a depthwise conv reads all 8 channels
+    # 3 x 4 x 4 = 48 inputs per output is thin; a patch embedding (3 x 8 x 8 = 192) is not, nor a
+    # depthwise conv, which reads all 8 channels
+    assert thin_convs(tmp_path / "g.onnx") == ["stem"]
 
 
 def test_xnnpack_pt2e_int8_program_runs_in_executorch(model, calib, tmp_path):
@@ -150,7 +154,7 @@ def test_bundle_hashes_schema_and_paths_are_checked(tmp_path, model):
         {"file": "a.onnx", "tower": "audio", "format": "onnx", "backend": "onnxruntime", "precision": "int8"},
         {"file": "i.onnx", "tower": "image", "format": "onnx", "backend": "onnxruntime", "precision": "int8"},
     ]
-    write_manifest(tmp_path, model.spec, arts)
+    write_manifest(tmp_path, model.contract, registry_source(model.spec), arts)
     b = read_bundle(tmp_path)
     assert b.find("onnxruntime", "int8").files["audio"].name == "a.onnx"
     with pytest.raises(ModelFileError, match="--backend onnxruntime --precision int8"):
@@ -163,7 +167,7 @@ def test_bundle_hashes_schema_and_paths_are_checked(tmp_path, model):
     (tmp_path / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ModelFileError, match="schema 99"):
         read_bundle(tmp_path)
-    m["schema"], m["artifacts"][0]["file"] = 1, "../a.onnx"
+    m["schema"], m["artifacts"][0]["file"] = 2, "../a.onnx"
     (tmp_path / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ModelFileError, match="outside the bundle"):
         read_bundle(tmp_path)

@@ -65,7 +65,7 @@ def _square_agrees(src, stride: int = 5) -> int:
     frames, _, _ = split(run(src))
     planes = sum(f._image is None for f in frames)
     for f in frames[::stride]:
-        got = f.square(96)
+        got = f.cut(96)
         ref = center_crop_resize(f.image, 96)
         diff = np.abs(got.astype(int) - ref)
         assert got.shape == ref.shape and got.dtype == np.uint8
@@ -99,16 +99,16 @@ class _Picture:
         self.rgb_calls += 1
         return np.full((6, 8, 3), 7, np.uint8)
 
-    def square(self, size):
+    def cut(self, size):
         return np.full((size, size, 3), 7, np.uint8)
 
 
 def test_a_decoded_picture_converts_once_on_demand():
     pic = _Picture()
     f = VideoFrame(1, 0, None, "x", picture=pic)
-    assert f.shape == (6, 8) and f.square(4).shape == (4, 4, 3) and pic.rgb_calls == 0  # nothing converted
+    assert f.shape == (6, 8) and f.cut(4).shape == (4, 4, 3) and pic.rgb_calls == 0  # nothing converted
     assert f.image.shape == (6, 8, 3) and f.image.shape == (6, 8, 3) and pic.rgb_calls == 1
-    assert f.shape == (6, 8) and f.square(4).shape == (4, 4, 3) and f._picture is None  # the picture is let go
+    assert f.shape == (6, 8) and f.cut(4).shape == (4, 4, 3) and f._picture is None  # the picture is let go
     assert VideoFrame(1, 0, np.zeros((2, 3, 3), np.uint8), picture=_Picture()).shape == (2, 3)  # an image wins
     with pytest.raises(ValueError, match="image or a decoded picture"):
         VideoFrame(1, 0, None)

@@ -80,7 +80,12 @@ def _edited(**changes):
         (_edited(audio={"f_max": 9000.0}), r"audio.f_max = 9000.0 is invalid: want above f_min \(60.0\) and at most sample_rate / 2 \(8000.0\)"),
         (_edited(audio={"f_min": 5000.0}), r"audio.f_max = 4000.0 is invalid: want above f_min"),
         (_edited(audio={"f_min": float("nan")}), r"audio.f_min = nan is invalid: want a finite number"),
-        (_edited(audio={"n_fft": 32000}), r"audio.n_fft = 32000 is invalid: want at most num_samples"),
+        (_edited(audio={"n_fft": 32000}), r"audio.n_fft = 32000 is invalid: want an integer above 0 up to 16384"),
+        (_edited(audio={"n_fft": 16384, "num_samples": 8000}), r"audio.n_fft = 16384 is invalid: want at most num_samples"),
+        (
+            _edited(audio={"sample_rate": 10**9, "num_samples": 10**9}),
+            r"audio.sample_rate = 1000000000 is invalid: want an integer above 0 up to 384000",
+        ),
         (_edited(audio={"hop_length": 8000}), r"audio = '40 mels x 2 frames' is invalid: want at least the audio tower's stem stride \(4\)"),
         (_edited(audio={"samplerate": 16000}), r"malformed: .*samplerate"),
         (_edited(audio=[16000]), r"malformed: .*must be a mapping"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from edge_sdk.errors import EdgeSDKError
 
-__all__ = ["Command", "number", "COUNT", "NONNEG", "PORT", "writable", "data_args", "resolve_data", "StatusLine"]
+__all__ = ["Command", "number", "opset", "MIN_OPSET", "COUNT", "NONNEG", "PORT", "writable", "data_args", "resolve_data", "StatusLine"]
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,8 @@ COUNT, NONNEG, PORT = number(int, 1), number(float, 0), number(int, 1, 65535)
 
 
 def writable(**paths) -> None:
-    """Refuse, before any work, output paths whose folder does not exist (results are written at the end)."""
+    """Refuse, before any work, output paths whose folder does not exist or cannot be written
+    (read-only, another user's), and folders given as files (results are written at the end)."""
     for flag, path in paths.items():
         if path and Path(path).is_dir():
             raise EdgeSDKError(f"--{flag.replace('_', '-')} {path} is a folder", "give the path of a file (in that folder or elsewhere)")
@@ -65,6 +67,25 @@ def writable(**paths) -> None:
                 f"cannot write --{flag.replace('_', '-')} {path}: folder {Path(path).parent} does not exist",
                 f"create it first (mkdir -p {Path(path).parent}) or pick another path",
             )
+        folder = Path(path).resolve().parent if path else None
+        if folder is not None and not os.access(folder, os.W_OK):
+            read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY) if hasattr(os, "statvfs") else False
+            raise EdgeSDKError(
+                f"cannot write --{flag.replace('_', '-')} {path}: {'read-only file system' if read_only else 'permission denied'}",
+                "write to a folder on a writable disk" if read_only else f"give this user write access to {folder}, or pick a folder this user owns",
+            )
+
+
+MIN_OPSET = 14  # the oldest ONNX opset the exporters are written for
+
+
+def opset(text: str) -> int:
+    """``--opset``: a whole number from :data:`MIN_OPSET` to the newest opset the installed onnx knows."""
+    try:
+        from onnx.defs import onnx_opset_version
+    except ImportError:  # the export command says which extra brings onnx
+        return number(int, MIN_OPSET)(text)
+    return number(int, MIN_OPSET, onnx_opset_version())(text)
 
 
 def data_args(p: argparse.ArgumentParser) -> None:
@@ -88,6 +109,22 @@ def resolve_data(args) -> tuple[str | None, str | None]:
         logging.getLogger("edge_sdk").warning("no --fsdd/--mnist and no ../shared/data: using generated data (--synthetic)")
         return None, None
     return str(root / "fsdd" / "recordings"), str(root / "mnist")
+
+
+def model_args(p: argparse.ArgumentParser, positional: bool = True) -> None:
+    """``MODEL`` (ours: a checkpoint or shipped name) or the user's ``--model FILE.py:FUNCTION``
+    with ``--weights`` and ``--contract``."""
+    if positional:
+        p.add_argument("model", nargs="?", help="a .safetensors checkpoint or a shipped model name (or give --model for your own)")
+    g = p.add_argument_group("your own model (README: 'Bring your own checkpoint')")
+    g.add_argument("--model", dest="factory", metavar="FILE.py:FUNCTION", help="a function returning your nn.Module (or package.module:FUNCTION)")
+    g.add_argument("--weights", help="its weights: .safetensors, or a state dict saved with torch.save (loaded with weights_only=True)")
+    g.add_argument("--contract", help="its contract: a .toml with [audio] sample_rate, seconds; [image] height, width; [outputs] embed_dim")
+
+
+def model_options(args) -> dict:
+    """The keyword arguments :func:`edge_sdk.models.loading.open_model` (and the stages) take."""
+    return {"factory": getattr(args, "factory", None), "weights": getattr(args, "weights", None), "contract": getattr(args, "contract", None)}
 
 
 class StatusLine:

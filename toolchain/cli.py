@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
 import signal
 import sys
 import threading
+import traceback
 
 from edge_sdk import __version__
 from edge_sdk.errors import EdgeSDKError, missing_package
+from edge_sdk.outputs import os_error_cause
 from edge_sdk.toolchain.commands import COMMANDS
 
 __all__ = ["main", "build_parser", "EXAMPLES"]
@@ -56,6 +59,14 @@ def _stop(signum, frame):
     raise KeyboardInterrupt
 
 
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}  # said in one line even when no file is named
+
+
+def _trace(args) -> None:
+    if args.verbose:
+        traceback.print_exc()
+
+
 def _error(args, text: str) -> int:
     print(f"edge-sdk {args.command}: error: {text}", file=sys.stderr)
     return 2
@@ -81,11 +92,18 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeSDKError as e:
         return _error(args, str(e))
     except PermissionError as e:  # e.g. a bundle another user wrote, an output folder of someone else's
+        _trace(args)
         return _error(
             args,
             f"cannot access {e.filename or e}: permission denied -- fix: give this user read access (and write "
             "access for outputs) to it, or copy it to a folder this user owns",
         )
+    except OSError as e:  # a full disk, a read-only folder, a file where a folder should be: one line (-v: the traceback too)
+        if not e.filename and e.errno not in _DISK_ERRORS:
+            raise
+        _trace(args)
+        where = f"{e.filename}: " if e.filename else "writing its output: "
+        return _error(args, f"{where}{os_error_cause(e)} -- fix: check that path (df -h, ls -ld), or pick another one")
     except ModuleNotFoundError as e:
         error = missing_package(e, cmd.needs)
         if error is None:

@@ -1,5 +1,6 @@
 """The ``edge-sdk pipeline --recipe R`` command's every-stage-in-one-go run: pretrain ->
-distill -> calibrate -> quantize + export -> bench, each stage skipped when its output is
+distill -> calibrate -> quantize + export -> bench (for the user's own model, ``--model``:
+calibrate on their clips -> export -> bench), each stage skipped when its output is
 already there (and training resumed from its last checkpoint), ending in one report a
 person reads instead of logs (``report.md`` with the loss curves, the export parity table
 and the benchmark chart). Not the runtime's streaming :mod:`edge_sdk.runtime.pipeline`.
@@ -21,16 +22,21 @@ recipes and what to export::
 
 from __future__ import annotations
 
+try:  # Python 3.11+; tomli (a dependency on 3.10, JetPack 6's Python) is the same parser
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
 import json
 import logging
+import shutil
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import tomllib
-
 from edge_sdk.errors import ConfigError
 from edge_sdk.media.pairs import MIN_CLIPS
+from edge_sdk.outputs import atomic_write_text
 from edge_sdk.recipe import at_least, check_field
 
 __all__ = ["PipelineRecipe", "load_pipeline", "run_pipeline", "STAGES"]
@@ -86,85 +92,108 @@ def _state(out: Path) -> dict:
 
 
 def _save_state(out: Path, state: dict) -> None:
-    from edge_sdk.checkpoint import atomic_write_text
-
     atomic_write_text(out / "state.json", json.dumps(state, indent=2, default=str))
 
 
-def run_pipeline(recipe: PipelineRecipe, out: str | Path, fsdd=None, mnist=None, progress: bool = True) -> dict:
-    """Run every stage not yet done in ``out``; returns the state (one entry per stage)."""
-    from edge_sdk.eval.evaluate import EvalConfig
-    from edge_sdk.recipe import load_recipe
-    from edge_sdk.train.trainer import distill, pretrain
+@dataclass
+class _Stages:
+    """The stages of one pipeline run, each a method returning its result for ``state.json``."""
 
+    recipe: PipelineRecipe
+    out: Path
+    fsdd: str | None
+    mnist: str | None
+    progress: bool
+    user: dict | None  # factory, weights, contract: the user's own model (no training stages)
+    videos: str | None
+
+    @property
+    def cfg(self):
+        from edge_sdk.eval.evaluate import EvalConfig
+
+        n = self.recipe.eval_scenes  # a short run evaluates on proportionally fewer probes and clips
+        return EvalConfig(scenes=n, gallery_per_class=min(50, max(5, n // 10)), probe_images=min(2000, 10 * n), sync_clips=min(200, n))
+
+    def weights(self, role: str) -> Path:
+        return self.out / role / "model.safetensors"
+
+    def teacher(self) -> dict:
+        from edge_sdk.recipe import load_recipe
+        from edge_sdk.train.trainer import pretrain
+
+        if self.user:
+            return {"skipped": "your model (--model)"}
+        r, steps = load_recipe(self.recipe.teacher), self.recipe.teacher_max_steps or None
+        return pretrain(r, self.out / "teacher", self.fsdd, self.mnist, resume="auto", progress=self.progress, max_steps=steps)
+
+    def student(self) -> dict:
+        from edge_sdk.recipe import load_recipe
+        from edge_sdk.train.trainer import distill
+
+        if self.user:
+            return {"skipped": "your model (--model)"}
+        r, steps = load_recipe(self.recipe.student), self.recipe.student_max_steps or None
+        r.distill.teacher = str(self.weights("teacher"))
+        return distill(r, self.out / "student", self.fsdd, self.mnist, resume="auto", progress=self.progress, max_steps=steps)
+
+    def calib(self) -> dict:
+        from edge_sdk.models.loading import open_model
+        from edge_sdk.quant.calib import write_calib_set, write_clip_pairs
+
+        shutil.rmtree(self.out / "calib", ignore_errors=True)  # a half-written set from a killed run
+        contract = open_model(None if self.user else str(self.weights("student")), **(self.user or {})).model.contract
+        if self.videos:
+            write_clip_pairs(self.out / "calib", contract, self.videos, self.recipe.calib_pairs)
+        else:
+            write_calib_set(self.out / "calib", contract, self.recipe.calib_pairs, self.fsdd, self.mnist)
+        return {"pairs": self.recipe.calib_pairs}
+
+    def export(self) -> dict:
+        from edge_sdk.export.engine import export_bundle
+
+        shutil.rmtree(self.out / "bundle", ignore_errors=True)
+        plan = self.recipe
+        rep = export_bundle(
+            None if self.user else str(self.weights("student")), self.out / "bundle", plan.formats, plan.precisions, calib=self.out / "calib",
+            fsdd=self.fsdd, mnist=self.mnist, eval_cfg=self.cfg, allow_mismatch=plan.allow_mismatch, videos=self.videos, **(self.user or {}),
+        )  # fmt: skip
+        return {"passed": rep["passed"], "rows": [{k: r.get(k) for k in ("exporter", "precision", "status")} for r in rep["rows"]]}
+
+    def bench(self) -> dict:
+        from edge_sdk.export.bench import bench_bundle, format_bench, plot_bench
+
+        rep = bench_bundle(
+            self.out / "bundle", teacher=None if self.user else str(self.weights("teacher")), seconds=self.recipe.bench_seconds,
+            fsdd=self.fsdd, mnist=self.mnist, eval_cfg=self.cfg, videos=self.videos, trusted=(self.user["factory"],) if self.user else (),
+        )  # fmt: skip
+        atomic_write_text(self.out / "bench.md", format_bench(rep))
+        atomic_write_text(self.out / "bench.json", json.dumps(rep["rows"], indent=2))
+        plot_bench(rep, self.out / "bench.png")
+        return {"ratios": rep["ratios"]}
+
+
+def run_pipeline(
+    recipe: PipelineRecipe, out: str | Path, fsdd=None, mnist=None, progress: bool = True, user: dict | None = None, videos=None
+) -> dict:
+    """Run every stage not yet done in ``out``; returns the state (one entry per stage). ``user``
+    (``factory``, ``weights``, ``contract``: the user's own model) skips the training stages and
+    deploys that model, calibrated and checked on ``videos`` (a folder of their clips) if given."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = _state(out)
-    n = recipe.eval_scenes  # a short run evaluates on proportionally fewer probes and clips
-    cfg = EvalConfig(scenes=n, gallery_per_class=min(50, max(5, n // 10)), probe_images=min(2000, 10 * n), sync_clips=min(200, n))
     state["recipe"] = asdict(recipe)
-    teacher_w, student_w = out / "teacher" / "model.safetensors", out / "student" / "model.safetensors"
-
-    def stage(name, fn):
+    user = {k: v for k, v in (user or {}).items() if v} or None
+    stages = _Stages(recipe, out, fsdd, mnist, progress, user, str(videos) if videos else None)
+    for name in STAGES:
         if state.get(name, {}).get("done"):
             log.info("pipeline: %s already done, skipped", name)
-            return
+            continue
         log.info("pipeline: %s", name)
         t0 = time.monotonic()
-        result = fn()
+        result = getattr(stages, name)()
         state[name] = {"done": True, "seconds": round(time.monotonic() - t0, 1), "result": result}
         _save_state(out, state)
-
-    def train_teacher():
-        r = load_recipe(recipe.teacher)
-        return pretrain(r, out / "teacher", fsdd, mnist, resume=True, progress=progress, max_steps=recipe.teacher_max_steps or None)
-
-    def train_student():
-        r = load_recipe(recipe.student)
-        r.distill.teacher = str(teacher_w)
-        return distill(r, out / "student", fsdd, mnist, resume=True, progress=progress, max_steps=recipe.student_max_steps or None)
-
-    def calib():
-        import shutil
-
-        from edge_sdk.models.shipped import resolve_model
-        from edge_sdk.quant.calib import write_calib_set
-
-        shutil.rmtree(out / "calib", ignore_errors=True)  # a half-written set from a killed run
-        write_calib_set(out / "calib", resolve_model(str(student_w))[0].spec, recipe.calib_pairs, fsdd, mnist)
-        return {"pairs": recipe.calib_pairs}
-
-    def export():
-        import shutil
-
-        from edge_sdk.export.engine import export_bundle
-
-        shutil.rmtree(out / "bundle", ignore_errors=True)
-        rep = export_bundle(
-            str(student_w),
-            out / "bundle",
-            recipe.formats,
-            recipe.precisions,
-            calib=out / "calib",
-            fsdd=fsdd,
-            mnist=mnist,
-            eval_cfg=cfg,
-            allow_mismatch=recipe.allow_mismatch,
-        )
-        return {"passed": rep["passed"], "rows": [{k: r.get(k) for k in ("exporter", "precision", "status")} for r in rep["rows"]]}
-
-    def bench():
-        from edge_sdk.export.bench import bench_bundle, format_bench, plot_bench
-
-        rep = bench_bundle(out / "bundle", teacher=str(teacher_w), seconds=recipe.bench_seconds, fsdd=fsdd, mnist=mnist, eval_cfg=cfg)
-        (out / "bench.md").write_text(format_bench(rep))
-        (out / "bench.json").write_text(json.dumps(rep["rows"], indent=2))
-        plot_bench(rep, out / "bench.png")
-        return {"ratios": rep["ratios"]}
-
-    for name, fn in zip(STAGES, (train_teacher, train_student, calib, export, bench)):
-        stage(name, fn)
-    (out / "report.md").write_text(format_pipeline_report(out, state))
+    atomic_write_text(out / "report.md", format_pipeline_report(out, state))
     return state
 
 
@@ -182,8 +211,8 @@ def format_pipeline_report(out: Path, state: dict) -> str:
         s = state.get(name, {})
         res = s.get("result") or {}
         brief = {
-            "teacher": lambda x: f"{x.get('steps')} steps",
-            "student": lambda x: f"{x.get('steps')} steps",
+            "teacher": lambda x: x.get("skipped") or f"{x.get('steps')} steps",
+            "student": lambda x: x.get("skipped") or f"{x.get('steps')} steps",
             "calib": lambda x: f"{x.get('pairs')} pairs",
             "export": lambda x: "passed" if x.get("passed") else "FAILED",
             "bench": lambda x: ", ".join(f"{k} {v}x" for k, v in x.get("ratios", {}).items()),

@@ -2,8 +2,8 @@
 
 Point :class:`VideoFolderDataset` at a folder of ``.mp4 / .m4v / .mov / .mkv / .webm / .avi``
 files (searched recursively, sorted). Each file is decoded once with PyAV; every kept video
-frame becomes one item: the frame, centre-cropped to a square and resized to
-``spec.image.size`` (from its YUV planes, as the runtime cuts it:
+frame becomes one item: the frame, centre-cropped to the model's aspect and resized to its
+``image.height`` x ``image.width`` (from its YUV planes, as the runtime cuts it:
 :func:`~edge_sdk.media.image.av_square`), and the ``spec.audio.num_samples`` of mono audio
 that END at the frame's presentation time (:func:`~edge_sdk.media.audio.audio_window`).
 Alignment uses real timestamps (frame and audio pts), not frame counts, so variable frame
@@ -28,9 +28,8 @@ import numpy as np
 from edge_sdk.errors import DataError, EdgeSDKError
 from edge_sdk.media.audio import AudioTrack, audio_window
 from edge_sdk.media.image import av_square
-from edge_sdk.spec import ModelSpec
 
-__all__ = ["VIDEO_EXTENSIONS", "decode_av", "VideoFolderDataset"]
+__all__ = ["VIDEO_EXTENSIONS", "decode_av", "decode_audio", "VideoFolderDataset"]
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +37,12 @@ VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
 
 
 def decode_av(
-    path, sample_rate: int, *, size: int | None = None, frame_step: int = 1, max_frames: int | None = None
+    path, sample_rate: int, *, size=None, frame_step: int = 1, max_frames: int | None = None
 ) -> tuple[list[tuple[float, np.ndarray]], np.ndarray, float]:
     """Decode a clip's first video and first audio stream.
 
     Returns ``(frames, audio, audio_start_s)``: ``frames`` is a list of ``(pts_s, rgb)`` with
-    ``rgb`` HxWx3 uint8 (or ``size`` x ``size`` centre-cropped when ``size`` is given), every
+    ``rgb`` HxWx3 uint8 (or centre-cropped to ``size``, a side or (height, width), when given), every
     ``frame_step``-th frame, at most ``max_frames``; ``audio`` is float32 mono at
     ``sample_rate``; ``audio_start_s`` is the time of ``audio[0]`` (first audio frame pts,
     else the stream's ``start_time * time_base``). Raises :class:`DataError` naming the file.
@@ -95,6 +94,29 @@ def decode_av(
     return frames, audio, float(track.start)
 
 
+def decode_audio(path, sample_rate: int) -> np.ndarray:
+    """A file's first audio track (any container PyAV reads: wav, mp3, flac, a video's sound) as
+    float32 mono at ``sample_rate``; DataError naming the file when it has none."""
+    try:
+        import av
+    except ImportError:
+        raise EdgeSDKError("reading sound files needs PyAV", "pip install 'edge_sdk[live]' (or: pip install av)") from None
+    path, chunks, track = Path(path), [], None
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise DataError(f"{path} has no audio track", "give sound files (wav, mp3, flac, ...) or videos with sound")
+            stream = container.streams.audio[0]
+            for frame in container.decode(stream):
+                track = track or AudioTrack(av, frame, stream, sample_rate)
+                chunks.append(track.push(frame))
+            if track is not None:
+                chunks.append(track.push(None))
+    except av.FFmpegError as e:
+        raise DataError(f"{path} could not be decoded ({type(e).__name__}: {e})", "re-encode or remove it") from None
+    return np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+
+
 def _streams(container, path: Path):
     """The first video and audio streams of an open container; a DataError naming what is missing."""
     if not container.streams.video:
@@ -111,12 +133,13 @@ class VideoFolderDataset:
     """Items ``dict(image=float32 [3,S,S] RGB 0..255, wave=float32 [num_samples], pts_s=float, path=str)``.
 
     ``wave`` is the audio window that ends at the frame's timestamp ``pts_s`` (zeros before
-    the audio starts). Images are centre-cropped to a square, then resized to ``spec.image.size``.
+    the audio starts). Images are centre-cropped to the model's aspect, then resized to its
+    ``image.height`` x ``image.width`` (``spec``: a model contract, or a registry spec: the same input fields).
     With ``skip_bad=True`` undecodable or silent files are logged and listed in
     ``self.skipped`` as ``(path, reason)`` instead of raising :class:`DataError`.
     """
 
-    def __init__(self, root, spec: ModelSpec, frame_step: int = 1, max_frames_per_file: int | None = None, skip_bad: bool = False):
+    def __init__(self, root, spec, frame_step: int = 1, max_frames_per_file: int | None = None, skip_bad: bool = False):
         self.root = Path(root)
         self.spec = spec
         self.skipped: list[tuple[str, str]] = []
@@ -126,7 +149,7 @@ class VideoFolderDataset:
         self.files = sorted(p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
         if not self.files:
             raise DataError(f"no video files in {self.root}", f"add clips with sound ending in {', '.join(VIDEO_EXTENSIONS)} (searched recursively)")
-        sr, size = spec.audio.sample_rate, spec.image.size
+        sr, size = spec.audio.sample_rate, (spec.image.height, spec.image.width)
         self._clips: list[tuple[str, np.ndarray, float]] = []  # per usable file: (path, audio, audio_start_s)
         self._index: list[tuple[int, float, np.ndarray]] = []  # per item: (file no., pts_s, uint8 SxSx3)
         for path in self.files:

@@ -16,10 +16,10 @@ import cv2
 import numpy as np
 
 from edge_sdk.eval import metrics as M
-from edge_sdk.heatmap import heatmaps
+from edge_sdk.heatmap import contract_heatmaps
 from edge_sdk.media.avdigits import AVDigitClips, AVDigits, place_sound, render_single
 from edge_sdk.media.digits import DEFAULT_TEST_SPEAKERS, DigitBank, load_bank, synthetic_bank
-from edge_sdk.spec import ModelSpec
+from edge_sdk.outputs import atomic_write_bytes
 
 __all__ = ["EvalConfig", "evaluate", "map_offset_of", "save_heatmap_grid", "format_table"]
 
@@ -43,9 +43,9 @@ def map_offset_of(model, fsdd=None, mnist=None, n: int = 48, test_speakers=DEFAU
 
     from edge_sdk.objectives.zoom_equivariance import estimate_map_offset
 
-    sr = model.spec.audio.sample_rate
+    sr = model.contract.audio.sample_rate
     bank = load_bank(fsdd, mnist, "train", sr, tuple(test_speakers)) if fsdd and mnist else synthetic_bank("train", sr)
-    ds = AVDigits(bank, model.spec, n, seed=7)
+    ds = AVDigits(bank, model.contract, n, seed=7)
     return estimate_map_offset(model, torch.from_numpy(np.stack([ds[i]["image"] for i in range(n)])))
 
 
@@ -58,76 +58,93 @@ def _centered_sounds(bank: DigitBank, n: int, seed: int) -> np.ndarray:
     return np.stack([place_sound(s, n, rng, train=False) for s in bank.sounds])
 
 
-def _singles(bank: DigitBank, per_class: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _singles(bank: DigitBank, per_class: int, size, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     idx = np.concatenate([rng.choice(bank.images_of(d), per_class, replace=len(bank.images_of(d)) < per_class) for d in range(10)])
     imgs = np.stack([render_single(bank, int(i), size, rng).transpose(2, 0, 1).astype(np.float32) for i in idx])
     return imgs, bank.image_labels[idx]
 
 
-def evaluate(runner, spec: ModelSpec, fsdd=None, mnist=None, cfg: EvalConfig | None = None, heatmap_png: str | Path | None = None) -> dict:
-    """All metrics for one model; real data when both folders are given, else the generated fallback."""
-    cfg = cfg or EvalConfig()
-    sr, n, s = spec.audio.sample_rate, spec.audio.num_samples, spec.image.size
+def _localization(runner, test: DigitBank, cfg: EvalConfig, res: dict, outcomes: dict) -> tuple:
+    """Pointing, cIoU and correspondence on K-digit scenes; the scenes and heatmaps, for the PNG."""
+    c = runner.contract
+    h, w = c.image.height, c.image.width
+    ds = AVDigits(test, c, cfg.scenes, cfg.k, cfg.seed, train=False)
+    items = [ds[i] for i in range(len(ds))]
+    images, waves = np.stack([it["image"] for it in items]), np.stack([it["wave"] for it in items])
+    labels, boxes = np.array([it["label"] for it in items]), np.stack([it["box"] for it in items])
+    a = runner.embed_audio(waves)
+    _, fmap = runner.embed_image(images)
+    heat = contract_heatmaps(c, a, fmap)
+    hits = M.pointing_hits(heat, boxes)
+    outcomes["pointing_acc"] = hits
+    res["map_offset_px"] = list(runner.map_offset)
+    res["pointing_acc"] = float(hits.mean())
+    res["pointing_acc_bilinear"] = float(M.pointing_hits(contract_heatmaps(c, a, fmap, "linear"), boxes).mean())
+    gt = np.zeros((len(boxes), h, w), np.float64)
+    for g, (x0, y0, x1, y1) in zip(gt, boxes.astype(int)):
+        g[y0:y1, x0:x1] = 1.0
+    res.update({k: v for k, v in M.ciou_summary([M.ciou(hm, g) for hm, g in zip(heat, gt)]).items() if k in ("ciou50", "auc")})
+    # Mismatched pairs: each scene with the sound of a later scene whose digit it does not show.
+    n = len(items)
+    neg_idx = [next(j % n for j in range(i + 1, i + 1 + n) if labels[j % n] not in items[i]["digits"]) for i in range(n)]
+    res["avc_acc"] = M.balanced_pair_accuracy(_mil_scores(a, fmap), _mil_scores(a[neg_idx], fmap))
+    return images, heat, boxes, labels
+
+
+def _retrieval_and_probes(runner, test: DigitBank, train: DigitBank, cfg: EvalConfig, res: dict, outcomes: dict) -> None:
+    """Class-level retrieval between spoken digits and single-digit images, and linear probes on
+    frozen embeddings (train speakers/images -> test speakers/images)."""
+    c = runner.contract
+    n, size = c.audio.num_samples, (c.image.height, c.image.width)
+    test_sounds = runner.embed_audio(_centered_sounds(test, n, cfg.seed))
+    gallery, gallery_labels = _singles(test, cfg.gallery_per_class, size, cfg.seed)
+    gallery_emb, _ = runner.embed_image(gallery)
+    hits = M.recall_hits(test_sounds, test.sound_labels, gallery_emb, gallery_labels, 5)
+    outcomes["a2i_r1"] = hits[:, 0]
+    res["a2i_r1"], res["a2i_r5"] = float(hits[:, 0].mean()), float(hits[:, :5].any(1).mean())
+    res["i2a_r1"] = M.recall_at_k(gallery_emb, gallery_labels, test_sounds, test.sound_labels, ks=(1,))[1]
+    train_sounds = runner.embed_audio(_centered_sounds(train, n, cfg.seed + 1))
+    correct = M.linear_probe(train_sounds, train.sound_labels, test_sounds, test.sound_labels, 10, per_item=True)
+    outcomes["probe_audio_acc"] = correct
+    res["probe_audio_acc"] = float(correct.mean())
+    probe_imgs, probe_labels = _singles(train, max(1, cfg.probe_images // 10), size, cfg.seed + 2)
+    res["probe_image_acc"] = M.linear_probe(runner.embed_image(probe_imgs)[0], probe_labels, gallery_emb, gallery_labels, 10)
+
+
+def _synchrony(runner, test: DigitBank, cfg: EvalConfig, res: dict) -> None:
+    """On pulsing clips, the aligned window must outscore every shifted one."""
+    n = runner.contract.audio.num_samples
+    clips = AVDigitClips(test, runner.contract, cfg.sync_clips, cfg.k, cfg.seed, train=False)
+    views = [clips[i] for i in range(len(clips))]
+    _, cmap = runner.embed_image(np.stack([v["image"] for v in views]))
+    aligned = _mil_scores(runner.embed_audio(np.stack([v["wave"] for v in views])), cmap)
+    sh = np.stack([v["wave_shifted"] for v in views])
+    sh_emb = runner.embed_audio(sh.reshape(-1, n)).reshape(len(views), sh.shape[1], -1)
+    res["sync_acc"] = M.sync_accuracy(aligned, np.stack([_mil_scores(sh_emb[:, m], cmap) for m in range(sh.shape[1])], 1))
+
+
+def evaluate(runner, fsdd=None, mnist=None, cfg: EvalConfig | None = None, heatmap_png: str | Path | None = None,
+             outcomes: dict | None = None) -> dict:  # fmt: skip
+    """All metrics for one model (a runner: its ``contract`` says the input sizes and where the map
+    looks); real data when both folders are given, else the generated fallback. ``outcomes``, when
+    given, is filled with each gated metric's per-item results (hits, correct answers): what a
+    paired comparison of two models on the same items needs."""
+    cfg, outcomes = cfg or EvalConfig(), outcomes if outcomes is not None else {}
+    sr = runner.contract.audio.sample_rate
     if fsdd and mnist:
         test = load_bank(fsdd, mnist, "test", sr, tuple(cfg.test_speakers))
         train = load_bank(fsdd, mnist, "train", sr, tuple(cfg.test_speakers))
     else:
         test, train = synthetic_bank("test", sr), synthetic_bank("train", sr)
     res: dict = {"data": test.source, "scenes": cfg.scenes, "k": cfg.k, "seed": cfg.seed, "test_speakers": list(cfg.test_speakers)}
-
-    # Localization and correspondence on K-digit scenes.
     log.info("eval: %d scenes (K=%d) from %s", cfg.scenes, cfg.k, test.source)
-    ds = AVDigits(test, spec, cfg.scenes, cfg.k, cfg.seed, train=False)
-    items = [ds[i] for i in range(len(ds))]
-    images = np.stack([it["image"] for it in items])
-    waves = np.stack([it["wave"] for it in items])
-    labels = np.array([it["label"] for it in items])
-    boxes = np.stack([it["box"] for it in items])
-    a = runner.embed_audio(waves)
-    _, fmap = runner.embed_image(images)
-    heat = heatmaps(a, fmap, s, runner.map_offset)
-    res["map_offset_px"] = list(runner.map_offset)
-    res["pointing_acc"] = float(M.pointing_hits(heat, boxes).mean())
-    res["pointing_acc_bilinear"] = float(M.pointing_hits(heatmaps(a, fmap, s, runner.map_offset, "linear"), boxes).mean())
-    gt = np.zeros((len(boxes), s, s), np.float64)
-    for g, (x0, y0, x1, y1) in zip(gt, boxes.astype(int)):
-        g[y0:y1, x0:x1] = 1.0
-    res.update({k: v for k, v in M.ciou_summary([M.ciou(h, g) for h, g in zip(heat, gt)]).items() if k in ("ciou50", "auc")})
-    # Mismatched pairs: each scene with the sound of a later scene whose digit it does not show.
-    neg_idx = [
-        next(j % len(items) for j in range(i + 1, i + 1 + len(items)) if labels[j % len(items)] not in items[i]["digits"]) for i in range(len(items))
-    ]
-    pos = _mil_scores(a, fmap)
-    neg = _mil_scores(a[neg_idx], fmap)
-    res["avc_acc"] = M.balanced_pair_accuracy(pos, neg)
-
-    # Cross-modal retrieval: spoken digits vs single-digit images, class-level.
+    images, heat, boxes, labels = _localization(runner, test, cfg, res, outcomes)
     log.info("eval: retrieval and probes")
-    test_sounds = runner.embed_audio(_centered_sounds(test, n, cfg.seed))
-    gallery, gallery_labels = _singles(test, cfg.gallery_per_class, s, cfg.seed)
-    gallery_emb, _ = runner.embed_image(gallery)
-    r = M.recall_at_k(test_sounds, test.sound_labels, gallery_emb, gallery_labels, ks=(1, 5))
-    res["a2i_r1"], res["a2i_r5"] = r[1], r[5]
-    res["i2a_r1"] = M.recall_at_k(gallery_emb, gallery_labels, test_sounds, test.sound_labels, ks=(1,))[1]
-
-    # Linear probes on frozen embeddings (train speakers/images -> test speakers/images).
-    train_sounds = runner.embed_audio(_centered_sounds(train, n, cfg.seed + 1))
-    res["probe_audio_acc"] = M.linear_probe(train_sounds, train.sound_labels, test_sounds, test.sound_labels, 10)
-    probe_imgs, probe_labels = _singles(train, max(1, cfg.probe_images // 10), s, cfg.seed + 2)
-    res["probe_image_acc"] = M.linear_probe(runner.embed_image(probe_imgs)[0], probe_labels, gallery_emb, gallery_labels, 10)
-
-    # Synchrony on pulsing clips: the aligned window must outscore every shifted one.
+    _retrieval_and_probes(runner, test, train, cfg, res, outcomes)
     log.info("eval: synchrony on %d clips", cfg.sync_clips)
-    clips = AVDigitClips(test, spec, cfg.sync_clips, cfg.k, cfg.seed, train=False)
-    views = [clips[i] for i in range(len(clips))]
-    _, cmap = runner.embed_image(np.stack([v["image"] for v in views]))
-    aligned = _mil_scores(runner.embed_audio(np.stack([v["wave"] for v in views])), cmap)
-    sh = np.stack([v["wave_shifted"] for v in views])
-    sh_emb = runner.embed_audio(sh.reshape(-1, n)).reshape(len(views), sh.shape[1], -1)
-    shifted = np.stack([_mil_scores(sh_emb[:, m], cmap) for m in range(sh.shape[1])], 1)
-    res["sync_acc"] = M.sync_accuracy(aligned, shifted)
-
+    _synchrony(runner, test, cfg, res)
+    res["n"] = {k: len(v) for k, v in outcomes.items()}  # items behind each gated metric: what one item is worth
     if heatmap_png:
         save_heatmap_grid(heatmap_png, images[:8], heat[:8], boxes[:8], [f"said {x}" for x in labels[:8]])
     return res
@@ -146,7 +163,8 @@ def save_heatmap_grid(png: str | Path, images: np.ndarray, heat: np.ndarray, box
         cv2.putText(over, caption, (2, 10), cv2.FONT_HERSHEY_SIMPLEX, 0.3, (255, 255, 255), 1)
         tiles.append(np.concatenate([rgb, over], 0))
     grid = cv2.resize(np.concatenate(tiles, 1), None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
-    cv2.imwrite(str(png), grid[:, :, ::-1])
+    _, buf = cv2.imencode(".png", grid[:, :, ::-1])
+    atomic_write_bytes(png, buf.tobytes())
 
 
 METRIC_KEYS = (

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["pointing_hits", "ciou", "ciou_summary", "recall_at_k", "balanced_pair_accuracy", "linear_probe", "sync_accuracy"]
+__all__ = ["pointing_hits", "ciou", "ciou_summary", "recall_at_k", "recall_hits", "balanced_pair_accuracy", "linear_probe", "sync_accuracy"]
 
 
 def _arr(x, name: str, ndim: int | None = None, finite: bool = True) -> np.ndarray:
@@ -118,12 +118,11 @@ def ciou_summary(cious) -> dict:
     return {"ciou50": float(np.mean(c >= 0.5)), "auc": auc, "mean_ciou": float(c.mean())}
 
 
-def recall_at_k(query_emb, query_labels, gallery_emb, gallery_labels, ks=(1, 5)) -> dict:
-    """Class-level Recall@K by cosine similarity.
+def recall_hits(query_emb, query_labels, gallery_emb, gallery_labels, k: int = 1) -> np.ndarray:
+    """[Q, k] bool: whether gallery item ``r`` of each query's ranking (by cosine similarity) has
+    the query's label; a query scores a hit at K when any of its first K does.
 
-    Embeddings are L2-normalised here.  A query scores a hit at K when any of its
-    K most similar gallery items has the query's label.  No self-match removal:
-    pass disjoint query and gallery sets.  Returns ``{k: recall}``.
+    Embeddings are L2-normalised here. No self-match removal: pass disjoint query and gallery sets.
     """
     q = _arr(query_emb, "query_emb", 2)
     g = _arr(gallery_emb, "gallery_emb", 2)
@@ -131,15 +130,22 @@ def recall_at_k(query_emb, query_labels, gallery_emb, gallery_labels, ks=(1, 5))
         raise ValueError(f"embedding dims differ: query {q.shape[1]} vs gallery {g.shape[1]}")
     ql = _labels(query_labels, "query_labels", len(q))
     gl = _labels(gallery_labels, "gallery_labels", len(g))
-    ks = [int(k) for k in ks]
-    if not ks or min(ks) < 1 or max(ks) > len(g):
-        raise ValueError(f"every k must be in [1, {len(g)}] (gallery size), got {ks}")
+    if not 1 <= int(k) <= len(g):
+        raise ValueError(f"every k must be in [1, {len(g)}] (gallery size), got {k}")
     qn, gn = np.linalg.norm(q, axis=1), np.linalg.norm(g, axis=1)
     if np.any(qn == 0) or np.any(gn == 0):
         raise ValueError("embeddings contain all-zero vectors; cosine similarity is undefined")
     sim = (q / qn[:, None]) @ (g / gn[:, None]).T
-    order = np.argsort(-sim, axis=1, kind="stable")[:, : max(ks)]
-    match = gl[order] == ql[:, None]
+    order = np.argsort(-sim, axis=1, kind="stable")[:, : int(k)]
+    return gl[order] == ql[:, None]
+
+
+def recall_at_k(query_emb, query_labels, gallery_emb, gallery_labels, ks=(1, 5)) -> dict:
+    """Class-level Recall@K by cosine similarity (see :func:`recall_hits`); ``{k: recall}``."""
+    ks = [int(k) for k in ks]
+    if not ks or min(ks) < 1:
+        raise ValueError(f"every k must be 1 or more, got {ks}")
+    match = recall_hits(query_emb, query_labels, gallery_emb, gallery_labels, max(ks))
     return {k: float(match[:, :k].any(axis=1).mean()) for k in ks}
 
 
@@ -166,8 +172,9 @@ def balanced_pair_accuracy(pos_scores, neg_scores) -> float:
     return float((np.mean(p[1::2] > t) + np.mean(n[1::2] <= t)) / 2)
 
 
-def linear_probe(train_x, train_y, test_x, test_y, n_classes: int, epochs: int = 300, l2: float = 1e-4) -> float:
-    """Test accuracy of a multinomial logistic-regression probe.
+def linear_probe(train_x, train_y, test_x, test_y, n_classes: int, epochs: int = 300, l2: float = 1e-4, per_item: bool = False):
+    """Test accuracy of a multinomial logistic-regression probe (``per_item``: whether each test
+    item was classified correctly, a bool array).
 
     Features are standardised with the training mean/std; weights (not the bias)
     get an ``l2 * |W|^2 / 2`` penalty.  Trained from zeros for ``epochs`` steps of
@@ -203,7 +210,8 @@ def linear_probe(train_x, train_y, test_x, test_y, n_classes: int, epochs: int =
         tk_new = (1 + np.sqrt(1 + 4 * tk * tk)) / 2
         v = w_new + ((tk - 1) / tk_new) * (w_new - w)
         w, tk = w_new, tk_new
-    return float(np.mean((b @ w).argmax(axis=1) == yte))
+    correct = (b @ w).argmax(axis=1) == yte
+    return correct if per_item else float(np.mean(correct))
 
 
 def sync_accuracy(aligned_scores, shifted_scores) -> float:

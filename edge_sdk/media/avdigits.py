@@ -1,6 +1,6 @@
 """AV-Digits: scenes of handwritten digits with the sound of one of them being spoken.
 
-A scene is an S x S image with K handwritten digits of distinct classes at random,
+A scene is an H x W image (the model's input size) with K handwritten digits of distinct classes at random,
 non-overlapping positions and scales on a textured background; its sound is a real
 recording of one of those digits, at the model's sample rate. Evaluation uses the box of
 the spoken digit; the learner only ever sees which sound came with which scene.
@@ -18,15 +18,14 @@ import cv2
 import numpy as np
 
 from edge_sdk.media.digits import DigitBank
-from edge_sdk.spec import ModelSpec
 
 __all__ = ["AVDigits", "AVDigitClips", "render_single", "place_sound", "mask_sound"]
 
 
-def _background(rng: np.random.Generator, s: int) -> np.ndarray:
-    noise = np.zeros((s, s), np.float32)
+def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    noise = np.zeros((h, w), np.float32)
     for cells, weight in ((3, 0.5), (8, 0.3), (24, 0.2)):
-        noise += weight * cv2.resize(rng.random((cells, cells), dtype=np.float32), (s, s), interpolation=cv2.INTER_CUBIC)
+        noise += weight * cv2.resize(rng.random((cells, cells), dtype=np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
     c1, c2 = rng.uniform(0, 120, 3), rng.uniform(0, 120, 3)
     return c1 + (c2 - c1) * np.clip(noise, 0, 1)[..., None]
 
@@ -50,20 +49,23 @@ def _paste(canvas: np.ndarray, glyph: np.ndarray, x: int, y: int, size: int, col
     return np.clip(np.array(box, np.float32), 0, [w, h, w, h])
 
 
-def _layout(rng: np.random.Generator, s: int, k: int, lo: int, hi: int) -> list[tuple[int, int, int]]:
-    """K non-overlapping squares (x, y, size) inside an s x s canvas."""
+def _layout(rng: np.random.Generator, h: int, w: int, k: int, lo: int, hi: int) -> list[tuple[int, int, int]]:
+    """K non-overlapping squares (x, y, size) inside an h x w canvas."""
     for _ in range(1000):
         boxes = []
         for _ in range(k):
             for _ in range(50):
                 size = int(rng.integers(lo, hi + 1))
-                x, y = (int(v) for v in rng.integers(0, s - size + 1, 2))
+                if h == w:  # one draw for both (the stream every square scene was generated with)
+                    x, y = (int(v) for v in rng.integers(0, w - size + 1, 2))
+                else:
+                    x, y = (int(v) for v in rng.integers(0, [w - size + 1, h - size + 1]))
                 if all(x + size <= bx or bx + bs <= x or y + size <= by or by + bs <= y for bx, by, bs in boxes):
                     boxes.append((x, y, size))
                     break
         if len(boxes) == k:
             return boxes
-    raise ValueError(f"cannot place {k} digits of {lo}-{hi} px in a {s} px image")
+    raise ValueError(f"cannot place {k} digits of {lo}-{hi} px in a {h} x {w} px image")
 
 
 def _color(rng: np.random.Generator) -> np.ndarray:
@@ -114,19 +116,23 @@ def place_sound(sound: np.ndarray, n: int, rng: np.random.Generator, train: bool
     return mask_sound(out, rng) if train and mask else out
 
 
-def render_single(bank: DigitBank, idx: int, s: int, rng: np.random.Generator) -> np.ndarray:
-    """One digit image, centred at a mid scale on a background: the retrieval gallery item."""
-    canvas = _background(rng, s)
-    size = int(s * 0.5)
-    _paste(canvas, bank.images[idx], (s - size) // 2, (s - size) // 2, size, _color(rng))
+def render_single(bank: DigitBank, idx: int, s, rng: np.random.Generator) -> np.ndarray:
+    """One digit image (``s``: a side, or (height, width)), centred at a mid scale on a
+    background: the retrieval gallery item."""
+    h, w = (s, s) if np.ndim(s) == 0 else s
+    canvas = _background(rng, h, w)
+    size = int(min(h, w) * 0.5)
+    _paste(canvas, bank.images[idx], (w - size) // 2, (h - size) // 2, size, _color(rng))
     return np.clip(canvas, 0, 255).astype(np.uint8)
 
 
 class AVDigits:
-    """Map-style data set of scenes; ``set_epoch`` draws a fresh set of scenes each epoch."""
+    """Map-style data set of scenes at a model's input sizes (``contract``: a
+    :class:`~edge_sdk.contract.ModelContract`, or a registry spec, which has the same input
+    fields); ``set_epoch`` draws a fresh set of scenes each epoch."""
 
-    def __init__(self, bank: DigitBank, spec: ModelSpec, length: int, k: int = 3, seed: int = 0, train: bool = True, mask: bool = False):
-        self.bank, self.spec, self.length, self.seed, self.train = bank, spec, length, seed, train
+    def __init__(self, bank: DigitBank, contract, length: int, k: int = 3, seed: int = 0, train: bool = True, mask: bool = False):
+        self.bank, self.contract, self.length, self.seed, self.train = bank, contract, length, seed, train
         self.mask = mask  # SpecAugment-style masks on training sounds (see mask_sound)
         self.epoch = 0
         self.set_k(k)
@@ -140,7 +146,7 @@ class AVDigits:
         self.ks, self.k = ks, max(ks)
 
     def _size_range(self, k: int) -> tuple[int, int]:
-        s = self.spec.image.size
+        s = min(self.contract.image.height, self.contract.image.width)
         return (int(s * 0.22), int(s * 0.40)) if k > 1 else (int(s * 0.3), int(s * 0.6))
 
     def set_epoch(self, epoch: int) -> None:
@@ -153,11 +159,11 @@ class AVDigits:
         return np.random.default_rng([self.seed, self.epoch, i])
 
     def _scene(self, rng: np.random.Generator):
-        s = self.spec.image.size
+        h, w = self.contract.image.height, self.contract.image.width
         k = self.ks[0] if len(self.ks) == 1 else int(self.ks[rng.integers(len(self.ks))])
         digits = rng.choice(10, k, replace=False)
-        layout = _layout(rng, s, k, *self._size_range(k))
-        canvas = _background(rng, s)
+        layout = _layout(rng, h, w, k, *self._size_range(k))
+        canvas = _background(rng, h, w)
         glyphs = [int(rng.choice(self.bank.images_of(d))) for d in digits]
         return canvas, digits, layout, glyphs
 
@@ -171,7 +177,7 @@ class AVDigits:
         sound = self.bank.sounds[int(rng.choice(self.bank.sounds_of(int(digits[spoken]))))]
         return {
             "image": np.clip(canvas, 0, 255).astype(np.uint8).transpose(2, 0, 1).astype(np.float32),
-            "wave": place_sound(sound, self.spec.audio.num_samples, rng, self.train, self.mask),
+            "wave": place_sound(sound, self.contract.audio.num_samples, rng, self.train, self.mask),
             "label": np.int64(digits[spoken]),
             "box": boxes[spoken],
             "digits": digits.astype(np.int64),
@@ -181,7 +187,7 @@ class AVDigits:
 class AVDigitClips(AVDigits):
     """T frames at ``fps``; the spoken digit's scale pulses with its loudness envelope.
 
-    ``item(i)`` is the whole clip: ``frames`` [T, 3, S, S], ``track`` (audio long enough that
+    ``item(i)`` is the whole clip: ``frames`` [T, 3, H, W], ``track`` (audio long enough that
     every frame has a full window ending at its time) and ``frame_end`` [T], the sample at
     which frame t's window ends. ``__getitem__(i)`` is the training view of one random frame:
     ``image``, ``wave`` (its aligned window) and ``wave_shifted`` [M, N] (windows ending
@@ -191,7 +197,7 @@ class AVDigitClips(AVDigits):
     def __init__(
         self,
         bank: DigitBank,
-        spec: ModelSpec,
+        contract,
         length: int,
         k: int = 3,
         seed: int = 0,
@@ -200,14 +206,14 @@ class AVDigitClips(AVDigits):
         fps: float = 10.0,
         shifts: tuple[float, ...] = (-0.6, -0.3, 0.3, 0.6),
     ):
-        super().__init__(bank, spec, length, k, seed, train)
+        super().__init__(bank, contract, length, k, seed, train)
         self.frames, self.fps, self.shifts = frames, fps, shifts
 
     def _clip(self, i: int):
         if not 0 <= i < self.length:
             raise IndexError(i)
         rng = self._rng(i)
-        sr, n = self.spec.audio.sample_rate, self.spec.audio.num_samples
+        sr, n = self.contract.audio.sample_rate, self.contract.audio.num_samples
         span = int(self.frames / self.fps * sr)
         pad = int(max(abs(s) for s in self.shifts) * sr) + 1
         canvas, digits, layout, glyphs = self._scene(rng)
@@ -249,7 +255,7 @@ class AVDigitClips(AVDigits):
     def __getitem__(self, i: int) -> dict:
         rng, track, frame_end, render, digits, spoken = self._clip(i)
         t = int(rng.integers(self.frames))
-        n, sr = self.spec.audio.num_samples, self.spec.audio.sample_rate
+        n, sr = self.contract.audio.num_samples, self.contract.audio.sample_rate
         end = int(frame_end[t])
         image, box = render(t)
         shifted = np.stack([track[end + int(s * sr) - n : end + int(s * sr)] for s in self.shifts])

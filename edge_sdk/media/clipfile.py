@@ -49,7 +49,7 @@ def write_clip(
     scenes = -(-seconds // hold)
     ds = AVDigits(bank, spec, scenes, k, seed, train=False)
     w, h = size
-    frames, audio, boxes = _render_scenes(ds, scenes, size, spec.image.size, sr, hold)
+    frames, audio, boxes = _render_scenes(ds, scenes, size, spec.image.height, sr, hold)
     tmp_wav = path.with_suffix(".wav.tmp")
     _write_wav(tmp_wav, np.concatenate(audio), sr)
     _encode(_ffmpeg_command(w, h, fps, tmp_wav, path), frames, fps * hold, path)

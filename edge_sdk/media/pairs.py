@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from edge_sdk.errors import DataError
-from edge_sdk.spec import ModelSpec
 
 __all__ = ["MIN_CLIPS", "read_pairs", "write_pair", "hash_files"]
 
@@ -49,11 +48,12 @@ def hash_files(files: list[Path], root: Path) -> str:
     return h.hexdigest()
 
 
-def read_pairs(files: list[Path], spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
+def read_pairs(files: list[Path], contract) -> tuple[np.ndarray, np.ndarray]:
     """Read pair files, checked against the model's contract (sample rate, window, image size,
     finite values, images in 0..255) -> (waves [n, num_samples] float32, images [n, 3, S, S]
-    float32). Raises :class:`DataError` naming the file."""
-    a, s = spec.audio, spec.image.size
+    float32). ``contract``: a :class:`~edge_sdk.contract.ModelContract` (or a registry spec, with
+    the same input fields). Raises :class:`DataError` naming the file."""
+    a, h, w = contract.audio, contract.image.height, contract.image.width
     waves, images, unit = [], [], []
     for f in files:
         try:
@@ -70,8 +70,8 @@ def read_pairs(files: list[Path], spec: ModelSpec) -> tuple[np.ndarray, np.ndarr
             )
         if wave.shape != (a.num_samples,):
             raise DataError(f"{f}: wave has shape {wave.shape}, expected ({a.num_samples},)", f"store {a.window_seconds:g} s windows of mono audio")
-        if image.shape != (s, s, 3):
-            raise DataError(f"{f}: image has shape {image.shape}, expected ({s}, {s}, 3)", f"store {s}x{s} RGB frames")
+        if image.shape != (h, w, 3):
+            raise DataError(f"{f}: image has shape {image.shape}, expected ({h}, {w}, 3)", f"store {h} x {w} (height x width) RGB frames")
         if not (np.isfinite(wave).all() and np.isfinite(image).all()):
             raise DataError(
                 f"{f}: its {'wave' if not np.isfinite(wave).all() else 'image'} holds NaN or inf", "re-record or regenerate this pair (or delete it)"

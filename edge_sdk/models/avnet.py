@@ -73,11 +73,20 @@ class ImageEncoder(nn.Module):
 
 
 class AVNet(nn.Module):
+    """Our registry's architecture (``spec``); ``map_offset`` is where a trained model's map cells
+    answer (measured after training, stored with the checkpoint), and ``contract`` its inputs
+    and outputs as every later stage reads them."""
+
     def __init__(self, spec: ModelSpec):
         super().__init__()
         self.spec = spec
+        self.map_offset: tuple[float, float] = (0.0, 0.0)
         self.audio = AudioEncoder(spec)
         self.image = ImageEncoder(spec)
+
+    @property
+    def contract(self):
+        return self.spec.contract(self.map_offset)
 
     def forward(self, wave: torch.Tensor, image: torch.Tensor) -> dict[str, torch.Tensor]:
         image_emb, image_map = self.image(image)

@@ -69,9 +69,8 @@ def count_macs(model) -> int:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    spec: ModelSpec = model.spec
-    wave = torch.zeros(1, spec.audio.num_samples)
-    image = torch.zeros(1, 3, spec.image.size, spec.image.size)
+    shapes = model.contract.input_shapes
+    wave, image = torch.zeros(1, *shapes["wave"]), torch.zeros(1, *shapes["image"])
     model.eval()
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         model(wave, image)

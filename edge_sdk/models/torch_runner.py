@@ -14,18 +14,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge_sdk.errors import ModelFileError
+from edge_sdk.errors import EdgeSDKError, ModelFileError
 from edge_sdk.runner import Towers
 
 __all__ = ["TorchTowers", "open_weights"]
 
 
 class TorchTowers(Towers):
-    """A model in memory (``model.audio``, ``model.image``; ``model.spec``), run in batches
-    under ``torch.inference_mode``."""
+    """A model in memory (``model.audio``, ``model.image``; ``model.contract``), run in batches
+    under ``torch.inference_mode``; ``contract`` overrides the model's own (e.g. with a map
+    offset measured for it)."""
 
-    def __init__(self, model: torch.nn.Module, map_offset=(0, 0), batch_size: int = 64, spec=None):
-        super().__init__(spec if spec is not None else model.spec, map_offset, batch_size)
+    def __init__(self, model: torch.nn.Module, contract=None, batch_size: int = 64):
+        super().__init__(contract if contract is not None else model.contract, batch_size)
         self.model = model.eval()
 
     @staticmethod
@@ -41,20 +42,54 @@ class TorchTowers(Towers):
         return self.call(self.model.image, x)
 
 
-def open_weights(choice, spec, map_offset=(0, 0), *, threads: int = 0, batch_size: int = 64) -> TorchTowers:
+def open_weights(choice, contract, *, model: dict, trusted: tuple[str, ...] = (), threads: int = 0, batch_size: int = 64) -> TorchTowers:
     """The runtime's ``torch`` backend: a bundle's ``model.safetensors`` (``choice.files["av"]``)
-    loaded into the architecture its spec names, checked tensor by tensor."""
+    loaded into the model its manifest names (``model``): one of our registry's architectures,
+    or a user's factory, imported only when it is part of edge_sdk or the caller trusts it
+    (``trusted``: e.g. ``--model FILE.py:FUNCTION`` given again), since importing runs its code."""
     from edge_sdk.checkpoint import load_tensors
-    from edge_sdk.models.avnet import AVNet
 
     if threads:
         torch.set_num_threads(threads)
     weights = Path(choice.files["av"])
-    model = AVNet(spec).eval()
+    net = _architecture(model, contract, trusted)
     try:
-        model.load_state_dict(load_tensors(weights))
+        net.load_state_dict(load_tensors(weights))
     except RuntimeError as e:
-        raise ModelFileError(
-            f"{weights}: the weights do not fit spec {spec.name} ({str(e).splitlines()[0][:160]})", "the bundle is inconsistent: re-export it"
-        ) from None
-    return TorchTowers(model, map_offset, batch_size, spec=spec)
+        raise ModelFileError(f"{weights}: the weights do not fit {contract.name} ({str(e).splitlines()[0][:160]})",
+                             "the bundle is inconsistent: re-export it") from None  # fmt: skip
+    return TorchTowers(net.eval(), contract, batch_size)
+
+
+def _trusted(factory: str, trusted: tuple[str, ...]) -> str | None:
+    """The user's own spelling of the manifest's ``factory`` among ``trusted`` (None: not given).
+    A bundle copied to another machine names the file where it was exported: the same file
+    name and function given again here count, at the path given here."""
+
+    def key(ref: str) -> tuple[str, str]:
+        path, _, name = ref.rpartition(":")
+        return (Path(path).name if path.endswith(".py") else path), name
+
+    return next((t for t in trusted if key(t) == key(factory)), None)
+
+
+def _architecture(model: dict, contract, trusted: tuple[str, ...]) -> torch.nn.Module:
+    """An untrained module of the architecture a manifest's ``model`` names."""
+    if model.get("kind") == "registry":
+        from edge_sdk.models.avnet import AVNet
+        from edge_sdk.spec import ModelSpec
+
+        return AVNet(ModelSpec.from_dict(model["spec"]))
+    named = str(model.get("factory", ""))
+    factory = named if named.startswith("edge_sdk.") else _trusted(named, trusted)
+    if factory is None:
+        raise EdgeSDKError(f"this bundle's PyTorch weights need its model's code ({named}), which edge_sdk does not import unasked",
+                           f"pass --model {named} (trusted=({named!r},) in Python) to run them, or use another backend")  # fmt: skip
+    from edge_sdk.contract_file import ContractFile
+    from edge_sdk.models.foreign import ContractModel, load_factory
+
+    towers = tuple(model.get("towers") or ("audio", "image"))
+    declared = ContractFile(contract.name, contract.audio, contract.image, contract.embed_dim, towers=towers, pool=model.get("pool", "max"))
+    wrapped = ContractModel(load_factory(factory)(), declared, factory)
+    wrapped.contract = contract
+    return wrapped

@@ -22,9 +22,9 @@ import numpy as np
 
 from edge_sdk.errors import DataError
 from edge_sdk.media.pairs import MIN_CLIPS, hash_files, read_pairs, write_pair
-from edge_sdk.spec import ModelSpec
+from edge_sdk.outputs import LOCK_NAME, fresh_folder, writing
 
-__all__ = ["CalibSet", "load_calib_set", "write_calib_set"]
+__all__ = ["CalibSet", "load_calib_set", "write_calib_set", "write_clip_pairs", "write_folder_pairs"]
 
 
 @dataclass
@@ -41,27 +41,82 @@ class CalibSet:
         return {"source": self.source, "pairs": len(self), "sha256": self.sha256}
 
 
-def write_calib_set(
-    out: str | Path, spec: ModelSpec, n: int = 256, fsdd=None, mnist=None, seed: int = 11, test_speakers: tuple[str, ...] = ("george",)
-) -> Path:
+def write_calib_set(out: str | Path, spec, n: int = 256, fsdd=None, mnist=None, seed: int = 11, test_speakers: tuple[str, ...] = ("george",)) -> Path:
     """Write ``n`` AV-Digits *training* scenes (never test speakers or images) as .npz pairs."""
     from edge_sdk.media.avdigits import AVDigits
     from edge_sdk.media.digits import load_bank, synthetic_bank
 
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
+    if out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()):
         raise DataError(f"{out} is not empty", "choose a new folder for the calibration set")
     sr = spec.audio.sample_rate
     bank = load_bank(fsdd, mnist, "train", sr, tuple(test_speakers)) if fsdd and mnist else synthetic_bank("train", sr)
     ds = AVDigits(bank, spec, n, seed=seed, train=False)
-    out.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        it = ds[i]
-        write_pair(out / f"scene_{i:05d}.npz", it["wave"].astype(np.float32), it["image"].transpose(1, 2, 0).astype(np.uint8), sr)
+    with fresh_folder(out, "--out"):  # locked while written; removed again if writing fails (a full disk, Ctrl-C)
+        for i in range(n):
+            it = ds[i]
+            with writing(out, "--out"):
+                write_pair(out / f"scene_{i:05d}.npz", it["wave"].astype(np.float32), it["image"].transpose(1, 2, 0).astype(np.uint8), sr)
     return out
 
 
-def load_calib_set(folder: str | Path, spec: ModelSpec, min_clips: int = MIN_CLIPS, max_pairs: int = 512) -> CalibSet:
+def _write_pairs(out: Path, pairs, sample_rate: int, prefix: str) -> Path:
+    """``(wave, image HxWx3 uint8)`` pairs into the new folder ``out`` as .npz files, atomically each."""
+    if out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()):
+        raise DataError(f"{out} is not empty", "choose a new folder for the calibration set")
+    with fresh_folder(out, "--out"):  # locked while written; removed again if writing fails (a full disk, Ctrl-C)
+        for i, (wave, image) in enumerate(pairs):
+            with writing(out, "--out"):
+                write_pair(out / f"{prefix}_{i:05d}.npz", np.asarray(wave, np.float32), np.asarray(image, np.uint8), sample_rate)
+    return out
+
+
+def write_clip_pairs(out: str | Path, contract, videos: str | Path, n: int = 256) -> Path:
+    """``n`` pairs cut from a folder of the user's clips with sound, evenly over them, at the model
+    contract's sizes: each frame with the window of sound that ends at it (as the runtime cuts them)."""
+    waves, images = _read_videos(Path(videos), contract, n)
+    if not len(waves):
+        raise DataError(f"{videos}: no frames with sound could be cut", "give a folder of video files with an audio track")
+    return _write_pairs(Path(out), zip(waves, images.transpose(0, 2, 3, 1).astype(np.uint8)), contract.audio.sample_rate, "clip")
+
+
+def write_folder_pairs(out: str | Path, contract, images: str | Path, sounds: str | Path, n: int = 256) -> Path:
+    """``n`` pairs from a folder of images and a folder of sounds (any file PyAV reads): each
+    image, cut to the contract's size, with a window of sound; both are walked evenly, so a
+    set of few of one and many of the other still covers both."""
+    import cv2
+
+    from edge_sdk.media.image import center_crop_resize
+
+    pictures = sorted(p for p in Path(images).rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp"))
+    windows = _sound_windows(Path(sounds), contract)
+    if not pictures or not len(windows):
+        raise DataError(f"calibration needs images in {images} and sounds in {sounds}", "give a folder of .png/.jpg images and one of audio files")
+    size = (contract.image.height, contract.image.width)
+    picked = [(windows[i * len(windows) // n], pictures[i * len(pictures) // n]) for i in range(n)]
+    pairs = []
+    for wave, path in picked:
+        bgr = cv2.imread(str(path))
+        if bgr is None:
+            raise DataError(f"{path}: not a readable image", "remove it or convert it to PNG/JPEG")
+        pairs.append((wave, center_crop_resize(bgr[:, :, ::-1], size)))
+    return _write_pairs(Path(out), pairs, contract.audio.sample_rate, "pair")
+
+
+def _sound_windows(root: Path, contract) -> np.ndarray:
+    """Every window of the contract's length, half a window apart, from the sound files under ``root``."""
+    from edge_sdk.data.video import decode_audio
+
+    sr, n = contract.audio.sample_rate, contract.audio.num_samples
+    out = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        audio = decode_audio(path, sr)
+        audio = np.pad(audio, (0, max(0, n - len(audio))))
+        out += [audio[s : s + n] for s in range(0, len(audio) - n + 1, max(1, n // 2))]
+    return np.stack(out) if out else np.zeros((0, n), np.float32)
+
+
+def load_calib_set(folder: str | Path, spec, min_clips: int = MIN_CLIPS, max_pairs: int = 512) -> CalibSet:
     """Read and check a calibration folder against the model's preprocessing contract."""
     from edge_sdk.data.video import VIDEO_EXTENSIONS
 
@@ -97,7 +152,7 @@ def _spread(files: list[Path], n: int) -> list[Path]:
     return files if len(files) <= n else [files[i * len(files) // n] for i in range(n)]
 
 
-def _read_videos(root: Path, spec: ModelSpec, max_pairs: int) -> tuple[np.ndarray, np.ndarray]:
+def _read_videos(root: Path, spec, max_pairs: int) -> tuple[np.ndarray, np.ndarray]:
     from edge_sdk.data.video import VideoFolderDataset
 
     try:
@@ -110,5 +165,5 @@ def _read_videos(root: Path, spec: ModelSpec, max_pairs: int) -> tuple[np.ndarra
     idx = np.linspace(0, len(ds) - 1, min(max_pairs, len(ds))).astype(int) if len(ds) else []
     items = [ds[int(i)] for i in idx]
     if not items:
-        return np.zeros((0, spec.audio.num_samples), np.float32), np.zeros((0, 3, spec.image.size, spec.image.size), np.float32)
+        return np.zeros((0, spec.audio.num_samples), np.float32), np.zeros((0, 3, spec.image.height, spec.image.width), np.float32)
     return np.stack([it["wave"] for it in items]), np.stack([it["image"] for it in items])

@@ -41,9 +41,9 @@ def finetune(
     from edge_sdk.media.avdigits import AVDigits
     from edge_sdk.media.digits import load_bank, synthetic_bank
 
-    sr = ref.spec.audio.sample_rate
+    sr = ref.contract.audio.sample_rate
     bank = load_bank(fsdd, mnist, "train", sr) if fsdd and mnist else synthetic_bank("train", sr)
-    data = AVDigits(bank, ref.spec, steps * batch, seed=seed + 101, train=True)
+    data = AVDigits(bank, ref.contract, steps * batch, seed=seed + 101, train=True)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     torch.manual_seed(seed)
     bar = None

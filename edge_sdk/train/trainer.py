@@ -9,6 +9,7 @@ is written every ``checkpoint_every`` steps, so a run killed mid-epoch continues
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -20,8 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_sdk.checkpoint import atomic_write_text, load_tensors, save_model, save_tensors
+from edge_sdk.checkpoint import load_tensors, save_model, save_tensors
 from edge_sdk.errors import EdgeSDKError, ModelFileError
+from edge_sdk.jsonfile import read_json
+from edge_sdk.outputs import atomic_write_bytes, atomic_write_text, lock_folder, output_folder, writing
 from edge_sdk.recipe import Recipe
 from edge_sdk.spec import get_spec
 
@@ -172,16 +175,33 @@ def pretrain(
     fsdd=None,
     mnist=None,
     device: str = "auto",
-    resume: bool = False,
+    resume: bool | str = False,
     progress: bool = True,
     max_steps: int | None = None,
 ) -> dict:
-    """Train ``recipe`` into ``out``; returns a report (steps, final losses, paths)."""
+    """Train ``recipe`` into ``out``; returns a report (steps, final losses, paths).
+
+    ``resume=True`` continues the run in ``out`` from its last checkpoint (refused where there is
+    none), ``"auto"`` continues one if there is one. ``out`` is locked while training: a second
+    run into it is refused."""
     out = Path(out)
-    ckpt_dir = out / "checkpoints"
-    if (ckpt_dir / "last.json").exists() and not resume:
-        raise EdgeSDKError(f"{out} already holds a training run", "pass --resume to continue it, or choose another --out folder")
+    if resume is True and not (out / "checkpoints" / "last.json").exists():
+        what = "does not exist" if not out.exists() else "holds no checkpoint (a run killed before its first one starts over)"
+        raise EdgeSDKError(f"--resume: {out} {what}", "check the --out folder, or leave out --resume to start a new run there")
     rank, world = _dist()
+    lock = lock_folder(output_folder(out), "--out") if rank == 0 else None
+    try:
+        if (out / "checkpoints" / "last.json").exists() and not resume:
+            raise EdgeSDKError(f"{out} already holds a training run", "pass --resume to continue it, or choose another --out folder")
+        return _train(recipe, out, fsdd, mnist, device, progress, max_steps, rank, world)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(recipe: Recipe, out: Path, fsdd, mnist, device: str, progress: bool, max_steps: int | None, rank: int, world: int) -> dict:
+    """:func:`pretrain`'s work, with ``out`` locked: from the last checkpoint, if there is one."""
+    ckpt_dir = out / "checkpoints"
     dev = _device(device, world)
     spec = get_spec(recipe.model.spec)
     cfg = recipe.train
@@ -192,11 +212,13 @@ def pretrain(
     module, opt, bf16 = _build(recipe, spec, teacher, dev)
     steps_per_epoch = max(1, len(data) // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs if max_steps is None else min(max_steps, steps_per_epoch * cfg.epochs)
-    step = _restore(out, recipe, module, opt, rank) if resume and (ckpt_dir / "last.json").exists() else 0
+    step = _restore(out, recipe, module, opt) if (ckpt_dir / "last.json").exists() else 0
     wrapped = _wrap(module, recipe, world, dev)
     if rank == 0:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        with writing(ckpt_dir, "--out"):
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "recipe.json", json.dumps(recipe.to_dict(), indent=2))
+        _trim_metrics(out / "metrics.jsonl", step)
     bar = _progress(f"{'distill' if teacher is not None else 'pretrain'} {recipe.name}", total, step) if progress and rank == 0 else None
     started, t_last, deadline = time.time(), time.time(), time.time() + cfg.max_minutes * 60 if cfg.max_minutes else None
     metrics_path = out / "metrics.jsonl"
@@ -293,9 +315,9 @@ def _progress(desc: str, total: int, step: int):
     return tqdm(total=total, initial=step, desc=desc, unit="step", dynamic_ncols=True)
 
 
-def _restore(out: Path, recipe: Recipe, module, opt, rank: int) -> int:
+def _restore(out: Path, recipe: Recipe, module, opt) -> int:
     """Load the last checkpoint of ``out`` into ``module`` and ``opt`` (refusing another recipe's run);
-    the step it reached. Metrics rows of the steps to be redone are dropped."""
+    the step it reached."""
     state = _resume_state(out / "checkpoints" / "last.json", out)
     before, now = _schedule(state["recipe"]), _schedule(recipe.to_dict())
     if before != now:
@@ -309,10 +331,16 @@ def _restore(out: Path, recipe: Recipe, module, opt, rank: int) -> int:
     _load_optim(opt, tensors)
     step = state["step"]
     log.info("resuming %s at step %d", out, step)
-    if rank == 0 and (out / "metrics.jsonl").exists():  # drop rows of steps that will be redone
-        rows = (out / "metrics.jsonl").read_text().splitlines()
-        atomic_write_text(out / "metrics.jsonl", "".join(r + "\n" for r in rows if _row_step(r) <= step))
     return step
+
+
+def _trim_metrics(path: Path, step: int) -> None:
+    """Drop the metrics rows of steps after ``step`` (all of them for a run starting over): a
+    killed attempt logged them after its last checkpoint (or before its first), and they are
+    about to be logged again."""
+    if path.exists():
+        rows = path.read_text().splitlines()
+        atomic_write_text(path, "".join(r + "\n" for r in rows if _row_step(r) <= step))
 
 
 def _wrap(module, recipe: Recipe, world: int, dev):
@@ -333,7 +361,7 @@ def _log_row(path: Path, row: dict, losses: dict, cfg, started: float, t_last: f
         "samples_per_s": round(cfg.log_every * cfg.batch_size / max(now - t_last, 1e-9), 1),
         **{k: round(v.item(), 5) for k, v in losses.items()},
     }
-    with path.open("a") as f:
+    with writing(path), path.open("a") as f:
         f.write(json.dumps(row) + "\n")
     return now
 
@@ -344,7 +372,8 @@ def _finish(module, data, recipe: Recipe, out: Path, report: dict, fsdd, mnist, 
     offset = _map_offset(model, data)
     path = save_model(out / "model.safetensors", model, recipe.to_dict(), {"train": report, "map_offset_px": offset})
     _plot_losses(out / "metrics.jsonl", out / "loss.png")
-    _plot_heatmaps(model, recipe, fsdd, mnist, out / "heatmaps.png", offset)
+    with writing(out / "heatmaps.png"):
+        _plot_heatmaps(model, recipe, fsdd, mnist, out / "heatmaps.png", offset)
     module.model.to(dev)
     return str(path)
 
@@ -386,8 +415,8 @@ def _schedule(recipe: dict) -> dict:
 def _resume_state(path: Path, out: Path) -> dict:
     """``checkpoints/last.json`` as :func:`_checkpoint` wrote it: the step and the recipe."""
     try:
-        state = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        state = read_json(path, "checkpoint state")
+    except ModelFileError:
         state = None
     if not (isinstance(state, dict) and isinstance(state.get("step"), int) and isinstance(state.get("recipe"), dict)):
         raise ModelFileError(
@@ -457,5 +486,7 @@ def _plot_losses(metrics_path: Path, png: Path) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(png, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
+    atomic_write_bytes(png, buf.getvalue())

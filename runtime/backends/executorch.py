@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_sdk.contract import ModelContract
 from edge_sdk.errors import ModelFileError
 from edge_sdk.runner import Towers
-from edge_sdk.spec import ModelSpec
 
 __all__ = ["ExecuTorchTowers", "check_program"]
 
@@ -47,10 +47,10 @@ def check_program(path: Path) -> None:
 class ExecuTorchTowers(Towers):
     """Two ExecuTorch programs, one per tower, each taking batch 1 (as a phone app runs them)."""
 
-    def __init__(self, audio: str | Path, image: str | Path, spec: ModelSpec, map_offset=(0, 0), batch_size: int = 1):
+    def __init__(self, audio: str | Path, image: str | Path, contract: ModelContract | None, batch_size: int = 1):
         from executorch.runtime import Runtime
 
-        super().__init__(spec, map_offset, batch_size)
+        super().__init__(contract, batch_size)
         runtime = Runtime.get()
         self.methods = {}
         for tower, path in (("audio", audio), ("image", image)):

@@ -9,9 +9,9 @@ import os
 from pathlib import Path
 
 from edge_sdk.bundle import sha256_file
+from edge_sdk.contract import ModelContract
 from edge_sdk.errors import ModelFileError
 from edge_sdk.runner import Towers
-from edge_sdk.spec import ModelSpec
 
 __all__ = ["OrtTowers", "ort_load_error", "ort_providers"]
 
@@ -32,8 +32,7 @@ class OrtTowers(Towers):
         self,
         audio: str | Path,
         image: str | Path,
-        spec: ModelSpec,
-        map_offset=(0, 0),
+        contract: ModelContract | None,
         providers: list | None = None,
         threads: int = 0,
         batch_size: int = 64,
@@ -41,13 +40,13 @@ class OrtTowers(Towers):
     ):
         import onnxruntime as ort
 
-        super().__init__(spec, map_offset, batch_size)
+        super().__init__(contract, batch_size)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or max(1, (os.cpu_count() or 2) // 2)
         self.sessions = {}
         for tower, path in (("audio", audio), ("image", image)):
             name = "wave" if tower == "audio" else "image"
-            inputs = {name: spec.input_shapes[name]} if spec is not None else {}
+            inputs = {name: contract.input_shapes[name]} if contract is not None else {}
             chosen = providers or ort_providers(ort.get_available_providers(), precision, inputs, max(batch_size, 1), model=path)
             try:
                 self.sessions[tower] = ort.InferenceSession(str(path), opts, providers=chosen)

@@ -321,9 +321,9 @@ def _device_memory():
 class TrtTowers(Towers):
     """Two TensorRT engines (``audio``: wave -> audio_emb; ``image``: image -> image_emb, image_map)."""
 
-    def __init__(self, audio: str | Path, image: str | Path, spec, map_offset=(0, 0), batch_size: int = 32):
+    def __init__(self, audio: str | Path, image: str | Path, contract, batch_size: int = 32):
         trt = _import_trt()
-        super().__init__(spec, map_offset, batch_size)
+        super().__init__(contract, batch_size)
         self.trt, self.mem = trt, _device_memory()
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.towers = {}

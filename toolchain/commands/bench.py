@@ -7,9 +7,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-from pathlib import Path
+import sys
 
 from edge_sdk.errors import EdgeSDKError
+from edge_sdk.outputs import atomic_write_text, writing
 from edge_sdk.toolchain.args import COUNT, NONNEG, Command, data_args, number, resolve_data, writable
 
 __all__ = ["COMMANDS"]
@@ -30,15 +31,23 @@ def run_bench(args) -> int:
         mnist=mnist,
         eval_cfg=EvalConfig(scenes=args.scenes),
         only=args.only.split(",") if args.only else None,
+        videos=args.videos,
+        trusted=(args.factory,) if args.factory else (),
     )
     text = format_bench(report)
     print(text)
     if args.json:
-        Path(args.json).write_text(json.dumps(report["rows"], indent=2))
+        atomic_write_text(args.json, json.dumps(report["rows"], indent=2), "--json")
     if args.md:
-        Path(args.md).write_text(text)
+        atomic_write_text(args.md, text, "--md")
     if args.png:
-        plot_bench(report, args.png)
+        with writing(args.png, "--png"):
+            plot_bench(report, args.png)
+    measured = [r for r in report["rows"] if r.get("role") != "teacher" and r.get("status") == "ok"]
+    if not measured:  # a benchmark that measured nothing is no success
+        skipped = "; ".join(f"{r['backend']}/{r['precision']}: {r.get('status')}" for r in report["rows"] if r.get("role") != "teacher")
+        print(f"edge-sdk bench: error: no row of {args.bundle} could be measured ({skipped or 'none selected'})", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -64,9 +73,13 @@ def run_bench_runtime(args) -> int:
     )
     text = json.dumps(report, indent=2)
     if args.json:
-        Path(args.json).write_text(text)
+        atomic_write_text(args.json, text, "--json")
     keys = ("overhead_ratio", "drop_rate", "skew_ms_p95", "speedup_vs_baseline", "speedup_ceiling_decode", "pointing_delta_vs_baseline", "rss_growth")
     print(text if args.verbose else json.dumps({k: report.get(k) for k in keys}, indent=2))
+    frames = (report.get("offline") or {}).get("frames"), ((report.get("realtime") or {}).get("stats") or {}).get("frames_out")
+    if not all(frames):  # a benchmark that measured nothing is no success
+        print(f"edge-sdk bench-runtime: error: the runtime produced no results (offline {frames[0]}, real time {frames[1]})", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -80,6 +93,10 @@ def bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", help="write the rows as a JSON list here")
     p.add_argument("--md", help="write the Markdown table here")
     p.add_argument("--png", help="write a throughput chart here")
+    p.add_argument("--videos", help="time on pairs cut from a folder of your own clips (default: AV-Digits scenes)")
+    p.add_argument(
+        "--model", dest="factory", metavar="FILE.py:FUNCTION", help="your model's factory: lets the torch backend run a bundle of your own model"
+    )
     data_args(p)
 
 

@@ -14,26 +14,48 @@ import json
 import sys
 
 from edge_sdk.errors import EdgeSDKError
-from edge_sdk.toolchain.args import Command, data_args, number, resolve_data
+from edge_sdk.toolchain.args import Command, data_args, model_args, model_options, number, resolve_data
 
 __all__ = ["COMMANDS"]
 
 
-def run_calib(args) -> int:
+def _contract(args):
+    """The model contract the pairs follow: ``--contract`` (no model needed), ``--model`` (built), or ``--spec``."""
+    if args.factory:
+        from edge_sdk.models.loading import open_model
+
+        return open_model(**model_options(args)).model.contract
+    if args.contract:
+        from edge_sdk.contract_file import read_contract_file
+
+        return read_contract_file(args.contract).contract()
     from edge_sdk.spec import get_spec
 
+    return get_spec(args.spec).contract()
+
+
+def run_calib(args) -> int:
+    contract = _contract(args)
     if args.video:
-        return _record(args, get_spec(args.spec))
+        return _record(args, contract)
     if args.command == "calibrate":
         raise EdgeSDKError(
             "edge-sdk calibrate records from a source: --video is missing",
             "pass --video cam://0 (and --audio mic://default), or use edge-sdk calib --out DIR for AV-Digits pairs",
         )
-    from edge_sdk.quant.calib import write_calib_set
+    from edge_sdk.quant.calib import write_calib_set, write_clip_pairs, write_folder_pairs
 
-    fsdd, mnist = resolve_data(args)
-    out = write_calib_set(args.out, get_spec(args.spec), args.n, fsdd, mnist, seed=args.seed)
-    print(f"wrote {args.n} calibration pairs (training speakers and images) to {out}")
+    if args.videos:
+        out, what = write_clip_pairs(args.out, contract, args.videos, args.n), f"cut from the clips in {args.videos}"
+    elif args.images or args.sounds:
+        if not (args.images and args.sounds):
+            raise EdgeSDKError("--images and --sounds go together", "give a folder of images and a folder of sounds")
+        out, what = write_folder_pairs(args.out, contract, args.images, args.sounds, args.n), f"from {args.images} and {args.sounds}"
+    else:
+        fsdd, mnist = resolve_data(args)
+        out, what = write_calib_set(args.out, contract, args.n, fsdd, mnist, seed=args.seed), "AV-Digits training speakers and images"
+    print(f"wrote {args.n} calibration pairs ({what}) at {contract.image.height} x {contract.image.width}, "
+          f"{contract.audio.window_seconds:g} s at {contract.audio.sample_rate} Hz, to {out}")  # fmt: skip
     return 0
 
 
@@ -43,6 +65,13 @@ def _record(args, spec) -> int:
 
     res = record_pairs(args.out, spec, args.video, args.audio, args.seconds, args.every_ms, append=args.append)
     print(json.dumps(res, indent=2))
+    if not res["kept"] and not res["interrupted"]:  # a recording that kept nothing is no success, whatever the folder held
+        print(
+            f"edge-sdk {args.command}: error: no pair recorded ({res['frames']} frames, {res['silent']} silent windows skipped): "
+            "check that the microphone hears something (edge-sdk doctor lists devices)",
+            file=sys.stderr,
+        )
+        return 1
     print(
         f"edge-sdk {args.command}: wrote {res['kept']} pairs to {res['out']} ({res['total']} in all; {res['silent']} silent windows "
         f"skipped); use it with --calib {res['out']}",
@@ -64,7 +93,12 @@ def calib_arguments(p: argparse.ArgumentParser) -> None:
     from edge_sdk.media.pairs import MIN_CLIPS
 
     p.add_argument("--out", required=True, help="new folder for the .npz pairs (edge-sdk quantize/export --calib)")
-    p.add_argument("--spec", default="avnet_s.avdigits", help="spec whose preprocessing the pairs follow (all shipped specs share it)")
+    p.add_argument("--spec", default="avnet_s.avdigits", help="our model whose inputs the pairs follow (all shipped ones share them)")
+    model_args(p, positional=False)
+    g = p.add_argument_group("from your own clips, or images and sounds (at the contract's sizes)")
+    g.add_argument("--videos", help="a folder of clips with sound: each pair a frame and the sound ending at it, evenly over the clips")
+    g.add_argument("--images", help="a folder of images, paired with windows of --sounds")
+    g.add_argument("--sounds", help="a folder of sound files (wav, mp3, flac, ...)")
     g = p.add_argument_group("AV-Digits training scenes (the default)")
     g.add_argument("--n", type=number(int, MIN_CLIPS), default=256, help=f"pairs to write (default 256; at least {MIN_CLIPS} are needed)")
     g.add_argument("--seed", type=int, default=11)

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from edge_sdk.errors import EdgeSDKError
-from edge_sdk.toolchain.args import COUNT, Command, data_args, number, resolve_data, writable
+from edge_sdk.outputs import atomic_write_text
+from edge_sdk.toolchain.args import COUNT, Command, data_args, model_args, model_options, number, resolve_data, writable
 
 __all__ = ["COMMANDS"]
 
@@ -30,19 +31,17 @@ def _bundle(args, fsdd, mnist) -> dict:
 
     bundle = read_bundle(args.model)
     choice = pick_backend(bundle, args.backend, args.precision)
-    runner = open_towers(bundle, choice.backend, choice.precision)
+    runner = open_towers(bundle, choice.backend, choice.precision, trusted=(args.factory,) if args.factory else ())
     print(f"evaluating {choice.backend} {choice.precision} of {args.model} (--backend/--precision choose another)", file=sys.stderr)
     speakers = tuple(args.test_speakers.split(",")) if args.test_speakers else EvalConfig.test_speakers
-    res = evaluate(
-        runner, bundle.spec, fsdd, mnist, EvalConfig(scenes=args.scenes, k=args.k, seed=args.seed, test_speakers=speakers), heatmap_png=args.heatmaps
-    )
+    res = evaluate(runner, fsdd, mnist, EvalConfig(scenes=args.scenes, k=args.k, seed=args.seed, test_speakers=speakers), heatmap_png=args.heatmaps)
     return {**res, "model": args.model, "backend": choice.backend, "precision": choice.precision}
 
 
 def _checkpoint(args, fsdd, mnist) -> dict:
-    """Metrics of a checkpoint or shipped model in PyTorch FP32."""
+    """Metrics of a checkpoint or shipped model (or the user's ``--model``) in PyTorch FP32."""
     from edge_sdk.eval.evaluate import EvalConfig, evaluate, map_offset_of
-    from edge_sdk.models.shipped import resolve_model
+    from edge_sdk.models.loading import open_model
     from edge_sdk.models.torch_runner import TorchTowers
 
     if (args.backend or "torch") != "torch" or (args.precision or "fp32") != "fp32":
@@ -51,12 +50,14 @@ def _checkpoint(args, fsdd, mnist) -> dict:
             "which runs in PyTorch FP32 only",
             f"export it to a bundle first (edge-sdk export {args.model} --out DIR), then edge-sdk eval DIR with --backend/--precision",
         )
-    model, meta = resolve_model(args.model)
+    opened = open_model(args.model, **model_options(args))
+    model, meta = opened.model, opened.meta
     recipe_speakers = (meta.get("recipe") or {}).get("data", {}).get("test_speakers", ["george"])
     speakers = tuple(args.test_speakers.split(",")) if args.test_speakers else tuple(recipe_speakers)
-    offset = meta.get("map_offset_px") or map_offset_of(model, fsdd, mnist, test_speakers=speakers)
+    if opened.ours and "map_offset_px" not in meta:  # untrained or older checkpoints: measured, as export does
+        model.map_offset = tuple(map_offset_of(model, fsdd, mnist, test_speakers=speakers))
     cfg = EvalConfig(scenes=args.scenes, k=args.k, seed=args.seed, test_speakers=speakers)
-    return {**evaluate(TorchTowers(model, offset), model.spec, fsdd, mnist, cfg, heatmap_png=args.heatmaps), "model": args.model}
+    return {**evaluate(TorchTowers(model), fsdd, mnist, cfg, heatmap_png=args.heatmaps), "model": opened.ref}
 
 
 def run_eval(args) -> int:
@@ -70,19 +71,21 @@ def run_eval(args) -> int:
             "with the shipped metrics; give --fsdd and --mnist for those",
             file=sys.stderr,
         )
-    if _is_bundle(args.model):
+    if args.model and _is_bundle(args.model):
         res = _bundle(args, fsdd, mnist)
         name = f"{Path(args.model).name} {res['backend']} {res['precision']}"
     else:
-        res, name = _checkpoint(args, fsdd, mnist), Path(args.model).name
+        res = _checkpoint(args, fsdd, mnist)
+        name = Path(res["model"]).name
     print(format_table({name: res}))
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2))
+        atomic_write_text(args.json, json.dumps(res, indent=2), "--json")
     return 0
 
 
 def eval_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="a .safetensors checkpoint, a shipped model name (edge-sdk info), or a bundle folder or .zip")
+    p.add_argument("model", nargs="?", help="a .safetensors checkpoint, a shipped model name (edge-sdk info), or a bundle folder or .zip")
+    model_args(p, positional=False)
     p.add_argument("--backend", help="bundles: onnxruntime, tensorrt, executorch or torch (default: what `run` picks on this machine)")
     p.add_argument("--precision", help="bundles: fp32, fp16 or int8")
     p.add_argument("--scenes", type=COUNT, default=500, help="test scenes (default 500)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from edge_sdk.toolchain.args import COUNT, NONNEG, Command, data_args, resolve_data
+from edge_sdk.toolchain.args import COUNT, MIN_OPSET, NONNEG, Command, data_args, model_args, model_options, opset, resolve_data
 
 __all__ = ["COMMANDS"]
 
@@ -33,6 +33,8 @@ def run_quantize(args) -> int:
         budget=args.budget,
         qat=args.qat,
         fp16=not args.no_fp16,
+        videos=args.videos,
+        **model_options(args),
     )
     print(format_quantize_report(report))
     print(f"bundle, report.json and report.md in {args.out}")
@@ -65,6 +67,9 @@ def run_export(args) -> int:
         allow_mismatch=args.allow_mismatch,
         zip_bundle=args.zip,
         name=args.name,
+        videos=args.videos,
+        task_metrics=args.task_metrics,
+        **model_options(args),
     )
     print(format_export_report(report))
     print(f"bundle in {args.out}" + (f" and {report['zip']}" if report.get("zip") else ""))
@@ -72,7 +77,8 @@ def run_export(args) -> int:
 
 
 def quantize_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="a .safetensors checkpoint or a shipped model name")
+    model_args(p)
+    p.add_argument("--videos", help="a folder of your own clips: parity is measured on pairs cut from them (default: AV-Digits scenes)")
     p.add_argument("--target", default="all", help="onnxruntime, xnnpack, tensorrt, a comma list, or all")
     p.add_argument("--calib", required=True, help="calibration folder: .npz pairs (edge-sdk calib) or clips with sound")
     p.add_argument("--method", default="percentile", choices=METHODS, help="activation calibration (default percentile)")
@@ -87,7 +93,14 @@ def quantize_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def export_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="a .safetensors checkpoint or a shipped model name (student_s, avnet_s.avdigits, ...)")
+    model_args(p)
+    p.add_argument("--videos", help="a folder of your own clips: parity is measured on pairs cut from them (default: AV-Digits scenes)")
+    p.add_argument(
+        "--task-metrics",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="measure the AV-Digits task metrics per row (default: for our models only; they mean nothing for others)",
+    )
     p.add_argument("--format", default="all", help="onnx, tensorrt, executorch, a comma list, or all (default)")
     p.add_argument("--precision", default="all", help="fp32, fp16, int8, a comma list, or all (default)")
     p.add_argument("--calib", help="calibration folder for int8 (edge-sdk calib --out DIR)")
@@ -96,7 +109,7 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--zip", action="store_true", help="also write OUT.zip")
     p.add_argument("--device", help="device profile: jetson-orin, jetson-nano, desktop-gpu, android-arm64, laptop-cpu (picks formats and precisions)")
     p.add_argument("--name", help="bundle name in the manifest (default SPEC-bundle)")
-    p.add_argument("--opset", type=int, help="ONNX opset (default 18)")
+    p.add_argument("--opset", type=opset, help=f"ONNX opset, {MIN_OPSET} to the newest the installed onnx knows (default 18)")
     p.add_argument("--scenes", type=COUNT, default=500, help="eval scenes per row (default 500)")
     p.add_argument("--allow-mismatch", action="store_true", help="keep a bundle whose parity missed its tolerance (recorded in the manifest)")
     data_args(p)

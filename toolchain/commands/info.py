@@ -13,11 +13,16 @@ __all__ = ["COMMANDS", "format_bundle"]
 
 def format_bundle(bundle) -> str:
     """A bundle's manifest for people: the model, every file with its backend, precision, size and parity."""
-    m = bundle.manifest
+    m, c = bundle.manifest, bundle.contract
+    source = bundle.model or {}
+    made = {"registry": "edge_sdk registry", "factory": f"your model {source.get('factory')}"}.get(source.get("kind"), "a module in memory")
+    where = (f"map {c.map.grid[0]}x{c.map.grid[1]}, cell j at {c.map.stride[0]:g} j + {c.map.offset[0]:g} px ({c.map.source})"
+             if c.map else "no map (no localization)")  # fmt: skip
     lines = [
         f"bundle {m.get('name', bundle.folder.name)} (schema {m['schema']}) at {bundle.folder}",
-        f"spec {bundle.spec.name}: audio {bundle.spec.audio.sample_rate} Hz x {bundle.spec.audio.num_samples} samples, "
-        f"image {bundle.spec.image.size}x{bundle.spec.image.size} RGB, embedding {bundle.spec.embed_dim}",
+        f"model {c.name} ({made}{', license ' + c.license if c.license else ''}): audio {c.audio.sample_rate} Hz x "
+        f"{c.audio.num_samples} samples ({c.audio.input}), image {c.image.height}x{c.image.width} {c.image.channel_order}, "
+        f"embedding {c.embed_dim}, {where}",
         f"{'file':<26}{'graph':<7}{'backend':<13}{'precision':<10}{'MB':>7}  parity  sha256",
     ]
     for a in m["artifacts"]:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from edge_sdk.errors import EdgeSDKError
+from edge_sdk.outputs import atomic_write_text
 from edge_sdk.toolchain.args import NONNEG, PORT, Command, StatusLine, number, writable
 
 __all__ = ["COMMANDS"]
@@ -47,8 +47,8 @@ def _prefer_profile(args):
 
 def _report(stats: dict, args) -> None:
     text = json.dumps(stats, indent=2)
-    if args.stats:  # written first: the terminal may be gone
-        Path(args.stats).write_text(text)
+    if args.stats:  # written first: the terminal may be gone; whole or not at all
+        atomic_write_text(args.stats, text, "--stats")
     for err in stats.get("errors", []):
         print(f"edge-sdk run: {err}", file=sys.stderr)
     if not args.stats:
@@ -86,6 +86,7 @@ def run_run(args) -> int:
             task_opts={"gallery": args.gallery} if args.gallery else {},
             policy=args.policy,
             audio_hop_ms=args.audio_hop_ms,
+            trusted=(args.factory,) if args.factory else (),
         )
     except BaseException:
         if window:
@@ -156,6 +157,8 @@ def run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gallery", help="retrieval: a folder of images and/or .wav sounds")
     p.add_argument("--backend", help="onnxruntime, tensorrt, executorch or torch (default: the best this machine runs)")
     p.add_argument("--precision", help="fp32, fp16 or int8 (default: the fastest the bundle has)")
+    p.add_argument("--model", dest="factory", metavar="FILE.py:FUNCTION",
+                   help="your model's factory, as at export: lets --backend torch import it for a bundle of your model")  # fmt: skip
     p.add_argument(
         "--policy",
         choices=["latest", "block"],
