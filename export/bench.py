@@ -22,7 +22,7 @@ import numpy as np
 from edge_sdk.eval.evaluate import METRIC_KEYS, EvalConfig, evaluate
 from edge_sdk.export.validate import real_inputs
 
-__all__ = ["measure_peak", "latency", "throughput", "bench_bundle", "format_bench", "plot_bench"]
+__all__ = ["measure_peak", "latency", "throughput", "bench_bundle", "format_bench", "plot_bench", "bench_figure"]
 
 log = logging.getLogger(__name__)
 
@@ -241,25 +241,63 @@ def format_bench(report: dict) -> str:
 
 
 def plot_bench(report: dict, png: str | Path) -> Path:
-    """Throughput per row (log scale), coloured by precision, with each row's share of peak."""
+    """The chart of :func:`bench_figure`, written to ``png``."""
+    import matplotlib.pyplot as plt
+
+    fig = bench_figure(report)
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return Path(png)
+
+
+def bench_figure(report: dict):
+    """Throughput per row (log scale), coloured by precision, with each row's share of peak.
+
+    Readable at any spread of values: the axis is labelled at 1, 2 and 5 times each power of
+    ten, in plain numbers (matplotlib's default labels every minor tick of a short log axis
+    as ``2x10^3``, and they ran into each other), and the axis reaches far enough right for
+    every bar's label to fit inside it (they were cut off at the figure's edge)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     rows = [r for r in report["rows"] if r.get("status") == "ok"]
     labels = [f"{r['model'].split('.')[0]} {r['backend']} {r['precision']}" for r in rows]
     colors = {"fp32": "#4c72b0", "fp16": "#55a868", "int8": "#c44e52"}
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
-    ax.barh(labels, [r["throughput_fps"] for r in rows], color=[colors[r["precision"]] for r in rows])
+    values = [r["throughput_fps"] for r in rows]
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.4))
+    ax.barh(labels, values, color=[colors.get(r["precision"], "#8c8c8c") for r in rows])
+    texts = []
     for i, r in enumerate(rows):
         task = f", pointing {r['pointing_acc']:.2f}" if "pointing_acc" in r else ""
-        ax.text(r["throughput_fps"], i, f" {r['throughput_fps']:.0f}/s, {100 * r['peak_fraction']:.0f}% peak{task}", va="center", fontsize=7)
+        texts.append(
+            ax.text(r["throughput_fps"], i, f" {r['throughput_fps']:.0f}/s, {100 * r['peak_fraction']:.0f}% peak{task}", va="center", fontsize=7)
+        )
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("audio-image pairs per second (log)")
     ax.set_title(f"edge-sdk bench: {report['model']}")
     ax.invert_yaxis()
     fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return Path(png)
+    for _ in range(2 if values else 0):  # the labels fit the axes, then the axes the figure, then again
+        _fit_labels(fig, ax, texts, values)
+        fig.tight_layout()
+    return fig
+
+
+def _fit_labels(fig, ax, texts, values) -> None:
+    """Widen the log x axis (bars start at a third of the smallest value) so that each label,
+    drawn right of its bar's end, ends inside the axes."""
+    lo = min(values) / 3
+    fig.canvas.draw()
+    width = ax.get_window_extent().width
+    hi = max(values) * 1.2
+    for text, v in zip(texts, values):
+        room = 0.98 - text.get_window_extent().width / width  # the axes fraction the bar may reach
+        if room > 0.05:
+            hi = max(hi, 10 ** (np.log10(lo) + (np.log10(v) - np.log10(lo)) / room))
+    ax.set_xlim(lo, hi)

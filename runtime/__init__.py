@@ -4,14 +4,27 @@ ONNX Runtime, TensorRT or ExecuTorch bundles, and never imports training code.
 
 The public entry points, each in one hop::
 
-    from edge_sdk.runtime import Pipeline, PipelineConfig, open_source, open_sink, open_towers
+    from edge_sdk.runtime import Pipeline, MultiPipeline, PipelineConfig, open_source, open_sink, open_towers
 """
 
-__all__ = ["Pipeline", "PipelineConfig", "Interrupted", "open_source", "open_sink", "open_towers", "runner_for", "pick_backend"]
+__all__ = [
+    "Pipeline",
+    "MultiPipeline",
+    "StreamSpec",
+    "PipelineConfig",
+    "Interrupted",
+    "open_source",
+    "open_sink",
+    "open_towers",
+    "runner_for",
+    "pick_backend",
+]
 
 _HOMES = {
     "Pipeline": "pipeline",
     "Interrupted": "pipeline",
+    "MultiPipeline": "multi",
+    "StreamSpec": "multi",
     "PipelineConfig": "config",
     "open_source": "sources",
     "open_sink": "sinks",

@@ -24,7 +24,8 @@ POLICIES = ("latest", "block")
 # field -> (smallest value, whole numbers only, what it is)
 _RANGES = {
     "queue_size": (1, True, "frames waiting for inference on a live source (2 keeps latency low)"),
-    "batch": (1, True, "frames of a file run as one inference"),
+    "batch": (1, True, "frames run as one inference (a file's, or several streams')"),
+    "batch_wait_ms": (0, False, "how long a ready frame waits for other streams' frames to join its batch"),
     "audio_hop_ms": (0, False, "the audio tower runs at most this often (0: on every frame)"),
     "max_audio_wait_s": (0, False, "how long a live frame waits for its sound"),
     "max_skew_ms": (0, False, "how far short of a live frame's time its sound may end"),
@@ -40,7 +41,10 @@ class PipelineConfig:
     for live and paced sources, ``block`` for files read as fast as possible.
     ``queue_size``: frames waiting for inference on a live source (a look-ahead task such as
     sync adds room for its look-ahead). ``batch``: with ``block``, up to this many waiting
-    frames run as one inference. ``audio_hop_ms``: run the audio tower at most every this
+    frames run as one inference; with several streams, up to this many (at least one per stream)
+    frames of different streams run as one. ``batch_wait_ms``: the latency bound of such a
+    batch: it goes when every active stream has a frame ready, or when its oldest frame has
+    waited this long (DeepStream's ``batched-push-timeout``). ``audio_hop_ms``: run the audio tower at most every this
     many ms (0: every frame). ``max_audio_wait_s``: how long a live frame waits for its
     sound. ``max_skew_ms``: how far short of a live frame's time its audio window may end.
     """
@@ -48,6 +52,7 @@ class PipelineConfig:
     policy: str | None = None
     queue_size: int = 2
     batch: int = 8
+    batch_wait_ms: float = 10.0
     audio_hop_ms: float = 0.0
     max_audio_wait_s: float = 0.25
     max_skew_ms: float = 30.0

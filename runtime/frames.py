@@ -92,6 +92,7 @@ class Result:
     frame: VideoFrame | None = None  # the frame it was computed on (for sinks)
     skew_ns: int = 0  # how far the audio reached past the end of the last window the task used (negative: missing)
     read_ns: int | None = None  # when the pipeline got the frame, where pts_ns is media time (an unpaced source)
+    stream: str = ""  # the name of the stream it belongs to (a MultiPipeline's; "" for a Pipeline's one stream)
 
     @property
     def latency_ms(self) -> float:

@@ -15,7 +15,7 @@ import numpy as np
 
 from edge_sdk.errors import ConfigError, DataError
 
-__all__ = ["Opened", "open_bundle", "check_contract", "check_roles", "warn_without_sound"]
+__all__ = ["Opened", "Model", "open_bundle", "open_model", "open_sources", "check_contract", "check_roles", "warn_without_sound"]
 
 log = logging.getLogger(__name__)
 
@@ -31,26 +31,53 @@ class Opened:
     backend: str  # "backend/precision"
 
 
-def open_bundle(
-    bundle, video: str, audio: str | None = None, *, prefer=None, precision=None, source_opts: dict | None = None, trusted: tuple[str, ...] = ()
-) -> Opened:
-    """Open a bundle (folder, zip or read bundle) on the backend this machine runs best, and the
-    sources by URI at the model's sample rate (``source_opts`` go to the video source); the
+@dataclass(frozen=True)
+class Model:
+    """A bundle's towers, opened and checked: what every stream of a pipeline shares."""
+
+    towers: object
+    contract: object
+    backend: str  # "backend/precision"
+
+
+def open_model(bundle, *, prefer=None, precision=None, trusted: tuple[str, ...] = ()) -> Model:
+    """Open a bundle (folder, zip or read bundle) on the backend this machine runs best; the
     towers are warmed up and checked against the manifest (:func:`check_contract`). ``trusted``
     names the model factories the ``torch`` backend may import (a user's model's code)."""
     from edge_sdk.bundle import read_bundle
     from edge_sdk.runtime.backends import open_towers, pick_backend
-    from edge_sdk.runtime.sources import open_source
 
     b = read_bundle(bundle) if isinstance(bundle, (str, Path)) else bundle
     choice = pick_backend(b, prefer, precision)
     towers = open_towers(b, choice.backend, choice.precision, batch_size=64, trusted=trusted)
     log.info("pipeline: %s %s from %s", choice.backend, choice.precision, b.folder)
-    rate = b.contract.audio.sample_rate
-    v = open_source(video, sample_rate=rate, **(source_opts or {}))
-    a = None if audio in (None, "", video) else open_source(audio, sample_rate=rate)
     check_contract(towers, b)
-    return Opened(towers, b.contract, v, a, f"{choice.backend}/{choice.precision}")
+    return Model(towers, b.contract, f"{choice.backend}/{choice.precision}")
+
+
+def open_sources(video: str, audio: str | None, sample_rate: int, source_opts: dict | None = None) -> tuple:
+    """The video source and, where it is another URI, the audio source, at the model's rate
+    (``source_opts`` go to the video source); the video source is closed when the audio one
+    cannot be opened."""
+    from edge_sdk.runtime.sources import open_source
+
+    v = open_source(video, sample_rate=sample_rate, **(source_opts or {}))
+    try:
+        a = None if audio in (None, "", video) else open_source(audio, sample_rate=sample_rate)
+    except BaseException:
+        v.stop()
+        raise
+    return v, a
+
+
+def open_bundle(
+    bundle, video: str, audio: str | None = None, *, prefer=None, precision=None, source_opts: dict | None = None, trusted: tuple[str, ...] = ()
+) -> Opened:
+    """Open a bundle (:func:`open_model`) and the sources by URI at the model's sample rate
+    (:func:`open_sources`)."""
+    m = open_model(bundle, prefer=prefer, precision=precision, trusted=trusted)
+    v, a = open_sources(video, audio, m.contract.audio.sample_rate, source_opts)
+    return Opened(m.towers, m.contract, v, a, m.backend)
 
 
 def check_contract(towers, bundle) -> None:

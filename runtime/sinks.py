@@ -62,7 +62,7 @@ SCHEMES: dict[str, tuple[dict, str]] = {
     "events": (
         {},
         "events:///abs/events.jsonl or events://relative.jsonl -- one JSON object per line: "
-        '{"type": "result", "task", "pts_ns", "seq", "latency_ms", "skew_ms", ...the task\'s values} or '
+        '{"type": "result", ["stream",] "task", "pts_ns", "seq", "latency_ms", "skew_ms", ...the task\'s values} or '
         '{"type": "gap", ...}. Written in place, one whole line at a time, so it can be followed while the '
         "run goes (tail -f). No options.",
     ),
@@ -139,6 +139,7 @@ class JsonlSink(Sink):
         self._write(
             {
                 "type": "result",
+                **({"stream": r.stream} if r.stream else {}),  # a MultiPipeline's results name their stream
                 "task": r.task,
                 "pts_ns": r.pts_ns,
                 "seq": r.seq,

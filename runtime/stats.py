@@ -1,7 +1,10 @@
 """Latency and fault statistics of a running pipeline: per-stage percentiles,
 capture-to-result latency, frames in/out, drops, faults by kind (including those the
 model's inputs show: black frames, silent or clipped sound), A/V skew. Every stage is
-reported, with ``None`` percentiles where nothing was measured (a run without frames)."""
+reported, with ``None`` percentiles where nothing was measured (a run without frames).
+
+A stream of a multi-stream pipeline keeps its own :class:`Stats` whose ``parent`` (the
+pipeline's) receives every sample and count too: per-stream and overall figures, both live."""
 
 from __future__ import annotations
 
@@ -30,9 +33,11 @@ def _pcts(values) -> dict[str, float]:
 
 
 class Stats:
-    """Thread-safe counters and bounded latency samples (the last ``keep`` per stage)."""
+    """Thread-safe counters and bounded latency samples (the last ``keep`` per stage); what is
+    recorded here is recorded in ``parent`` too (a stream's statistics inside a pipeline's)."""
 
-    def __init__(self, keep: int = 20000):
+    def __init__(self, keep: int = 20000, parent: Stats | None = None):
+        self.parent = parent
         self._lock = threading.Lock()
         self.stages: dict[str, deque] = defaultdict(lambda: deque(maxlen=keep))
         self.counters: Counter = Counter()
@@ -44,12 +49,16 @@ class Stats:
     def time(self, stage: str, ms: float) -> None:
         with self._lock:
             self.stages[stage].append(ms)
+        if self.parent is not None:
+            self.parent.time(stage, ms)
 
     def times(self, **ms: float) -> None:
         """Several stages' times (ms) at once: ``times(inference=0.4, task=0.1)``."""
         with self._lock:
             for stage, v in ms.items():
                 self.stages[stage].append(v)
+        if self.parent is not None:
+            self.parent.times(**ms)
 
     def check_inputs(self, images: np.ndarray, waves) -> None:
         """Count the faults the model's inputs show: a black frame (mean below 2 of 255), a
@@ -63,19 +72,25 @@ class Stats:
             elif float(np.abs(wave).max()) >= 0.999:
                 self.fault("clipped_audio")
 
-    def count(self, name: str, n: int = 1) -> None:
+    def count(self, name: str, n: float = 1) -> None:
         with self._lock:
             self.counters[name] += n
+        if self.parent is not None:
+            self.parent.count(name, n)
 
     def fault(self, kind: str) -> None:
         with self._lock:
             self.faults[kind] += 1
+        if self.parent is not None:
+            self.parent.fault(kind)
 
     def mark(self, t_ns: int) -> None:
         with self._lock:
             self.first_ns = t_ns if self.first_ns is None else self.first_ns
             self.last_ns = t_ns
             self._recent.append(t_ns)
+        if self.parent is not None:
+            self.parent.mark(t_ns)
 
     def fps(self, recent_s: float | None = None) -> float:
         """Results per second over the whole run, or over the last ``recent_s`` seconds: over
@@ -100,7 +115,7 @@ class Stats:
     def to_dict(self) -> dict:
         with self._lock:
             stages = {k: _pcts(self.stages.get(k, ())) for k in dict.fromkeys((*_STAGES, *self.stages))}
-            counters, faults = dict(self.counters), dict(self.faults)
+            counters, faults = {k: round(v, 1) if isinstance(v, float) else v for k, v in self.counters.items()}, dict(self.faults)
         frames_in = counters.get("frames_in", 0)
         return {
             "frames_in": frames_in,

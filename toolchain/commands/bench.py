@@ -51,11 +51,25 @@ def run_bench(args) -> int:
     return 0
 
 
+def _streams(text: str):
+    """``--streams``: a count of streams, or ``auto``."""
+    if text == "auto":
+        return text
+    return COUNT(text)
+
+
 def run_bench_runtime(args) -> int:
     from edge_sdk.export.bench_runtime import bench_runtime
 
     writable(json=args.json)
-    if args.teacher and importlib.util.find_spec("torch") is None:
+    only = set(args.only.split(",")) if args.only else {"single", "streams"}
+    if only - {"single", "streams"}:
+        raise EdgeSDKError(
+            f"--only {args.only}: unknown part(s) {', '.join(sorted(only - {'single', 'streams'}))}", "use --only single, streams or both"
+        )
+    if "streams" in only and args.streams is None and "single" not in only:
+        raise EdgeSDKError("--only streams measures the streams of --streams, which is not given", "add --streams N or --streams auto")
+    if args.teacher and "single" in only and importlib.util.find_spec("torch") is None:
         raise EdgeSDKError(
             "the PyTorch baseline (--teacher) needs torch, which is not installed here",
             "pip install 'edge_sdk[train]', or --teacher '' to measure the runtime alone",
@@ -70,17 +84,39 @@ def run_bench_runtime(args) -> int:
         soak_s=args.soak,
         fsdd=fsdd,
         mnist=mnist,
+        streams=args.streams if "streams" in only else None,
+        stream_seconds=args.stream_seconds,
+        single="single" in only,
     )
     text = json.dumps(report, indent=2)
     if args.json:
         atomic_write_text(args.json, text, "--json")
     keys = ("overhead_ratio", "drop_rate", "skew_ms_p95", "speedup_vs_baseline", "speedup_ceiling_decode", "pointing_delta_vs_baseline", "rss_growth")
-    print(text if args.verbose else json.dumps({k: report.get(k) for k in keys}, indent=2))
-    frames = (report.get("offline") or {}).get("frames"), ((report.get("realtime") or {}).get("stats") or {}).get("frames_out")
-    if not all(frames):  # a benchmark that measured nothing is no success
-        print(f"edge-sdk bench-runtime: error: the runtime produced no results (offline {frames[0]}, real time {frames[1]})", file=sys.stderr)
-        return 1
-    return 0
+    keys += ("rss_mb", "cold_start_s", "max_streams")
+    summary = {k: report.get(k) for k in keys if k in report}
+    if "streams" in report:
+        summary["stream_shares"] = report["streams"]["shares"]
+        summary["trials"] = {
+            t["streams"]: {"drop_rate": t["drop_rate"], "p95_ms": t["p95_ms"], "served": t["served"]} for t in report["streams"]["trials"]
+        }
+    print(text if args.verbose else json.dumps(summary, indent=2))
+    return _measured(report, "single" in only)
+
+
+def _measured(report: dict, single: bool) -> int:
+    """0, or 1 with the reason on stderr when a part measured nothing (no success)."""
+    missing = []
+    if single:
+        frames = (report.get("offline") or {}).get("frames"), ((report.get("realtime") or {}).get("stats") or {}).get("frames_out")
+        if not all(frames):
+            missing.append(f"the runtime produced no results (offline {frames[0]}, real time {frames[1]})")
+    if report.get("cold_start_s") is None:
+        missing.append("the footprint run produced no result")
+    if "streams" in report and not any(t.get("results") for t in report["streams"]["trials"]):
+        missing.append("no stream trial produced results")
+    for why in missing:
+        print(f"edge-sdk bench-runtime: error: {why}", file=sys.stderr)
+    return 1 if missing else 0
 
 
 def bench_arguments(p: argparse.ArgumentParser) -> None:
@@ -113,6 +149,16 @@ def bench_runtime_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", help="precision to run (default: the fastest the bundle has)")
     p.add_argument("--teacher", default="teacher", help="the baseline's PyTorch model ('' to skip the baseline)")
     p.add_argument("--soak", type=NONNEG, default=0.0, help="also loop the clip in real time this many seconds and report memory growth")
+    p.add_argument(
+        "--streams",
+        type=_streams,
+        help="also serve N live 640x360 25 fps camera+mic streams in one process (network cameras on loopback and paced files "
+        "from ../shared/data/video), or 'auto': the most with under 1%% dropped and capture-to-result p95 under 100 ms (max_streams)",
+    )
+    p.add_argument(
+        "--stream-seconds", type=number(float, 2.0), default=20.0, help="measured seconds per stream count (default 20, after 3 s of warm-up)"
+    )
+    p.add_argument("--only", help="comma list of parts: single (the 720p clip: real time, offline, baseline, soak), streams (default: both)")
     p.add_argument("--json", help="write the full report here")
     data_args(p)
 
@@ -131,8 +177,8 @@ COMMANDS = (
         "bench-runtime",
         run_bench_runtime,
         bench_runtime_arguments,
-        "Measure the streaming runtime: overhead, drops, skew, speed-up over an OpenCV + PyTorch loop, memory.",
-        "edge-sdk bench-runtime --bundle avnet_s-demo --json runtime.json --soak 600",
+        "Measure the streaming runtime: overhead, drops, skew, speed-up over an OpenCV + PyTorch loop, memory, footprint, max streams.",
+        "edge-sdk bench-runtime --bundle avnet_s-demo --json runtime.json --soak 600 --streams auto",
         needs="train",
         logs=("edge_sdk.export.bench_runtime",),
     ),

@@ -62,37 +62,80 @@ def _report(stats: dict, args) -> None:
     )
 
 
+def _stream_specs(args) -> list | None:
+    """The streams of ``--sources FILE`` or of several ``--video``/``--audio`` pairs; None for one stream."""
+    from edge_sdk.runtime.multi import read_sources, stream_specs
+
+    videos, audios = args.video or [], args.audio or []
+    if args.sources:
+        if videos or audios:
+            raise EdgeSDKError("--sources and --video/--audio both name the streams", "give the streams in the --sources file only")
+        return read_sources(args.sources)
+    if not videos:
+        raise EdgeSDKError("no video source", "give --video URI (repeat --video/--audio for several streams) or --sources FILE")
+    if len(videos) == 1 and len(audios) <= 1:
+        return None
+    if audios and len(audios) != len(videos):
+        raise EdgeSDKError(
+            f"{len(videos)} --video and {len(audios)} --audio sources: with several streams each --video needs its --audio",
+            "give one --audio per --video, in the same order ('-' for a video's own sound), or none",
+        )
+    pairs = zip(videos, audios or [None] * len(videos))
+    return stream_specs([{"video": v, "audio": None if a in (None, "-") else a} for v, a in pairs])
+
+
+def _per_stream(uri: str, name: str) -> str:
+    """``video://out.mp4`` -> ``video://out-NAME.mp4``: one annotated video per stream."""
+    stem, dot, ext = uri.rpartition(".")
+    return f"{stem}-{name}.{ext}" if dot and "/" not in ext else f"{uri}-{name}"
+
+
+def _open(args, uris: list[str], window, specs):
+    from edge_sdk.runtime.multi import MultiPipeline, StreamSpec
+    from edge_sdk.runtime.pipeline import Pipeline
+
+    common = dict(
+        prefer=args.backend,
+        precision=args.precision,
+        task_opts={"gallery": args.gallery} if args.gallery else {},
+        policy=args.policy,
+        audio_hop_ms=args.audio_hop_ms,
+        trusted=(args.factory,) if args.factory else (),
+    )
+    sinks = [*uris, *([window] if window else [])]
+    if specs is None:
+        return Pipeline.from_bundle(_prefer_profile(args), args.video[0], (args.audio or [None])[0], args.task, sinks=sinks, **common)
+    if args.mjpeg:
+        raise EdgeSDKError("--mjpeg previews one stream", 'give each stream its own preview in a --sources file: "sinks": ["mjpeg://127.0.0.1:8091"]')
+    videos = [u for u in sinks if isinstance(u, str) and u.startswith("video://")]  # one annotated video per stream
+    shared = [u for u in sinks if u not in videos]
+    specs = [StreamSpec(s.video, s.audio, s.name, s.task, s.task_opts, (*s.sinks, *(_per_stream(u, s.name) for u in videos)), s.source_opts)
+             for s in specs]  # fmt: skip
+    return MultiPipeline.from_bundle(_prefer_profile(args), specs, args.task, sinks=shared, batch_wait_ms=args.batch_wait_ms, **common)
+
+
 def run_run(args) -> int:
-    from edge_sdk.runtime.pipeline import Interrupted, Pipeline
+    from edge_sdk.runtime.pipeline import Interrupted
     from edge_sdk.runtime.sinks import open_sink
 
     writable(events=args.events, out_video=args.out_video, stats=args.stats)
+    specs = _stream_specs(args)
     uris = _sink_uris(args)
     window = None  # a window unless --headless (or one given with --sink): where none can open, said and headless
-    if not args.headless and not any(u.lower().startswith("window:") for u in uris):
+    if specs is not None and not args.headless:
+        print(f"edge-sdk run: {len(specs)} streams: no window (add --sink window:// to see every stream's results in one)", file=sys.stderr)
+    elif not args.headless and not any(u.lower().startswith("window:") for u in uris):
         try:
             window = open_sink("window://", title=f"edge-sdk run {args.task}")
         except EdgeSDKError as e:
             print(f"{e.problem}: running headless (use --mjpeg PORT for a live preview)", file=sys.stderr)
     try:  # the URIs are opened once the bundle and sources are
-        pipe = Pipeline.from_bundle(
-            _prefer_profile(args),
-            args.video,
-            args.audio,
-            args.task,
-            prefer=args.backend,
-            precision=args.precision,
-            sinks=[*uris, *([window] if window else [])],
-            task_opts={"gallery": args.gallery} if args.gallery else {},
-            policy=args.policy,
-            audio_hop_ms=args.audio_hop_ms,
-            trusted=(args.factory,) if args.factory else (),
-        )
+        pipe = _open(args, uris, window, specs)
     except BaseException:
         if window:
             window.close()
         raise
-    for sink in pipe.sinks:
+    for sink in [*pipe.sinks, *(s for st in pipe.streams for s in st.sinks)]:
         if getattr(sink, "url", None):
             print(f"preview: {sink.url}", file=sys.stderr)
     live, stopped = (None if args.quiet else StatusLine()), None
@@ -149,10 +192,28 @@ def run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", required=True, help="a bundle folder or .zip (edge-sdk info lists the shipped ones)")
     p.add_argument(
         "--video",
-        required=True,
-        help="cam://0, v4l2:///dev/video0, csi://0, http://..., rtsp://..., file:///clip.mp4[?realtime=1], synthetic://av-digits",
+        action="append",
+        help="cam://0, v4l2:///dev/video0, csi://0, http://..., rtsp://..., file:///clip.mp4[?realtime=1], synthetic://av-digits; "
+        "repeat it for several streams served by one process",
     )
-    p.add_argument("--audio", help="mic://default, mic://NAME, wav:///x.wav (default: the video source's own audio track)")
+    p.add_argument(
+        "--audio",
+        action="append",
+        help="mic://default, mic://NAME, wav:///x.wav (default: the video source's own audio track); "
+        "with several --video, one per video ('-': its own sound)",
+    )
+    p.add_argument(
+        "--sources",
+        metavar="FILE",
+        help='the streams as JSON: [{"name": "door", "video": "rtsp://...", "audio": "mic://default", "sinks": ["door.mp4"]}, ...] '
+        "(several streams: one model, frames batched across streams; see the README's Streaming runtime)",
+    )
+    p.add_argument(
+        "--batch-wait-ms",
+        type=NONNEG,
+        default=10.0,
+        help="several streams: how long a ready frame waits for other streams' frames to join its batch (default 10)",
+    )
     p.add_argument("--task", default="localize", help="localize, sync, retrieval or speaker")
     p.add_argument("--gallery", help="retrieval: a folder of images and/or .wav sounds")
     p.add_argument("--backend", help="onnxruntime, tensorrt, executorch or torch (default: the best this machine runs)")
@@ -175,9 +236,12 @@ def run_arguments(p: argparse.ArgumentParser) -> None:
         help="send results here too, repeatable: events.jsonl, out.mp4, mjpeg://127.0.0.1:8090, window:// (schemes below)",
     )
     p.add_argument("--events", help="write JSON-lines results and faults here (--sink events://PATH)")
-    p.add_argument("--out-video", help="write an annotated video here, the run's sound file muxed back (--sink video://PATH)")
+    p.add_argument(
+        "--out-video",
+        help="write an annotated video here, the run's sound file muxed back (--sink video://PATH; several streams: PATH-NAME.mp4 each)",
+    )
     p.add_argument("--mjpeg", type=PORT, help="serve an MJPEG preview on this port (--sink mjpeg://127.0.0.1:PORT)")
-    p.add_argument("--stats", help="write the final statistics (JSON) here")
+    p.add_argument("--stats", help="write the final statistics (JSON) here (several streams: each stream's under 'streams')")
     p.add_argument("--max-seconds", type=number(float, 0.1), help="stop after this many seconds")
     p.add_argument("--quiet", action="store_true", help="no live status line")
     p.epilog += "\n\nsinks (--sink URI; query parameters are options, e.g. out.mp4?fps=30):\n" + sink_usage(width=100)
