@@ -4,12 +4,12 @@ Determinism makes resume exact: every batch is a pure function of (seed, epoch, 
 torch's RNG is re-seeded from the global step, and the learning-rate schedule is a
 function of the step; a checkpoint (weights, objective heads, optimizer moments, step)
 is written every ``checkpoint_every`` steps, so a run killed mid-epoch continues with
-``resume=True`` exactly where its last checkpoint left it.
+``resume=True`` exactly where its last checkpoint left it. Data streamed from shards
+(``shards=``, :mod:`.shard_batches`) keeps its position in the checkpoint as well.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -24,9 +24,10 @@ from torch import nn
 from edge_sdk.checkpoint import load_tensors, save_model, save_tensors
 from edge_sdk.errors import EdgeSDKError, ModelFileError
 from edge_sdk.jsonfile import read_json
-from edge_sdk.outputs import atomic_write_bytes, atomic_write_text, lock_folder, output_folder, writing
+from edge_sdk.outputs import atomic_write_text, lock_folder, output_folder, writing
 from edge_sdk.recipe import Recipe
 from edge_sdk.spec import get_spec
+from edge_sdk.train.plots import plot_heatmaps, plot_losses
 
 __all__ = ["pretrain", "distill", "TrainModule", "build_train_data", "load_teacher"]
 
@@ -71,7 +72,8 @@ class TrainModule(nn.Module):
 
 def build_train_data(recipe: Recipe, spec, fsdd, mnist, split: str = "train", length: int | None = None, seed: int | None = None):
     """The recipe's data set: real AV-Digits when both folders are given, else the generated fallback."""
-    from edge_sdk.media.avdigits import AVDigitClips, AVDigits
+    from edge_sdk.media.avclips import AVDigitClips
+    from edge_sdk.media.avdigits import AVDigits
     from edge_sdk.media.digits import load_bank, synthetic_bank
 
     if recipe.data.kind == "video":
@@ -89,7 +91,8 @@ def build_train_data(recipe: Recipe, spec, fsdd, mnist, split: str = "train", le
     length = length or d.scenes_per_epoch
     seed = recipe.train.seed if seed is None else seed
     if d.kind == "clips":
-        return AVDigitClips(bank, spec, length, d.k, seed, split == "train", d.frames, d.fps)
+        train = split == "train"  # training draws its own synchrony shifts per clip
+        return AVDigitClips(bank, spec, length, d.k, seed, train, d.frames, d.fps, shifts=None if train else (-0.6, -0.3, 0.3, 0.6))
     return AVDigits(bank, spec, length, d.k, seed, split == "train", mask=d.mask_audio)
 
 
@@ -178,12 +181,15 @@ def pretrain(
     resume: bool | str = False,
     progress: bool = True,
     max_steps: int | None = None,
+    shards=None,
 ) -> dict:
     """Train ``recipe`` into ``out``; returns a report (steps, final losses, paths).
 
     ``resume=True`` continues the run in ``out`` from its last checkpoint (refused where there is
     none), ``"auto"`` continues one if there is one. ``out`` is locked while training: a second
-    run into it is refused."""
+    run into it is refused. ``shards`` (a :class:`~edge_sdk.train.shard_batches.ShardSource` or
+    its spec: a folder, glob, brace pattern or URL of ``edge-sdk shard``'s output) streams the
+    training windows from shards instead of the recipe's data."""
     out = Path(out)
     if resume is True and not (out / "checkpoints" / "last.json").exists():
         what = "does not exist" if not out.exists() else "holds no checkpoint (a run killed before its first one starts over)"
@@ -193,13 +199,13 @@ def pretrain(
     try:
         if (out / "checkpoints" / "last.json").exists() and not resume:
             raise EdgeSDKError(f"{out} already holds a training run", "pass --resume to continue it, or choose another --out folder")
-        return _train(recipe, out, fsdd, mnist, device, progress, max_steps, rank, world)
+        return _train(recipe, out, fsdd, mnist, device, progress, max_steps, rank, world, shards)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _train(recipe: Recipe, out: Path, fsdd, mnist, device: str, progress: bool, max_steps: int | None, rank: int, world: int) -> dict:
+def _train(recipe: Recipe, out: Path, fsdd, mnist, device: str, progress: bool, max_steps: int | None, rank: int, world: int, shards=None) -> dict:
     """:func:`pretrain`'s work, with ``out`` locked: from the last checkpoint, if there is one."""
     ckpt_dir = out / "checkpoints"
     dev = _device(device, world)
@@ -208,11 +214,11 @@ def _train(recipe: Recipe, out: Path, fsdd, mnist, device: str, progress: bool, 
     if cfg.batch_size % world:
         raise EdgeSDKError(f"batch_size {cfg.batch_size} does not split over {world} processes", "use a batch_size divisible by the process count")
     teacher = load_teacher(recipe.distill.teacher, spec) if recipe.distill.teacher else None
-    data = build_train_data(recipe, spec, fsdd, mnist)
+    data = _shard_batches(shards, recipe, spec, rank, world, dev, out) if shards else build_train_data(recipe, spec, fsdd, mnist)
     module, opt, bf16 = _build(recipe, spec, teacher, dev)
     steps_per_epoch = max(1, len(data) // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs if max_steps is None else min(max_steps, steps_per_epoch * cfg.epochs)
-    step = _restore(out, recipe, module, opt) if (ckpt_dir / "last.json").exists() else 0
+    step = _restore(out, recipe, module, opt, data) if (ckpt_dir / "last.json").exists() else 0
     wrapped = _wrap(module, recipe, world, dev)
     if rank == 0:
         with writing(ckpt_dir, "--out"):
@@ -235,12 +241,14 @@ def _train(recipe: Recipe, out: Path, fsdd, mnist, device: str, progress: bool, 
                 t_last = _log_row(metrics_path, {"step": step, "epoch": epoch, "lr": opt.param_groups[0]["lr"]}, losses, cfg, started, t_last)
             stop = deadline is not None and time.time() > deadline
             if step % cfg.checkpoint_every == 0 or step == total or stop:
-                _checkpoint(ckpt_dir, module, opt, step, recipe)
+                _checkpoint(ckpt_dir, module, opt, step, recipe, data)
         if deadline is not None and time.time() > deadline:
             log.warning("stopping at step %d: max_minutes=%s reached", step, cfg.max_minutes)
             break
     if bar:
         bar.close()
+    if shards:
+        data.close()
     report = {
         "recipe": recipe.name,
         "spec": spec.name,
@@ -248,6 +256,7 @@ def _train(recipe: Recipe, out: Path, fsdd, mnist, device: str, progress: bool, 
         "total_steps": total,
         "world_size": world,
         "minutes": round((time.time() - started) / 60, 2),
+        **({"shards": data.state(step)} if shards else {}),
     }
     if rank == 0:
         report["model"] = _finish(module, data, recipe, out, report, fsdd, mnist, dev)
@@ -275,10 +284,12 @@ def _build(recipe: Recipe, spec, teacher, dev) -> tuple[TrainModule, torch.optim
 def _batch(data, recipe: Recipe, step: int, steps_per_epoch: int, rank: int, world: int, dev) -> tuple[int, dict[str, torch.Tensor]]:
     """The epoch of ``step`` and this process's share of its batch; torch's RNG re-seeded from the step (exact resume)."""
     cfg = recipe.train
+    torch.manual_seed(cfg.seed * 1_000_003 + step * world + rank)
+    if hasattr(data, "batch"):  # a stream (shards): its loader keeps its own place and draws no torch random numbers
+        return data.batch(step)
     epoch, j = divmod(step, steps_per_epoch)
     data.set_epoch(epoch)
     data.set_k(recipe.data.k_curriculum[epoch] if epoch < len(recipe.data.k_curriculum) else recipe.data.k_mix or recipe.data.k)
-    torch.manual_seed(cfg.seed * 1_000_003 + step * world + rank)
     local = cfg.batch_size // world
     first = j * cfg.batch_size + rank * local
     return epoch, _collate([data[first + t] for t in range(local)], dev)
@@ -315,10 +326,13 @@ def _progress(desc: str, total: int, step: int):
     return tqdm(total=total, initial=step, desc=desc, unit="step", dynamic_ncols=True)
 
 
-def _restore(out: Path, recipe: Recipe, module, opt) -> int:
-    """Load the last checkpoint of ``out`` into ``module`` and ``opt`` (refusing another recipe's run);
-    the step it reached."""
+def _restore(out: Path, recipe: Recipe, module, opt, data) -> int:
+    """Load the last checkpoint of ``out`` into ``module`` and ``opt`` (refusing another recipe's run,
+    or other shards); the step it reached."""
+    from edge_sdk.train.shard_batches import check_resume
+
     state = _resume_state(out / "checkpoints" / "last.json", out)
+    check_resume(state.get("shards"), data)
     before, now = _schedule(state["recipe"]), _schedule(recipe.to_dict())
     if before != now:
         changed = sorted(k for k in now if before.get(k) != now[k])
@@ -371,9 +385,14 @@ def _finish(module, data, recipe: Recipe, out: Path, report: dict, fsdd, mnist, 
     model = module.model.cpu()
     offset = _map_offset(model, data)
     path = save_model(out / "model.safetensors", model, recipe.to_dict(), {"train": report, "map_offset_px": offset})
-    _plot_losses(out / "metrics.jsonl", out / "loss.png")
+    plot_losses(out / "metrics.jsonl", out / "loss.png")
+    if hasattr(data, "examples"):  # shards: windows of the first shards
+        examples = data.examples()
+    else:  # held-out scenes (test speakers and images), or the clips again
+        examples = build_train_data(recipe, model.spec, fsdd, mnist, split="test", length=8, seed=recipe.train.seed + 1)
+        examples.set_k(recipe.data.k)
     with writing(out / "heatmaps.png"):
-        _plot_heatmaps(model, recipe, fsdd, mnist, out / "heatmaps.png", offset)
+        plot_heatmaps(model, examples, out / "heatmaps.png", offset)
     module.model.to(dev)
     return str(path)
 
@@ -399,11 +418,12 @@ def load_teacher(name_or_path: str, student_spec) -> nn.Module:
     return teacher
 
 
-def _checkpoint(ckpt_dir: Path, module: TrainModule, opt, step: int, recipe: Recipe) -> None:
+def _checkpoint(ckpt_dir: Path, module: TrainModule, opt, step: int, recipe: Recipe, data=None) -> None:
     tensors = {f"module.{k}": v for k, v in module.state_dict().items()}
     tensors.update(_optim_tensors(opt))
     save_tensors(ckpt_dir / "last.safetensors", tensors)
-    atomic_write_text(ckpt_dir / "last.json", json.dumps({"step": step, "recipe": recipe.to_dict()}))
+    where = {"shards": data.state(step)} if hasattr(data, "state") else {}  # a stream's position: exact resume
+    atomic_write_text(ckpt_dir / "last.json", json.dumps({"step": step, "recipe": recipe.to_dict(), **where}))
 
 
 def _schedule(recipe: dict) -> dict:
@@ -444,49 +464,13 @@ def _map_offset(model, data, n: int = 48) -> list[int]:
     return offset
 
 
-def _plot_heatmaps(model, recipe: Recipe, fsdd, mnist, png: Path, offset, n: int = 8) -> None:
-    """Example localization heatmaps on held-out scenes (test speakers and images)."""
-    from edge_sdk.eval.evaluate import save_heatmap_grid
-    from edge_sdk.heatmap import heatmaps
-    from edge_sdk.models.torch_runner import TorchTowers
+def _shard_batches(shards, recipe: Recipe, spec, rank: int, world: int, dev, out: Path):
+    """The training data streamed from ``shards`` (:mod:`edge_sdk.train.shard_batches`)."""
+    from edge_sdk.train.shard_batches import ShardBatches
 
-    data = build_train_data(recipe, model.spec, fsdd, mnist, split="test", length=n, seed=recipe.train.seed + 1)
-    data.set_k(recipe.data.k)
-    items = [data[i] for i in np.linspace(0, len(data) - 1, min(n, len(data))).astype(int)]
-    images, waves = np.stack([it["image"] for it in items]), np.stack([it["wave"] for it in items])
-    emb = TorchTowers(model)
-    heat = heatmaps(emb.embed_audio(waves), emb.embed_image(images)[1], model.spec.image.size, offset)
-    labelled = "box" in items[0]  # AV-Digits has ground truth; real videos do not
-    save_heatmap_grid(
-        png,
-        images,
-        heat,
-        np.stack([it["box"] for it in items]) if labelled else None,
-        [f"said {it['label']}" for it in items] if labelled else [f"{it['pts_s']:.1f} s" for it in items],
-    )
-    model.train()
-
-
-def _plot_losses(metrics_path: Path, png: Path) -> None:
-    if not metrics_path.exists():
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    keys = sorted({k for r in rows for k in r} - {"step", "epoch", "lr", "time_s", "samples_per_s"})
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for k in keys:
-        pts = [(r["step"], r[k]) for r in rows if k in r]
-        ax.plot(*zip(*pts), label=k, lw=2 if k == "loss" else 1)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(png, buf.getvalue())
+    if "sync" in recipe.objectives:
+        raise EdgeSDKError(
+            "the sync objective needs AV-Digits clips (time-shifted sound); shards give frame and sound windows",
+            "leave [objectives.sync] out of the recipe",
+        )
+    return ShardBatches(shards, spec, recipe.train.batch_size, recipe.train.seed, rank, world, dev, out)

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 
+from edge_sdk.errors import EdgeSDKError
 from edge_sdk.toolchain.args import COUNT, Command, data_args, number, resolve_data
+
+SHARDS_HELP = (
+    "stream training windows from shards written by edge-sdk shard: a folder, a glob (shards/shard-*.tar), a brace "
+    "pattern (shards/shard-{000000..000099}.tar) or a URL WebDataset opens (pipe:CMD, https://...); split over "
+    "nodes, processes and loader workers, shuffled, resumed exactly. For many clips or many machines; --videos "
+    "is for a small folder"
+)
 
 __all__ = ["COMMANDS"]
 
@@ -15,10 +25,38 @@ def _overrides(recipe, args):
         recipe.train.max_minutes = args.max_minutes
     if args.epochs is not None:
         recipe.train.epochs = args.epochs
+    if args.videos and args.shards:
+        raise EdgeSDKError("--videos and --shards both name the training data", "give one: --shards for shards, --videos for a small folder of clips")
     if args.videos:
         recipe.data.kind, recipe.data.video_dir = "video", args.videos
     recipe.validate(f"{args.recipe} with the command-line overrides")
     return recipe
+
+
+def _elastic_warning() -> None:
+    """Under ``torchrun --max-restarts N`` with the rendezvous store shared with the workers (torch's
+    default), a restarted group can read the previous attempt's addresses and fail to connect
+    (pytorch/pytorch#135712); setting TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 for torchrun avoids it."""
+    restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0)
+    shared = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    if restarts > 0 and shared and os.environ.get("RANK", "0") == "0":
+        logging.getLogger("edge_sdk").warning(
+            "torchrun --max-restarts with a shared rendezvous store: restarts can fail to reconnect "
+            "(pytorch/pytorch#135712); run torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1"
+        )
+
+
+def _options(args) -> dict:
+    """The trainer's keyword arguments the options set."""
+    _elastic_warning()
+    kw = {"device": args.device, "resume": {"yes": True, "auto": "auto"}.get(args.resume, False), "progress": not args.quiet}
+    if args.max_steps is not None:
+        kw["max_steps"] = args.max_steps
+    if args.shards:
+        from edge_sdk.train.shard_batches import ShardSource
+
+        kw["shards"] = ShardSource(args.shards, args.shard_index, args.loader_workers, args.shuffle_buffer)
+    return kw
 
 
 def run_pretrain(args) -> int:
@@ -27,7 +65,7 @@ def run_pretrain(args) -> int:
 
     recipe = _overrides(load_recipe(args.recipe), args)
     fsdd, mnist = resolve_data(args)
-    report = pretrain(recipe, args.out, fsdd, mnist, device=args.device, resume=args.resume, progress=not args.quiet)
+    report = pretrain(recipe, args.out, fsdd, mnist, **_options(args))
     print(json.dumps(report, indent=2))
     return 0
 
@@ -43,18 +81,31 @@ def run_distill(args) -> int:
     if args.student:
         recipe.model.spec = get_spec(args.student).name
     fsdd, mnist = resolve_data(args)
-    report = distill(recipe, args.out, fsdd, mnist, device=args.device, resume=args.resume, progress=not args.quiet)
+    report = distill(recipe, args.out, fsdd, mnist, **_options(args))
     print(json.dumps(report, indent=2))
     return 0
 
 
 def _training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run folder: checkpoints, metrics.jsonl, loss.png, model.safetensors")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="yes",
+        choices=("yes", "auto"),
+        help="continue the run in --out from its last checkpoint; '--resume auto': continue one if there is one, else start it "
+        "(for torchrun --max-restarts: restarted processes pick up the last checkpoint)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--max-minutes", type=number(float, 0.1), help="stop (with a checkpoint) after this many minutes")
     p.add_argument("--epochs", type=COUNT, help="override the recipe's [train] epochs")
-    p.add_argument("--videos", help="train on a folder of your own clips with sound (mp4, webm, mkv, ...) instead of AV-Digits")
+    p.add_argument("--max-steps", type=COUNT, help="train at most this many steps (the learning-rate schedule spans them)")
+    p.add_argument("--videos", help="train on a small folder of your own clips with sound (mp4, webm, mkv, ...), decoded into memory")
+    s = p.add_argument_group("shards (README: Scale-out pretraining)")
+    s.add_argument("--shards", metavar="SHARDS", help=SHARDS_HELP)
+    s.add_argument("--shard-index", metavar="PATH_OR_URL", help="the shards' index.json where it is not beside them (needed for pipe:)")
+    s.add_argument("--loader-workers", type=number(int, 0), default=1, help="loader processes per training process (default 1; 0: none)")
+    s.add_argument("--shuffle-buffer", type=COUNT, default=1000, help="windows in each worker's shuffle buffer (default 1000)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     data_args(p)
 
