@@ -214,3 +214,11 @@ def test_a_resumed_stream_replays_to_the_same_batches(shards):
     assert [batches_before(w, 5, 2) for w in range(2)] == [3, 2]
     other = next(WorkerStream(StreamPlan(s, 4, 1, 2, 1, 40, SPEC.contract()), 0, 0).batches(16))
     assert not np.array_equal(other["wave"], want[0]["wave"])  # another seed, another order
+
+
+def test_shards_cut_for_another_sample_rate_are_refused(shards):
+    other = ModelContract("other", AudioContract(22050, 1.0), ImageContract(96, 96), 8)
+    with pytest.raises(DataError, match="16000 Hz, the model takes 22050 Hz") as e:
+        open_shards(str(shards)).check_contract(other)
+    assert "edge-sdk shard" in e.value.fix
+    open_shards(str(shards)).check_contract(SPEC.contract())
