@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
-OBJECTIVE_NAMES = ("avc", "mil_nce", "infonce", "sync", "byol_audio", "zoom_eq", "kd_embed", "kd_relation", "kd_map")
+OBJECTIVE_NAMES = ("avc", "mil_nce", "infonce", "sync", "byol_audio", "zoom_eq", "av_mae", "clusters", "kd_embed", "kd_relation", "kd_map")
 DISTILL_NAMES = ("kd_embed", "kd_relation", "kd_map")
 
 

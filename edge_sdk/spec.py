@@ -50,11 +50,15 @@ class AudioSpec:
 
 @dataclass(frozen=True)
 class ImageSpec:
-    """Raw RGB frames in (float32 in [0, 255], NCHW), normalised inside the model."""
+    """Raw RGB frames in (float32 in [0, 255], NCHW), normalised inside the model; with
+    ``frames`` > 1 a stack [T, 3, S, S] of frames ``1 / frame_rate`` s apart, the last one
+    the present (a tower that sees time: the synchrony models)."""
 
     size: int = 96
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+    frames: int = 1
+    frame_rate: float = 10.0
 
     @property
     def height(self) -> int:  # the names a contract uses (our towers take squares)
@@ -76,6 +80,11 @@ class TowerSpec:
     expand: int = 4  # only for "dw" blocks
     stem_stride: int = 2  # 4 = a 4x4 "patchify" stem: fewer positions, wider layers (INT8 kernels like width)
 
+    @property
+    def stride(self) -> int:
+        """How much the tower shrinks its input: the stem, then 2 in each later stage."""
+        return self.stem_stride * 2 ** (len(self.channels) - 1)
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -89,16 +98,18 @@ class ModelSpec:
     audio: AudioSpec = field(default_factory=AudioSpec)
     image: ImageSpec = field(default_factory=ImageSpec)
     description: str = ""
+    audio_pool: str = "max"  # "max" over the whole map, or "time": max over frequency, every time cell kept (when things happen)
 
     @property
     def map_size(self) -> int:
         """Side of ``image_map``: the image tower downsamples by ``stem_stride`` in the stem and 2 in each later stage."""
-        return self.image.size // _stride(self.image_tower)
+        return self.image.size // self.image_tower.stride
 
     @property
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
         """Each exported graph input's shape without the batch axis: ``wave``, ``image``."""
-        return {"wave": (self.audio.num_samples,), "image": (3, self.image.size, self.image.size)}
+        i = self.image
+        return {"wave": (self.audio.num_samples,), "image": (3, i.size, i.size) if i.frames == 1 else (i.frames, 3, i.size, i.size)}
 
     def __post_init__(self):
         _check_fields(self, "")
@@ -108,6 +119,7 @@ class ModelSpec:
         rules = [
             (self.name != "", "name", self.name, "a non-empty string"),
             (self.role in ("teacher", "student"), "role", self.role, '"teacher" or "student"'),
+            (self.audio_pool in ("max", "time"), "audio_pool", self.audio_pool, '"max" or "time"'),
             (
                 a.f_min < a.f_max <= a.sample_rate / 2,
                 "audio.f_max",
@@ -118,7 +130,7 @@ class ModelSpec:
             (min(self.image.std) > 0, "image.std", self.image.std, "all above 0"),
             *((t.block in ("basic", "dw"), f"{n}.block", t.block, '"basic" or "dw"') for n, t in towers.items()),
             *((len(t.depths) == len(t.channels), f"{n}.depths", t.depths, f"one depth per channel ({len(t.channels)})") for n, t in towers.items()),
-            (self.map_size >= 1, "image.size", self.image.size, f"at least the image tower's stride ({_stride(self.image_tower)})"),
+            (self.map_size >= 1, "image.size", self.image.size, f"at least the image tower's stride ({self.image_tower.stride})"),
             # a patchify stem floors, the stride-2 stages after it round up: one stem patch leaves a cell
             (
                 min(a.n_mels, a.num_frames) >= self.audio_tower.stem_stride,
@@ -139,8 +151,9 @@ class ModelSpec:
         model), the embeddings, and the map with cell j looking at pixel ``stride * j`` (3x3 stride-2
         convolutions, padding 1) plus a trained model's measured ``map_offset`` (its checkpoint says)."""
         a, size, grid = self.audio, self.image.size, self.map_size
+        image = ImageContract(size, size, self.image.frames, self.image.frame_rate if self.image.frames > 1 else 0.0)
         return ModelContract(
-            name=self.name, audio=AudioContract(a.sample_rate, a.num_samples / a.sample_rate), image=ImageContract(size, size),
+            name=self.name, audio=AudioContract(a.sample_rate, a.num_samples / a.sample_rate), image=image,
             embed_dim=self.embed_dim, map=MapContract((grid, grid), (size / grid, size / grid), tuple(map_offset)),
             description=self.description,
         )  # fmt: skip
@@ -206,7 +219,7 @@ def _invalid(where: str, value, want: str) -> ConfigError:
 # checked against them before anything is allocated: a window of 10^9 samples is refused, not run)
 _MAX = {"sample_rate": 384_000, "num_samples": 60 * 384_000, "n_fft": 16384, "hop_length": 16384, "n_mels": 512,
         "f_min": 192_000.0, "f_max": 192_000.0, "size": 4096, "mean": 1e6, "std": 1e6, "embed_dim": 65536,
-        "stem": 8192, "channels": 8192, "depths": 64, "expand": 16, "stem_stride": 64}  # fmt: skip
+        "stem": 8192, "channels": 8192, "depths": 64, "expand": 16, "stem_stride": 64, "frames": 64, "frame_rate": 240.0}  # fmt: skip
 
 
 def _number(value, where: str, kind: str):
@@ -246,11 +259,6 @@ def _check_fields(obj, prefix: str) -> None:
         object.__setattr__(obj, f.name, value)
 
 
-def _stride(tower: TowerSpec) -> int:
-    """How much a tower shrinks its input: the stem, then 2 in each later stage."""
-    return tower.stem_stride * 2 ** (len(tower.channels) - 1)
-
-
 def _flat(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
@@ -269,7 +277,8 @@ def register(spec: ModelSpec) -> ModelSpec:
 
 
 # Role names users type (``edge-sdk distill --student student_s``) -> registered specs.
-ALIASES = {"teacher": "avnet_t.avdigits", "student_s": "avnet_s.avdigits", "student_xs": "avnet_xs.avdigits"}
+ALIASES = {"teacher": "avnet_t.avdigits", "student_s": "avnet_s.avdigits", "student_xs": "avnet_xs.avdigits",
+           "sync_teacher": "avsync_t.avdigits", "sync_student": "avsync_s.avdigits"}  # fmt: skip
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -313,5 +322,32 @@ register(
         audio_tower=TowerSpec(block="dw", stem=16, channels=(16, 32, 64), depths=(1, 1, 1), expand=2, stem_stride=4),
         description="Student XS: MobileNetV2 inverted residuals behind a 4x4 patchify stem, under 1/40 of the teacher's MACs "
         "(3.6 M of its 8.1 M are the fixed log-mel front end).",
+    )
+)
+register(
+    ModelSpec(
+        name="avsync_t.avdigits",
+        role="teacher",
+        embed_dim=128,
+        image_tower=TowerSpec(block="basic", stem=32, channels=(32, 64, 128), depths=(1, 1, 1)),
+        audio_tower=TowerSpec(block="basic", stem=32, channels=(32, 64, 128), depths=(1, 1, 1)),
+        audio=AudioSpec(num_samples=8000),
+        image=ImageSpec(frames=5, frame_rate=10.0),
+        audio_pool="time",
+        description="Synchrony teacher: 5 frames 0.1 s apart fused in the first conv (the stack sees when the digit grows), "
+        "0.5 s of sound pooled over frequency only (each 80 ms cell kept: when it was loud).",
+    )
+)
+register(
+    ModelSpec(
+        name="avsync_s.avdigits",
+        role="student",
+        embed_dim=128,
+        image_tower=TowerSpec(block="basic", stem=32, channels=(32, 64), depths=(1, 1), stem_stride=4),
+        audio_tower=TowerSpec(block="basic", stem=32, channels=(32, 64, 96), depths=(1, 1, 1)),
+        audio=AudioSpec(num_samples=8000),
+        image=ImageSpec(frames=5, frame_rate=10.0),
+        audio_pool="time",
+        description="Synchrony student: the teacher's inputs and outputs, a 4x4 patchify image stem and narrower towers.",
     )
 )

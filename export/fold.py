@@ -39,6 +39,8 @@ def fold_image_normalize(model):
     m = copy.deepcopy(model).eval()
     conv, norm = _stem(m), m.image.normalize
     scale, shift = norm.scale.reshape(1, -1, 1, 1), norm.shift.reshape(1, -1, 1, 1)
+    reps = conv.in_channels // scale.shape[1]  # a stack of T frames: the stem reads T x RGB
+    scale, shift = scale.repeat(1, reps, 1, 1), shift.repeat(1, reps, 1, 1)
     folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, bias=True)
     with torch.no_grad():
         folded.weight.copy_(conv.weight * scale)

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+log = logging.getLogger(__name__)
+
 __all__ = ["TOWERS", "OPSET", "capture", "export_tower", "example_inputs", "module_nodes", "frontend_nodes", "lean_graph", "scopes_file"]
 
 OPSET = 18
@@ -73,20 +75,36 @@ def export_tower(model, tower: str, path: str | Path, opset: int = OPSET, dynamo
                 verbose=False,
             )  # one self-contained file per graph
         else:
-            with torch.inference_mode():
-                torch.onnx.export(
-                    module,
-                    example,
-                    str(path),
-                    input_names=names["inputs"],
-                    output_names=names["outputs"],
-                    dynamic_axes={n: {0: "batch"} for n in names["inputs"] + names["outputs"]},
-                    opset_version=opset,
-                    dynamo=False,
-                )
+            _trace(module, example, path, names, opset)
+            if not _runs_at_batch(path, model.contract, tower, 3):
+                # the trace read the batch as a number (len(x), x.shape[0] in a Python int): a graph
+                # for batch 1 that the runners feed one item at a time, said rather than broken
+                log.warning("%s: the %s tower's traced graph fixes its batch size (len(x)?); exported for batch 1", path.name, tower)
+                _trace(module, example_inputs(model.contract, tower, 1), path, names, opset, fixed=True)
     frontends = [m.spec for m in module.modules() if type(m).__name__ in ("LogMel", "_FeatureFrontEnd")]
     lean_graph(path, frontends[0] if frontends else None)
     return path
+
+
+def _trace(module, example, path: Path, names: dict, opset: int, fixed: bool = False) -> None:
+    """The TorchScript exporter (Model Optimizer's Q/DQ symbolics need it); ``fixed``: batch 1 only."""
+    axes = {} if fixed else {n: {0: "batch"} for n in names["inputs"] + names["outputs"]}
+    with torch.inference_mode():
+        torch.onnx.export(module, example, str(path), input_names=names["inputs"], output_names=names["outputs"],
+                          dynamic_axes=axes, opset_version=opset, dynamo=False)  # fmt: skip
+
+
+def _runs_at_batch(path: Path, contract, tower: str, batch: int) -> bool:
+    """Whether ONNX Runtime runs the graph at ``batch`` (a traced graph can hide a fixed batch)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {name: x.numpy() for name, x in zip(TOWERS[tower]["inputs"], example_inputs(contract, tower, batch))}
+    try:
+        session.run(None, feeds)
+    except Exception:  # noqa: BLE001 - ORT's own failure types: a shape that does not fit
+        return False
+    return True
 
 
 def capture(module: torch.nn.Module, example: tuple[torch.Tensor, ...], what: str) -> torch.export.ExportedProgram:

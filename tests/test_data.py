@@ -7,7 +7,8 @@ import pytest
 
 from edge_sdk.errors import DataError
 from edge_sdk.media.audio import read_wav
-from edge_sdk.media.avdigits import AVDigitClips, AVDigits, mask_sound, place_sound
+from edge_sdk.media.avclips import AVDigitClips
+from edge_sdk.media.avdigits import AVDigits, mask_sound, place_sound
 from edge_sdk.media.corpora import load_fsdd, load_mnist
 from edge_sdk.media.digits import load_bank, synthetic_bank
 from edge_sdk.spec import get_spec

@@ -17,7 +17,7 @@ def test_untrained_model_scores_near_chance_on_generated_data():
     spec = get_spec("avnet_xs.avdigits")
     res = evaluate(TorchTowers(AVNet(spec)), cfg=SMALL)
     for k in METRIC_KEYS:
-        assert 0.0 <= res[k] <= 1.0, k
+        assert 0.0 <= res[k] <= (1000.0 if k.endswith("_ms") else 1.0), k
     assert res["pointing_acc"] < 0.5 and res["a2i_r1"] < 0.5
     assert "| pointing_acc |" in format_table({"x": res})
 

@@ -206,3 +206,20 @@ def test_an_attention_product_left_float_by_xnnpack_is_named_not_silent():
     acc = pt2e_int8_accounting(convert_pt2e(prepared), (x,))
     assert acc["layers"] == 4 and acc["int8_layers"] == 2  # qkv and proj run INT8; q k^T and a v stay float
     assert [f["why"] for f in acc["float"]] == [ACTIVATION_MATMUL] * 2 and verdict(acc, "attention.int8.pte") == []
+
+
+def test_a_traced_graph_that_fixes_its_batch_is_exported_for_batch_one_and_fed_in_chunks(tmp_path, caplog):
+    import numpy as np
+
+    from edge_sdk.export.graphs import export_tower
+    from edge_sdk.runtime.backends.onnxruntime import OrtTowers
+
+    vit = build_user_model(f"{FACTORY}:imagebind_small").eval()  # its forward expands the CLS token with len(t)
+    paths = {t: export_tower(vit, t, tmp_path / f"{t}.onnx", dynamo=False) for t in ("audio", "image")}
+    assert "fixes its batch size" in caplog.text
+    runner = OrtTowers(paths["audio"], paths["image"], vit.contract, batch_size=8)
+    images = np.random.default_rng(0).uniform(0, 255, (3, 3, 224, 224)).astype(np.float32)
+    emb, fmap = runner.embed_image(images)
+    with torch.inference_mode():
+        ref = vit.image(torch.from_numpy(images))[0]
+    assert runner.batch_size == 1 and fmap.shape == (3, 64, 14, 14) and np.allclose(emb, ref.numpy(), atol=1e-4)

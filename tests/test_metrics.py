@@ -46,6 +46,18 @@ def test_ciou_hand_computed_4x4():
     assert ciou(heat, gt, threshold=0.95) == 0.0
 
 
+def test_adaptive_ciou_takes_as_many_pixels_as_the_object_covers():
+    heat = np.arange(16, dtype=float).reshape(4, 4)
+    gt = np.zeros((4, 4))
+    gt[2:4, 2:4] = 1  # values 10, 11, 14, 15: the top 4 are 12..15
+    assert ciou(heat, gt, threshold="adaptive") == pytest.approx(2 / (4 + 2))
+    small = np.zeros((8, 8))
+    small[1, 1] = 1.0  # a heatmap exactly on a one-pixel object
+    assert ciou(small, small, threshold="adaptive") == 1.0 and ciou(small, small) < 0.1  # the median threshold cannot score it
+    with pytest.raises(ValueError, match="adaptive"):
+        ciou(heat, gt, threshold="mean")
+
+
 def test_ciou_ties_and_consensus_gt():
     # 9 zeros and 7 ones: the sorted[8] threshold is 0, so every pixel is foreground
     heat = np.array([0] * 9 + [1] * 7, dtype=float).reshape(4, 4)

@@ -127,3 +127,41 @@ def test_zoom_equivariance_loss_and_offset_estimate():
         _, fmap = fake.image(image)
         losses[shift] = obj({"image_map": fmap}, {"image": image}, fake).item()
     assert losses[0] < 0.01 and losses[-6] > 10 * losses[0], losses
+
+
+@pytest.mark.parametrize("spec", ["avnet_t.avdigits", "avnet_s.avdigits", "avnet_xs.avdigits"])
+def test_masked_av_reconstructs_masked_patches_and_learns(spec):
+    from edge_sdk.objectives.masked import MaskedAV
+
+    torch.manual_seed(0)
+    model = AVNet(get_spec(spec)).train()
+    obj = MaskedAV(model, ratio=0.5, fraction=1.0)
+    batch = _batch(8, shifted=False)
+    batch["image"][:, :, 40:60, 40:60] = 250.0  # structure to reconstruct
+    opt = torch.optim.Adam([*model.parameters(), *obj.parameters()], 3e-3)
+    losses = []
+    for _ in range(15):
+        torch.manual_seed(1)  # the same masks each step: the loss must fall
+        loss = obj(None, batch, model)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert math.isfinite(losses[0]) and losses[-1] < 0.8 * losses[0]
+
+
+def test_sinkhorn_balances_clusters_and_the_cluster_loss_needs_agreement():
+    from edge_sdk.objectives.clusters import CrossModalClusters, sinkhorn
+
+    torch.manual_seed(0)
+    scores = 0.1 * torch.randn(64, 8)
+    scores[:, 0] += 0.3  # every item prefers cluster 0
+    q = sinkhorn(scores)
+    assert torch.allclose(q.sum(1), torch.ones(64), atol=1e-3)
+    assert q.sum(0).max() < 1.5 * 64 / 8 and q.argmax(1).unique().numel() > 4  # balanced: cluster 0 does not take the batch
+    model = AVNet(SPEC).eval()
+    obj = CrossModalClusters(model, clusters=8)
+    e = F.normalize(torch.randn(16, SPEC.embed_dim), dim=1)
+    same = obj({"audio_emb": e, "image_map": e[:, :, None, None].expand(-1, -1, 2, 2)}, {}, model)
+    other = obj({"audio_emb": e, "image_map": e.roll(1, 0)[:, :, None, None].expand(-1, -1, 2, 2)}, {}, model)
+    assert torch.isfinite(same) and same < other  # audio and image that agree predict their shared assignment better

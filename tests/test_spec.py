@@ -18,7 +18,7 @@ def test_registry_has_teacher_and_student():
 def test_every_registered_spec_builds_and_has_the_contract_outputs(spec):
     model = AVNet(spec).eval()
     wave = torch.randn(2, spec.audio.num_samples) * 0.1
-    image = torch.rand(2, 3, spec.image.size, spec.image.size) * 255
+    image = torch.rand(2, *spec.input_shapes["image"]) * 255  # a stack model: [T, 3, S, S] each
     with torch.no_grad():
         out = model(wave, image)
     assert tuple(out) == OUTPUT_NAMES

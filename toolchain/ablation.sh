@@ -1,27 +1,32 @@
 #!/usr/bin/env bash
-# The objectives side by side: the teacher's data, curriculum and schedule, shortened to
-# EPOCHS epochs, with each objective alone and the teacher's multi-task mix; every run is
-# evaluated on the same 500 held-out scenes, beside the shipped teacher (the full schedule).
-# Writes runs/ablation/table.md.
+# Objectives side by side: each recipe in RECIPES trained for the same number of steps (its
+# own schedule, or EPOCHS epochs when EPOCHS > 0; never cut by time), evaluated on the same
+# 500 held-out scenes (speakers and images never trained on), beside the shipped teacher.
+# Writes $OUT/table.md. Runs resume where they stopped.
+#   bash toolchain/ablation.sh                                                       # objectives alone, 8 epochs
+#   RECIPES="teacher ablation_av_mae ablation_clusters" EPOCHS=0 OUT=runs/ablation_full bash toolchain/ablation.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EPOCHS=${EPOCHS:-8}
-out=runs/ablation
-mkdir -p $out
-for r in ablation_avc ablation_mil_nce ablation_infonce teacher; do
-  [ -f $out/$r/model.safetensors ] || .venv/bin/edge-sdk pretrain --recipe $r --epochs "$EPOCHS" --out $out/$r --quiet --resume
-  [ -f $out/$r/eval.json ] || .venv/bin/edge-sdk eval $out/$r/model.safetensors --json $out/$r/eval.json
+RECIPES=${RECIPES:-"ablation_avc ablation_mil_nce ablation_infonce teacher"}
+out=${OUT:-runs/ablation}
+mkdir -p "$out"
+for r in $RECIPES; do
+  epochs=(); [ "$EPOCHS" -gt 0 ] && epochs=(--epochs "$EPOCHS")
+  resume=(); [ -f "$out/$r/checkpoints/last.json" ] && resume=(--resume)
+  [ -f "$out/$r/model.safetensors" ] || .venv/bin/edge-sdk pretrain --recipe "$r" "${epochs[@]}" --max-minutes 100000 --out "$out/$r" --quiet "${resume[@]}"
+  [ -f "$out/$r/eval.json" ] || .venv/bin/edge-sdk eval "$out/$r/model.safetensors" --json "$out/$r/eval.json"
 done
-.venv/bin/python - "$out" <<'PY'
+.venv/bin/python - "$out" $RECIPES <<'PY'
 import json, sys
 from pathlib import Path
 from edge_sdk.eval.evaluate import format_table
-out = Path(sys.argv[1])
+out, recipes = Path(sys.argv[1]), sys.argv[2:]
 rows = {}
-for r in ("ablation_avc", "ablation_mil_nce", "ablation_infonce", "teacher"):
+for r in recipes:
     res = json.loads((out / r / "eval.json").read_text())
     train = json.loads((out / r / "model.json").read_text())["train"]
-    rows[f"{r} ({train['steps']} steps)"] = res
+    rows[f"{r} ({train['steps']} steps, {train.get('minutes', 0):.1f} min)"] = res
 shipped = Path("edge_sdk/assets/models/avnet_t.avdigits.json")  # the teacher recipe at its full schedule
 if shipped.exists():
     meta = json.loads(shipped.read_text())

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 [ -d runs/calib ] || .venv/bin/edge-sdk calib --out runs/calib --n 256
 for size in s xs; do
   run=runs/student_$size
-  [ -f $run/model.safetensors ] || .venv/bin/edge-sdk distill --student student_$size --recipe distill_$size --out $run --resume
+  resume=(); [ -f $run/checkpoints/last.json ] && resume=(--resume)
+  [ -f $run/model.safetensors ] || .venv/bin/edge-sdk distill --student student_$size --recipe distill_$size --out $run "${resume[@]}"
   .venv/bin/edge-sdk eval $run/model.safetensors --json $run/eval.json --heatmaps $run/eval_heatmaps.png
   .venv/bin/python -c "import json, sys; from edge_sdk.models.shipped import ship_model; print(ship_model(sys.argv[1], json.load(open(sys.argv[2]))))" $run/model.safetensors $run/eval.json
   rm -rf $run/int8

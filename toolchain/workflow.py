@@ -111,8 +111,7 @@ class _Stages:
     def cfg(self):
         from edge_sdk.eval.evaluate import EvalConfig
 
-        n = self.recipe.eval_scenes  # a short run evaluates on proportionally fewer probes and clips
-        return EvalConfig(scenes=n, gallery_per_class=min(50, max(5, n // 10)), probe_images=min(2000, 10 * n), sync_clips=min(200, n))
+        return EvalConfig.scaled(self.recipe.eval_scenes)  # a short run evaluates on proportionally fewer probes and clips
 
     def weights(self, role: str) -> Path:
         return self.out / role / "model.safetensors"

@@ -17,11 +17,12 @@ import numpy as np
 
 from edge_sdk.eval import metrics as M
 from edge_sdk.heatmap import contract_heatmaps
-from edge_sdk.media.avdigits import AVDigitClips, AVDigits, place_sound, render_single
+from edge_sdk.media.avclips import EVAL_SHIFTS, AVDigitClips
+from edge_sdk.media.avdigits import AVDigits, place_sound, render_single
 from edge_sdk.media.digits import DEFAULT_TEST_SPEAKERS, DigitBank, load_bank, synthetic_bank
 from edge_sdk.outputs import atomic_write_bytes
 
-__all__ = ["EvalConfig", "evaluate", "map_offset_of", "save_heatmap_grid", "format_table"]
+__all__ = ["EvalConfig", "evaluate", "map_offset_of", "model_input", "offset_error_ms", "save_heatmap_grid", "format_table"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,19 @@ class EvalConfig:
     gallery_per_class: int = 50
     probe_images: int = 2000
     sync_clips: int = 200
+
+    @classmethod
+    def scaled(cls, scenes: int, **kw) -> EvalConfig:
+        """Every stage bounded by ``scenes``: localization scenes, retrieval gallery (a tenth per
+        class, 5..50), probe images (4x, up to 2000) and synchrony clips (up to 200)."""
+        return cls(scenes=scenes, gallery_per_class=min(50, max(5, scenes // 10)), probe_images=min(2000, 4 * scenes),
+                   sync_clips=min(200, scenes), **kw)  # fmt: skip
+
+
+def model_input(contract, images: np.ndarray) -> np.ndarray:
+    """Still images [B, 3, H, W] as the model's visual input: a stack model ([T, 3, H, W]) sees the still T times."""
+    frames = contract.image.frames
+    return images if frames == 1 else np.repeat(images[:, None], frames, 1)
 
 
 def map_offset_of(model, fsdd=None, mnist=None, n: int = 48, test_speakers=DEFAULT_TEST_SPEAKERS) -> tuple[int, int]:
@@ -74,7 +88,7 @@ def _localization(runner, test: DigitBank, cfg: EvalConfig, res: dict, outcomes:
     images, waves = np.stack([it["image"] for it in items]), np.stack([it["wave"] for it in items])
     labels, boxes = np.array([it["label"] for it in items]), np.stack([it["box"] for it in items])
     a = runner.embed_audio(waves)
-    _, fmap = runner.embed_image(images)
+    _, fmap = runner.embed_image(model_input(c, images))
     heat = contract_heatmaps(c, a, fmap)
     hits = M.pointing_hits(heat, boxes)
     outcomes["pointing_acc"] = hits
@@ -85,6 +99,8 @@ def _localization(runner, test: DigitBank, cfg: EvalConfig, res: dict, outcomes:
     for g, (x0, y0, x1, y1) in zip(gt, boxes.astype(int)):
         g[y0:y1, x0:x1] = 1.0
     res.update({k: v for k, v in M.ciou_summary([M.ciou(hm, g) for hm, g in zip(heat, gt)]).items() if k in ("ciou50", "auc")})
+    adaptive = M.ciou_summary([M.ciou(hm, g, "adaptive") for hm, g in zip(heat, gt)])
+    res["ciou_adaptive"], res["auc_adaptive"] = adaptive["mean_ciou"], adaptive["auc"]
     # Mismatched pairs: each scene with the sound of a later scene whose digit it does not show.
     n = len(items)
     neg_idx = [next(j % n for j in range(i + 1, i + 1 + n) if labels[j % n] not in items[i]["digits"]) for i in range(n)]
@@ -99,7 +115,7 @@ def _retrieval_and_probes(runner, test: DigitBank, train: DigitBank, cfg: EvalCo
     n, size = c.audio.num_samples, (c.image.height, c.image.width)
     test_sounds = runner.embed_audio(_centered_sounds(test, n, cfg.seed))
     gallery, gallery_labels = _singles(test, cfg.gallery_per_class, size, cfg.seed)
-    gallery_emb, _ = runner.embed_image(gallery)
+    gallery_emb, _ = runner.embed_image(model_input(c, gallery))
     hits = M.recall_hits(test_sounds, test.sound_labels, gallery_emb, gallery_labels, 5)
     outcomes["a2i_r1"] = hits[:, 0]
     res["a2i_r1"], res["a2i_r5"] = float(hits[:, 0].mean()), float(hits[:, :5].any(1).mean())
@@ -109,11 +125,12 @@ def _retrieval_and_probes(runner, test: DigitBank, train: DigitBank, cfg: EvalCo
     outcomes["probe_audio_acc"] = correct
     res["probe_audio_acc"] = float(correct.mean())
     probe_imgs, probe_labels = _singles(train, max(1, cfg.probe_images // 10), size, cfg.seed + 2)
-    res["probe_image_acc"] = M.linear_probe(runner.embed_image(probe_imgs)[0], probe_labels, gallery_emb, gallery_labels, 10)
+    res["probe_image_acc"] = M.linear_probe(runner.embed_image(model_input(c, probe_imgs))[0], probe_labels, gallery_emb, gallery_labels, 10)
 
 
 def _synchrony(runner, test: DigitBank, cfg: EvalConfig, res: dict) -> None:
-    """On pulsing clips, the aligned window must outscore every shifted one."""
+    """On pulsing clips: the aligned window must outscore every shifted one (``sync_acc``, chance
+    ``sync_chance``), and the audio offset read back from the scores (``offset_mae_ms``)."""
     n = runner.contract.audio.num_samples
     clips = AVDigitClips(test, runner.contract, cfg.sync_clips, cfg.k, cfg.seed, train=False)
     views = [clips[i] for i in range(len(clips))]
@@ -122,6 +139,30 @@ def _synchrony(runner, test: DigitBank, cfg: EvalConfig, res: dict) -> None:
     sh = np.stack([v["wave_shifted"] for v in views])
     sh_emb = runner.embed_audio(sh.reshape(-1, n)).reshape(len(views), sh.shape[1], -1)
     res["sync_acc"] = M.sync_accuracy(aligned, np.stack([_mil_scores(sh_emb[:, m], cmap) for m in range(sh.shape[1])], 1))
+    res["sync_chance"] = round(1 / (1 + len(EVAL_SHIFTS)), 3)
+    res["offset_mae_ms"] = offset_error_ms(runner, clips, cfg.seed)
+
+
+def offset_error_ms(runner, clips: AVDigitClips, seed: int, reach_s: float = 0.7, step_s: float = 0.05) -> float:
+    """Median absolute error of the audio offset estimated on clips whose sound is delayed by a
+    known amount drawn from [-0.5, +0.5] s: every candidate offset (``step_s`` apart, up to
+    ``reach_s`` either way) is scored at several frames of the clip, the scores averaged over
+    the frames, and the best candidate is the estimate (what the live sync task does)."""
+    rng = np.random.default_rng(seed + 3)
+    sr, n = runner.contract.audio.sample_rate, runner.contract.audio.num_samples
+    cands = np.arange(-reach_s, reach_s + step_s / 2, step_s)
+    errors = []
+    for i in range(len(clips)):
+        it, truth = clips.item(i), rng.uniform(-0.5, 0.5)
+        ts = list(range(clips.stack - 1, clips.frames, 2))
+        _, maps = runner.embed_image(np.stack([clips.stack_at(it["frames"], t) for t in ts]))
+        # sound delayed by ``truth``: at candidate s, frame t's window ends at its time + s - truth on the original track
+        ends = np.array([[int(it["frame_end"][t]) + round((s - truth) * sr) for s in cands] for t in ts])
+        unique, where = np.unique(ends, return_inverse=True)
+        emb = runner.embed_audio(np.stack([it["track"][e - n : e] for e in unique]))[where.reshape(ends.shape)]  # [P, S, D]
+        scores = np.einsum("psd,pdhw->pshw", emb, maps).reshape(len(ts), len(cands), -1).max(-1).mean(0)
+        errors.append(abs(cands[int(scores.argmax())] - truth))
+    return round(float(np.median(errors)) * 1000, 1)
 
 
 def evaluate(runner, fsdd=None, mnist=None, cfg: EvalConfig | None = None, heatmap_png: str | Path | None = None,
@@ -151,10 +192,11 @@ def evaluate(runner, fsdd=None, mnist=None, cfg: EvalConfig | None = None, heatm
 
 
 def save_heatmap_grid(png: str | Path, images: np.ndarray, heat: np.ndarray, boxes: np.ndarray | None, captions: list[str]) -> None:
-    """Images with the audio-driven heatmap overlaid; the ground-truth box in white when there is one."""
+    """Images (or stacks: their last frame) with the audio-driven heatmap overlaid; the ground-truth
+    box in white when there is one."""
     tiles = []
     for i, (img, h, caption) in enumerate(zip(images, heat, captions)):
-        rgb = img.transpose(1, 2, 0).astype(np.uint8)
+        rgb = (img if img.ndim == 3 else img[-1]).transpose(1, 2, 0).astype(np.uint8)  # a stack: its last (present) frame
         hn = ((h - h.min()) / (np.ptp(h) + 1e-9) * 255).astype(np.uint8)
         over = cv2.addWeighted(rgb, 0.5, cv2.applyColorMap(hn, cv2.COLORMAP_JET)[:, :, ::-1], 0.5, 0)
         if boxes is not None:
@@ -172,6 +214,8 @@ METRIC_KEYS = (
     "pointing_acc_bilinear",
     "ciou50",
     "auc",
+    "ciou_adaptive",
+    "auc_adaptive",
     "a2i_r1",
     "a2i_r5",
     "i2a_r1",
@@ -179,6 +223,7 @@ METRIC_KEYS = (
     "probe_audio_acc",
     "probe_image_acc",
     "sync_acc",
+    "offset_mae_ms",
 )
 
 
@@ -186,5 +231,6 @@ def format_table(rows: dict[str, dict]) -> str:
     """A Markdown table: one row per model, one column per metric."""
     head = "| model | " + " | ".join(METRIC_KEYS) + " |"
     sep = "|---|" + "---:|" * len(METRIC_KEYS)
-    body = ["| " + name + " | " + " | ".join(f"{m.get(k, float('nan')):.3f}" for k in METRIC_KEYS) + " |" for name, m in rows.items()]
+    cell = lambda m, k: f"{m.get(k, float('nan')):{'.0f' if k.endswith('_ms') else '.3f'}}"  # noqa: E731
+    body = ["| " + name + " | " + " | ".join(cell(m, k) for k in METRIC_KEYS) + " |" for name, m in rows.items()]
     return "\n".join([head, sep, *body])

@@ -74,9 +74,12 @@ def ciou(heatmap, gt_mask, threshold="median") -> float:
        ``utils.normalize_img``;
     2. threshold: ``"median"`` (default, EZ-VSL ``test.py``) uses
        ``t = sort(pred.ravel())[int(H*W*0.5)]``, so about the top 50% of pixels
-       are foreground (more when values tie: a flat map is all foreground); a
-       float uses that value on the normalised map instead (useful when objects
-       are small relative to the image);
+       are foreground (more when values tie: a flat map is all foreground): an
+       object covering a few percent of the image can never reach 0.5;
+       ``"adaptive"`` takes as many top pixels as the ground truth covers
+       (``t = sort(pred.ravel())[-round(sum(gt))]``), so a heatmap exactly on the
+       object scores 1 whatever its size; a float uses that value on the
+       normalised map instead;
     3. ``infer = pred >= t`` and, ``Evaluator.cal_CIOU``,
        ``cIoU = sum(infer*gt) / (sum(gt) + sum(infer*(gt==0)))``.
 
@@ -92,9 +95,10 @@ def ciou(heatmap, gt_mask, threshold="median") -> float:
     if hi - lo != 0:
         pred = (pred - lo) / (hi - lo)
     if isinstance(threshold, str):
-        if threshold != "median":
-            raise ValueError(f'threshold must be "median" or a float, got {threshold!r}')
-        t = np.sort(pred.ravel())[int(pred.shape[0] * pred.shape[1] * 0.5)]
+        if threshold not in ("median", "adaptive"):
+            raise ValueError(f'threshold must be "median", "adaptive" or a float, got {threshold!r}')
+        ranked = np.sort(pred.ravel())
+        t = ranked[int(pred.shape[0] * pred.shape[1] * 0.5)] if threshold == "median" else ranked[-max(1, round(gt.sum()))]
     else:
         t = float(threshold)
         if not np.isfinite(t):

@@ -5,9 +5,8 @@ non-overlapping positions and scales on a textured background; its sound is a re
 recording of one of those digits, at the model's sample rate. Evaluation uses the box of
 the spoken digit; the learner only ever sees which sound came with which scene.
 
-The clip variant renders T frames at ``fps`` in which the spoken digit's scale follows
-its own loudness envelope, so audio-visual synchrony is learnable (for the temporal
-objective of Owens & Efros, 2018). Every item is a pure function of (seed, epoch, index).
+Clips of such scenes in time are :mod:`edge_sdk.media.avclips`. Every item is a pure
+function of (seed, epoch, index).
 Items are numpy arrays (no torch): the trainer, the evaluation, calibration and the
 runtime's ``synthetic://av-digits`` source all draw their scenes here.
 """
@@ -19,7 +18,7 @@ import numpy as np
 
 from edge_sdk.media.digits import DigitBank
 
-__all__ = ["AVDigits", "AVDigitClips", "render_single", "place_sound", "mask_sound"]
+__all__ = ["AVDigits", "render_single", "place_sound", "mask_sound", "paste_digit", "random_color"]
 
 
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -30,7 +29,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return c1 + (c2 - c1) * np.clip(noise, 0, 1)[..., None]
 
 
-def _paste(canvas: np.ndarray, glyph: np.ndarray, x: int, y: int, size: int, color: np.ndarray) -> np.ndarray:
+def paste_digit(canvas: np.ndarray, glyph: np.ndarray, x: int, y: int, size: int, color: np.ndarray) -> np.ndarray:
     """Alpha-blend a 28x28 glyph scaled to ``size`` at (x, y); return the digit's box.
 
     The box is the glyph's bounding box of non-zero pixels (the usual MNIST digit box),
@@ -68,7 +67,7 @@ def _layout(rng: np.random.Generator, h: int, w: int, k: int, lo: int, hi: int) 
     raise ValueError(f"cannot place {k} digits of {lo}-{hi} px in a {h} x {w} px image")
 
 
-def _color(rng: np.random.Generator) -> np.ndarray:
+def random_color(rng: np.random.Generator) -> np.ndarray:
     c = rng.uniform(150, 255, 3)
     c[rng.integers(3)] = 255.0
     return c
@@ -122,7 +121,7 @@ def render_single(bank: DigitBank, idx: int, s, rng: np.random.Generator) -> np.
     h, w = (s, s) if np.ndim(s) == 0 else s
     canvas = _background(rng, h, w)
     size = int(min(h, w) * 0.5)
-    _paste(canvas, bank.images[idx], (w - size) // 2, (h - size) // 2, size, _color(rng))
+    paste_digit(canvas, bank.images[idx], (w - size) // 2, (h - size) // 2, size, random_color(rng))
     return np.clip(canvas, 0, 255).astype(np.uint8)
 
 
@@ -172,7 +171,7 @@ class AVDigits:
             raise IndexError(i)
         rng = self._rng(i)
         canvas, digits, layout, glyphs = self._scene(rng)
-        boxes = np.stack([_paste(canvas, self.bank.images[g], x, y, sz, _color(rng)) for g, (x, y, sz) in zip(glyphs, layout)])
+        boxes = np.stack([paste_digit(canvas, self.bank.images[g], x, y, sz, random_color(rng)) for g, (x, y, sz) in zip(glyphs, layout)])
         spoken = int(rng.integers(len(digits)))
         sound = self.bank.sounds[int(rng.choice(self.bank.sounds_of(int(digits[spoken]))))]
         return {
@@ -180,90 +179,5 @@ class AVDigits:
             "wave": place_sound(sound, self.contract.audio.num_samples, rng, self.train, self.mask),
             "label": np.int64(digits[spoken]),
             "box": boxes[spoken],
-            "digits": digits.astype(np.int64),
-        }
-
-
-class AVDigitClips(AVDigits):
-    """T frames at ``fps``; the spoken digit's scale pulses with its loudness envelope.
-
-    ``item(i)`` is the whole clip: ``frames`` [T, 3, H, W], ``track`` (audio long enough that
-    every frame has a full window ending at its time) and ``frame_end`` [T], the sample at
-    which frame t's window ends. ``__getitem__(i)`` is the training view of one random frame:
-    ``image``, ``wave`` (its aligned window) and ``wave_shifted`` [M, N] (windows ending
-    ``shifts`` seconds earlier or later: the negatives of the synchrony objective).
-    """
-
-    def __init__(
-        self,
-        bank: DigitBank,
-        contract,
-        length: int,
-        k: int = 3,
-        seed: int = 0,
-        train: bool = True,
-        frames: int = 12,
-        fps: float = 10.0,
-        shifts: tuple[float, ...] = (-0.6, -0.3, 0.3, 0.6),
-    ):
-        super().__init__(bank, contract, length, k, seed, train)
-        self.frames, self.fps, self.shifts = frames, fps, shifts
-
-    def _clip(self, i: int):
-        if not 0 <= i < self.length:
-            raise IndexError(i)
-        rng = self._rng(i)
-        sr, n = self.contract.audio.sample_rate, self.contract.audio.num_samples
-        span = int(self.frames / self.fps * sr)
-        pad = int(max(abs(s) for s in self.shifts) * sr) + 1
-        canvas, digits, layout, glyphs = self._scene(rng)
-        spoken = int(rng.integers(len(digits)))
-        sound = self.bank.sounds[int(rng.choice(self.bank.sounds_of(int(digits[spoken]))))]
-        track = np.zeros(pad + n + span + pad, np.float32)
-        first = pad + n  # where frame 0's window ends
-        lead = sr // 5  # speech may start up to 0.2 s before the first frame
-        track[first - lead : first + span] = place_sound(sound, span + lead, rng, self.train)
-        frame_end = first + (np.arange(self.frames) * sr / self.fps).astype(np.int64)
-        hop = max(1, int(0.05 * sr))  # loudness over the last 50 ms before each frame
-        env = np.array([np.sqrt(np.mean(track[e - hop : e] ** 2)) for e in frame_end])
-        env = env / (env.max() + 1e-6)
-        colors = [_color(rng) for _ in digits]
-
-        def render(t: int):
-            img = canvas.copy()
-            box = None
-            for j, (g, (x, y, sz)) in enumerate(zip(glyphs, layout)):
-                grow = int(round(sz * 0.45 * env[t])) if j == spoken else 0
-                b = _paste(img, self.bank.images[g], x - grow // 2, y - grow // 2, sz + grow, colors[j])
-                box = b if j == spoken else box
-            return np.clip(img, 0, 255).astype(np.uint8).transpose(2, 0, 1).astype(np.float32), box
-
-        return rng, track, frame_end, render, digits, spoken
-
-    def item(self, i: int) -> dict:
-        _, track, frame_end, render, digits, spoken = self._clip(i)
-        frames, boxes = zip(*(render(t) for t in range(self.frames)))
-        return {
-            "frames": np.stack(frames),
-            "track": track,
-            "frame_end": frame_end,
-            "label": np.int64(digits[spoken]),
-            "boxes": np.stack(boxes),
-            "digits": digits.astype(np.int64),
-        }
-
-    def __getitem__(self, i: int) -> dict:
-        rng, track, frame_end, render, digits, spoken = self._clip(i)
-        t = int(rng.integers(self.frames))
-        n, sr = self.contract.audio.num_samples, self.contract.audio.sample_rate
-        end = int(frame_end[t])
-        image, box = render(t)
-        shifted = np.stack([track[end + int(s * sr) - n : end + int(s * sr)] for s in self.shifts])
-        return {
-            "image": image,
-            "wave": track[end - n : end].copy(),
-            "wave_shifted": shifted,
-            "label": np.int64(digits[spoken]),
-            "box": box,
             "digits": digits.astype(np.int64),
         }

@@ -21,8 +21,9 @@ import cv2
 import numpy as np
 
 from edge_sdk.errors import DataError
+from edge_sdk.outputs import atomic_write_text
 
-__all__ = ["write_clip", "read_boxes", "scene_at"]
+__all__ = ["write_clip", "write_sync_clip", "read_boxes", "scene_at"]
 
 
 def scene_at(boxes: list[dict], t: float) -> dict | None:
@@ -54,7 +55,41 @@ def write_clip(
     _write_wav(tmp_wav, np.concatenate(audio), sr)
     _encode(_ffmpeg_command(w, h, fps, tmp_wav, path), frames, fps * hold, path)
     tmp_wav.unlink()
-    path.with_suffix(".json").write_text(json.dumps({"fps": fps, "size": [w, h], "seconds": scenes * hold, "scenes": boxes}, indent=1))
+    atomic_write_text(path.with_suffix(".json"), json.dumps({"fps": fps, "size": [w, h], "seconds": scenes * hold, "scenes": boxes}, indent=1))
+    return path
+
+
+def write_sync_clip(path: str | Path, contract, seconds: int = 10, fps: int = 25, size=(640, 360), fsdd=None, mnist=None,
+                    seed: int = 0) -> Path:  # fmt: skip
+    """Write ``path`` (.mp4): one AV-Digits clip in which a digit is spoken again and again and
+    pulses with its loudness (:mod:`edge_sdk.media.avclips`), frames at ``fps``, sound and picture
+    in sync (shift the sound with ``ffmpeg -itsoffset`` to make a known offset), and ``path.json``
+    (the spoken digit and its resting box in frame pixels)."""
+    from edge_sdk.media.avclips import AVDigitClips
+    from edge_sdk.media.digits import DEFAULT_TEST_SPEAKERS, load_bank, synthetic_bank
+
+    if shutil.which("ffmpeg") is None:
+        raise DataError("ffmpeg is not installed", "apt-get install ffmpeg")
+    path, sr = Path(path), contract.audio.sample_rate
+    bank = load_bank(fsdd, mnist, "test", sr, DEFAULT_TEST_SPEAKERS) if fsdd and mnist else synthetic_bank("test", sr)
+    ds = AVDigitClips(bank, contract, 1, k=2, seed=seed, train=False, frames=int(seconds * 10) + 1, fps=10.0)
+    c = ds.clip(0)
+    (w, h), side = size, min(size)
+    x0, y0 = (w - side) // 2, (h - side) // 2
+    frames = []
+    for j in range(seconds * fps):
+        img, box = ds.render(c, c.first + round(j / fps * sr))
+        canvas = np.zeros((h, w, 3), np.uint8)
+        canvas[y0 : y0 + side, x0 : x0 + side] = cv2.resize(img.transpose(1, 2, 0).astype(np.uint8), (side, side))
+        frames.append(canvas)
+    tmp_wav = path.with_suffix(".wav.tmp")
+    _write_wav(tmp_wav, c.track[c.first : c.first + seconds * sr], sr)
+    _encode(_ffmpeg_command(w, h, fps, tmp_wav, path), frames, 1, path)
+    tmp_wav.unlink()
+    scale = side / contract.image.height
+    meta = {"fps": fps, "size": [w, h], "seconds": seconds, "label": int(c.digits[c.spoken]),
+            "box": [x0 + box[0] * scale, y0 + box[1] * scale, x0 + box[2] * scale, y0 + box[3] * scale]}  # fmt: skip
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
     return path
 
 

@@ -41,20 +41,29 @@ class AudioEncoder(nn.Module):
         super().__init__()
         self.frontend = LogMel(spec.audio)
         self.tower = ConvTower(spec.audio_tower, 1)
-        self.proj = nn.Linear(self.tower.out_channels, spec.embed_dim)
         with torch.no_grad():  # the tower's output grid for one window, fixed by the spec
             self.grid = tuple(self.tower.eval()(self.frontend(torch.zeros(1, spec.audio.num_samples))).shape[-2:])
         self.tower.train()
+        # "time" pooling keeps every time cell (max over frequency only): when a sound starts
+        # within the window survives into the embedding, which synchrony needs
+        self.pool = spec.audio_pool
+        width = self.tower.out_channels * (self.grid[1] if self.pool == "time" else 1)
+        self.proj = nn.Linear(width, spec.embed_dim)
 
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+    def normalized_mel(self, wave: torch.Tensor) -> torch.Tensor:
+        """[B, N] waveform -> [B, 1, mels, frames]: the log-mel the tower reads."""
         mel = self.frontend(wave)
         # Per-utterance mean normalisation of each mel band (CMN), then of the variance:
         # removes the level and the stationary spectral colour of speaker and microphone.
         mel = mel - mel.mean(dim=3, keepdim=True)
-        mel = mel / (mel.std(dim=(2, 3), keepdim=True) + 1e-5)
+        return mel / (mel.std(dim=(2, 3), keepdim=True) + 1e-5)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
         # Max pooling: the word fills a fraction of the window, the digit a fraction of the
         # image; mean pooling drowns both in background and stalls contrastive learning.
-        feat = global_max_pool(self.tower(mel), self.grid)
+        cells = self.tower(self.normalized_mel(wave))
+        time = self.pool == "time"  # [B, C * time cells], or [B, C]
+        feat = F.max_pool2d(cells, kernel_size=(self.grid[0], 1)).flatten(1) if time else global_max_pool(cells, self.grid)
         return l2_normalize(self.proj(feat), dim=-1)
 
 
@@ -62,12 +71,20 @@ class ImageEncoder(nn.Module):
     def __init__(self, spec: ModelSpec):
         super().__init__()
         self.normalize = ImageNormalize(spec.image)
-        self.tower = ConvTower(spec.image_tower, 3)
+        self.frames = spec.image.frames
+        self.tower = ConvTower(spec.image_tower, 3 * self.frames)  # a stack of frames: fused in the first conv
         self.proj = nn.Conv2d(self.tower.out_channels, spec.embed_dim, 1)
         self.grid = (spec.map_size, spec.map_size)
 
+    def normalized(self, image: torch.Tensor) -> torch.Tensor:
+        """RGB 0..255 ([B, 3, S, S], or [B, T, 3, S, S] for a stack) -> the tower's input [B, 3T, S, S]."""
+        if self.frames == 1:
+            return self.normalize(image)
+        s = image.shape[-1]
+        return self.normalize(image.reshape(-1, 3, s, s)).reshape(-1, 3 * self.frames, s, s)
+
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        fmap = self.proj(self.tower(self.normalize(image)))  # [B, D, h, w]
+        fmap = self.proj(self.tower(self.normalized(image)))  # [B, D, h, w]
         image_emb = l2_normalize(global_max_pool(fmap, self.grid), dim=-1)
         return image_emb, l2_normalize(fmap, dim=1)
 

@@ -115,5 +115,6 @@ def _counted(spec: ModelSpec) -> dict:
     torch.manual_seed(0)
     model = AVNet(spec).eval()
     with torch.inference_mode():
-        out = model(torch.zeros(1, spec.audio.num_samples), torch.zeros(1, 3, spec.image.size, spec.image.size))
+        shapes = spec.input_shapes
+        out = model(torch.zeros(1, *shapes["wave"]), torch.zeros(1, *shapes["image"]))
     return {"params": sum(p.numel() for p in model.parameters()), "macs": count_macs(model), "outputs": {k: list(v.shape) for k, v in out.items()}}

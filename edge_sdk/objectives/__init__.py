@@ -7,8 +7,10 @@ them with weights; see :mod:`edge_sdk.recipe`.
 
 from edge_sdk.objectives.avc import AVCorrespondence
 from edge_sdk.objectives.byol_audio import BYOLAudio
+from edge_sdk.objectives.clusters import CrossModalClusters
 from edge_sdk.objectives.contrastive import GlobalInfoNCE, MILContrastive
 from edge_sdk.objectives.distill import DISTILL_OBJECTIVES, EmbedCosine, MapKD, RelationKD
+from edge_sdk.objectives.masked import MaskedAV
 from edge_sdk.objectives.sync import TemporalSync
 from edge_sdk.objectives.zoom_equivariance import ZoomEquivariance
 
@@ -19,6 +21,8 @@ OBJECTIVES = {
     "sync": TemporalSync,
     "byol_audio": BYOLAudio,
     "zoom_eq": ZoomEquivariance,
+    "av_mae": MaskedAV,
+    "clusters": CrossModalClusters,
     **DISTILL_OBJECTIVES,  # built with (student, teacher, **params); need a [distill] teacher
 }
 
@@ -34,4 +38,6 @@ __all__ = [
     "TemporalSync",
     "BYOLAudio",
     "ZoomEquivariance",
+    "MaskedAV",
+    "CrossModalClusters",
 ]

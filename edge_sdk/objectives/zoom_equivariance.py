@@ -24,8 +24,9 @@ __all__ = ["ZoomEquivariance", "estimate_map_offset"]
 def _zoom_in(image: torch.Tensor, zoom: int) -> tuple[torch.Tensor, int]:
     s = image.shape[-1]
     lo = s // 2 - s // (2 * zoom)
-    crop = image[:, :, lo : lo + s // zoom, lo : lo + s // zoom]
-    return F.interpolate(crop, size=(s, s), mode="bilinear", align_corners=False), lo
+    crop = image[..., lo : lo + s // zoom, lo : lo + s // zoom]  # [B, 3, h, w], or a stack [B, T, 3, h, w]
+    zoomed = F.interpolate(crop.flatten(1, -3), size=(s, s), mode="bilinear", align_corners=False)
+    return zoomed.view(*image.shape[:-2], s, s), lo
 
 
 def _sample_at_zoomed_cells(fmap: torch.Tensor, s: int, lo: int, zoom: int, offset=(0.0, 0.0)) -> torch.Tensor:

@@ -52,6 +52,9 @@ class OrtTowers(Towers):
                 self.sessions[tower] = ort.InferenceSession(str(path), opts, providers=chosen)
             except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
                 raise ort_load_error(path, e) from None
+            fixed = self.sessions[tower].get_inputs()[0].shape[0]
+            if isinstance(fixed, int) and fixed > 0:  # a graph exported for one batch size: fed in chunks of it
+                self.batch_size = min(self.batch_size, fixed)
 
     concurrent = True
 

@@ -228,11 +228,11 @@ def load_or_build(
     trt = _import_trt()
     version = str(trt.__version__)
     facts = onnx_facts(onnx_path)
-    if facts["fixed_batch"]:
-        raise ConfigError(
-            f"{onnx_path}: input(s) {facts['fixed_batch']} have a fixed batch size; engines here take batch {batch[0]}..{batch[2]}",
-            "re-export the tower with a dynamic batch axis (edge-sdk export does)",
-        )
+    if facts["fixed_batch"]:  # a graph exported for one batch size: a static profile at it
+        fixed = set(facts["fixed_batch"].values())
+        if len(fixed) != 1:
+            raise ConfigError(f"{onnx_path}: inputs with different fixed batch sizes {facts['fixed_batch']}", "re-export the tower (edge-sdk export)")
+        batch = (fixed.pop(),) * 3
     plan = plan_build(
         onnx_path, precision, version, facts["inputs"], has_qdq=facts["has_qdq"], graph_fp16=facts["graph_fp16"], batch=batch, dla_core=dla_core
     )

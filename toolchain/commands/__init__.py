@@ -5,13 +5,14 @@
 from __future__ import annotations
 
 from edge_sdk.toolchain.args import Command
-from edge_sdk.toolchain.commands import bench, calib, evaluate, export, info, live, shard, train, workflow
+from edge_sdk.toolchain.commands import bench, calib, evaluate, export, folds, info, live, shard, train, workflow
 
 __all__ = ["COMMANDS"]
 
 COMMANDS: tuple[Command, ...] = (
     *shard.COMMANDS,
     *train.COMMANDS,
+    *folds.COMMANDS,
     *calib.COMMANDS,
     *export.COMMANDS,
     *bench.COMMANDS,

@@ -34,7 +34,7 @@ def _bundle(args, fsdd, mnist) -> dict:
     runner = open_towers(bundle, choice.backend, choice.precision, trusted=(args.factory,) if args.factory else ())
     print(f"evaluating {choice.backend} {choice.precision} of {args.model} (--backend/--precision choose another)", file=sys.stderr)
     speakers = tuple(args.test_speakers.split(",")) if args.test_speakers else EvalConfig.test_speakers
-    res = evaluate(runner, fsdd, mnist, EvalConfig(scenes=args.scenes, k=args.k, seed=args.seed, test_speakers=speakers), heatmap_png=args.heatmaps)
+    res = evaluate(runner, fsdd, mnist, EvalConfig.scaled(args.scenes, k=args.k, seed=args.seed, test_speakers=speakers), heatmap_png=args.heatmaps)
     return {**res, "model": args.model, "backend": choice.backend, "precision": choice.precision}
 
 
@@ -56,8 +56,37 @@ def _checkpoint(args, fsdd, mnist) -> dict:
     speakers = tuple(args.test_speakers.split(",")) if args.test_speakers else tuple(recipe_speakers)
     if opened.ours and "map_offset_px" not in meta:  # untrained or older checkpoints: measured, as export does
         model.map_offset = tuple(map_offset_of(model, fsdd, mnist, test_speakers=speakers))
-    cfg = EvalConfig(scenes=args.scenes, k=args.k, seed=args.seed, test_speakers=speakers)
+    cfg = EvalConfig.scaled(args.scenes, k=args.k, seed=args.seed, test_speakers=speakers)
     return {**evaluate(TorchTowers(model), fsdd, mnist, cfg, heatmap_png=args.heatmaps), "model": opened.ref}
+
+
+LOWER_IS_BETTER = ("offset_mae_ms",)
+
+
+def _folds(args, fsdd, mnist) -> tuple[dict, dict]:
+    """Each fold's copy of the model on its own held-out speaker; the rows and the summary
+    (mean and worst fold of every metric)."""
+    import numpy as np
+
+    from edge_sdk.eval.evaluate import METRIC_KEYS, EvalConfig, evaluate
+    from edge_sdk.models.loading import open_model
+    from edge_sdk.models.torch_runner import TorchTowers
+    from edge_sdk.train.folds import fold_models
+
+    if fsdd is None:
+        raise EdgeSDKError("--folds holds out real speakers", "give --fsdd and --mnist (or have ../shared/data), not --synthetic")
+    spec = open_model(args.model).model.spec  # a shipped name or a checkpoint: its architecture names the folds
+    rows = {}
+    for speaker, path in fold_models(spec.name, None if args.folds is True else args.folds).items():
+        print(f"fold {speaker}: {path}", file=sys.stderr)
+        model = open_model(str(path)).model
+        cfg = EvalConfig.scaled(args.scenes, k=args.k, seed=args.seed, test_speakers=(speaker,))
+        rows[f"{spec.name} without {speaker}"] = evaluate(TorchTowers(model), fsdd, mnist, cfg)
+    keys = [k for k in METRIC_KEYS if all(k in r for r in rows.values())]
+    values = {k: np.array([r[k] for r in rows.values()]) for k in keys}
+    summary = {"mean": {k: float(v.mean()) for k, v in values.items()},
+               "worst": {k: float(v.max() if k in LOWER_IS_BETTER else v.min()) for k, v in values.items()}}  # fmt: skip
+    return rows, summary
 
 
 def run_eval(args) -> int:
@@ -71,6 +100,14 @@ def run_eval(args) -> int:
             "with the shipped metrics; give --fsdd and --mnist for those",
             file=sys.stderr,
         )
+    if args.folds:
+        if not args.model or _is_bundle(args.model):
+            raise EdgeSDKError("--folds evaluates a model's fold copies", "name a shipped model (teacher, student_s, ...) or a checkpoint")
+        rows, summary = _folds(args, fsdd, mnist)
+        print(format_table({**rows, f"mean of {len(rows)} folds": summary["mean"], "worst fold": summary["worst"]}))
+        if args.json:
+            atomic_write_text(args.json, json.dumps({"folds": rows, **summary}, indent=2), "--json")
+        return 0
     if args.model and _is_bundle(args.model):
         res = _bundle(args, fsdd, mnist)
         name = f"{Path(args.model).name} {res['backend']} {res['precision']}"
@@ -92,6 +129,9 @@ def eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=number(int, 1, 10), default=3, help="digits per scene (default 3)")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--test-speakers", help="comma-separated held-out speakers (default: the model recipe's)")
+    p.add_argument("--folds", nargs="?", const=True, metavar="DIR",
+                   help="evaluate the model's copy trained without each speaker on that speaker, with the mean and the worst fold "
+                        "(DIR: an edge-sdk folds output; default: the shipped folds)")  # fmt: skip
     p.add_argument("--json", help="write the metrics here")
     p.add_argument("--heatmaps", help="write a PNG of example localization heatmaps here")
     data_args(p)
@@ -103,7 +143,8 @@ COMMANDS = (
         run_eval,
         eval_arguments,
         "Evaluate a model on speaker- and image-disjoint AV-Digits.",
-        "edge-sdk eval avnet_t.avdigits --fsdd ../shared/data/fsdd/recordings --mnist ../shared/data/mnist --json eval.json",
+        "edge-sdk eval avnet_t.avdigits --fsdd ../shared/data/fsdd/recordings --mnist ../shared/data/mnist --json eval.json\n"
+        "  edge-sdk eval student_s --folds   # every speaker held out in turn: per-fold rows, mean and worst fold",
         needs="train",
         logs=("edge_sdk.eval",),
     ),

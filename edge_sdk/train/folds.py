@@ -1,0 +1,90 @@
+"""Speaker folds: every model trained with each of the corpus's speakers held out in turn.
+
+One held-out speaker is one sample of "a voice the model never heard"; four are a spread.
+A fold is a folder ``ROOT/<speaker>/`` holding the models trained without that speaker:
+the teacher (pretrained with ``speaker`` as the test split) and the students distilled from
+*that* teacher (a teacher that heard the speaker would leak it into its students). The
+shipped models are the ``george`` fold; ``edge_sdk/assets/folds/`` holds the others.
+
+:func:`train_folds` trains what is missing (each run resumes where it stopped);
+:func:`fold_models` finds a model's fold copies; ``edge-sdk eval MODEL --folds`` evaluates
+each on its own held-out speaker and reports the mean and the worst fold.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_sdk.errors import EdgeSDKError
+
+__all__ = ["SPEAKERS", "FOLDS_DIR", "FoldPlan", "fold_models", "train_folds"]
+
+log = logging.getLogger(__name__)
+
+SPEAKERS = ("george", "jackson", "nicolas", "yweweler")  # the shared FSDD subset's speakers
+FOLDS_DIR = Path(__file__).resolve().parent.parent / "assets" / "folds"
+
+
+@dataclass
+class FoldPlan:
+    """What one fold trains: a pretraining recipe, then distillation recipes from its result."""
+
+    teacher: str = "teacher"
+    students: tuple[str, ...] = ("distill_s", "distill_xs")
+
+
+def fold_models(spec_name: str, root: str | Path | None = None) -> dict[str, Path]:
+    """Speaker -> the checkpoint of ``spec_name`` trained without that speaker: the shipped model
+    for its own held-out speaker, and ``root/<speaker>/<spec_name>.safetensors`` for the others."""
+    from edge_sdk.checkpoint import read_sidecar
+    from edge_sdk.models.shipped import shipped_models
+
+    root = Path(root) if root else FOLDS_DIR
+    found: dict[str, Path] = {}
+    shipped = shipped_models().get(spec_name)
+    if shipped is not None:
+        held = (read_sidecar(shipped).get("recipe") or {}).get("data", {}).get("test_speakers", ["george"])
+        found[held[0]] = shipped
+    for folder in sorted(p for p in root.glob("*") if p.is_dir()):
+        f = folder / f"{spec_name}.safetensors"
+        if f.is_file():
+            found[folder.name] = f
+    if not found:
+        raise EdgeSDKError(f"no fold models of {spec_name} in {root}", "train them: edge-sdk folds --out DIR, then pass --folds DIR")
+    return dict(sorted(found.items()))
+
+
+def train_folds(out: str | Path, speakers, fsdd, mnist, plan: FoldPlan | None = None, progress: bool = True) -> dict[str, dict[str, str]]:
+    """Train ``plan``'s teacher and students for each held-out speaker into ``out/<speaker>/``
+    (``<spec name>.safetensors`` + sidecar, copied from each run's folder); resumable."""
+    import shutil
+
+    from edge_sdk.recipe import load_recipe
+    from edge_sdk.train.trainer import distill, pretrain
+
+    plan, out = plan or FoldPlan(), Path(out)
+    if not (fsdd and mnist):
+        raise EdgeSDKError("speaker folds need the real spoken digits", "pass --fsdd and --mnist (../shared/data is used when present)")
+    done: dict[str, dict[str, str]] = {}
+    for speaker in speakers:
+        fold, done[speaker] = out / speaker, {}
+        teacher = None
+        for i, name in enumerate((plan.teacher, *plan.students)):
+            recipe = load_recipe(name)
+            recipe.data.test_speakers, recipe.train.max_minutes = [speaker], 0.0  # the same steps in every fold
+            if i:
+                recipe.distill.teacher = str(teacher)
+            final = fold / f"{recipe.model.spec}.safetensors"
+            if not final.is_file():
+                run = fold / "runs" / name
+                resume = "auto" if (run / "checkpoints" / "last.json").exists() else False
+                log.info("folds: %s without %s", name, speaker)
+                (distill if i else pretrain)(recipe, run, fsdd, mnist, resume=resume, progress=progress)
+                for suffix in (".json", ".safetensors"):  # the sidecar first: a model file means the fold is done
+                    shutil.copyfile(run / f"model{suffix}", final.with_suffix(suffix + ".tmp"))
+                    (final.with_suffix(suffix + ".tmp")).replace(final.with_suffix(suffix))
+            teacher = final if i == 0 else teacher
+            done[speaker][recipe.model.spec] = str(final)
+    return done

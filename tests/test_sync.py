@@ -1,0 +1,67 @@
+"""Synchrony: clips whose spoken digit pulses with its loudness, stacks of frames, and the
+offset estimate of ``edge-sdk eval`` checked against an oracle that reads the signals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_sdk.contract import AudioContract, ImageContract, ModelContract
+from edge_sdk.eval.evaluate import EvalConfig, model_input
+from edge_sdk.media.avclips import AVDigitClips
+from edge_sdk.media.digits import synthetic_bank
+from edge_sdk.runner import Towers
+
+STACK = ModelContract("oracle", AudioContract(16000, 0.5), ImageContract(96, 96, frames=5, frame_rate=10.0), 5)
+
+
+class Oracle(Towers):
+    """Synchrony without learning: the audio embedding is the loudness at the five frame times
+    a window ends on (50 ms each, 0.1 s apart), the image "map" the spoken digit's size in each
+    frame of the stack (the brightest ink), both centred and normalised: their dot product is
+    the correlation of what is heard with what is seen."""
+
+    def run_audio(self, x):
+        ends = [x.shape[1] - int(j * 1600) for j in range(4, -1, -1)]
+        loud = np.stack([np.sqrt((x[:, e - 800 : e] ** 2).mean(1)) for e in ends], 1)
+        return [_unit(loud - loud.mean(1, keepdims=True))]
+
+    def run_image(self, x):
+        size = (x.max(2) > 200).sum((2, 3)).astype(np.float32)  # [B, T]: pixels of the brightest ink per frame
+        emb = _unit(size - size.mean(1, keepdims=True))
+        return [emb, emb[:, :, None, None]]
+
+
+def _unit(v):
+    return (v / (np.linalg.norm(v, axis=1, keepdims=True) + 1e-9)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def bank():
+    return synthetic_bank("test", 16000)
+
+
+def test_a_stack_model_sees_five_frames_and_every_shifted_window_is_full_of_speech(bank):
+    train = AVDigitClips(bank, STACK, 8, k=2, train=True, shifts=None)
+    views = [train[i] for i in range(8)]
+    assert views[0]["image"].shape == (5, 3, 96, 96) and views[0]["wave"].shape == (8000,)
+    rms = np.sqrt((np.stack([v["wave_shifted"] for v in views]) ** 2).mean(-1))
+    assert rms.min() > 0.01  # no silent negative: a shifted window differs in *when*, not in whether there is speech
+    frames = views[0]["image"]
+    assert not np.array_equal(frames[0], frames[-1])  # the digit pulses between the frames of one stack
+    assert len({tuple(np.round(v["wave_shifted"][:, -1], 4)) for v in views}) == 8  # shifts drawn per clip
+    still = np.zeros((2, 3, 96, 96), np.float32)
+    assert model_input(STACK, still).shape == (2, 5, 3, 96, 96)  # a still, seen by a stack model
+
+
+def test_the_offset_estimate_reads_back_a_known_delay(bank):
+    from edge_sdk.eval.evaluate import offset_error_ms
+
+    clips = AVDigitClips(bank, STACK, 12, k=1, seed=5, train=False)
+    assert offset_error_ms(Oracle(STACK), clips, seed=0) <= 60  # the oracle knows; a sign error would give ~500 ms
+
+
+def test_every_eval_stage_is_bounded_by_the_scenes():
+    cfg = EvalConfig.scaled(40)
+    assert (cfg.scenes, cfg.gallery_per_class, cfg.probe_images, cfg.sync_clips) == (40, 5, 160, 40)
+    assert EvalConfig.scaled(5000).sync_clips == 200 and EvalConfig.scaled(5000).probe_images == 2000
