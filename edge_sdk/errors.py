@@ -30,7 +30,7 @@ class ConfigError(EdgeSDKError):
 
 # What each optional extra of pyproject.toml installs (by import name).
 EXTRAS = {
-    "train": ("torch", "safetensors", "tqdm", "matplotlib"),
+    "train": ("torch", "safetensors", "tqdm", "matplotlib", "webdataset", "braceexpand"),
     "export": ("torch", "onnx", "onnxscript", "safetensors", "modelopt"),
     "executorch": ("executorch", "torchao"),
     "live": ("sounddevice", "av"),

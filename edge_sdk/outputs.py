@@ -165,6 +165,19 @@ def output_folder(path: str | os.PathLike, flag: str | None = "--out", empty: bo
     return path
 
 
+_HELD: set = set()  # locks this process holds (until released)
+
+
+def _forget_held_locks() -> None:
+    for lock in list(_HELD):
+        lock.forget()
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):  # a forked child (a DataLoader worker) lets go of the parent's locks
+    os.register_at_fork(after_in_child=_forget_held_locks)
+
+
 class FileLock:
     """An exclusive ``flock`` on ``path`` (created, holding this process's pid; removed at
     release). Refused at once when another process holds it, or after ``wait_s`` seconds of
@@ -204,10 +217,21 @@ class FileLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+        _HELD.add(self)
         return self
+
+    def forget(self) -> None:
+        """In a forked child: close this process's copy of the lock without removing the file
+        (the parent still holds it; ``flock`` lasts while any copy is open, so an orphaned child
+        of a killed run must not keep the folder locked)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def release(self) -> None:
         fd, self._fd = self._fd, None
+        _HELD.discard(self)
         if fd is None:
             return
         with contextlib.suppress(OSError):  # removed while still held: a waiter then re-opens a new one

@@ -208,3 +208,20 @@ def test_waiting_for_a_lock_gives_up_with_the_holders_pid(tmp_path):
     finally:
         first.kill()
         first.wait()
+
+
+def test_a_forked_child_lets_go_of_the_parents_lock(tmp_path):
+    """A DataLoader worker forked from a training run must not keep its --out locked after the
+    run is killed: the child's copy of the lock is closed at fork."""
+    code = textwrap.dedent(f"""
+        import os, signal, time
+        from edge_sdk.outputs import lock_folder
+        lock_folder({str(tmp_path)!r})
+        if os.fork() == 0:  # a worker that outlives the run
+            time.sleep(5)
+            os._exit(0)
+        os.kill(os.getpid(), signal.SIGKILL)  # the run dies holding its lock
+    """)
+    subprocess.run([sys.executable, "-c", code], timeout=60)
+    assert (tmp_path / LOCK_NAME).exists()  # left behind by the killed run
+    lock_folder(tmp_path).release()  # the orphaned worker does not hold it: the resume may lock the folder

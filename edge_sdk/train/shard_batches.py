@@ -14,11 +14,9 @@ those the killed run would have trained on. Each rank writes the shards it opene
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +27,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from edge_sdk.data.shard_stream import StreamPlan, WorkerStream, batches_before
 from edge_sdk.data.shards import ShardReader, cut_window, open_shards
 from edge_sdk.errors import DataError, EdgeSDKError
-from edge_sdk.outputs import LOCK_NAME, atomic_write_text, output_folder
+from edge_sdk.outputs import atomic_write_text, output_folder
 
 __all__ = ["ShardSource", "ShardBatches", "check_resume"]
 
@@ -71,19 +69,6 @@ class _RunWindows(IterableDataset):
             mine = batches_before(w, self.spe, n, epoch * self.spe)
             skip = batches_before(w, j0, n, epoch * self.spe) if epoch == e0 else 0
             yield from itertools.islice(WorkerStream(self.plan, epoch, w).batches(self.local, skip), mine - skip)
-
-
-def _drop_locks(_worker: int) -> None:
-    """In a forked loader worker, close its copies of the output folder's lock: ``flock`` locks live
-    while any copy is open, and the orphaned workers of a killed run (they notice within seconds)
-    must not keep its ``--out`` locked against the resume. The training process still holds it."""
-    fds = Path("/proc/self/fd")
-    if not fds.is_dir():
-        return
-    for fd in fds.iterdir():
-        with contextlib.suppress(OSError, ValueError):
-            if Path(os.readlink(fd)).name == LOCK_NAME:
-                os.close(int(fd.name))
 
 
 class ShardBatches:
@@ -133,7 +118,7 @@ class ShardBatches:
         if n == 0:
             self._it = iter(data)
         else:  # a generator of its own: making the loader draws no number from torch's (re-seeded each step)
-            loader = DataLoader(data, batch_size=None, num_workers=n, generator=torch.Generator(), prefetch_factor=4, worker_init_fn=_drop_locks)
+            loader = DataLoader(data, batch_size=None, num_workers=n, generator=torch.Generator(), prefetch_factor=4)
             self._it = iter(loader)
         self._next = first
 
