@@ -138,9 +138,10 @@ def infer(towers, contract, taken: list[Taken], stats: Stats, batch_wait: bool =
         skews.append(skew)
     c0, t0 = time.thread_time(), time.perf_counter()
     size = (contract.image.height, contract.image.width)
-    images = np.ascontiguousarray(np.stack([t.staged.frame.cut(size) for t in taken]).transpose(0, 3, 1, 2), dtype=np.float32)
+    cuts = np.stack([t.stream.stack.input(t.staged.frame) for t in taken])  # [B, (T,) H, W, 3]
+    images = np.ascontiguousarray(np.moveaxis(cuts, -1, -3), dtype=np.float32)
     for t, image, w in zip(taken, images, waves):
-        t.stream.stats.check_inputs(image[None], [w[0]])
+        t.stream.stats.check_inputs(image[None] if image.ndim == 3 else image[-1:], [w[0]])  # a stack: its present frame
     c1, t1 = time.thread_time(), time.perf_counter()
     fresh, last = [], {}
     for i, t in enumerate(taken):  # the hop counts in each stream's own time, within and across batches

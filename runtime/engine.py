@@ -49,9 +49,6 @@ class Engine:
     def __init__(self, towers, contract, streams, *, config: PipelineConfig | None = None, sinks=(), callback=None,
                  backend: str | None = None, per_stream: bool = False):  # fmt: skip
         self.config = cfg = config if config is not None else PipelineConfig()
-        if contract.image.frames > 1:
-            raise ConfigError(f"{contract.name} takes a stack of {contract.image.frames} frames per visual input, which this "
-                              "runtime does not stream yet", "use a single-frame model with the runtime")  # fmt: skip
         self.towers, self.contract, self.backend = towers, contract, backend or type(towers).__name__
         self.stats = Stats()
         self.signals = Signals(threading.Event(), threading.Event(), threading.Event())
@@ -63,7 +60,7 @@ class Engine:
         self.batcher = Batcher(self.streams, max(cfg.batch, len(self.streams)) if per_stream else cfg.batch, cfg.batch_wait_ms,
                                self.signals.stop, self.signals.bell)  # fmt: skip
         self.policy = "block" if all(s.policy == "block" for s in self.streams) else "latest"
-        self.results = BoundedQueue(32 * len(self.streams))  # a result holds its frame: 32 at 720p is 88 MB
+        self.results = BoundedQueue(max(32, 4 * len(self.streams)))  # a result holds its frame: 32 at 720p is 88 MB
         self.callback = callback
         self._worker: threading.Thread | None = None
         self._consumer: threading.Thread | None = None  # the thread of run() or iteration: it feeds the window

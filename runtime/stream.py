@@ -31,6 +31,7 @@ from edge_sdk.runtime.config import PipelineConfig
 from edge_sdk.runtime.frames import AudioBlock, Gap, VideoFrame
 from edge_sdk.runtime.opening import check_roles, warn_without_sound
 from edge_sdk.runtime.queues import BoundedQueue
+from edge_sdk.runtime.stacks import FrameStack
 from edge_sdk.runtime.stats import Stats
 from edge_sdk.runtime.tasks import Task, make_task
 
@@ -81,15 +82,19 @@ class Stream:
         self.stats, self.signals = stats, signals
         self.paced = getattr(video, "live", True)  # pts_ns is the capture time; else media time
         self.policy = config.policy or ("latest" if self.paced else "block")
-        # a task that scores sound after its frame (sync: up to +0.4 s) waits for it: live frames
+        # a task that scores sound after its frame (sync: up to +0.7 s) waits for it: live frames
         # queue meanwhile (room for that long at up to 60 fps) instead of being dropped, and
         # :meth:`stage` skips to the newest frame whose sound is complete when inference falls behind
         self.lookahead_s = max(0.0, max(self.task.shifts_ms) / 1e3)
         self.latest_ns = int(max(self.task.shifts_ms) * 1e6)  # the end of the last window after the frame's time
-        live_size = config.queue_size + math.ceil(self.lookahead_s * 60)
-        self.frames = BoundedQueue(max(config.queue_size, 2 * config.batch) if self.policy == "block" else live_size)
+        # a file read as fast as it decodes blocks on a full queue, and its sound comes after the
+        # frames: the queue must hold a look-ahead of frames too, or each would wait out wait_ns
+        ahead = math.ceil(self.lookahead_s * 60)
+        self.frames = BoundedQueue((max(config.queue_size, 2 * config.batch) if self.policy == "block" else config.queue_size) + ahead)
         self.staged: deque[Staged] = deque()
         self.ring = AudioRing(contract.audio.sample_rate)
+        image = contract.image  # a model that sees time keeps the recent frames its stacks are made of
+        self.stack = FrameStack(image.frames, image.frame_rate, (image.height, image.width), keep_s=self.lookahead_s + config.max_audio_wait_s)
         self.max_skew_ns = int(config.max_skew_ms * 1e6)
         self.wait_ns = int((config.max_audio_wait_s + self.lookahead_s) * 1e9)  # the longest a frame waits for its sound
         self.audio_hop_ns = int(config.audio_hop_ms * 1e6)
@@ -125,6 +130,7 @@ class Stream:
             self.stats.count("frames_in")
             t = now_ns()
             origin = item.pts_ns if self.paced else t  # where its latency is measured from
+            self.stack.add(item)
             dropped = self.frames.put((origin, item, t), self.policy == "block", self.signals.stop)  # None: stopped while waiting
             if dropped:
                 self.stats.count("dropped", dropped)

@@ -168,7 +168,10 @@ class Retrieval(Task):
         if not images and not sounds:
             raise ConfigError(f"gallery {self.folder} has no images or sounds", "add .png/.jpg images or .wav/.mp3 sounds")
         self.names_i, self.names_s = names_i, names_s
-        self.image_embs = towers.embed_image(np.stack(images))[0] if images else None
+        stills = np.stack(images) if images else None
+        if stills is not None and contract.image.frames > 1:  # a model that sees time sees a still picture as a stack of it
+            stills = np.repeat(stills[:, None], contract.image.frames, 1)
+        self.image_embs = towers.embed_image(stills)[0] if images else None
         self.sound_embs = towers.embed_audio(np.stack(sounds)) if sounds else None
 
     def __call__(self, frame, audio_emb, image_emb, image_map, geom):

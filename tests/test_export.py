@@ -308,6 +308,7 @@ def test_shipped_demo_bundle_verifies_and_fits_the_budget():
     assert sum(a["bytes"] for a in b.manifest["artifacts"]) <= 10e6
 
 
+@pytest.mark.slow  # 80 s on a 2-core CPU; CI runs it in its second step
 def test_cli_export_with_a_device_profile(tmp_path):
     if "avnet_s.avdigits" not in shipped_models():
         pytest.skip("the distilled student_s is not shipped in this checkout")

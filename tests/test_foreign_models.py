@@ -91,7 +91,9 @@ def test_an_int8_label_needs_int8_macs_or_a_named_reason():
     assert "labelled int8 but only 0% of its layers' MACs run INT8" in miss and "/trunk/conv0" in miss
 
 
-@pytest.mark.parametrize(("name", "formats"), [("ezvsl", "onnx,executorch"), ("imagebind", "onnx")])  # ExecuTorch of the ViT: slow test
+# the ViT through ONNX by default (56 s); the ResNet-18s through ONNX and ExecuTorch (2.1 min) in
+# CI's second step (slow); every target of the full-size models: the fullsize test below
+@pytest.mark.parametrize(("name", "formats"), [pytest.param("ezvsl", "onnx,executorch", marks=pytest.mark.slow), ("imagebind", "onnx")])
 def test_a_foreign_model_goes_from_clips_to_a_bundle_a_live_run_and_an_app_without_torch(tmp_path, name, formats):
     videos = _videos()
     user = _write(tmp_path / "user", name, "small")
@@ -131,7 +133,7 @@ def test_a_foreign_model_goes_from_clips_to_a_bundle_a_live_run_and_an_app_witho
     assert app.returncode == 0 and app.stdout.split() == ["20", "onnxruntime/int8", "False"], app.stderr[-2000:]
 
 
-@pytest.mark.slow
+@pytest.mark.fullsize  # 20-50 min each on a 2-core CPU: run by hand (pytest -m fullsize), not in CI
 @pytest.mark.parametrize("name", ["ezvsl", "imagebind"])
 def test_full_size_foreign_models_quantize_for_every_target_bench_and_run(tmp_path, name):
     videos = _videos()
@@ -176,6 +178,7 @@ def test_full_size_foreign_models_quantize_for_every_target_bench_and_run(tmp_pa
     assert json.loads((tmp_path / "stats.json").read_text())["frames_out"] > 5
 
 
+@pytest.mark.slow  # 53 s on a 2-core CPU; CI runs it in its second step
 def test_the_pipeline_deploys_a_foreign_model_from_its_clips(tmp_path):
     videos = _videos()
     user = _write(tmp_path / "user", "ezvsl", "small")

@@ -179,7 +179,10 @@ def test_bench_runtime_that_measured_no_frame_exits_non_zero(monkeypatch, capsys
     import edge_sdk.export.bench_runtime
     from edge_sdk.toolchain.cli import main
 
-    report = {"offline": {"frames": 0}, "realtime": {"stats": {"frames_out": 0}}}
+    report = {"offline": {"frames": 0}, "realtime": {"stats": {"frames_out": 0}}, "cold_start_s": 0.4}
     monkeypatch.setattr(edge_sdk.export.bench_runtime, "bench_runtime", lambda *a, **k: report)
     assert main(["bench-runtime", "--teacher", "", "--synthetic", "--seconds", "1"]) == 1
     assert capsys.readouterr().err.strip() == "edge-sdk bench-runtime: error: the runtime produced no results (offline 0, real time 0)"
+    report.update(offline={"frames": 40}, realtime={"stats": {"frames_out": 20}}, cold_start_s=None)  # the fresh process failed
+    assert main(["bench-runtime", "--teacher", "", "--synthetic", "--seconds", "1"]) == 1
+    assert capsys.readouterr().err.strip() == "edge-sdk bench-runtime: error: the footprint run produced no result"

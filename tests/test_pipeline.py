@@ -21,15 +21,19 @@ def bundle():
 
 def test_synthetic_scenes_are_localized_with_stats(bundle):
     results = []
-    pipe = Pipeline.from_bundle(bundle, "synthetic://av-digits?seconds=6&fps=5&seed=3", task="localize", callback=results.append)
+    pipe = Pipeline.from_bundle(bundle, "synthetic://av-digits?seconds=20&fps=5&seed=3", task="localize", callback=results.append)
     stats = pipe.run()
-    assert stats["frames_out"] == stats["frames_in"] == 30 and stats["dropped"] == 0
-    hits = []
+    assert stats["frames_out"] == stats["frames_in"] == 100 and stats["dropped"] == 0
+    hits, heard = [], []
     for r in results:
         box = r.frame.meta["box"]
         x, y = r.values["peak_xy"]
         hits.append(box[0] <= x <= box[2] and box[1] <= y <= box[3])
-    assert np.mean(hits) >= 0.6, np.mean(hits)  # the model points at the spoken digit
+        # a scene every 2 s, its digit spoken in the first: the 1 s window ending 0.6-1.4 s in holds most of it
+        heard.append(0.6 <= (r.pts_ns - results[0].pts_ns) / 1e9 % 2 <= 1.4)
+    hits, heard = np.array(hits), np.array(heard)
+    assert hits[heard].mean() >= 0.8, hits[heard].mean()  # the model points at the spoken digit (0.97 measured)
+    assert hits.mean() > hits[~heard].mean()  # and less well on windows of silence or of the scene before
     assert all(b.pts_ns > a.pts_ns for a, b in itertools.pairwise(results))
     lat = stats["latency_ms"]
     assert {"preprocess", "inference", "task", "capture_to_result", "skew"} <= set(lat) and lat["inference"]["p50"] > 0
@@ -67,6 +71,9 @@ def test_offline_frames_run_in_batches_with_the_same_results(bundle, tmp_path):
     for a, b in zip(single, batched):  # sync: shifted windows per frame, a history across frames
         assert a.seq == b.seq and a.values["offset_ms"] == b.values["offset_ms"]
         assert a.values["score"] == pytest.approx(b.values["score"], abs=1e-4)
+    # every window complete: one frame at a time, the queue still holds the 0.7 s of frames read
+    # before the sound that the first one needs (it held 0.2 s: windows 0.5 s short, after a wait)
+    assert all(r.skew_ns == 0 for r in single[:-7])
 
 
 @pytest.mark.parametrize("task", ["sync", "speaker"])
@@ -76,7 +83,7 @@ def test_other_tasks_run_on_a_real_clip(bundle, task, data_dir):
     stats = Pipeline.from_bundle(bundle, f"file://{clip}", task=task, callback=results.append).run(max_seconds=20)
     assert stats["frames_out"] > 10 and results
     if task == "sync":
-        assert all(abs(r.values["offset_ms"]) <= 400 for r in results) and "belongs" in results[-1].values
+        assert all(abs(r.values["offset_ms"]) <= 700 and r.values["offset_confidence"] >= 0 for r in results) and "belongs" in results[-1].values
     else:
         assert all("faces" in r.values for r in results)
 
@@ -161,14 +168,14 @@ def test_audio_hop_holds_for_a_file_read_in_batches(bundle):
 
 
 def test_live_sync_waits_for_the_sound_after_each_frame_without_dropping(bundle):
-    """sync scores audio up to +0.4 s after the frame: on a live source each frame waits for it
+    """sync scores audio up to +0.7 s after the frame: on a live source each frame waits for it
     in the queue (was: a 0.25 s wait, then windows with missing audio and most frames dropped)."""
     results = []
     pipe = Pipeline.from_bundle(bundle, "synthetic://av-digits?seconds=3&fps=10&realtime=1", task="sync", callback=results.append)
     stats = pipe.run()
     assert stats["latency_from"] == "capture" and stats["dropped"] == 0 and stats["frames_out"] >= 25
-    inside = results[:-4]  # the last 0.4 s of frames: the stream ends before their sound does
-    assert all(r.skew_ns == 0 for r in inside) and min(r.latency_ms for r in inside) >= 400  # every window complete
+    inside = results[:-7]  # the last 0.7 s of frames: the stream ends before their sound does
+    assert all(r.skew_ns == 0 for r in inside) and min(r.latency_ms for r in inside) >= 700  # every window complete
 
 
 def test_live_sync_stays_a_look_ahead_late_when_inference_falls_behind(bundle):
@@ -184,7 +191,9 @@ def test_live_sync_stays_a_look_ahead_late_when_inference_falls_behind(bundle):
 
     pipe.towers.embed_both = slow
     stats = pipe.run()
-    assert stats["dropped"] > 0 and max(r.latency_ms for r in results) < 1000  # grew to 4.2 s before
+    lat = [r.latency_ms for r in results]
+    assert stats["dropped"] > 0 and max(lat) < 700 + 1000  # the look-ahead and a little: no growth (it grew to 4.2 s)
+    assert np.mean(lat[-10:]) < 700 + 600, lat
 
 
 def test_a_slow_consumer_of_a_file_gets_every_result_in_order(bundle):

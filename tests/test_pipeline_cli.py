@@ -11,6 +11,7 @@ from edge_sdk.errors import ConfigError
 from edge_sdk.toolchain.workflow import load_pipeline
 
 
+@pytest.mark.slow  # 1.8 min on a 2-core CPU; CI runs it in its second step
 def test_pipeline_runs_every_stage_and_resumes(tmp_path):
     recipe = tmp_path / "tiny.toml"
     recipe.write_text(

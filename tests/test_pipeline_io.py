@@ -138,12 +138,14 @@ def test_a_manifest_that_does_not_match_its_models_is_refused_by_name(bundle, tm
 
     shutil.copytree(bundle.folder, tmp_path / "b")
     m = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    m["spec"]["image"]["size"] = 128  # preprocessing edited by hand: the graphs still take 96 px
+    m["contract"]["image"]["height"] = m["contract"]["image"]["width"] = 128  # edited by hand: the graphs still take 96 px
     (tmp_path / "b" / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(ModelFileError, match="is not the one the bundle was exported with"):  # the spec's digest
+    with pytest.raises(ModelFileError, match="was edited after export"):  # the contract's digest
         read_bundle(tmp_path / "b")
-    m.pop("spec_sha256", None)  # a manifest without the digest, of a spec no registry knows: the graphs still tell
-    m["spec"]["name"] = "my_spec"
+    from edge_sdk.contract import ModelContract
+
+    m["contract"]["name"] = "my_model"  # and the digest recomputed to match: the graphs still tell
+    m["contract_sha256"] = ModelContract.from_dict(m["contract"]).digest()
     (tmp_path / "b" / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ConfigError, match="do not take the preprocessing its manifest declares"):
         Pipeline.from_bundle(read_bundle(tmp_path / "b"), "synthetic://av-digits?seconds=1")

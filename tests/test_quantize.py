@@ -138,6 +138,7 @@ def test_xnnpack_pt2e_int8_program_runs_in_executorch(model, calib, tmp_path):
         quantize_programs(_job(model, calib, tmp_path, "minmax", ("image.proj",)), tmp_path)
 
 
+@pytest.mark.slow  # 2.2 min on a 2-core CPU; CI runs it in its second step
 def test_tensorrt_qdq_graph_from_modelopt(model, calib, tmp_path):
     arts = TensorRTExporter().write(_job(model, calib, tmp_path, "entropy"), "int8")
     assert {(a["backend"], a["precision"], a["role"]) for a in arts} == {("tensorrt", "int8", "engine source")}
@@ -173,6 +174,7 @@ def test_bundle_hashes_schema_and_paths_are_checked(tmp_path, model):
         read_bundle(tmp_path)
 
 
+@pytest.mark.slow  # 40 s on a 2-core CPU; CI runs it in its second step
 def test_quantize_run_writes_bundle_report_and_tries_qat(model, tmp_path):
     from edge_sdk.eval.evaluate import EvalConfig
     from edge_sdk.export.quantize import quantize

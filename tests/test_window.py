@@ -36,6 +36,22 @@ def display(monkeypatch):
     xvfb.wait(10)
 
 
+def press(title: str, key: str, child) -> bool:
+    """Type ``key`` into the visible window named ``title``. No window manager runs under Xvfb:
+    the window is given the focus directly. A toolkit may map more than one window under that
+    name (a wrapper, or one not viewable yet: focusing it fails), so each visible one is tried,
+    for up to 10 s."""
+    for _ in range(10):
+        found = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", title], capture_output=True, text=True, timeout=30)
+        for wid in found.stdout.split():
+            if subprocess.run(["xdotool", "windowfocus", "--sync", wid, "key", key], capture_output=True, timeout=30).returncode == 0:
+                return True
+        if child.poll() is not None:
+            return False
+        time.sleep(1.0)
+    return False
+
+
 def _screen(display: str, path) -> np.ndarray:
     subprocess.run(
         [
@@ -87,13 +103,7 @@ def test_demo_window_shows_the_heatmap_and_status_and_q_stops_it(display, tmp_pa
         time.sleep(3.0)  # let a few scenes go by
         win = _window_on(_screen(display, tmp_path / "screen.png"))
         started = time.monotonic()
-        # No window manager under Xvfb: give the window the focus directly, then type q.
-        subprocess.run(
-            ["xdotool", "search", "--name", "edge-sdk demo localize", "windowfocus", "--sync", "key", "q"],
-            check=True,
-            timeout=30,
-            capture_output=True,
-        )
+        assert press("edge-sdk demo localize", "q", demo)
         out, _ = demo.communicate(timeout=30)
     finally:
         demo.kill()
@@ -190,8 +200,9 @@ def _sink_run(tmp_path, title: str, key: str, how: str) -> dict:
     try:
         subprocess.run(["xdotool", "search", "--sync", "--name", title], check=True, timeout=60, capture_output=True)
         time.sleep(2.0)  # frames drawn (10 fps)
-        subprocess.run(["xdotool", "search", "--name", title, "windowfocus", "--sync", "key", key], check=True, timeout=30, capture_output=True)
+        sent = press(title, key, child)
         out, err = child.communicate(timeout=60)
+        assert sent, f"no window named {title!r} took the key; the run: {err[-1500:]}"
     finally:
         child.kill()
     assert child.returncode == 0, err[-2000:]

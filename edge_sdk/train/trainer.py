@@ -405,15 +405,19 @@ def distill(recipe: Recipe, out: str | Path, fsdd=None, mnist=None, **kw) -> dic
 
 
 def load_teacher(name_or_path: str, student_spec) -> nn.Module:
-    """The frozen teacher; its preprocessing must be the student's (they see the same batch)."""
+    """The frozen teacher; it must take the student's inputs (they see the same batch: sample rate,
+    window, image size, frames). Its own front end may differ (a student's cheaper STFT, other mels)."""
     from edge_sdk.models.shipped import resolve_model
 
     teacher, _ = resolve_model(name_or_path)
-    diff = teacher.spec.preprocessing_mismatch(student_spec)
+    ours, theirs = student_spec.contract(), teacher.contract
+    diff = [f"{k}: {getattr(theirs.audio, k)} != {getattr(ours.audio, k)}" for k in ("sample_rate", "num_samples")
+            if getattr(theirs.audio, k) != getattr(ours.audio, k)]  # fmt: skip
+    diff += [f"image {k}: {v} != {ours.input_shapes[k]}" for k, v in theirs.input_shapes.items() if k == "image" and v != ours.input_shapes[k]]
     if diff:
         raise EdgeSDKError(
-            f"teacher {name_or_path} ({teacher.spec.name}) and student {student_spec.name} disagree on preprocessing: {'; '.join(diff)}",
-            "distil into a student spec with the teacher's audio and image contract (edge-sdk info lists specs)",
+            f"teacher {name_or_path} ({teacher.spec.name}) and student {student_spec.name} take different inputs: {'; '.join(diff)}",
+            "distil into a student spec with the teacher's sample rate, window and image size (edge-sdk info lists specs)",
         )
     return teacher
 

@@ -104,7 +104,8 @@ def _open(args, uris: list[str], window, specs):
     )
     sinks = [*uris, *([window] if window else [])]
     if specs is None:
-        return Pipeline.from_bundle(_prefer_profile(args), args.video[0], (args.audio or [None])[0], args.task, sinks=sinks, **common)
+        audio = (args.audio or [None])[0]
+        return Pipeline.from_bundle(_prefer_profile(args), args.video[0], None if audio == "-" else audio, args.task, sinks=sinks, **common)
     if args.mjpeg:
         raise EdgeSDKError("--mjpeg previews one stream", 'give each stream its own preview in a --sources file: "sinks": ["mjpeg://127.0.0.1:8091"]')
     videos = [u for u in sinks if isinstance(u, str) and u.startswith("video://")]  # one annotated video per stream
