@@ -43,7 +43,7 @@ TOLERANCES = {
 def real_inputs(contract, fsdd=None, mnist=None, n: int = 64, seed: int = 99, test_speakers=None, videos=None) -> dict[str, np.ndarray]:
     """``wave`` and ``image`` of ``n`` real inputs at the contract's sizes: pairs cut from the
     user's clips (``videos``: a folder, evenly over them) where given, else held-out AV-Digits
-    scenes (K=3), real FSDD + MNIST when given."""
+    scenes (K=3; for a multi-frame model, stacks of held-out pulsing clips), real FSDD + MNIST when given."""
     if videos is not None:
         from edge_sdk.quant.calib import load_calib_set
 
@@ -55,7 +55,12 @@ def real_inputs(contract, fsdd=None, mnist=None, n: int = 64, seed: int = 99, te
     sr = contract.audio.sample_rate
     speakers = tuple(test_speakers or DEFAULT_TEST_SPEAKERS)
     bank = load_bank(fsdd, mnist, "test", sr, speakers) if fsdd and mnist else synthetic_bank("test", sr)
-    ds = AVDigits(bank, contract, n, 3, seed, train=False)
+    if contract.image.frames > 1:  # a model that sees time: held-out pulsing clips' stacks, as it is calibrated
+        from edge_sdk.media.avclips import AVDigitClips
+
+        ds = AVDigitClips(bank, contract, n, 3, seed, train=False)
+    else:
+        ds = AVDigits(bank, contract, n, 3, seed, train=False)
     items = [ds[i] for i in range(n)]
     return {
         "wave": np.stack([it["wave"] for it in items]).astype(np.float32),

@@ -33,7 +33,8 @@ def annotate(r: Result, label: str = "", min_side: int = 0) -> np.ndarray:
     for face in v.get("faces", []):
         x0, y0, x1, y1 = (int(c * f) for c in face["box"])
         cv2.rectangle(img, (x0, y0), (x1, y1), (0, 255, 0), 2)
-    text = "  ".join(f"{k} {v[k]}" for k in ("score", "offset_ms", "belongs") if k in v) + f"  {r.latency_ms:.0f} ms"
+    words = {"score": "score {}", "offset_ms": "offset {:+.0f} ms", "offset_confidence": "({} sd)", "belongs": "belongs {}"}
+    text = "  ".join(f.format(v[k]) for k, f in words.items() if k in v) + f"  {r.latency_ms:.0f} ms"
     cv2.putText(img, text, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)
     if label:
         cv2.putText(img, label, (8, h - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1)

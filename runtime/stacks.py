@@ -24,14 +24,18 @@ __all__ = ["FrameStack"]
 
 class FrameStack:
     """Recent cuts of one stream and the stacks made of them; ``size`` is the model's
-    (height, width); ``keep_s``: how much older than the newest frame a frame may be and still
-    be inferred (a look-ahead task's frames wait for their sound that long)."""
+    (height, width). ``keep_s``: how much older than the newest frame a frame may be and still
+    be inferred (a look-ahead task's frames wait for their sound that long), ``queued``: how many
+    frames may wait between capture and inference (a file decodes ahead of inference by that
+    many); together they bound the frames kept, at up to 60 fps. A frame's stack is made in
+    order, so :meth:`input` lets go of what no later frame's stack can use."""
 
-    def __init__(self, frames: int, frame_rate: float, size: tuple[int, int], keep_s: float = 0.0):
+    def __init__(self, frames: int, frame_rate: float, size: tuple[int, int], keep_s: float = 0.0, queued: int = 0):
         self.frames, self.size = frames, size
         self.step_ns = int(round(1e9 / frame_rate)) if frames > 1 else 0
-        self.keep_ns = (frames - 1) * self.step_ns + int((keep_s + 0.5) * 1e9)
-        self.recent: deque[tuple[int, np.ndarray]] = deque()  # (pts_ns, cut), in capture order
+        self.span_ns = (frames - 1) * self.step_ns
+        keep = queued + int(np.ceil((self.span_ns / 1e9 + keep_s + 0.5) * 60)) if frames > 1 else 0
+        self.recent: deque[tuple[int, np.ndarray]] = deque(maxlen=max(keep, 1))  # (pts_ns, cut), in capture order
         self.lock = threading.Lock()
 
     def add(self, frame) -> None:
@@ -41,8 +45,6 @@ class FrameStack:
         cut = frame.cut(self.size)
         with self.lock:
             self.recent.append((frame.pts_ns, cut))
-            while self.recent[0][0] < frame.pts_ns - self.keep_ns:
-                self.recent.popleft()
 
     def input(self, frame) -> np.ndarray:
         """The model's visual input for ``frame``, RGB uint8: [H, W, 3], or [T, H, W, 3] for a stack."""
@@ -50,6 +52,8 @@ class FrameStack:
         if self.frames == 1:
             return cut
         with self.lock:
+            while len(self.recent) > 1 and self.recent[1][0] <= frame.pts_ns - self.span_ns - self.step_ns:
+                self.recent.popleft()  # older than any slot of this frame's stack (or a later one's) needs
             past = [(p, c) for p, c in self.recent if p < frame.pts_ns]
         times = [p for p, _ in past]
         slots = []

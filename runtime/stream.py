@@ -94,7 +94,8 @@ class Stream:
         self.staged: deque[Staged] = deque()
         self.ring = AudioRing(contract.audio.sample_rate)
         image = contract.image  # a model that sees time keeps the recent frames its stacks are made of
-        self.stack = FrameStack(image.frames, image.frame_rate, (image.height, image.width), keep_s=self.lookahead_s + config.max_audio_wait_s)
+        self.stack = FrameStack(image.frames, image.frame_rate, (image.height, image.width),
+                                keep_s=self.lookahead_s + config.max_audio_wait_s, queued=self.frames.maxsize + 2 * config.batch)  # fmt: skip
         self.max_skew_ns = int(config.max_skew_ms * 1e6)
         self.wait_ns = int((config.max_audio_wait_s + self.lookahead_s) * 1e9)  # the longest a frame waits for its sound
         self.audio_hop_ns = int(config.audio_hop_ms * 1e6)

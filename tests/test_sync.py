@@ -65,3 +65,36 @@ def test_every_eval_stage_is_bounded_by_the_scenes():
     cfg = EvalConfig.scaled(40)
     assert (cfg.scenes, cfg.gallery_per_class, cfg.probe_images, cfg.sync_clips) == (40, 5, 160, 40)
     assert EvalConfig.scaled(5000).sync_clips == 200 and EvalConfig.scaled(5000).probe_images == 2000
+
+
+def _shift(clip, out, seconds: float):
+    """``clip`` with its sound ``seconds`` late (negative: early), made as a user would, with ffmpeg -itsoffset."""
+    import subprocess
+
+    late = ["-i", str(clip), "-itsoffset", f"{seconds}", "-i", str(clip)]
+    early = ["-itsoffset", f"{-seconds}", "-i", str(clip), "-i", str(clip)]
+    cmd = ["ffmpeg", "-loglevel", "error", "-y", *(late if seconds > 0 else early), "-map", "0:v", "-map", "1:a", "-c", "copy", str(out)]
+    subprocess.run(cmd, check=True, timeout=60)
+    return out
+
+
+@pytest.mark.parametrize("shift_s", [0.3, -0.2])
+def test_the_runtime_reads_back_an_offset_made_with_ffmpeg(tmp_path, shift_s):
+    """A file whose sound ffmpeg moved by a known amount, through the runtime (PyAV decoding,
+    frame stacks at the file's 25 fps, the sync task's shifted windows and history): the oracle
+    towers' offset, read live, is that amount."""
+    import shutil
+
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("needs ffmpeg (apt install ffmpeg)")
+    from edge_sdk.media.clipfile import write_sync_clip
+    from edge_sdk.runtime.opening import open_sources
+    from edge_sdk.runtime.pipeline import Pipeline
+
+    clip = write_sync_clip(tmp_path / "clip.mp4", STACK, seconds=8, fps=25)
+    video, audio = open_sources(f"file://{_shift(clip, tmp_path / 'shifted.mp4', shift_s)}", None, 16000)
+    results = []
+    Pipeline(Oracle(STACK), STACK, video, audio, "sync", callback=results.append).run()
+    assert len(results) >= 190
+    middle = [r.values["offset_ms"] for r in results[len(results) // 3 : 2 * len(results) // 3]]  # away from the file's ends
+    assert abs(np.median(middle) - shift_s * 1000) <= 100, middle  # a sign error would read the opposite

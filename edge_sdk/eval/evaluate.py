@@ -20,6 +20,7 @@ from edge_sdk.heatmap import contract_heatmaps
 from edge_sdk.media.avclips import EVAL_SHIFTS, AVDigitClips
 from edge_sdk.media.avdigits import AVDigits, place_sound, render_single
 from edge_sdk.media.digits import DEFAULT_TEST_SPEAKERS, DigitBank, load_bank, synthetic_bank
+from edge_sdk.media.image import still_stack
 from edge_sdk.outputs import atomic_write_bytes
 
 __all__ = ["EvalConfig", "evaluate", "map_offset_of", "model_input", "offset_error_ms", "save_heatmap_grid", "format_table"]
@@ -46,9 +47,8 @@ class EvalConfig:
 
 
 def model_input(contract, images: np.ndarray) -> np.ndarray:
-    """Still images [B, 3, H, W] as the model's visual input: a stack model ([T, 3, H, W]) sees the still T times."""
-    frames = contract.image.frames
-    return images if frames == 1 else np.repeat(images[:, None], frames, 1)
+    """Still images [B, 3, H, W] as the model's visual input (a stack model sees each still T times)."""
+    return still_stack(images, contract.image.frames)
 
 
 def map_offset_of(model, fsdd=None, mnist=None, n: int = 48, test_speakers=DEFAULT_TEST_SPEAKERS) -> tuple[int, int]:
@@ -60,7 +60,7 @@ def map_offset_of(model, fsdd=None, mnist=None, n: int = 48, test_speakers=DEFAU
     sr = model.contract.audio.sample_rate
     bank = load_bank(fsdd, mnist, "train", sr, tuple(test_speakers)) if fsdd and mnist else synthetic_bank("train", sr)
     ds = AVDigits(bank, model.contract, n, seed=7)
-    return estimate_map_offset(model, torch.from_numpy(np.stack([ds[i]["image"] for i in range(n)])))
+    return estimate_map_offset(model, torch.from_numpy(model_input(model.contract, np.stack([ds[i]["image"] for i in range(n)]))))
 
 
 def _mil_scores(audio_emb: np.ndarray, image_map: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["center_crop_resize", "yuv420_square", "av_square", "YUV420", "hw", "crop_box"]
+__all__ = ["center_crop_resize", "yuv420_square", "av_square", "YUV420", "hw", "crop_box", "still_stack"]
 
 
 def hw(size) -> tuple[int, int]:
@@ -104,3 +104,9 @@ def av_square(frame, size) -> np.ndarray:
     y = np.frombuffer(py, np.uint8).reshape(-1, py.line_size)[:h, :w]
     u, v = (np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[: (h + 1) // 2, : (w + 1) // 2] for p in (pu, pv))
     return yuv420_square(y, u, v, size, bt709=frame.colorspace == 1, full_range=frame.format.name == "yuvj420p")
+
+
+def still_stack(images: np.ndarray, frames: int) -> np.ndarray:
+    """Still pictures [B, 3, H, W] as the visual input of a model that takes ``frames`` per input:
+    unchanged for one, else [B, T, 3, H, W], each still seen T times (nothing moves)."""
+    return images if frames == 1 else np.repeat(images[:, None], frames, 1)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_sdk.errors import DataError
+from edge_sdk.media.image import still_stack
 
 __all__ = ["MIN_CLIPS", "read_pairs", "write_pair", "hash_files"]
 
@@ -52,8 +53,11 @@ def read_pairs(files: list[Path], contract) -> tuple[np.ndarray, np.ndarray]:
     """Read pair files, checked against the model's contract (sample rate, window, image size,
     finite values, images in 0..255) -> (waves [n, num_samples] float32, images [n, 3, S, S]
     float32). ``contract``: a :class:`~edge_sdk.contract.ModelContract` (or a registry spec, with
-    the same input fields). Raises :class:`DataError` naming the file."""
+    the same input fields). For a model that takes T frames per input, a pair holds a stack
+    [T, H, W, 3] (``edge-sdk calib`` writes clips' stacks) or one frame, seen as a still stack;
+    images are then [n, T, 3, S, S]. Raises :class:`DataError` naming the file."""
     a, h, w = contract.audio, contract.image.height, contract.image.width
+    t = int(getattr(contract.image, "frames", 1))
     waves, images, unit = [], [], []
     for f in files:
         try:
@@ -70,14 +74,16 @@ def read_pairs(files: list[Path], contract) -> tuple[np.ndarray, np.ndarray]:
             )
         if wave.shape != (a.num_samples,):
             raise DataError(f"{f}: wave has shape {wave.shape}, expected ({a.num_samples},)", f"store {a.window_seconds:g} s windows of mono audio")
-        if image.shape != (h, w, 3):
-            raise DataError(f"{f}: image has shape {image.shape}, expected ({h}, {w}, 3)", f"store {h} x {w} (height x width) RGB frames")
+        if image.shape != (h, w, 3) and not (t > 1 and image.shape == (t, h, w, 3)):
+            stack = f" or a stack of {t} ({t}, {h}, {w}, 3)" if t > 1 else ""
+            raise DataError(f"{f}: image has shape {image.shape}, expected ({h}, {w}, 3){stack}", f"store {h} x {w} (height x width) RGB frames")
         if not (np.isfinite(wave).all() and np.isfinite(image).all()):
             raise DataError(
                 f"{f}: its {'wave' if not np.isfinite(wave).all() else 'image'} holds NaN or inf", "re-record or regenerate this pair (or delete it)"
             )
         waves.append(wave.astype(np.float32))
-        images.append(image.transpose(2, 0, 1).astype(np.float32))
+        frames = np.moveaxis(image, -1, -3).astype(np.float32)  # [3, H, W] or [T, 3, H, W]
+        images.append(frames if frames.ndim == 4 or t == 1 else still_stack(frames[None], t)[0])
         unit.append(image.dtype.kind == "f" and image.max() <= 1.0)  # a dark float frame may be; a whole set should not
     if unit and all(unit):
         raise DataError(

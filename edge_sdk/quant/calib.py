@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_sdk.errors import DataError
+from edge_sdk.media.image import still_stack
 from edge_sdk.media.pairs import MIN_CLIPS, hash_files, read_pairs, write_pair
 from edge_sdk.outputs import LOCK_NAME, fresh_folder, writing
 
@@ -42,7 +43,11 @@ class CalibSet:
 
 
 def write_calib_set(out: str | Path, spec, n: int = 256, fsdd=None, mnist=None, seed: int = 11, test_speakers: tuple[str, ...] = ("george",)) -> Path:
-    """Write ``n`` AV-Digits *training* scenes (never test speakers or images) as .npz pairs."""
+    """Write ``n`` AV-Digits *training* scenes (never test speakers or images) as .npz pairs; for
+    a model that takes a stack of frames, the stacks of pulsing clips (:mod:`edge_sdk.media.avclips`)
+    with the sound that ends at their last frame, so the stem's temporal channels are calibrated
+    on motion, not on stills."""
+    from edge_sdk.media.avclips import AVDigitClips
     from edge_sdk.media.avdigits import AVDigits
     from edge_sdk.media.digits import load_bank, synthetic_bank
 
@@ -51,12 +56,14 @@ def write_calib_set(out: str | Path, spec, n: int = 256, fsdd=None, mnist=None, 
         raise DataError(f"{out} is not empty", "choose a new folder for the calibration set")
     sr = spec.audio.sample_rate
     bank = load_bank(fsdd, mnist, "train", sr, tuple(test_speakers)) if fsdd and mnist else synthetic_bank("train", sr)
-    ds = AVDigits(bank, spec, n, seed=seed, train=False)
+    stack = int(getattr(spec.image, "frames", 1)) > 1
+    ds = AVDigitClips(bank, spec, n, k=2, seed=seed, train=False) if stack else AVDigits(bank, spec, n, seed=seed, train=False)
     with fresh_folder(out, "--out"):  # locked while written; removed again if writing fails (a full disk, Ctrl-C)
         for i in range(n):
             it = ds[i]
+            image = np.moveaxis(it["image"], -3, -1).astype(np.uint8)  # [H, W, 3] or [T, H, W, 3]
             with writing(out, "--out"):
-                write_pair(out / f"scene_{i:05d}.npz", it["wave"].astype(np.float32), it["image"].transpose(1, 2, 0).astype(np.uint8), sr)
+                write_pair(out / f"scene_{i:05d}.npz", it["wave"].astype(np.float32), image, sr)
     return out
 
 
@@ -164,6 +171,9 @@ def _read_videos(root: Path, spec, max_pairs: int) -> tuple[np.ndarray, np.ndarr
         ) from None
     idx = np.linspace(0, len(ds) - 1, min(max_pairs, len(ds))).astype(int) if len(ds) else []
     items = [ds[int(i)] for i in idx]
+    frames = int(getattr(spec.image, "frames", 1))  # a model that sees time: each frame as a still stack
     if not items:
-        return np.zeros((0, spec.audio.num_samples), np.float32), np.zeros((0, 3, spec.image.height, spec.image.width), np.float32)
-    return np.stack([it["wave"] for it in items]), np.stack([it["image"] for it in items])
+        return np.zeros((0, spec.audio.num_samples), np.float32), still_stack(
+            np.zeros((0, 3, spec.image.height, spec.image.width), np.float32), frames
+        )
+    return np.stack([it["wave"] for it in items]), still_stack(np.stack([it["image"] for it in items]), frames)
