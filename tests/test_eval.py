@@ -19,7 +19,8 @@ def test_untrained_model_scores_near_chance_on_generated_data():
     for k in METRIC_KEYS:
         assert 0.0 <= res[k] <= (1000.0 if k.endswith("_ms") else 1.0), k
     assert res["pointing_acc"] < 0.5 and res["a2i_r1"] < 0.5
-    assert "| pointing_acc |" in format_table({"x": res})
+    table = format_table({"x": res})
+    assert "| pointing_acc |" in table and "| sync_acc (chance) |" in table and f"{res['sync_acc']:.3f} (0.20)" in table
 
 
 def test_heatmaps_follow_the_audio_embedding():

@@ -98,3 +98,25 @@ def test_the_runtime_reads_back_an_offset_made_with_ffmpeg(tmp_path, shift_s):
     assert len(results) >= 190
     middle = [r.values["offset_ms"] for r in results[len(results) // 3 : 2 * len(results) // 3]]  # away from the file's ends
     assert abs(np.median(middle) - shift_s * 1000) <= 100, middle  # a sign error would read the opposite
+
+
+def test_the_sync_demo_reads_back_a_known_offset_with_the_shipped_model(tmp_path, fsdd, mnist):
+    """`edge-sdk demo sync` on a clip of held-out speakers whose sound ffmpeg made 300 ms late:
+    the shipped synchrony student (ONNX Runtime INT8, a stack of 5 frames) reads that back."""
+    import json
+    import shutil
+
+    from edge_sdk.bundle import read_bundle, shipped_bundles
+
+    if "avsync_s-demo" not in shipped_bundles() or shutil.which("ffmpeg") is None:
+        pytest.skip("needs the shipped synchrony bundle (toolchain/ship_sync.sh) and ffmpeg")
+    from edge_sdk.apps.demo import run_demo
+    from edge_sdk.media.clipfile import write_sync_clip
+
+    contract = read_bundle(shipped_bundles()["avsync_s-demo"]).contract
+    clip = write_sync_clip(tmp_path / "clip.mp4", contract, seconds=8, fps=25, fsdd=fsdd, mnist=mnist)
+    s = run_demo("sync", video=f"file://{_shift(clip, tmp_path / 'late.mp4', 0.3)}", headless=True, out=tmp_path / "demo")
+    assert s["backend"].startswith("onnxruntime") and {"offset_ms", "offset_confidence"} <= set(s["last"])
+    events = [json.loads(line) for line in open(s["files"]["events"]) if '"offset_ms"' in line]
+    middle = [e["offset_ms"] for e in events[len(events) // 3 : 2 * len(events) // 3]]
+    assert abs(np.median(middle) - 300) <= 100, middle

@@ -229,8 +229,12 @@ METRIC_KEYS = (
 
 def format_table(rows: dict[str, dict]) -> str:
     """A Markdown table: one row per model, one column per metric."""
-    head = "| model | " + " | ".join(METRIC_KEYS) + " |"
+    head = "| model | " + " | ".join(f"{k} (chance)" if k == "sync_acc" else k for k in METRIC_KEYS) + " |"
     sep = "|---|" + "---:|" * len(METRIC_KEYS)
-    cell = lambda m, k: f"{m.get(k, float('nan')):{'.0f' if k.endswith('_ms') else '.3f'}}"  # noqa: E731
+
+    def cell(m: dict, k: str) -> str:
+        text = f"{m.get(k, float('nan')):{'.0f' if k.endswith('_ms') else '.3f'}}"
+        return f"{text} ({m['sync_chance']:.2f})" if k == "sync_acc" and "sync_chance" in m else text  # chance beside it
+
     body = ["| " + name + " | " + " | ".join(cell(m, k) for k in METRIC_KEYS) + " |" for name, m in rows.items()]
     return "\n".join([head, sep, *body])

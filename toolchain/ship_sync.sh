@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Train, evaluate and ship the synchrony models (issue 22, part 1): the avsync_t teacher (5 frames
+# 0.1 s apart, InfoNCE + MIL + shifted-audio negatives on pulsing clips), the avsync_s student
+# distilled from it, a calibration set of clip stacks, and the shipped bundle avsync_s-demo
+# (ONNX FP32 + INT8, ExecuTorch FP32 + INT8), which `edge-sdk demo sync` uses by default.
+# EPOCHS_T / EPOCHS_S shorten the schedules (this session: 8 and 6, 23 + 12 min on 2 cores).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+E=.venv/bin/edge-sdk
+$E pretrain --recipe sync_teacher --epochs "${EPOCHS_T:-16}" --out runs/sync_t
+$E eval runs/sync_t/model.safetensors --json runs/sync_t/eval.json
+$E distill --teacher runs/sync_t/model.safetensors --student sync_student --recipe distill_sync_s --epochs "${EPOCHS_S:-12}" --out runs/sync_s
+$E eval runs/sync_s/model.safetensors --json runs/sync_s/eval.json
+[ -d runs/sync_calib ] || $E calib --spec avsync_s.avdigits --out runs/sync_calib --n 256
+bundle=edge_sdk/assets/bundles/avsync_s-demo
+rm -rf "$bundle"
+$E export runs/sync_s/model.safetensors --format onnx,executorch --precision fp32,int8 --calib runs/sync_calib --out "$bundle" --name avsync_s-demo
+mkdir -p docs/reports
+cp "$bundle/report.md" docs/reports/export_avsync_s.md
+du -sh "$bundle"
