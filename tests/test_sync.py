@@ -3,6 +3,8 @@ offset estimate of ``edge-sdk eval`` checked against an oracle that reads the si
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -117,6 +119,6 @@ def test_the_sync_demo_reads_back_a_known_offset_with_the_shipped_model(tmp_path
     clip = write_sync_clip(tmp_path / "clip.mp4", contract, seconds=8, fps=25, fsdd=fsdd, mnist=mnist)
     s = run_demo("sync", video=f"file://{_shift(clip, tmp_path / 'late.mp4', 0.3)}", headless=True, out=tmp_path / "demo")
     assert s["backend"].startswith("onnxruntime") and {"offset_ms", "offset_confidence"} <= set(s["last"])
-    events = [json.loads(line) for line in open(s["files"]["events"]) if '"offset_ms"' in line]
+    events = [json.loads(line) for line in Path(s["files"]["events"]).read_text().splitlines() if '"offset_ms"' in line]
     middle = [e["offset_ms"] for e in events[len(events) // 3 : 2 * len(events) // 3]]
     assert abs(np.median(middle) - 300) <= 100, middle
