@@ -14,7 +14,8 @@ $E eval runs/sync_s/model.safetensors --json runs/sync_s/eval.json
 [ -d runs/sync_calib ] || $E calib --spec avsync_s.avdigits --out runs/sync_calib --n 256
 bundle=edge_sdk/assets/bundles/avsync_s-demo
 rm -rf "$bundle"
-$E export runs/sync_s/model.safetensors --format onnx,executorch --precision fp32,int8 --calib runs/sync_calib --out "$bundle" --name avsync_s-demo
+# ExecuTorch INT8 loses 3.2 points of pointing (a metric at chance for this model: it is shown stills); kept, marked
+$E export runs/sync_s/model.safetensors --format onnx,executorch --precision fp32,int8 --calib runs/sync_calib --out "$bundle" --name avsync_s-demo --allow-mismatch
 mkdir -p docs/reports
 cp "$bundle/report.md" docs/reports/export_avsync_s.md
 du -sh "$bundle"
