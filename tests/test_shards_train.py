@@ -139,17 +139,23 @@ def test_two_nodes_read_disjoint_shards_and_the_result_evaluates(setup, two_node
     assert all(np.isfinite(res[k]) for k in ("pointing_acc", "a2i_r1", "probe_audio_acc"))
 
 
+def _wait_for_step(out: Path, step: int, timeout_s: float) -> Path:
+    """Wait until the run in ``out`` has checkpointed ``step`` (or ``timeout_s`` passed), to kill it mid-run; its last.json."""
+    last, deadline = out / "checkpoints" / "last.json", time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            if json.loads(last.read_text())["step"] >= step:
+                return last
+        except (OSError, ValueError, KeyError):
+            pass  # not written yet, or being replaced
+        time.sleep(0.005)
+    return last
+
+
 def test_a_killed_rank_is_restarted_and_resumes_exactly(setup, two_nodes):
     out = setup["root"] / "elastic"
     agents = _two_nodes(setup, out, restarts=1)
-    last, deadline = out / "checkpoints" / "last.json", time.time() + 240
-    while time.time() < deadline:
-        try:
-            if json.loads(last.read_text())["step"] >= 5:
-                break
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.01)
+    last = _wait_for_step(out, 5, 240)
     children = Path(f"/proc/{agents[1].pid}/task/{agents[1].pid}/children").read_text().split()
     victim = next(int(c) for c in children if b"edge_sdk" in Path(f"/proc/{c}/cmdline").read_bytes())  # the agent's training process
     os.kill(victim, signal.SIGKILL)
@@ -196,14 +202,7 @@ def test_a_killed_process_resumes_bit_for_bit(setup):
                          env=_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
     assert ref.returncode == 0, ref.stderr[-3000:]
     proc = subprocess.Popen([sys.executable, *args], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    last, deadline = run / "checkpoints" / "last.json", time.time() + 120
-    while time.time() < deadline:
-        try:
-            if json.loads(last.read_text())["step"] >= 5:
-                break
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.005)
+    last = _wait_for_step(run, 5, 120)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     state = json.loads(last.read_text())
