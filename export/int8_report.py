@@ -2,11 +2,13 @@
 
 For an ONNX Q/DQ graph (ONNX Runtime's or Model Optimizer's) every Conv, ConvTranspose, Gemm
 and MatMul is a layer; it runs INT8 when its activation input (and, for a learned weight, the
-weight) comes through a DequantizeLinear, which is what ONNX Runtime fuses into QLinearConv /
-QGemm / QLinearMatMul and TensorRT into INT8 kernels. Each layer's multiply-accumulates at
+weight) comes through a DequantizeLinear (perhaps behind a Transpose or Reshape), which is
+what ONNX Runtime fuses into QLinearConv / QGemm / QLinearMatMul and TensorRT into INT8
+kernels. Each layer's multiply-accumulates at
 batch 1 come from ONNX shape inference. The SDK's own log-mel front end is counted apart
 (float by design in every recipe); every other float layer carries the reason it stayed
-float (a stem faster in FP32, the sensitivity analysis) or is reported as "not quantized".
+float (a stem faster in FP32, the sensitivity analysis, a product of two activations that the
+recipe leaves float) or is reported as "not quantized".
 
 :func:`verdict` is the honesty rule: an artifact is labelled ``int8`` only when at least
 :data:`MIN_INT8_SHARE` of its layers' MACs run INT8, or every float layer is named with a reason.
@@ -24,6 +26,10 @@ MIN_INT8_SHARE = 0.8
 MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 NOT_QUANTIZED = "not quantized"  # the reason of a float layer nothing explains
 ACTIVATION_MATMUL = "a product of two activations (attention): the quantizer has no INT8 kernel for it here"
+# ops that only move a tensor's elements: a DequantizeLinear behind them still feeds the layer
+# INT8 (TorchScript exports a Linear as DequantizeLinear -> Transpose -> MatMul; TensorRT and
+# ONNX Runtime fold the Transpose into the quantized weight)
+LAYOUT_OPS = ("Transpose", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Flatten")
 
 
 def _batch_one(model):
@@ -62,6 +68,27 @@ def _source(name: str, producer: dict) -> str:
     return node.input[0] if node is not None and node.op_type == "DequantizeLinear" else name
 
 
+def _behind_layout(name: str, producer: dict):
+    """The node that makes ``name``, looking through ops that only move elements (None: an input
+    or an initializer)."""
+    node = producer.get(name)
+    while node is not None and node.op_type in LAYOUT_OPS:
+        node = producer.get(node.input[0])
+    return node
+
+
+def _reads_constant(name: str, producer: dict, constants: set[str]) -> bool:
+    """Whether ``name`` is a weight: an initializer or Constant, perhaps quantized and moved."""
+    while name not in constants:
+        node = producer.get(name)
+        if node is None or node.op_type not in (*LAYOUT_OPS, "DequantizeLinear", "QuantizeLinear", "Constant"):
+            return False
+        if node.op_type == "Constant":
+            return True
+        name = node.input[0]
+    return True
+
+
 def onnx_int8_accounting(path: str | Path, frontend: set[str] = frozenset(), reasons: dict[str, str] | None = None) -> dict:
     """Per layer of the Q/DQ graph at ``path``: MACs and whether it runs INT8; ``frontend`` names
     the SDK front end's nodes (counted apart), ``reasons`` why a node was kept float."""
@@ -74,6 +101,7 @@ def onnx_int8_accounting(path: str | Path, frontend: set[str] = frozenset(), rea
               for v in (*inferred.input, *inferred.value_info, *inferred.output)}  # fmt: skip
     shapes.update({t.name: list(t.dims) for t in model.graph.initializer})
     producer = {o: n for n in model.graph.node for o in n.output}
+    constants = {t.name for t in model.graph.initializer}
     reasons = reasons or {}
     layers, front = [], 0
     for node in model.graph.node:
@@ -83,10 +111,11 @@ def onnx_int8_accounting(path: str | Path, frontend: set[str] = frozenset(), rea
         if node.name in frontend or "/frontend/" in node.name:
             front += macs
             continue
-        dq = [producer.get(i) is not None and producer[i].op_type == "DequantizeLinear" for i in node.input[:2]]
+        dq = [getattr(_behind_layout(i, producer), "op_type", None) == "DequantizeLinear" for i in node.input[:2]]
         int8 = all(dq) if node.op_type == "MatMul" or len(node.input) > 1 else dq[0]
-        layers.append({"node": node.name, "op": node.op_type, "macs": macs, "int8": bool(int8),
-                       **({} if int8 else {"why": reasons.get(node.name, NOT_QUANTIZED)})})  # fmt: skip
+        activations = node.op_type == "MatMul" and not any(_reads_constant(i, producer, constants) for i in node.input[:2])
+        why = reasons.get(node.name, ACTIVATION_MATMUL if activations else NOT_QUANTIZED)
+        layers.append({"node": node.name, "op": node.op_type, "macs": macs, "int8": bool(int8), **({} if int8 else {"why": why})})
     total = sum(x["macs"] for x in layers)
     int8_macs = sum(x["macs"] for x in layers if x["int8"])
     return {"layers": len(layers), "int8_layers": sum(x["int8"] for x in layers), "macs": total, "int8_macs": int8_macs,

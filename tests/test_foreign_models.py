@@ -143,6 +143,7 @@ def test_full_size_foreign_models_quantize_for_every_target_bench_and_run(tmp_pa
          "--out", tmp_path / "q", timeout=3000)  # fmt: skip
     q = json.loads((tmp_path / "q" / "report.json").read_text())
     assert {r["backend"] for r in q["rows"] if r["precision"] == "int8"} == {"onnxruntime", "executorch", "tensorrt"}
+    assert [r for r in q["rows"] if r.get("status", "ok") != "ok"] == []  # parity and the INT8 accounting hold for every target
     bundle = tmp_path / "bundle"
     _cli("export", *user["options"], "--format", "all", "--precision", "fp32,int8", "--calib", tmp_path / "calib", "--videos", videos,
          "--out", bundle, timeout=3000)  # fmt: skip
@@ -226,3 +227,23 @@ def test_a_traced_graph_that_fixes_its_batch_is_exported_for_batch_one_and_fed_i
     with torch.inference_mode():
         ref = vit.image(torch.from_numpy(images))[0]
     assert runner.batch_size == 1 and fmap.shape == (3, 64, 14, 14) and np.allclose(emb, ref.numpy(), atol=1e-4)
+
+
+def test_model_optimizer_linears_count_as_int8_behind_their_transposed_weights(tmp_path):
+    """TorchScript writes a fake-quant Linear as weight DequantizeLinear -> Transpose -> MatMul;
+    the accounting looks through the Transpose (the full-size ViT's TensorRT graph read 0% INT8
+    before), and names the attention products Model Optimizer leaves float."""
+    import modelopt.torch.quantization as mtq
+
+    from edge_sdk.export.int8_report import ACTIVATION_MATMUL, onnx_int8_accounting
+
+    torch.manual_seed(0)
+    attention = fm.Attention(16, 2).eval()
+    x = torch.randn(2, 5, 16)
+    mtq.quantize(attention, mtq.INT8_DEFAULT_CFG, forward_loop=lambda m: m(x))
+    path = tmp_path / "attention.qdq.onnx"
+    with torch.no_grad():
+        torch.onnx.export(attention, (x,), str(path), dynamo=False, opset_version=17)
+    acc = onnx_int8_accounting(path)
+    assert acc["layers"] == 4 and acc["int8_layers"] == 2  # qkv and proj run INT8; q k^T and a v stay float
+    assert [f["why"] for f in acc["float"]] == [ACTIVATION_MATMUL] * 2 and verdict(acc, "attention.int8.qdq.onnx") == []
