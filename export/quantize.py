@@ -124,8 +124,9 @@ def _int8_rows(targets: list[str], job: Job, ref: Reference, ctx: dict) -> tuple
     return rows, artifacts, notes
 
 
-def _reference_rows(opened, teacher: str | None, ref: Reference, macs: int) -> list[dict]:
-    """The teacher's and the model's PyTorch FP32 rows (the teacher only where task metrics apply)."""
+def _reference_rows(opened, teacher: str | None, ref: Reference, macs: int, weights=None) -> list[dict]:
+    """The teacher's and the model's PyTorch FP32 rows (the teacher only where task metrics apply);
+    the model's size is its checkpoint's, or the user's weights file's."""
     from edge_sdk.models.shipped import count_macs, model_path, resolve_model
     from edge_sdk.models.torch_runner import TorchTowers
 
@@ -135,7 +136,7 @@ def _reference_rows(opened, teacher: str | None, ref: Reference, macs: int) -> l
         log.info("quantize: evaluating the teacher %s (FP32, PyTorch)", teacher)
         t_metrics = evaluate(TorchTowers(t_model), ref.fsdd, ref.mnist, ref.cfg)
         rows.append(_torch_row(t_model.contract.name, t_metrics, _file_mb(model_path(teacher)), count_macs(t_model), "teacher"))
-    size = _file_mb(model_path(opened.ref)) if opened.ours else 0.0
+    size = _file_mb(model_path(opened.ref)) if opened.ours else _file_mb(Path(weights)) if isinstance(weights, (str, Path)) else 0.0
     rows.append(_torch_row(ref.contract.name, ref.metrics, size, macs, "model"))
     return rows
 
@@ -187,7 +188,7 @@ def quantize(
         sensitivity = layer_sensitivity(job.deploy, job.calib, method)
         job.exclude = tuple(r["layer"] for r in sensitivity if r["error"] > threshold)
         ctx = {"macs": macs, "budget": budget, "qat": qat, "source": opened.source, "trusted": (factory,) if factory else ()}
-        rows, notes = _reference_rows(opened, teacher, ref, macs), []
+        rows, notes = _reference_rows(opened, teacher, ref, macs, weights), []
         artifacts = [write_weights(opened.model, out)]  # the reference, as in every bundle (eval --backend torch)
         for part in (_float_rows(job, ref, ctx, ("fp32",) if "onnxruntime" in targets else ()), _int8_rows(targets, job, ref, ctx),
                      _float_rows(job, ref, ctx, ("fp16",) if fp16 else ())):  # fmt: skip
