@@ -133,7 +133,7 @@ def test_a_foreign_model_goes_from_clips_to_a_bundle_a_live_run_and_an_app_witho
     assert app.returncode == 0 and app.stdout.split() == ["20", "onnxruntime/int8", "False"], app.stderr[-2000:]
 
 
-@pytest.mark.fullsize  # 20-50 min each on a 2-core CPU: run by hand (pytest -m fullsize), not in CI
+@pytest.mark.fullsize  # 11 (EZ-VSL) and 47 (ImageBind) min on a 2-core CPU: run by hand (pytest -m fullsize), not in CI
 @pytest.mark.parametrize("name", ["ezvsl", "imagebind"])
 def test_full_size_foreign_models_quantize_for_every_target_bench_and_run(tmp_path, name):
     videos = _videos()
