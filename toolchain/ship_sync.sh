@@ -3,7 +3,7 @@
 # 0.1 s apart, InfoNCE + MIL + shifted-audio negatives on pulsing clips), the avsync_s student
 # distilled from it, a calibration set of clip stacks, and the shipped bundle avsync_s-demo
 # (ONNX FP32 + INT8, ExecuTorch FP32 + INT8), which `edge-sdk demo sync` uses by default.
-# EPOCHS_T / EPOCHS_S shorten the schedules (this session: 8 and 6, 23 + 12 min on 2 cores).
+# EPOCHS_T / EPOCHS_S shorten the schedules (the shipped models: 8 and 6, 26 + 11.5 min on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 E=.venv/bin/edge-sdk
