@@ -136,3 +136,16 @@ def test_the_status_line_is_whole_lines_when_stderr_is_not_a_terminal():
     out = _run("run", "--bundle", DEMO, "--video", "synthetic://av-digits?seconds=2&realtime=1", "--headless")
     assert out.returncode == 0, out.stderr[-1000:]
     assert "\r" not in out.stderr and any(" fps  in " in line and "faults" in line for line in out.stderr.splitlines())
+
+
+def test_precision_flag_overrides_the_recipe_and_is_recorded(tmp_path):
+    recipe = tmp_path / "bf16.toml"
+    recipe.write_text(
+        'name = "bf16"\n[model]\nspec = "avnet_xs.avdigits"\n[data]\nk = 1\nscenes_per_epoch = 8\n'
+        '[train]\nepochs = 1\nbatch_size = 8\nwarmup_steps = 1\nprecision = "bf16"\n[objectives.infonce]\n'
+    )
+    out = _run("pretrain", "--recipe", str(recipe), "--precision", "fp32", "--synthetic", "--quiet", "--out", str(tmp_path / "r"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads((tmp_path / "r" / "recipe.json").read_text())["train"]["precision"] == "fp32"
+    refused = _run("pretrain", "--recipe", str(recipe), "--precision", "fp8", "--out", str(tmp_path / "s"))
+    assert refused.returncode == 2 and "invalid choice: 'fp8'" in refused.stderr

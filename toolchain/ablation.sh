@@ -5,6 +5,8 @@
 # Writes $OUT/table.md. Runs resume where they stopped.
 #   bash toolchain/ablation.sh                                                       # objectives alone, 8 epochs
 #   RECIPES="teacher ablation_av_mae ablation_clusters" EPOCHS=0 OUT=runs/ablation_full bash toolchain/ablation.sh
+# PRECISION=fp32 overrides the recipes' precision (bf16 autocast is several times slower on CPUs
+# without AMX or AVX512-BF16); every row of one table runs at the same precision.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EPOCHS=${EPOCHS:-8}
@@ -13,6 +15,7 @@ out=${OUT:-runs/ablation}
 mkdir -p "$out"
 for r in $RECIPES; do
   epochs=(); [ "$EPOCHS" -gt 0 ] && epochs=(--epochs "$EPOCHS")
+  [ -n "${PRECISION:-}" ] && epochs+=(--precision "$PRECISION")
   resume=(); [ -f "$out/$r/checkpoints/last.json" ] && resume=(--resume)
   [ -f "$out/$r/model.safetensors" ] || .venv/bin/edge-sdk pretrain --recipe "$r" "${epochs[@]}" --max-minutes 100000 --out "$out/$r" --quiet "${resume[@]}"
   [ -f "$out/$r/eval.json" ] || .venv/bin/edge-sdk eval "$out/$r/model.safetensors" --json "$out/$r/eval.json"

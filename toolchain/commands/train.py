@@ -25,6 +25,8 @@ def _overrides(recipe, args):
         recipe.train.max_minutes = args.max_minutes
     if args.epochs is not None:
         recipe.train.epochs = args.epochs
+    if args.precision is not None:
+        recipe.train.precision = args.precision
     if args.videos and args.shards:
         raise EdgeSDKError("--videos and --shards both name the training data", "give one: --shards for shards, --videos for a small folder of clips")
     if args.videos:
@@ -100,6 +102,11 @@ def _training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-minutes", type=number(float, 0.1), help="stop (with a checkpoint) after this many minutes")
     p.add_argument("--epochs", type=COUNT, help="override the recipe's [train] epochs")
     p.add_argument("--max-steps", type=COUNT, help="train at most this many steps (the learning-rate schedule spans them)")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "bf16", "fp32"),
+        help="override the recipe's [train] precision (fp32 on CPUs without AMX or AVX512-BF16, where bf16 autocast is several times slower)",
+    )
     p.add_argument("--videos", help="train on a small folder of your own clips with sound (mp4, webm, mkv, ...), decoded into memory")
     s = p.add_argument_group("shards (README: Scale-out pretraining)")
     s.add_argument("--shards", metavar="SHARDS", help=SHARDS_HELP)
