@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_sdk.eval.evaluate import METRIC_KEYS, EvalConfig, evaluate
+from edge_sdk.export.machine import format_machine, machine_facts
 from edge_sdk.export.validate import real_inputs
 
 __all__ = ["measure_peak", "latency", "throughput", "bench_bundle", "format_bench", "plot_bench", "bench_figure"]
@@ -160,8 +161,9 @@ def bench_bundle(
         rows.append(_row(name, (c.backend, c.precision, c.format), runner, run, macs, size, parity.get(key, {}).get("status", "-")))
     if teacher and tasks:
         rows.append(_teacher_row(teacher, run))
-    return {"bundle": str(bundle.folder), "model": name, "peak_gmacs": run.peak, "batch": batch, "eval_scenes": cfg.scenes if tasks else None,
-            "inputs": inputs["source"], "rows": rows, "ratios": ratios(rows, name), "notes": int8_notes(rows, name)}  # fmt: skip
+    return {"bundle": str(bundle.folder), "model": name, "machine": machine_facts(), "peak_gmacs": run.peak, "batch": batch,
+            "eval_scenes": cfg.scenes if tasks else None, "inputs": inputs["source"], "rows": rows, "ratios": ratios(rows, name),
+            "notes": int8_notes(rows, name)}  # fmt: skip
 
 
 def _teacher_row(teacher: str, run: _Run) -> dict:
@@ -188,6 +190,7 @@ def ratios(rows: list[dict], model: str) -> dict[str, float]:
     out = {}
     pairs = {
         "ort_int8_vs_ort_fp32": (("onnxruntime", "int8"), ("onnxruntime", "fp32")),
+        "executorch_int8_vs_executorch_fp32": (("executorch", "int8"), ("executorch", "fp32")),
         "executorch_int8_vs_torch_fp32": (("executorch", "int8"), ("torch", "fp32")),
         "ort_fp32_vs_torch_fp32": (("onnxruntime", "fp32"), ("torch", "fp32")),
     }
@@ -222,6 +225,7 @@ def format_bench(report: dict) -> str:
              f"Peak of this machine (ONNX Runtime, 1024^3 matrix product): FP32 {report['peak_gmacs']['fp32']} GMAC/s, "
              f"INT8 {report['peak_gmacs']['int8']} GMAC/s. Latency at batch 1; throughput at batch {report['batch']} "
              f"(1 for ExecuTorch programs); inputs from {report.get('inputs', '-')}; {metrics}.", "",
+             *([f"Machine: {format_machine(report['machine'])}.", ""] if report.get("machine") else []),
              "| model | format | backend | precision | status | size MB | audio p50/p95 ms | image p50/p95 ms | both p50/p95 ms | "
              "pairs/s | MMACs | GMAC/s (% peak) | parity |" + "".join(f" {k} |" for k in keys),
              "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|" + "---:|" * len(keys)]  # fmt: skip

@@ -245,7 +245,7 @@ def test_bench_rows_ratios_and_chart(exported, tmp_path):
         fsdd=fsdd,
         mnist=mnist,
         eval_cfg=SMALL,
-        only=["torch/fp32", "onnxruntime/fp32", "onnxruntime/int8", "executorch/int8", "tensorrt/int8"],
+        only=["torch/fp32", "onnxruntime/fp32", "onnxruntime/int8", "executorch/fp32", "executorch/int8", "tensorrt/int8"],
     )
     rows = {(r["model"], r["backend"], r["precision"]): r for r in report["rows"]}
     keys = {
@@ -267,12 +267,16 @@ def test_bench_rows_ratios_and_chart(exported, tmp_path):
         "macs",
     }
     ok = [r for r in report["rows"] if r["status"] == "ok"]
-    assert len(ok) == 5 and all(keys <= set(r) for r in ok)  # four student rows and the eager teacher
+    assert len(ok) == 6 and all(keys <= set(r) for r in ok)  # five student rows and the eager teacher
     assert all(r["peak_fraction"] == pytest.approx(r["gmacs"] / r["peak_gmacs"], abs=1e-3) and r["peak_fraction"] > 0 for r in ok)
     assert all(r["latency_p50_ms"] <= r["latency_p95_ms"] for r in ok)
     assert rows[("avnet_s.avdigits", "tensorrt", "int8")]["status"].startswith("skipped")
-    assert {"ort_int8_vs_ort_fp32", "ort_int8_vs_teacher_torch_fp32", "executorch_int8_vs_torch_fp32"} <= set(report["ratios"])
-    assert "| avnet_t.avdigits | safetensors | torch | fp32 | ok |" in format_bench(report)
+    assert {"ort_int8_vs_ort_fp32", "ort_int8_vs_teacher_torch_fp32", "executorch_int8_vs_torch_fp32", "executorch_int8_vs_executorch_fp32"} <= set(
+        report["ratios"]
+    )
+    md = format_bench(report)
+    assert report["machine"]["cores"] >= 1 and f"Machine: {report['machine']['arch']}" in md
+    assert "| avnet_t.avdigits | safetensors | torch | fp32 | ok |" in md
     assert plot_bench(report, tmp_path / "b.png").stat().st_size > 1000
     peak = measure_peak(256, 0.1)
     assert peak["fp32"] > 0 and peak["int8"] > 0

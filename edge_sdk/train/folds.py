@@ -33,6 +33,7 @@ class FoldPlan:
 
     teacher: str = "teacher"
     students: tuple[str, ...] = ("distill_s", "distill_xs")
+    precision: str | None = None  # every recipe's [train] precision when set (fp32 where bf16 has no units)
 
 
 def fold_models(spec_name: str, root: str | Path | None = None) -> dict[str, Path]:
@@ -74,13 +75,14 @@ def train_folds(out: str | Path, speakers, fsdd, mnist, plan: FoldPlan | None = 
         for i, name in enumerate((plan.teacher, *plan.students)):
             recipe = load_recipe(name)
             recipe.data.test_speakers, recipe.train.max_minutes = [speaker], 0.0  # the same steps in every fold
+            recipe.train.precision = plan.precision or recipe.train.precision
             if i:
                 recipe.distill.teacher = str(teacher)
             final = fold / f"{recipe.model.spec}.safetensors"
             if not final.is_file():
-                run = fold / "runs" / name
+                run = fold / "runs" / recipe.name  # a recipe given as a .toml path runs under its own name
                 resume = "auto" if (run / "checkpoints" / "last.json").exists() else False
-                log.info("folds: %s without %s", name, speaker)
+                log.info("folds: %s without %s", recipe.name, speaker)
                 (distill if i else pretrain)(recipe, run, fsdd, mnist, resume=resume, progress=progress)
                 for suffix in (".json", ".safetensors"):  # the sidecar first: a model file means the fold is done
                     shutil.copyfile(run / f"model{suffix}", final.with_suffix(suffix + ".tmp"))

@@ -17,7 +17,7 @@ def run_folds(args) -> int:
     speakers = tuple(args.speakers.split(",")) if args.speakers else SPEAKERS
     if unknown := [s for s in speakers if s not in SPEAKERS]:
         raise EdgeSDKError(f"--speakers: {', '.join(unknown)} not in the corpus", f"use some of: {', '.join(SPEAKERS)}")
-    plan = FoldPlan(args.teacher, tuple(s for s in args.students.split(",") if s))
+    plan = FoldPlan(args.teacher, tuple(s for s in args.students.split(",") if s), args.precision)
     done = train_folds(args.out, speakers, fsdd, mnist, plan, progress=not args.quiet)
     for speaker, models in done.items():
         print(f"without {speaker}: " + ", ".join(models))
@@ -30,6 +30,9 @@ def folds_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speakers", help="held-out speakers, comma-separated (default: all four)")
     p.add_argument("--teacher", default="teacher", help="pretraining recipe of each fold's teacher (default: teacher)")
     p.add_argument("--students", default="distill_s,distill_xs", help="distillation recipes, each from the fold's teacher")
+    p.add_argument(
+        "--precision", choices=("auto", "bf16", "fp32"), help="override every recipe's [train] precision (fp32 on CPUs without bf16 units)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     data_args(p)
 

@@ -1,0 +1,98 @@
+"""Speaker folds (issue 22, part 3): a teacher and its students trained without one speaker,
+resumable, found by ``fold_models`` and evaluated per fold by ``edge-sdk eval --folds``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from edge_sdk.models.shipped import shipped_models
+from edge_sdk.train.folds import FoldPlan, fold_models, train_folds
+
+TEACHER = """
+name = "tiny_teacher"
+[model]
+spec = "avnet_t.avdigits"
+[data]
+k = 2
+scenes_per_epoch = 16
+[train]
+epochs = 1
+batch_size = 8
+warmup_steps = 1
+precision = "bf16"
+[objectives.infonce]
+"""
+STUDENT = """
+name = "tiny_student"
+[model]
+spec = "avnet_xs.avdigits"
+[distill]
+teacher = "avnet_t.avdigits"
+[data]
+k = 2
+scenes_per_epoch = 16
+[train]
+epochs = 1
+batch_size = 8
+warmup_steps = 1
+[objectives.kd_embed]
+"""
+
+
+@pytest.fixture(scope="module")
+def folds(tmp_path_factory, fsdd, mnist):
+    root = tmp_path_factory.mktemp("folds")
+    (root / "t.toml").write_text(TEACHER)
+    (root / "s.toml").write_text(STUDENT)
+    plan = FoldPlan(str(root / "t.toml"), (str(root / "s.toml"),), precision="fp32")
+    done = train_folds(root / "out", ["jackson"], fsdd, mnist, plan, progress=False)
+    return root / "out", plan, done
+
+
+def test_a_fold_trains_the_teacher_then_its_students_without_the_speaker(folds):
+    out, _, done = folds
+    assert set(done) == {"jackson"} and set(done["jackson"]) == {"avnet_t.avdigits", "avnet_xs.avdigits"}
+    teacher = json.loads((out / "jackson" / "avnet_t.avdigits.json").read_text())
+    student = json.loads((out / "jackson" / "avnet_xs.avdigits.json").read_text())
+    assert teacher["recipe"]["data"]["test_speakers"] == ["jackson"] == student["recipe"]["data"]["test_speakers"]
+    assert teacher["recipe"]["train"]["precision"] == "fp32"  # the plan's precision over the recipe's bf16
+    assert student["recipe"]["distill"]["teacher"] == str(out / "jackson" / "avnet_t.avdigits.safetensors")  # this fold's teacher
+
+
+def test_a_finished_fold_is_not_trained_again(folds, fsdd, mnist):
+    out, plan, _ = folds
+    files = sorted((out / "jackson").glob("*.safetensors"))
+    before = [f.stat().st_mtime_ns for f in files]
+    train_folds(out, ["jackson"], fsdd, mnist, plan, progress=False)
+    assert [f.stat().st_mtime_ns for f in files] == before
+
+
+def test_eval_folds_reports_every_fold_its_mean_and_its_worst(folds, fsdd, mnist, tmp_path):
+    out, _, _ = folds
+    found = fold_models("avnet_xs.avdigits", out)
+    assert found["jackson"] == out / "jackson" / "avnet_xs.avdigits.safetensors"
+    if "avnet_xs.avdigits" in shipped_models():
+        assert "george" in found  # the shipped model is the fold of its own held-out speaker
+    js = tmp_path / "folds.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["eval", "avnet_xs.avdigits", "--folds", str(out), "--scenes", "8", "--fsdd", str(fsdd), "--mnist", str(mnist), "--json", str(js)]
+    proc = subprocess.run([sys.executable, "-m", "edge_sdk", *args], capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "avnet_xs.avdigits without jackson" in proc.stdout and "worst fold" in proc.stdout
+    report = json.loads(js.read_text())
+    rows = report["folds"]
+    assert len(rows) == len(found)
+    pointing = [r["pointing_acc"] for r in rows.values()]
+    assert report["worst"]["pointing_acc"] == min(pointing) and report["mean"]["pointing_acc"] == pytest.approx(sum(pointing) / len(pointing))
+
+
+def test_folds_of_an_unknown_speaker_are_refused(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge_sdk", "folds", "--out", str(tmp_path / "f"), "--speakers", "alice"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2 and "alice not in the corpus" in proc.stderr
