@@ -30,9 +30,7 @@ def folds_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speakers", help="held-out speakers, comma-separated (default: all four)")
     p.add_argument("--teacher", default="teacher", help="pretraining recipe of each fold's teacher (default: teacher)")
     p.add_argument("--students", default="distill_s,distill_xs", help="distillation recipes, each from the fold's teacher")
-    p.add_argument(
-        "--precision", choices=("auto", "bf16", "fp32"), help="override every recipe's [train] precision (fp32 on CPUs without bf16 units)"
-    )
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), help="override every recipe's [train] precision (fp32: CPUs without bf16 units)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     data_args(p)
 
