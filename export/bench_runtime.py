@@ -315,13 +315,14 @@ def bench_runtime(
 ) -> dict:
     """Every part of the module's docstring: 1-3 with ``single``, 4 always, 5 with ``streams``."""
     from edge_sdk.bundle import read_bundle
+    from edge_sdk.export.machine import machine_facts
     from edge_sdk.media.clipfile import write_clip
     from edge_sdk.media.corpora import default_data_dir
     from edge_sdk.runtime.loadtest import prepare_clips
 
     b = read_bundle(bundle)
     work = Path(workdir or tempfile.mkdtemp(prefix="edge_sdk_bench_"))
-    out: dict = {"bundle": str(b.folder)}
+    out: dict = {"bundle": str(b.folder), "machine": machine_facts()}
     if single:
         out.update(_single_stream(b, seconds, fps, prefer, precision, teacher, soak_s, fsdd, mnist, work))
     data = default_data_dir()

@@ -49,3 +49,4 @@ def test_bench_runtime_reports_overhead_drops_skew_and_speedups(tmp_path, fsdd, 
     assert r["speedup_vs_baseline"] > 1.0 and abs(r["pointing_delta_vs_baseline"]) < 0.5
     assert "rss_growth" in r and r["soak"]["frames_out"] > 0
     assert r["clip"]["scored_scenes"] == 2  # scenes start every 2 s; each is scored 0.75-1.25 s in
+    assert r["machine"]["cores"] >= 1 and "int8_isa" in r["machine"]  # the machine the figures came from
