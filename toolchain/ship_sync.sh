@@ -3,13 +3,15 @@
 # 0.1 s apart, InfoNCE + MIL + shifted-audio negatives on pulsing clips), the avsync_s student
 # distilled from it, a calibration set of clip stacks, and the shipped bundle avsync_s-demo
 # (ONNX FP32 + INT8, ExecuTorch FP32 + INT8), which `edge-sdk demo sync` uses by default.
-# EPOCHS_T / EPOCHS_S shorten the schedules (the shipped models: 8 and 6, 26 + 11.5 min on 2 cores).
+# The recipes' schedules are the shipped models' (8 and 6 epochs, 26 + 11.5 min on 2 cores);
+# EPOCHS_T / EPOCHS_S override them. The same recipes train the speaker folds:
+#   edge-sdk folds --teacher sync_teacher --students distill_sync_s --out runs/sync_folds
 set -euo pipefail
 cd "$(dirname "$0")/.."
 E=.venv/bin/edge-sdk
-$E pretrain --recipe sync_teacher --epochs "${EPOCHS_T:-16}" --out runs/sync_t
+$E pretrain --recipe sync_teacher ${EPOCHS_T:+--epochs "$EPOCHS_T"} --out runs/sync_t
 $E eval runs/sync_t/model.safetensors --json runs/sync_t/eval.json
-$E distill --teacher runs/sync_t/model.safetensors --student sync_student --recipe distill_sync_s --epochs "${EPOCHS_S:-12}" --out runs/sync_s
+$E distill --teacher runs/sync_t/model.safetensors --student sync_student --recipe distill_sync_s ${EPOCHS_S:+--epochs "$EPOCHS_S"} --out runs/sync_s
 $E eval runs/sync_s/model.safetensors --json runs/sync_s/eval.json
 [ -d runs/sync_calib ] || $E calib --spec avsync_s.avdigits --out runs/sync_calib --n 256
 bundle=edge_sdk/assets/bundles/avsync_s-demo
