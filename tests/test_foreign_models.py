@@ -163,7 +163,9 @@ def test_full_size_foreign_models_quantize_for_every_target_bench_and_run(tmp_pa
         "--md",
         tmp_path / "bench.md",
     )
-    rows = {(r["backend"], r["precision"]): r for r in json.loads((tmp_path / "bench.json").read_text()) if r["status"] == "ok"}
+    report = json.loads((tmp_path / "bench.json").read_text())  # the whole report: machine, peaks, rows, ratios
+    rows = {(r["backend"], r["precision"]): r for r in report["rows"] if r["status"] == "ok"}
+    assert "ort_int8_vs_ort_fp32" in report["ratios"] and report["machine"]["cores"] >= 1 and report["peak_gmacs"]["int8"] > 0
     assert {("torch", "fp32"), ("onnxruntime", "int8"), ("executorch", "int8")} <= set(rows)
     if name == "ezvsl":  # a convolutional model: INT8 pays off on this CPU
         assert rows[("onnxruntime", "int8")]["throughput_fps"] > rows[("onnxruntime", "fp32")]["throughput_fps"]

@@ -166,7 +166,7 @@ class _Stages:
             fsdd=self.fsdd, mnist=self.mnist, eval_cfg=self.cfg, videos=self.videos, trusted=(self.user["factory"],) if self.user else (),
         )  # fmt: skip
         atomic_write_text(self.out / "bench.md", format_bench(rep))
-        atomic_write_text(self.out / "bench.json", json.dumps(rep["rows"], indent=2))
+        atomic_write_text(self.out / "bench.json", json.dumps(rep, indent=2))
         plot_bench(rep, self.out / "bench.png")
         return {"ratios": rep["ratios"]}
 

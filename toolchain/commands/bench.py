@@ -37,7 +37,7 @@ def run_bench(args) -> int:
     text = format_bench(report)
     print(text)
     if args.json:
-        atomic_write_text(args.json, json.dumps(report["rows"], indent=2), "--json")
+        atomic_write_text(args.json, json.dumps(report, indent=2), "--json")
     if args.md:
         atomic_write_text(args.md, text, "--md")
     if args.png:
@@ -126,7 +126,7 @@ def bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=number(float, 0.1), default=2.0, help="timing per measurement (default 2)")
     p.add_argument("--scenes", type=COUNT, default=500, help="eval scenes per row (default 500)")
     p.add_argument("--only", help="comma list of backend/precision rows, e.g. onnxruntime/int8,torch/fp32")
-    p.add_argument("--json", help="write the rows as a JSON list here")
+    p.add_argument("--json", help="write the report here: the machine, its peaks, every row, the ratios and notes")
     p.add_argument("--md", help="write the Markdown table here")
     p.add_argument("--png", help="write a throughput chart here")
     p.add_argument("--videos", help="time on pairs cut from a folder of your own clips (default: AV-Digits scenes)")
