@@ -218,10 +218,24 @@ def int8_notes(rows: list[dict], model: str) -> list[str]:
     return notes
 
 
+# the task metrics in the Markdown table (the JSON has all of them): localization, its adaptive
+# cIoU, retrieval, the audio probe, and synchrony with its offset error
+TABLE_METRICS = ("pointing_acc", "ciou_adaptive", "a2i_r1", "probe_audio_acc", "sync_acc", "offset_mae_ms")
+
+
+def _shown(path: str) -> str:
+    """A path as the reader typed it: relative to the working folder where it lies under it."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
 def format_bench(report: dict) -> str:
-    keys = ("pointing_acc", "a2i_r1", "probe_audio_acc") if report.get("eval_scenes") else ()
+    ok = [r for r in report["rows"] if r.get("status") == "ok"]
+    keys = tuple(k for k in TABLE_METRICS if ok and all(k in r for r in ok)) if report.get("eval_scenes") else ()
     metrics = f"metrics on {report['eval_scenes']} held-out scenes" if keys else "no task metrics (not an AV-Digits model)"
-    lines = [f"# Benchmark: {report['model']} ({report['bundle']})", "",
+    lines = [f"# Benchmark: {report['model']} ({_shown(report['bundle'])})", "",
              f"Peak of this machine (ONNX Runtime, 1024^3 matrix product): FP32 {report['peak_gmacs']['fp32']} GMAC/s, "
              f"INT8 {report['peak_gmacs']['int8']} GMAC/s. Latency at batch 1; throughput at batch {report['batch']} "
              f"(1 for ExecuTorch programs); inputs from {report.get('inputs', '-')}; {metrics}.", "",
@@ -237,7 +251,7 @@ def format_bench(report: dict) -> str:
         lines.append(f"{head} ok | {r['size_mb']:.2f} | {r['audio_p50_ms']:.2f}/{r['audio_p95_ms']:.2f} | "
                      f"{r['image_p50_ms']:.2f}/{r['image_p95_ms']:.2f} | {r['latency_p50_ms']:.2f}/{r['latency_p95_ms']:.2f} | "
                      f"{r['throughput_fps']:.0f} | {r['macs'] / 1e6:.1f} | {r['gmacs']:.1f} ({100 * r['peak_fraction']:.1f}%) | "
-                     f"{r['parity']} |" + "".join(f" {r[k]:.3f} |" for k in keys))  # fmt: skip
+                     f"{r['parity']} |" + "".join(f" {r[k]:{'.0f' if k.endswith('_ms') else '.3f'}} |" for k in keys))  # fmt: skip
     if report["ratios"]:
         lines += ["", "Ratios (same run): " + ", ".join(f"{k} {v}x" for k, v in report["ratios"].items())]
     lines += [f"\n- {n}" for n in report.get("notes", [])]

@@ -112,6 +112,7 @@ def test_distill_refuses_a_recipe_without_teacher(tmp_path):
         distill(Recipe(objectives={}), tmp_path / "x")
 
 
+@pytest.mark.slow  # 14 s; DDP stays in the default run through tests/test_trainer.py and tests/test_shards_train.py; CI runs it in its second step
 def test_distill_under_torchrun_ddp(tmp_path):
     import os
     import subprocess

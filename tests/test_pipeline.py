@@ -76,7 +76,9 @@ def test_offline_frames_run_in_batches_with_the_same_results(bundle, tmp_path):
     assert all(r.skew_ns == 0 for r in single[:-7])
 
 
-@pytest.mark.parametrize("task", ["sync", "speaker"])
+@pytest.mark.parametrize(
+    "task", ["sync", pytest.param("speaker", marks=pytest.mark.slow)]
+)  # speaker: 18 s; tests/test_demo.py runs it on a real clip
 def test_other_tasks_run_on_a_real_clip(bundle, task, data_dir):
     clip = data_dir / "video" / "chaplin.mp4"
     results = []

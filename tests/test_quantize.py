@@ -121,6 +121,7 @@ def test_thin_convs_are_stems_not_depthwise(tmp_path):
     assert thin_convs(tmp_path / "g.onnx") == ["stem"]
 
 
+@pytest.mark.slow  # 37 s; the default run exports XNNPACK INT8 in tests/test_export.py; CI runs it in its second step
 def test_xnnpack_pt2e_int8_program_runs_in_executorch(model, calib, tmp_path):
     arts = quantize_programs(_job(model, calib, tmp_path), tmp_path)
     assert all(a["delegated"]["delegated_nodes"] > 0 for a in arts)
@@ -273,6 +274,7 @@ def test_onnxruntime_quantizer_chatter_goes_to_the_debug_log(capsys, caplog):
     assert "after" in caplog.text
 
 
+@pytest.mark.slow  # 42 s: a quantize run and an export; CI runs it in its second step
 def test_quantize_and_export_write_the_same_int8_graph(model, tmp_path):
     """One INT8 path: `edge-sdk quantize --target onnxruntime` and `edge-sdk export --format onnx
     --precision int8` call the same exporter, so with the same model, calibration set and method

@@ -111,6 +111,7 @@ def _weights(path):
     return model.state_dict()
 
 
+@pytest.mark.slow  # 34 s: three training runs (the sharded kill-and-resume test stays in the default run); CI runs it in its second step
 def test_resume_after_kill_mid_epoch_is_exact(tmp_path):
     recipe = _recipe(tmp_path, scenes=64, epochs=6)  # 8 steps an epoch, 48 steps
     ref = _cli("pretrain", "--recipe", str(recipe), "--synthetic", "--quiet", "--out", str(tmp_path / "ref"))

@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format=("\r\x1b[K" if sys.stderr.isatty() else "") + "%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # torch's deprecation note on torchao's enums, printed on import, that no user can act on
+        logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     for name in cmd.logs:  # long jobs say which stage they are in (without -v, only their own stage lines)
         logging.getLogger(name).setLevel(logging.INFO)
     _received[:] = [signal.SIGINT]
