@@ -219,8 +219,8 @@ def int8_notes(rows: list[dict], model: str) -> list[str]:
 
 
 # the task metrics in the Markdown table (the JSON has all of them): localization, its adaptive
-# cIoU, retrieval, the audio probe, and synchrony with its offset error
-TABLE_METRICS = ("pointing_acc", "ciou_adaptive", "a2i_r1", "probe_audio_acc", "sync_acc", "offset_mae_ms")
+# cIoU and cIoU AUC over thresholds, retrieval, the audio probe, and synchrony with its offset error
+TABLE_METRICS = ("pointing_acc", "ciou_adaptive", "auc", "a2i_r1", "probe_audio_acc", "sync_acc", "offset_mae_ms")
 
 
 def _shown(path: str) -> str:

@@ -278,7 +278,7 @@ def test_bench_rows_ratios_and_chart(exported, tmp_path):
     md = format_bench(report)
     assert report["machine"]["cores"] >= 1 and f"Machine: {report['machine']['arch']}" in md
     assert "| avnet_t.avdigits | safetensors | torch | fp32 | ok |" in md
-    assert "| pointing_acc | ciou_adaptive | a2i_r1 | probe_audio_acc | sync_acc | offset_mae_ms |" in md  # issue 22's metrics
+    assert "| pointing_acc | ciou_adaptive | auc | a2i_r1 | probe_audio_acc | sync_acc | offset_mae_ms |" in md  # issue 22's metrics
     assert plot_bench(report, tmp_path / "b.png").stat().st_size > 1000
     peak = measure_peak(256, 0.1)
     assert peak["fp32"] > 0 and peak["int8"] > 0
