@@ -167,6 +167,8 @@ def test_commands_that_measured_nothing_exit_non_zero(tmp_path):
     b = _tensorrt_only(tmp_path / "trt")
     out = _run("bench", b, "--only", "tensorrt/fp32", "--teacher", "", "--scenes", "8", "--seconds", "0.1", "--synthetic")
     assert _line(out, code=1).startswith(f"edge-sdk bench: error: no row of {b} could be measured (tensorrt/fp32: skipped:")
+    out = _run("profile", b, "--runs", "1", "--synthetic")
+    assert _line(out, code=1) == f"edge-sdk profile: error: {b} has no ONNX Runtime or ExecuTorch FP32/INT8 towers to profile"
     silence = tmp_path / "silence.wav"
     with wave.open(str(silence), "wb") as w:
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000), w.writeframes(bytes(2 * 16000 * 3))

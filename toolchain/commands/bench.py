@@ -1,4 +1,5 @@
-"""``edge-sdk bench`` (every backend of a bundle side by side: :mod:`edge_sdk.export.bench`) and
+"""``edge-sdk bench`` (every backend of a bundle side by side: :mod:`edge_sdk.export.bench`),
+``edge-sdk profile`` (where each tower's time goes, op by op: :mod:`edge_sdk.export.profile`) and
 ``edge-sdk bench-runtime`` (the streaming runtime against an OpenCV + PyTorch loop:
 :mod:`edge_sdk.export.bench_runtime`)."""
 
@@ -49,6 +50,33 @@ def run_bench(args) -> int:
         print(f"edge-sdk bench: error: no row of {args.bundle} could be measured ({skipped or 'none selected'})", file=sys.stderr)
         return 1
     return 0
+
+
+def run_profile(args) -> int:
+    from edge_sdk.export.profile import format_profile, profile_bundle
+
+    writable(json=args.json, md=args.md)
+    fsdd, mnist = resolve_data(args)
+    report = profile_bundle(args.bundle, runs=args.runs, batch=args.batch, fsdd=fsdd, mnist=mnist)
+    if not report["rows"]:  # a profile that measured nothing is no success
+        print(f"edge-sdk profile: error: {args.bundle} has no ONNX Runtime or ExecuTorch FP32/INT8 towers to profile", file=sys.stderr)
+        return 1
+    text = format_profile(report)
+    print(text)
+    if args.json:
+        atomic_write_text(args.json, json.dumps(report, indent=2), "--json")
+    if args.md:
+        atomic_write_text(args.md, text, "--md")
+    return 0
+
+
+def profile_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", help="a bundle folder or .zip (edge-sdk info lists the shipped ones)")
+    p.add_argument("--runs", type=COUNT, default=50, help="runs per tower; each op's median is kept (default 50)")
+    p.add_argument("--batch", type=COUNT, default=32, help="ONNX Runtime batch (default 32, as bench's throughput; ExecuTorch runs batch 1)")
+    p.add_argument("--json", help="write every op kind's time, per tower and precision, here")
+    p.add_argument("--md", help="write the Markdown tables here")
+    data_args(p)
 
 
 def _streams(text: str):
@@ -172,6 +200,15 @@ COMMANDS = (
         "edge-sdk bench avnet_s-demo --json bench.json --md bench.md --png bench.png",
         needs="export",
         logs=("edge_sdk.export.bench",),
+    ),
+    Command(
+        "profile",
+        run_profile,
+        profile_arguments,
+        "Per-op profiles of a bundle's ONNX Runtime and ExecuTorch towers, FP32 and INT8 side by side: where INT8 time goes.",
+        "edge-sdk profile avnet_s-demo --md profile.md --json profile.json",
+        needs="export",
+        logs=("edge_sdk.export.profile",),
     ),
     Command(
         "bench-runtime",
