@@ -4,7 +4,8 @@ models of a bundle, FP32 and INT8 side by side on the same real inputs.
 ONNX Runtime's own profiler (``SessionOptions.enable_profiling``: one event per node run) and
 ExecuTorch's ETDump (a program loaded with ``enable_etdump``: one event per portable operator
 and, inside each XNNPACK delegate call, per XNNPACK operator) give the time of every op of
-every run; each op's median over the runs is summed per op kind and per category, so the INT8
+every run; FP32 and INT8 models of a tower run in turns (a shared machine's slow spells fall on
+both); each op's median over the runs is summed per op kind and per category, so the INT8
 column shows which categories shrank with the INT8 kernels and which did not (quantize and
 dequantize, layout changes, float parts that stay float, a delegate's fixed cost): what an
 INT8/FP32 ratio far below the machine's peak ratio is made of.
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CATEGORIES", "op_category", "ort_op_times", "executorch_op_times", "profile_bundle", "format_profile"]
+__all__ = ["CATEGORIES", "op_category", "OrtProfile", "ExecuTorchProfile", "profile_interleaved", "profile_bundle", "format_profile"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ CATEGORIES = ("conv/matmul", "quantize/dequantize", "layout", "elementwise/other
 
 _COMPUTE = re.compile(r"conv|matmul|gemm|fully connected|batch matrix", re.I)
 _QUANT = re.compile(r"quantize|dequantize|^convert|qdq", re.I)
+_INSTANCE = re.compile(r"\s*#\d+$")  # XNNPACK numbers each op: "Convolution (NHWC, QC8) IGEMM #3"
 _LAYOUT = re.compile(r"transpose|reshape|reorder|slice|copy|concat|flatten|squeeze|unsqueeze|expand|gather|split|pad", re.I)
 
 
@@ -46,75 +48,97 @@ def op_category(kind: str) -> str:
     return "elementwise/other"
 
 
-def ort_op_times(path: str | Path, name: str, x: np.ndarray, runs: int, threads: int = 0) -> dict[str, float]:
-    """Milliseconds per run of each op type of an ONNX model on ``x`` (its input ``name``), from
-    ONNX Runtime's profiler: each node's median over ``runs`` runs (after one warm-up), summed per op type."""
-    import os
+class OrtProfile:
+    """An ONNX model in an ONNX Runtime session with its profiler on: :meth:`run` it, then
+    :meth:`op_times` gives ms per run of each op type (each node's median over the runs after the
+    first, summed per op type)."""
 
-    import onnxruntime as ort
+    def __init__(self, path: str | Path, name: str, threads: int = 0):
+        import os
 
-    with tempfile.TemporaryDirectory() as tmp:
+        import onnxruntime as ort
+
+        self.tmp = tempfile.TemporaryDirectory()
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or max(1, (os.cpu_count() or 2) // 2)  # as the runtime's sessions
         opts.enable_profiling = True
-        opts.profile_file_prefix = str(Path(tmp) / "ort")
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        for _ in range(runs + 1):
-            sess.run(None, {name: x})
-        events = json.loads(Path(sess.end_profiling()).read_text())
-    per_node: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for e in events:
-        args = e.get("args") or {}
-        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time") and "op_name" in args:
-            per_node[(e["name"], args["op_name"])].append(e["dur"] / 1000.0)  # microseconds -> ms
-    times: dict[str, float] = defaultdict(float)
-    for (_, op), durs in per_node.items():
-        times[op] += float(np.median(durs[1:] if len(durs) > 1 else durs))  # the first run is the warm-up
-    return dict(times)
+        opts.profile_file_prefix = str(Path(self.tmp.name) / "ort")
+        self.session, self.name = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]), name
+
+    def run(self, x: np.ndarray) -> None:
+        self.session.run(None, {self.name: x})
+
+    def op_times(self) -> dict[str, float]:
+        with self.tmp:
+            events = json.loads(Path(self.session.end_profiling()).read_text())
+        per_node: dict[tuple[str, str], list[float]] = defaultdict(list)
+        for e in events:
+            args = e.get("args") or {}
+            if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time") and "op_name" in args:
+                per_node[(e["name"], args["op_name"])].append(e["dur"] / 1000.0)  # microseconds -> ms
+        times: dict[str, float] = defaultdict(float)
+        for (_, op), durs in per_node.items():
+            times[op] += _median_after_first(durs)
+        return dict(times)
 
 
-def executorch_op_times(path: str | Path, x: np.ndarray, runs: int) -> dict[str, float]:
-    """Milliseconds per run of each op kind of an ExecuTorch program on ``x``, from its ETDump:
-    XNNPACK ops inside delegate calls (``XNNPACK <op>``; numbered instances summed), portable
-    kernels (``portable <op>``) and the part of each delegate call its ops do not account for
-    (``delegate overhead``). Medians over ``runs`` runs after one warm-up."""
-    import torch
-    from executorch.devtools import Inspector
-    from executorch.runtime import Runtime
+class ExecuTorchProfile:
+    """An ExecuTorch program loaded with ETDump on: :meth:`run` it, then :meth:`op_times` gives ms
+    per run of XNNPACK ops inside delegate calls (``XNNPACK <op>``; numbered instances summed),
+    portable kernels (``portable <op>``) and the part of the delegate calls their ops do not
+    account for (``delegate overhead``), each a median over the runs after the first."""
 
-    program = Runtime.get().load_program(Path(path), enable_etdump=True)
-    method = program.load_method("forward")
-    inp = [torch.from_numpy(np.ascontiguousarray(x))]
-    for _ in range(runs + 1):
-        method.execute(inp)
-    with tempfile.TemporaryDirectory() as tmp:
-        etdump = Path(tmp) / "run.etdp"
-        program.write_etdump_result_to_file(str(etdump), None)  # no debug buffer: times only
+    def __init__(self, path: str | Path):
+        from executorch.runtime import Runtime
+
+        self.program = Runtime.get().load_program(Path(path), enable_etdump=True)
+        self.method = self.program.load_method("forward")
+
+    def run(self, x: np.ndarray) -> None:
+        import torch
+
+        self.method.execute([torch.from_numpy(np.ascontiguousarray(x))])
+
+    def op_times(self) -> dict[str, float]:
         import warnings
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "Output Buffer not found": no tensor dumps were asked for
-            inspector = Inspector(etdump_path=str(etdump))
-    times: dict[str, float] = defaultdict(float)
-    delegate_calls = inner = 0.0
-    for block in inspector.event_blocks:
-        if block.name != "Execute":
-            continue
-        for e in block.events:
-            if e.perf_data is None:
-                continue
-            ms = float(np.median(e.perf_data.raw[1:] if len(e.perf_data.raw) > 1 else e.perf_data.raw))
+        from executorch.devtools import Inspector
+
+        with tempfile.TemporaryDirectory() as tmp:
+            etdump = Path(tmp) / "run.etdp"
+            self.program.write_etdump_result_to_file(str(etdump), None)  # no debug buffer: times only
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "Output Buffer not found": no tensor dumps were asked for
+                inspector = Inspector(etdump_path=str(etdump))
+        times: dict[str, float] = defaultdict(float)
+        delegate_calls = inner = 0.0
+        for e in (e for b in inspector.event_blocks if b.name == "Execute" for e in b.events if e.perf_data is not None):
+            ms = _median_after_first(e.perf_data.raw)
             if e.name == "DELEGATE_CALL":
                 delegate_calls += ms
             elif e.is_delegated_op:
-                kind = re.sub(r"\s*#\d+$", "", e.name)
-                times[f"XNNPACK {kind}"] += ms
+                times["XNNPACK " + _INSTANCE.sub("", e.name)] += ms
                 inner += ms
             elif e.name.startswith("native_call_"):
                 times[f"portable {e.name.removeprefix('native_call_').split('.')[0]}"] += ms
             # OPERATOR_CALL wraps each native call (the same time again); Method::execute the whole run
-    times["delegate overhead"] = max(0.0, delegate_calls - inner)
-    return dict(times)
+        times["delegate overhead"] = max(0.0, delegate_calls - inner)
+        return dict(times)
+
+
+def _median_after_first(values) -> float:
+    """The median of a timing series without its first value (the warm-up run), or the only value."""
+    return float(np.median(values[1:] if len(values) > 1 else values))
+
+
+def profile_interleaved(models: dict[str, OrtProfile | ExecuTorchProfile], x: np.ndarray, runs: int) -> dict[str, dict[str, float]]:
+    """Op times of several models of one tower (e.g. ``{"fp32": ..., "int8": ...}``) run in turns,
+    one run each per round for ``runs`` + 1 rounds (the first a warm-up): a shared machine's
+    slow spells fall on every model alike, so their ratio holds when the absolute times drift."""
+    for _ in range(runs + 1):
+        for m in models.values():
+            m.run(x)
+    return {key: m.op_times() for key, m in models.items()}
 
 
 def _summary(ops: dict[str, float]) -> dict:
@@ -134,19 +158,22 @@ def profile_bundle(bundle: str | Path, runs: int = 50, batch: int = 1, fsdd=None
     b = read_bundle(bundle)
     data = real_inputs(b.contract, fsdd, mnist, n=max(batch, 1))
     feeds = {"audio": ("wave", data["wave"].astype(np.float32)), "image": ("image", data["image"].astype(np.float32))}
-    rows = []
+    groups: dict[str, dict[str, Path]] = defaultdict(dict)  # backend -> precision -> choice files
     for choice in b.choices():
-        if choice.backend not in ("onnxruntime", "executorch") or choice.precision not in ("fp32", "int8"):
-            continue
+        if choice.backend in ("onnxruntime", "executorch") and choice.precision in ("fp32", "int8"):
+            groups[choice.backend][choice.precision] = choice.files
+    rows = []
+    for backend, by_precision in groups.items():
         for tower in ("audio", "image"):
             name, x = feeds[tower]
-            n = 1 if choice.backend == "executorch" else batch
-            log.info("profile: %s %s %s tower, batch %d, %d runs", choice.backend, choice.precision, tower, n, runs)
-            if choice.backend == "onnxruntime":
-                ops = ort_op_times(choice.files[tower], name, x[:n], runs, threads)
-            else:
-                ops = executorch_op_times(choice.files[tower], x[:1], runs)
-            rows.append({"backend": choice.backend, "precision": choice.precision, "tower": tower, "batch": n, **_summary(ops)})
+            n = 1 if backend == "executorch" else batch
+            log.info("profile: %s %s tower, %s in turns, batch %d, %d runs", backend, tower, " and ".join(by_precision), n, runs)
+            models = {
+                p: ExecuTorchProfile(files[tower]) if backend == "executorch" else OrtProfile(files[tower], name, threads)
+                for p, files in by_precision.items()
+            }
+            for precision, ops in profile_interleaved(models, x[:n], runs).items():
+                rows.append({"backend": backend, "precision": precision, "tower": tower, "batch": n, **_summary(ops)})
     return {"bundle": str(b.folder), "runs": runs, "machine": machine_facts(), "rows": rows}
 
 
