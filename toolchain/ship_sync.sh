@@ -4,8 +4,9 @@
 # distilled from it, a calibration set of clip stacks, and the shipped bundle avsync_s-demo
 # (ONNX FP32 + INT8, ExecuTorch FP32 + INT8), which `edge-sdk demo sync` uses by default.
 # The recipes' schedules are the shipped models' (8 and 6 epochs, 26 + 11.5 min on 2 cores);
-# EPOCHS_T / EPOCHS_S override them. The same recipes train the speaker folds:
-#   edge-sdk folds --teacher sync_teacher --students distill_sync_s --out runs/sync_folds
+# EPOCHS_T / EPOCHS_S override them. FOLDS=1 also trains the other three speaker folds with the
+# same recipes (40 min each on 2 cores) and ships them in edge_sdk/assets/folds/<speaker>/, where
+# `edge-sdk eval avsync_t --folds` and tests/test_targets.py find them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 E=.venv/bin/edge-sdk
@@ -21,3 +22,15 @@ $E export runs/sync_s/model.safetensors --format onnx,executorch --precision fp3
 mkdir -p docs/reports
 cp "$bundle/report.md" docs/reports/export_avsync_s.md
 du -sh "$bundle"
+if [ "${FOLDS:-0}" = 1 ]; then
+  $E folds --teacher sync_teacher --students distill_sync_s --speakers jackson,nicolas,yweweler --out runs/sync_folds --precision fp32
+  for fold in runs/sync_folds/*/; do
+    speaker=$(basename "$fold")
+    mkdir -p "edge_sdk/assets/folds/$speaker"
+    for spec in avsync_t.avdigits avsync_s.avdigits; do
+      cp "$fold/$spec.safetensors" "$fold/$spec.json" "edge_sdk/assets/folds/$speaker/"
+    done
+  done
+  $E eval avsync_t.avdigits --folds --json runs/sync_folds/eval_avsync_t.json
+  $E eval avsync_s.avdigits --folds --json runs/sync_folds/eval_avsync_s.json
+fi
