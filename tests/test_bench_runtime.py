@@ -41,7 +41,10 @@ def test_bench_runtime_reports_overhead_drops_skew_and_speedups(tmp_path, fsdd, 
     r = json.loads(out.read_text())
     rt = r["realtime"]["stats"]
     assert rt["frames_in"] >= 100 and r["drop_rate"] <= 0.05  # 4 s at 30 fps, paced
-    assert 1.0 <= r["overhead_ratio"] < 5.0 and 0.0 <= r["skew_ms_p95"] <= 34.0  # within a frame
+    # overhead_ratio: the runtime's time over the model-only time, each measured once: about 1 and
+    # more, but a shared VM's timing noise gave 0.947 in one run (stop 27); far below 1 would be a
+    # mismeasured model-only time. Its target (1.2) lives in the benchmark.
+    assert 0.8 <= r["overhead_ratio"] < 5.0 and 0.0 <= r["skew_ms_p95"] <= 34.0  # skew within a frame
     assert r["offline"]["dropped"] == 0 and r["offline"]["frames"] == r["baseline"]["frames"]
     # Decoding alone bounds any offline pipeline; the pipeline does more than decode.
     assert r["decode_only"]["fps"] > r["offline"]["fps"] * 0.9
