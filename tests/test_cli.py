@@ -28,6 +28,9 @@ def test_info_json_lists_every_registered_spec_with_params_and_macs():
     t = rows["avnet_t.avdigits"]
     assert t["role"] == "teacher" and t["params"] > 1e6 and t["macs"] > 1e8
     assert t["outputs"]["image_map"] == [1, 128, 12, 12]
+    folds = json.loads(out.stdout)["folds"]  # the shipped speaker folds, what `eval --folds` reads
+    assert all(set(models) == {"avsync_s.avdigits", "avsync_t.avdigits"} for models in folds.values()), folds
+    assert set(folds) <= {"jackson", "nicolas", "yweweler"}
 
 
 def test_doctor_reports_backends_and_devices():

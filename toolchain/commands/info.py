@@ -49,8 +49,9 @@ def run_info(args) -> int:
 
     rows = model_table()
     bundles = [{"name": n, "path": str(p)} for n, p in shipped_bundles().items()]
+    folds = shipped_folds()
     if args.json:
-        print(json.dumps({"models": rows, "bundles": bundles}, indent=2))
+        print(json.dumps({"models": rows, "bundles": bundles, "folds": folds}, indent=2))
         return 0
     print(f"{'name':<22}{'role':<9}{'params':>10}{'MMACs':>9}  outputs / path")
     for r in rows:
@@ -61,7 +62,16 @@ def run_info(args) -> int:
         print("(torch is not installed: output shapes, and the unshipped specs' sizes, need it: pip install 'edge_sdk[train]')")
     for b in bundles:
         print(f"bundle {b['name']:<15} {b['path']}")
+    for speaker, models in folds.items():
+        print(f"fold without {speaker:<9} {', '.join(models)}  (edge-sdk eval MODEL --folds)")
     return 0
+
+
+def shipped_folds() -> dict[str, list[str]]:
+    """Held-out speaker -> the models shipped in ``edge_sdk/assets/folds`` trained without them."""
+    from edge_sdk.train.folds import FOLDS_DIR
+
+    return {d.name: sorted(p.stem for p in d.glob("*.safetensors")) for d in sorted(FOLDS_DIR.glob("*")) if d.is_dir()}
 
 
 def run_doctor(args) -> int:
