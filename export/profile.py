@@ -35,7 +35,7 @@ _LAYOUT = re.compile(r"transpose|reshape|reorder|slice|copy|concat|flatten|squee
 
 
 def op_category(kind: str) -> str:
-    """The category of one op kind, as :func:`ort_op_times` and :func:`executorch_op_times` name
+    """The category of one op kind, as :class:`OrtProfile` and :class:`ExecuTorchProfile` name
     them (``QLinearConv``, ``XNNPACK Convolution (NHWC, QC8) IGEMM``, ``portable unfold_copy``)."""
     if kind == "delegate overhead":
         return kind

@@ -1,5 +1,6 @@
-"""The shipped models hold issue 22's targets on the speaker they never heard (`george`), measured
-with `edge-sdk eval`'s default sizes. Slow (minutes each): CI runs them in its second step.
+"""The shipped models hold issue 22's targets on the speaker they never heard (`george`): synchrony
+on `edge-sdk eval`'s 200 clips, the students against the teacher on its default 500 scenes and
+gallery. Slow (4 minutes together here): CI runs them in its second step.
 
 The synchrony models' other folds (each speaker held out in turn, `edge-sdk folds`, 40 minutes
 a fold on a 2-core CPU) ship in `edge_sdk/assets/folds`, so `edge-sdk eval avsync_t --folds`

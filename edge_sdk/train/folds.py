@@ -19,7 +19,7 @@ from pathlib import Path
 
 from edge_sdk.errors import EdgeSDKError
 
-__all__ = ["SPEAKERS", "FOLDS_DIR", "FoldPlan", "fold_models", "train_folds"]
+__all__ = ["SPEAKERS", "FOLDS_DIR", "FoldPlan", "fold_models", "shipped_folds", "train_folds"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,11 @@ class FoldPlan:
     teacher: str = "teacher"
     students: tuple[str, ...] = ("distill_s", "distill_xs")
     precision: str | None = None  # every recipe's [train] precision when set (fp32 where bf16 has no units)
+
+
+def shipped_folds() -> dict[str, list[str]]:
+    """Held-out speaker -> the models shipped in :data:`FOLDS_DIR` trained without that speaker."""
+    return {d.name: sorted(p.stem for p in d.glob("*.safetensors")) for d in sorted(FOLDS_DIR.glob("*")) if d.is_dir()}
 
 
 def fold_models(spec_name: str, root: str | Path | None = None) -> dict[str, Path]:

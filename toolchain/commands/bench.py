@@ -35,12 +35,7 @@ def run_bench(args) -> int:
         videos=args.videos,
         trusted=(args.factory,) if args.factory else (),
     )
-    text = format_bench(report)
-    print(text)
-    if args.json:
-        atomic_write_text(args.json, json.dumps(report, indent=2), "--json")
-    if args.md:
-        atomic_write_text(args.md, text, "--md")
+    _print_and_write(args, report, format_bench(report))
     if args.png:
         with writing(args.png, "--png"):
             plot_bench(report, args.png)
@@ -61,13 +56,17 @@ def run_profile(args) -> int:
     if not report["rows"]:  # a profile that measured nothing is no success
         print(f"edge-sdk profile: error: {args.bundle} has no ONNX Runtime or ExecuTorch FP32/INT8 towers to profile", file=sys.stderr)
         return 1
-    text = format_profile(report)
+    _print_and_write(args, report, format_profile(report))
+    return 0
+
+
+def _print_and_write(args, report: dict, text: str) -> None:
+    """Print a report's Markdown; write it to ``--md`` and the report to ``--json`` where given."""
     print(text)
     if args.json:
         atomic_write_text(args.json, json.dumps(report, indent=2), "--json")
     if args.md:
         atomic_write_text(args.md, text, "--md")
-    return 0
 
 
 def profile_arguments(p: argparse.ArgumentParser) -> None:

@@ -49,6 +49,8 @@ def run_info(args) -> int:
 
     rows = model_table()
     bundles = [{"name": n, "path": str(p)} for n, p in shipped_bundles().items()]
+    from edge_sdk.train.folds import shipped_folds
+
     folds = shipped_folds()
     if args.json:
         print(json.dumps({"models": rows, "bundles": bundles, "folds": folds}, indent=2))
@@ -65,13 +67,6 @@ def run_info(args) -> int:
     for speaker, models in folds.items():
         print(f"fold without {speaker:<9} {', '.join(models)}  (edge-sdk eval MODEL --folds)")
     return 0
-
-
-def shipped_folds() -> dict[str, list[str]]:
-    """Held-out speaker -> the models shipped in ``edge_sdk/assets/folds`` trained without them."""
-    from edge_sdk.train.folds import FOLDS_DIR
-
-    return {d.name: sorted(p.stem for p in d.glob("*.safetensors")) for d in sorted(FOLDS_DIR.glob("*")) if d.is_dir()}
 
 
 def run_doctor(args) -> int:
