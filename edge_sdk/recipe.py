@@ -48,6 +48,7 @@ def at_least(default, low, strict: bool = False):
 @dataclass
 class ModelCfg:
     spec: str = "avnet_t.avdigits"
+    init: str = ""  # fine-tuning: start from these weights (a checkpoint path or shipped model name of the same spec)
 
 
 @dataclass

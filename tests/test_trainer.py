@@ -13,6 +13,7 @@ import torch
 
 from edge_sdk.checkpoint import load_model
 from edge_sdk.errors import EdgeSDKError, ModelFileError
+from edge_sdk.models.shipped import model_path
 from edge_sdk.recipe import load_recipe
 from edge_sdk.train.trainer import pretrain
 
@@ -72,6 +73,23 @@ def test_bf16_training_on_cpu_saves_plain_fp32_weights(tmp_path):
     assert all(v.dtype in (torch.float32, torch.int64) and torch.isfinite(v.float()).all() for v in weights.values())
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(np.isfinite(r["loss"]) for r in rows)
+
+
+def test_fine_tuning_starts_from_the_init_weights_and_refuses_another_architecture(tmp_path):
+    recipe = load_recipe(_recipe(tmp_path, scenes=8, epochs=1))
+    recipe.train.lr = 1e-12  # one step that barely moves: the result is the starting point
+    recipe.model.init = "avnet_xs.avdigits"
+    pretrain(recipe, tmp_path / "ft", progress=False)
+    shipped = dict(load_model(model_path("avnet_xs.avdigits"))[0].named_parameters())  # not BN statistics: a step moves those
+    tuned = dict(load_model(tmp_path / "ft" / "model.safetensors")[0].named_parameters())
+    assert shipped.keys() == tuned.keys()
+    assert all(torch.allclose(shipped[k], tuned[k], atol=1e-6) for k in shipped)
+    recipe.model.init = "avnet_s.avdigits"  # a wider student: other tensor shapes
+    with pytest.raises(EdgeSDKError, match="is not a avnet_xs.avdigits: .* tensors differ"):
+        pretrain(recipe, tmp_path / "wrong", progress=False)
+    recipe.model.init = str(tmp_path / "missing.safetensors")
+    with pytest.raises(ModelFileError, match="missing.safetensors"):
+        pretrain(recipe, tmp_path / "missing", progress=False)
 
 
 def test_existing_run_is_never_overwritten_without_resume(tmp_path):

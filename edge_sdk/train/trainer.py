@@ -29,7 +29,7 @@ from edge_sdk.recipe import Recipe
 from edge_sdk.spec import get_spec
 from edge_sdk.train.plots import plot_heatmaps, plot_losses
 
-__all__ = ["pretrain", "distill", "TrainModule", "build_train_data", "load_teacher"]
+__all__ = ["pretrain", "distill", "TrainModule", "build_train_data", "load_teacher", "init_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +271,10 @@ def _build(recipe: Recipe, spec, teacher, dev) -> tuple[TrainModule, torch.optim
 
     cfg = recipe.train
     torch.manual_seed(cfg.seed)
-    module = TrainModule(AVNet(spec), recipe, teacher).to(dev)
+    model = AVNet(spec)
+    if recipe.model.init:
+        init_weights(model, recipe.model.init)
+    module = TrainModule(model, recipe, teacher).to(dev)
     bf16 = _use_bf16(cfg.precision, dev)
     if bf16 and dev.type == "cpu":  # oneDNN's bf16 convolutions are fastest channels-last (2.8x fp32, measured)
         module.to(memory_format=torch.channels_last)
@@ -420,6 +423,18 @@ def load_teacher(name_or_path: str, student_spec) -> nn.Module:
             "distil into a student spec with the teacher's sample rate, window and image size (edge-sdk info lists specs)",
         )
     return teacher
+
+
+def init_weights(model: nn.Module, name_or_path: str) -> None:
+    """Fine-tuning: copy the weights of a checkpoint (or shipped model) of the same architecture into ``model``."""
+    from edge_sdk.models.shipped import resolve_model
+
+    ours, theirs = model.state_dict(), resolve_model(name_or_path)[0].state_dict()
+    diff = [k for k in sorted(set(ours) | set(theirs)) if k not in ours or k not in theirs or ours[k].shape != theirs[k].shape]
+    if diff:
+        raise EdgeSDKError(f"[model] init = {name_or_path} is not a {model.spec.name}: {len(diff)} tensors differ, e.g. {diff[0]}",
+                           "start from a checkpoint of the recipe's [model] spec, or set spec to the checkpoint's")  # fmt: skip
+    model.load_state_dict(theirs)
 
 
 def _checkpoint(ckpt_dir: Path, module: TrainModule, opt, step: int, recipe: Recipe, data=None) -> None:

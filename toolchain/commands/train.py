@@ -27,6 +27,8 @@ def _overrides(recipe, args):
         recipe.train.epochs = args.epochs
     if args.precision is not None:
         recipe.train.precision = args.precision
+    if args.init is not None:
+        recipe.model.init = args.init
     if args.videos and args.shards:
         raise EdgeSDKError("--videos and --shards both name the training data", "give one: --shards for shards, --videos for a small folder of clips")
     if args.videos:
@@ -102,6 +104,8 @@ def _training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-minutes", type=number(float, 0.1), help="stop (with a checkpoint) after this many minutes")
     p.add_argument("--epochs", type=COUNT, help="override the recipe's [train] epochs")
     p.add_argument("--max-steps", type=COUNT, help="train at most this many steps (the learning-rate schedule spans them)")
+    p.add_argument("--init", metavar="MODEL", help="fine-tune: start from this checkpoint or shipped model (same spec as the recipe's); "
+                   "overrides the recipe's [model] init")  # fmt: skip
     p.add_argument(
         "--precision",
         choices=("auto", "bf16", "fp32"),
