@@ -13,6 +13,7 @@ import torch
 
 from edge_sdk.checkpoint import load_model
 from edge_sdk.errors import EdgeSDKError, ModelFileError
+from edge_sdk.eval.evaluate import map_offset_of
 from edge_sdk.models.shipped import model_path
 from edge_sdk.recipe import load_recipe
 from edge_sdk.train.trainer import pretrain
@@ -61,6 +62,7 @@ def test_pretrain_writes_model_metrics_and_plot(tmp_path):
     assert (run / "loss.png").stat().st_size > 1000 and (run / "heatmaps.png").stat().st_size > 1000
     model, meta = load_model(run / "model.safetensors")
     assert meta["recipe"]["name"] == "tiny" and model.spec.name == "avnet_xs.avdigits"
+    assert tuple(meta["map_offset_px"]) == map_offset_of(model)  # one definition: what eval measures for a checkpoint
     assert not list(run.rglob("*.pt")) and not list(run.rglob("*.pkl"))
 
 
@@ -90,6 +92,18 @@ def test_fine_tuning_starts_from_the_init_weights_and_refuses_another_architectu
     recipe.model.init = str(tmp_path / "missing.safetensors")
     with pytest.raises(ModelFileError, match="missing.safetensors"):
         pretrain(recipe, tmp_path / "missing", progress=False)
+
+
+def test_a_trained_teacher_stores_the_map_offset_eval_measures(tmp_path, fsdd, mnist):
+    """One definition of the label-free map offset: measured on the data where training left it
+    (a mix of one- to three-digit scenes), the shipped teacher's came out 5 px from eval's."""
+    recipe = load_recipe("teacher_finetune")
+    recipe.model.init, recipe.train.lr, recipe.train.precision = "avnet_t.avdigits", 1e-12, "fp32"
+    recipe.data.scenes_per_epoch, recipe.train.batch_size, recipe.train.epochs = 48, 48, 1
+    recipe.objectives = {"infonce": recipe.objectives["infonce"]}
+    pretrain(recipe, tmp_path / "ft", fsdd, mnist, progress=False)
+    model, meta = load_model(tmp_path / "ft" / "model.safetensors")
+    assert tuple(meta["map_offset_px"]) == map_offset_of(model, fsdd, mnist)
 
 
 def test_existing_run_is_never_overwritten_without_resume(tmp_path):

@@ -34,7 +34,8 @@ for r in recipes:
     train = json.loads((out / r / "model.json").read_text())["train"]
     rows[f"{r} ({train['steps']} steps, {train.get('minutes', 0):.1f} min)"] = res
 meta = json.loads(Path("edge_sdk/assets/models/avnet_t.avdigits.json").read_text())
-rows[f"shipped teacher ({meta['train']['steps']} steps)"] = json.loads((out / "shipped_teacher.eval.json").read_text())
+steps = f"{meta['base']['train']['steps']} + {meta['train']['steps']}" if "base" in meta else meta["train"]["steps"]  # a fine-tuned teacher: both stages
+rows[f"shipped teacher ({steps} steps)"] = json.loads((out / "shipped_teacher.eval.json").read_text())
 (out / "table.md").write_text(format_table(rows) + "\n")
 print(format_table(rows))
 PY

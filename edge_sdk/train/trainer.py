@@ -386,7 +386,7 @@ def _log_row(path: Path, row: dict, losses: dict, cfg, started: float, t_last: f
 def _finish(module, data, recipe: Recipe, out: Path, report: dict, fsdd, mnist, dev) -> str:
     """Save the trained model (with its measured map offset) and its plots; the model file's path."""
     model = module.model.cpu()
-    offset = _map_offset(model, data)
+    offset = _map_offset(model, data, recipe, fsdd, mnist)
     path = save_model(out / "model.safetensors", model, recipe.to_dict(), {"train": report, "map_offset_px": offset})
     plot_losses(out / "metrics.jsonl", out / "loss.png")
     if hasattr(data, "examples"):  # shards: windows of the first shards
@@ -473,12 +473,16 @@ def _row_step(line: str) -> float:
         return math.inf
 
 
-def _map_offset(model, data, n: int = 48) -> list[int]:
-    """Where the trained map's cells sit, measured on training images without labels."""
+def _map_offset(model, data, recipe: Recipe, fsdd, mnist, n: int = 48) -> list[int]:
+    """Where the trained map's cells sit, measured without labels on training images: on AV-Digits as
+    ``edge-sdk eval`` does (a nearly flat score: other images can pick another offset, README)."""
+    from edge_sdk.eval.evaluate import map_offset_of
     from edge_sdk.objectives.zoom_equivariance import estimate_map_offset
 
-    images = torch.from_numpy(np.stack([data[i]["image"] for i in range(min(n, len(data)))]))
-    offset = list(estimate_map_offset(model, images))
+    if recipe.data.kind in ("scenes", "clips") and not hasattr(data, "batch"):
+        offset = list(map_offset_of(model, fsdd, mnist, n, tuple(recipe.data.test_speakers)))
+    else:  # the user's clips or shards: their own images
+        offset = list(estimate_map_offset(model, torch.from_numpy(np.stack([data[i]["image"] for i in range(min(n, len(data)))]))))
     model.train()
     return offset
 
