@@ -27,6 +27,21 @@ warmup_steps = 1
 precision = "bf16"
 [objectives.infonce]
 """
+FINETUNE = """
+name = "tiny_finetune"
+[model]
+spec = "avnet_t.avdigits"
+init = "not used: each fold fine-tunes its own teacher"
+[data]
+k = 2
+scenes_per_epoch = 16
+[train]
+epochs = 1
+batch_size = 8
+lr = 1e-4
+warmup_steps = 1
+[objectives.infonce]
+"""
 STUDENT = """
 name = "tiny_student"
 [model]
@@ -49,7 +64,8 @@ def folds(tmp_path_factory, fsdd, mnist):
     root = tmp_path_factory.mktemp("folds")
     (root / "t.toml").write_text(TEACHER)
     (root / "s.toml").write_text(STUDENT)
-    plan = FoldPlan(str(root / "t.toml"), (str(root / "s.toml"),), precision="fp32")
+    (root / "f.toml").write_text(FINETUNE)
+    plan = FoldPlan(str(root / "t.toml"), (str(root / "s.toml"),), precision="fp32", finetune=str(root / "f.toml"))
     done = train_folds(root / "out", ["jackson"], fsdd, mnist, plan, progress=False)
     return root / "out", plan, done
 
@@ -62,6 +78,8 @@ def test_a_fold_trains_the_teacher_then_its_students_without_the_speaker(folds):
     assert teacher["recipe"]["data"]["test_speakers"] == ["jackson"] == student["recipe"]["data"]["test_speakers"]
     assert teacher["recipe"]["train"]["precision"] == "fp32"  # the plan's precision over the recipe's bf16
     assert student["recipe"]["distill"]["teacher"] == str(out / "jackson" / "avnet_t.avdigits.safetensors")  # this fold's teacher
+    first = out / "jackson" / "runs" / "tiny_teacher" / "model.safetensors"  # the teacher's first stage, fine-tuned into the fold's
+    assert teacher["recipe"]["name"] == "tiny_finetune" and teacher["recipe"]["model"]["init"] == str(first) and first.is_file()
 
 
 def test_a_finished_fold_is_not_trained_again(folds, fsdd, mnist):
@@ -70,6 +88,11 @@ def test_a_finished_fold_is_not_trained_again(folds, fsdd, mnist):
     before = [f.stat().st_mtime_ns for f in files]
     train_folds(out, ["jackson"], fsdd, mnist, plan, progress=False)
     assert [f.stat().st_mtime_ns for f in files] == before
+    first = out / "jackson" / "runs" / "tiny_teacher"
+    first.rename(first.with_name("moved"))  # a finished fold needs no first teacher stage
+    train_folds(out, ["jackson"], fsdd, mnist, plan, progress=False)
+    assert [f.stat().st_mtime_ns for f in files] == before and not first.exists()
+    first.with_name("moved").rename(first)
 
 
 def test_eval_folds_reports_every_fold_its_mean_and_its_worst(folds, fsdd, mnist, tmp_path):

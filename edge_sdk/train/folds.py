@@ -2,8 +2,8 @@
 
 One held-out speaker is one sample of "a voice the model never heard"; four are a spread.
 A fold is a folder ``ROOT/<speaker>/`` holding the models trained without that speaker:
-the teacher (pretrained with ``speaker`` as the test split) and the students distilled from
-*that* teacher (a teacher that heard the speaker would leak it into its students). The
+the teacher (pretrained with ``speaker`` as the test split, then fine-tuned from those weights
+as the shipped teacher was) and the students distilled from *that* teacher (a teacher that heard the speaker would leak it into its students). The
 shipped models are the ``george`` fold; ``edge_sdk/assets/folds/`` holds the others.
 
 :func:`train_folds` trains what is missing (each run resumes where it stopped);
@@ -29,10 +29,12 @@ FOLDS_DIR = Path(__file__).resolve().parent.parent / "assets" / "folds"
 
 @dataclass
 class FoldPlan:
-    """What one fold trains: a pretraining recipe, then distillation recipes from its result."""
+    """What one fold trains: a pretraining recipe, optionally a fine-tune of its model (the
+    shipped teacher's second stage), then distillation recipes from the resulting teacher."""
 
     teacher: str = "teacher"
     students: tuple[str, ...] = ("distill_s", "distill_xs")
+    finetune: str | None = "teacher_finetune"  # None: the teacher is the pretraining recipe's model
     precision: str | None = None  # every recipe's [train] precision when set (fp32 where bf16 has no units)
 
 
@@ -63,8 +65,9 @@ def fold_models(spec_name: str, root: str | Path | None = None) -> dict[str, Pat
 
 
 def train_folds(out: str | Path, speakers, fsdd, mnist, plan: FoldPlan | None = None, progress: bool = True) -> dict[str, dict[str, str]]:
-    """Train ``plan``'s teacher and students for each held-out speaker into ``out/<speaker>/``
-    (``<spec name>.safetensors`` + sidecar, copied from each run's folder); resumable."""
+    """Train ``plan``'s teacher (and its fine-tune) and students for each held-out speaker into
+    ``out/<speaker>/`` (``<spec name>.safetensors`` + sidecar, copied from each run's folder; the
+    first teacher stage stays in its run folder); resumable."""
     import shutil
 
     from edge_sdk.recipe import load_recipe
@@ -73,25 +76,32 @@ def train_folds(out: str | Path, speakers, fsdd, mnist, plan: FoldPlan | None = 
     plan, out = plan or FoldPlan(), Path(out)
     if not (fsdd and mnist):
         raise EdgeSDKError("speaker folds need the real spoken digits", "pass --fsdd and --mnist (../shared/data is used when present)")
+    stages = (plan.teacher, *([plan.finetune] if plan.finetune else []), *plan.students)
+    last_teacher = 1 if plan.finetune else 0  # the stage whose model is the fold's teacher
     done: dict[str, dict[str, str]] = {}
     for speaker in speakers:
         fold, done[speaker] = out / speaker, {}
         teacher = None
-        for i, name in enumerate((plan.teacher, *plan.students)):
+        for i, name in enumerate(stages):
             recipe = load_recipe(name)
             recipe.data.test_speakers, recipe.train.max_minutes = [speaker], 0.0  # the same steps in every fold
             recipe.train.precision = plan.precision or recipe.train.precision
-            if i:
+            if 0 < i <= last_teacher:
+                recipe.model.init = str(teacher)  # fine-tune this fold's pretrained model
+            elif i:
                 recipe.distill.teacher = str(teacher)
-            final = fold / f"{recipe.model.spec}.safetensors"
+            run = fold / "runs" / recipe.name  # a recipe given as a .toml path runs under its own name
+            final = fold / f"{recipe.model.spec}.safetensors" if i >= last_teacher else run / "model.safetensors"
+            if i < last_teacher and (fold / f"{recipe.model.spec}.safetensors").is_file():
+                continue  # the fine-tuned teacher is done: its first stage is not needed again
             if not final.is_file():
-                run = fold / "runs" / recipe.name  # a recipe given as a .toml path runs under its own name
                 resume = "auto" if (run / "checkpoints" / "last.json").exists() else False
                 log.info("folds: %s without %s", recipe.name, speaker)
-                (distill if i else pretrain)(recipe, run, fsdd, mnist, resume=resume, progress=progress)
-                for suffix in (".json", ".safetensors"):  # the sidecar first: a model file means the fold is done
+                (distill if i > last_teacher else pretrain)(recipe, run, fsdd, mnist, resume=resume, progress=progress)
+                for suffix in (".json", ".safetensors") if final.parent == fold else ():  # the sidecar first: a model file means done
                     shutil.copyfile(run / f"model{suffix}", final.with_suffix(suffix + ".tmp"))
                     (final.with_suffix(suffix + ".tmp")).replace(final.with_suffix(suffix))
-            teacher = final if i == 0 else teacher
-            done[speaker][recipe.model.spec] = str(final)
+            teacher = final if i <= last_teacher else teacher
+            if final.parent == fold:
+                done[speaker][recipe.model.spec] = str(final)
     return done

@@ -17,7 +17,8 @@ def run_folds(args) -> int:
     speakers = tuple(args.speakers.split(",")) if args.speakers else SPEAKERS
     if unknown := [s for s in speakers if s not in SPEAKERS]:
         raise EdgeSDKError(f"--speakers: {', '.join(unknown)} not in the corpus", f"use some of: {', '.join(SPEAKERS)}")
-    plan = FoldPlan(args.teacher, tuple(s for s in args.students.split(",") if s), args.precision)
+    finetune = args.finetune if args.finetune is not None else ("teacher_finetune" if args.teacher == "teacher" else "none")
+    plan = FoldPlan(args.teacher, tuple(s for s in args.students.split(",") if s), args.precision, None if finetune == "none" else finetune)
     done = train_folds(args.out, speakers, fsdd, mnist, plan, progress=not args.quiet)
     for speaker, models in done.items():
         print(f"without {speaker}: " + ", ".join(models))
@@ -29,6 +30,8 @@ def folds_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folds folder: <speaker>/<spec>.safetensors per held-out speaker (runs/ inside)")
     p.add_argument("--speakers", help="held-out speakers, comma-separated (default: all four)")
     p.add_argument("--teacher", default="teacher", help="pretraining recipe of each fold's teacher (default: teacher)")
+    p.add_argument("--finetune", help="recipe fine-tuning each fold's teacher from its weights, as the shipped teacher was "
+                   "(default: teacher_finetune after the teacher recipe, none after another; 'none': no second stage)")  # fmt: skip
     p.add_argument("--students", default="distill_s,distill_xs", help="distillation recipes, each from the fold's teacher")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), help="override every recipe's [train] precision (fp32: CPUs without bf16 units)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
