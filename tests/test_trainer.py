@@ -94,6 +94,7 @@ def test_fine_tuning_starts_from_the_init_weights_and_refuses_another_architectu
         pretrain(recipe, tmp_path / "missing", progress=False)
 
 
+@pytest.mark.slow  # 19 s: a step of the full teacher; CI runs it in its second step
 def test_a_trained_teacher_stores_the_map_offset_eval_measures(tmp_path, fsdd, mnist):
     """One definition of the label-free map offset: measured on the data where training left it
     (a mix of one- to three-digit scenes), the shipped teacher's came out 5 px from eval's."""
