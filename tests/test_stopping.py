@@ -3,6 +3,7 @@ stop `run`, `demo` and `calibrate` cleanly, and what they wrote is whole: statis
 a playable video, calibration pairs that load."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -19,7 +20,8 @@ def _stop_when(cmd, ready, sig, cwd, timeout=120.0, nohup=False):
     """Start ``cmd`` (with SIGHUP ignored, as ``nohup`` starts it), send ``sig`` once
     ``ready()`` holds, and return the finished process."""
     hup = (lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if nohup else None
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=hup)
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}  # a hang's SIGABRT below prints every thread's stack
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=hup, env=env)
     deadline = time.monotonic() + timeout
     while not ready() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -27,8 +29,14 @@ def _stop_when(cmd, ready, sig, cwd, timeout=120.0, nohup=False):
         proc.send_signal(signal.SIGHUP)
         time.sleep(1.0)
         assert proc.poll() is None, "SIGHUP stopped a run started under nohup"
+    was_ready = ready()
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=60)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        out, err = proc.communicate(timeout=30)
+        pytest.fail(f"still running 60 s after {signal.Signals(sig).name} (ready before it: {was_ready}); its threads:\n{err[-6000:]}")
     return proc.returncode, out, err
 
 
