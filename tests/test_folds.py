@@ -27,21 +27,7 @@ warmup_steps = 1
 precision = "bf16"
 [objectives.infonce]
 """
-FINETUNE = """
-name = "tiny_finetune"
-[model]
-spec = "avnet_t.avdigits"
-init = "not used: each fold fine-tunes its own teacher"
-[data]
-k = 2
-scenes_per_epoch = 16
-[train]
-epochs = 1
-batch_size = 8
-lr = 1e-4
-warmup_steps = 1
-[objectives.infonce]
-"""
+FINETUNE = TEACHER.replace("tiny_teacher", "tiny_finetune")  # its [model] init: each fold's own first stage
 STUDENT = """
 name = "tiny_student"
 [model]

@@ -2,9 +2,9 @@
 
 One held-out speaker is one sample of "a voice the model never heard"; four are a spread.
 A fold is a folder ``ROOT/<speaker>/`` holding the models trained without that speaker:
-the teacher (pretrained with ``speaker`` as the test split, then fine-tuned from those weights
-as the shipped teacher was) and the students distilled from *that* teacher (a teacher that heard the speaker would leak it into its students). The
-shipped models are the ``george`` fold; ``edge_sdk/assets/folds/`` holds the others.
+the teacher (pretrained with ``speaker`` as the test split, then fine-tuned from those
+weights as the shipped teacher was) and the students distilled from *that* teacher (a teacher
+that heard the speaker would leak it into its students). The shipped models are the ``george`` fold; ``edge_sdk/assets/folds/`` holds the others.
 
 :func:`train_folds` trains what is missing (each run resumes where it stopped);
 :func:`fold_models` finds a model's fold copies; ``edge-sdk eval MODEL --folds`` evaluates
@@ -91,17 +91,19 @@ def train_folds(out: str | Path, speakers, fsdd, mnist, plan: FoldPlan | None = 
             elif i:
                 recipe.distill.teacher = str(teacher)
             run = fold / "runs" / recipe.name  # a recipe given as a .toml path runs under its own name
-            final = fold / f"{recipe.model.spec}.safetensors" if i >= last_teacher else run / "model.safetensors"
-            if i < last_teacher and (fold / f"{recipe.model.spec}.safetensors").is_file():
+            in_fold = fold / f"{recipe.model.spec}.safetensors"  # the fold's teacher and students; a first stage stays in its run
+            if i < last_teacher and in_fold.is_file():
                 continue  # the fine-tuned teacher is done: its first stage is not needed again
+            final = in_fold if i >= last_teacher else run / "model.safetensors"
             if not final.is_file():
                 resume = "auto" if (run / "checkpoints" / "last.json").exists() else False
                 log.info("folds: %s without %s", recipe.name, speaker)
                 (distill if i > last_teacher else pretrain)(recipe, run, fsdd, mnist, resume=resume, progress=progress)
-                for suffix in (".json", ".safetensors") if final.parent == fold else ():  # the sidecar first: a model file means done
+                for suffix in (".json", ".safetensors") if final == in_fold else ():  # the sidecar first: a model file means done
                     shutil.copyfile(run / f"model{suffix}", final.with_suffix(suffix + ".tmp"))
                     (final.with_suffix(suffix + ".tmp")).replace(final.with_suffix(suffix))
-            teacher = final if i <= last_teacher else teacher
-            if final.parent == fold:
+            if i <= last_teacher:
+                teacher = final
+            if final == in_fold:
                 done[speaker][recipe.model.spec] = str(final)
     return done

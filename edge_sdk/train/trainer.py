@@ -479,9 +479,9 @@ def _map_offset(model, data, recipe: Recipe, fsdd, mnist, n: int = 48) -> list[i
     from edge_sdk.eval.evaluate import map_offset_of
     from edge_sdk.objectives.zoom_equivariance import estimate_map_offset
 
-    if recipe.data.kind in ("scenes", "clips") and not hasattr(data, "batch"):
+    if recipe.data.kind == "scenes" and not hasattr(data, "batch"):
         offset = list(map_offset_of(model, fsdd, mnist, n, tuple(recipe.data.test_speakers)))
-    else:  # the user's clips or shards: their own images
+    else:  # AV-Digits clips (frame stacks), the user's clips or shards: their own images
         offset = list(estimate_map_offset(model, torch.from_numpy(np.stack([data[i]["image"] for i in range(min(n, len(data)))]))))
     model.train()
     return offset
