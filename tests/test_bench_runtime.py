@@ -12,6 +12,7 @@ from edge_sdk.bundle import shipped_bundles
 pytestmark = pytest.mark.skipif("avnet_s-demo" not in shipped_bundles(), reason="the demo bundle is not shipped in this checkout")
 
 
+@pytest.mark.slow  # 37 s on 2 cores (CI's second step); test_bench_streams runs bench-runtime by default
 def test_bench_runtime_reports_overhead_drops_skew_and_speedups(tmp_path, fsdd, mnist):
     out = tmp_path / "bench.json"
     run = subprocess.run(

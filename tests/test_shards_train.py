@@ -152,6 +152,7 @@ def _wait_for_step(out: Path, step: int, timeout_s: float) -> Path:
     return last
 
 
+@pytest.mark.slow  # 25 s on 2 cores: torchrun restarts a killed rank
 def test_a_killed_rank_is_restarted_and_resumes_exactly(setup, two_nodes):
     out = setup["root"] / "elastic"
     agents = _two_nodes(setup, out, restarts=1)

@@ -68,6 +68,7 @@ def _kill_when(proc: subprocess.Popen, cond, timeout: float = 120) -> None:
     proc.wait()
 
 
+@pytest.mark.slow  # 19 s on 2 cores: three runs; the resume after a checkpoint is tested by default below
 def test_a_run_killed_before_its_first_checkpoint_starts_over_with_clean_metrics(tmp_path):
     recipe, run = _recipe(tmp_path, every=1000), tmp_path / "run"
     proc = _cli("pretrain", "--recipe", recipe, "--synthetic", "--quiet", "--out", run)

@@ -174,6 +174,7 @@ def test_resume_after_kill_mid_epoch_is_exact(tmp_path):
         assert torch.equal(a[k], b[k]), f"{k} differs after resume"
 
 
+@pytest.mark.slow  # 13 s on 2 cores; tests/test_shards_train.py trains two DDP ranks by default
 def test_ddp_two_processes_on_cpu(tmp_path):
     recipe = _recipe(tmp_path, scenes=16, epochs=2)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
