@@ -29,7 +29,7 @@ def test_info_json_lists_every_registered_spec_with_params_and_macs():
     assert t["role"] == "teacher" and t["params"] > 1e6 and t["macs"] > 1e8
     assert t["outputs"]["image_map"] == [1, 128, 12, 12]
     folds = json.loads(out.stdout)["folds"]  # the shipped speaker folds, what `eval --folds` reads
-    assert all(set(models) == {"avsync_s.avdigits", "avsync_t.avdigits"} for models in folds.values()), folds
+    assert all({"avsync_s.avdigits", "avsync_t.avdigits"} <= set(models) for models in folds.values()), folds
     assert set(folds) <= {"jackson", "nicolas", "yweweler"}
 
 
