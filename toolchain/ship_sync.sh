@@ -24,13 +24,5 @@ cp "$bundle/report.md" docs/reports/export_avsync_s.md
 du -sh "$bundle"
 if [ "${FOLDS:-0}" = 1 ]; then
   $E folds --teacher sync_teacher --students distill_sync_s --speakers jackson,nicolas,yweweler --out runs/sync_folds --precision fp32
-  for fold in runs/sync_folds/*/; do
-    speaker=$(basename "$fold")
-    mkdir -p "edge_sdk/assets/folds/$speaker"
-    for spec in avsync_t.avdigits avsync_s.avdigits; do
-      cp "$fold/$spec.safetensors" "$fold/$spec.json" "edge_sdk/assets/folds/$speaker/"
-    done
-  done
-  $E eval avsync_t.avdigits --folds --json runs/sync_folds/eval_avsync_t.json
-  $E eval avsync_s.avdigits --folds --json runs/sync_folds/eval_avsync_s.json
+  bash toolchain/ship_folds.sh runs/sync_folds avsync_t.avdigits avsync_s.avdigits
 fi
