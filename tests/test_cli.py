@@ -155,3 +155,10 @@ def test_precision_flag_overrides_the_recipe_and_is_recorded(tmp_path):
     assert json.loads((tmp_path / "r" / "recipe.json").read_text())["train"]["precision"] == "fp32"
     refused = _run("pretrain", "--recipe", str(recipe), "--precision", "fp8", "--out", str(tmp_path / "s"))
     assert refused.returncode == 2 and "invalid choice: 'fp8'" in refused.stderr
+
+
+def test_an_unknown_model_name_is_refused_before_torch_loads():
+    code = "import sys\nfrom edge_sdk.toolchain.cli import main\nrc = main(['eval', 'not_a_model'])\nprint(rc, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["2", "False"], out.stderr[-2000:]
+    assert "no model file or shipped model named 'not_a_model'" in out.stderr

@@ -40,6 +40,10 @@ def _bundle(args, fsdd, mnist) -> dict:
 
 def _checkpoint(args, fsdd, mnist) -> dict:
     """Metrics of a checkpoint or shipped model (or the user's ``--model``) in PyTorch FP32."""
+    from edge_sdk.models.shipped import model_path
+
+    if args.model and not args.factory:
+        model_path(args.model)  # no such file or shipped name: refused in a second, before torch loads
     from edge_sdk.eval.evaluate import EvalConfig, evaluate, map_offset_of
     from edge_sdk.models.loading import open_model
     from edge_sdk.models.torch_runner import TorchTowers
