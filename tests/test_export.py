@@ -193,9 +193,9 @@ def test_a_miss_fails_the_export_unless_allowed(tmp_path, monkeypatch):
     impossible = Tolerance(cosine=1.5, max_abs=0.0, heatmap=1.0, metric_drop=0.0)
     monkeypatch.setattr(OnnxRuntimeExporter, "tolerance", lambda self, precision: impossible)
     with pytest.raises(ExportMismatch, match=r"onnx fp32: audio_emb: mean cosine"):
-        export_bundle("student_s", tmp_path / "a", "onnx", "fp32", eval_cfg=TINY, parity_scenes=8)
+        export_bundle("student_s", tmp_path / "a", "onnx", "fp32", eval_cfg=SMALL, parity_scenes=8)
     assert (tmp_path / "a" / "report.md").is_file() and not (tmp_path / "a" / "manifest.json").exists()
-    report = export_bundle("student_s", tmp_path / "b", "onnx", "fp32", eval_cfg=TINY, parity_scenes=8, allow_mismatch=True)
+    report = export_bundle("student_s", tmp_path / "b", "onnx", "fp32", eval_cfg=SMALL, parity_scenes=8, allow_mismatch=True)
     assert not report["passed"]
     b = read_bundle(tmp_path / "b")
     assert b.manifest["passed"] is False and b.manifest["parity"]["onnxruntime/fp32"]["status"] == "mismatch"
@@ -370,7 +370,7 @@ def test_bring_your_own_module_through_export(tmp_path):
             return {"audio_emb": self.audio(wave), "image_emb": image_emb, "image_map": image_map}
 
     torch.manual_seed(0)
-    report = export_bundle(MyNet(), tmp_path / "b", "onnx", "fp32", eval_cfg=TINY, parity_scenes=8)
+    report = export_bundle(MyNet(), tmp_path / "b", "onnx", "fp32", eval_cfg=SMALL, parity_scenes=8)
     assert report["passed"] and report["model"] == "MyNet" and report["rows"][0]["status"].startswith("reference: MyNet")
     assert {(c.backend, c.precision) for c in read_bundle(tmp_path / "b").choices()} == {("onnxruntime", "fp32")}
 
@@ -403,4 +403,4 @@ def test_a_program_that_fails_in_its_runtime_is_a_failed_row(tmp_path, monkeypat
 
     monkeypatch.setattr(backends, "runner_for", lambda *a, **k: Broken())
     with pytest.raises(ExportMismatch, match="onnx fp32: the exported program fails in its runtime: method->execute"):
-        export_bundle("student_s", tmp_path / "a", "onnx", "fp32", eval_cfg=TINY, parity_scenes=8)
+        export_bundle("student_s", tmp_path / "a", "onnx", "fp32", eval_cfg=SMALL, parity_scenes=8)

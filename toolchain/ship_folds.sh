@@ -17,12 +17,11 @@ for fold in "$dir"/*/; do
   speaker=$(basename "$fold")
   for spec in "$@"; do
     [ -f "$fold/$spec.safetensors" ] || continue
-    mkdir -p "edge_sdk/assets/folds/$speaker"
-    # the sidecar first: a model file beside its sidecar means the fold is whole
-    cp "$fold/$spec.json" "edge_sdk/assets/folds/$speaker/$spec.json.tmp"
-    mv "edge_sdk/assets/folds/$speaker/$spec.json.tmp" "edge_sdk/assets/folds/$speaker/$spec.json"
-    cp "$fold/$spec.safetensors" "edge_sdk/assets/folds/$speaker/$spec.safetensors.tmp"
-    mv "edge_sdk/assets/folds/$speaker/$spec.safetensors.tmp" "edge_sdk/assets/folds/$speaker/$spec.safetensors"
+    dest="edge_sdk/assets/folds/$speaker/$spec"
+    mkdir -p "$(dirname "$dest")"
+    for suffix in json safetensors; do  # the sidecar first: a model file beside its sidecar means whole
+      cp "$fold/$spec.$suffix" "$dest.$suffix.tmp" && mv "$dest.$suffix.tmp" "$dest.$suffix"
+    done
     shipped=$((shipped + 1))
   done
 done

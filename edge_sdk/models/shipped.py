@@ -59,9 +59,10 @@ def model_path(name_or_path: str) -> Path:
 
 def resolve_model(name_or_path: str):
     """A checkpoint path or a shipped model name -> (model, sidecar metadata)."""
+    path = model_path(name_or_path)  # an unknown name is refused before torch loads
     from edge_sdk.checkpoint import load_model
 
-    return load_model(model_path(name_or_path))
+    return load_model(path)
 
 
 def count_macs(model) -> int:

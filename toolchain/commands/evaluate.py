@@ -40,13 +40,8 @@ def _bundle(args, fsdd, mnist) -> dict:
 
 def _checkpoint(args, fsdd, mnist) -> dict:
     """Metrics of a checkpoint or shipped model (or the user's ``--model``) in PyTorch FP32."""
-    from edge_sdk.models.shipped import model_path
-
-    if args.model and not args.factory:
-        model_path(args.model)  # no such file or shipped name: refused in a second, before torch loads
     from edge_sdk.eval.evaluate import EvalConfig, evaluate, map_offset_of
     from edge_sdk.models.loading import open_model
-    from edge_sdk.models.torch_runner import TorchTowers
 
     if (args.backend or "torch") != "torch" or (args.precision or "fp32") != "fp32":
         raise EdgeSDKError(
@@ -54,8 +49,10 @@ def _checkpoint(args, fsdd, mnist) -> dict:
             "which runs in PyTorch FP32 only",
             f"export it to a bundle first (edge-sdk export {args.model} --out DIR), then edge-sdk eval DIR with --backend/--precision",
         )
-    opened = open_model(args.model, **model_options(args))
+    opened = open_model(args.model, **model_options(args))  # a name that is nothing is refused before torch loads
     model, meta = opened.model, opened.meta
+    from edge_sdk.models.torch_runner import TorchTowers
+
     recipe_speakers = (meta.get("recipe") or {}).get("data", {}).get("test_speakers", ["george"])
     speakers = tuple(args.test_speakers.split(",")) if args.test_speakers else tuple(recipe_speakers)
     if opened.ours and "map_offset_px" not in meta:  # untrained or older checkpoints: measured, as export does
