@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -52,7 +53,7 @@ def folds(tmp_path_factory, fsdd, mnist):
     (root / "s.toml").write_text(STUDENT)
     (root / "f.toml").write_text(FINETUNE)
     plan = FoldPlan(str(root / "t.toml"), (str(root / "s.toml"),), precision="fp32", finetune=str(root / "f.toml"))
-    done = train_folds(root / "out", ["jackson"], fsdd, mnist, plan, progress=False)
+    done = train_folds(root / "out", ["jackson"], fsdd, mnist, plan, progress=False, shipped=None)
     return root / "out", plan, done
 
 
@@ -79,6 +80,20 @@ def test_a_finished_fold_is_not_trained_again(folds, fsdd, mnist):
     train_folds(out, ["jackson"], fsdd, mnist, plan, progress=False)
     assert [f.stat().st_mtime_ns for f in files] == before and not first.exists()
     first.with_name("moved").rename(first)
+
+
+def test_fold_models_shipped_by_the_same_recipes_are_copied_not_trained(folds, fsdd, mnist, tmp_path):
+    shipped, plan, _ = folds  # the fixture's folds stand for edge_sdk/assets/folds
+    done = train_folds(tmp_path / "a", ["jackson"], fsdd, mnist, plan, progress=False, shipped=shipped)
+    for spec, path in done["jackson"].items():
+        assert Path(path).read_bytes() == (shipped / "jackson" / f"{spec}.safetensors").read_bytes()
+    assert not (tmp_path / "a" / "jackson" / "runs").exists()  # nothing trained, not even the teacher's first stage
+    renamed = tmp_path / "s2.toml"  # another student recipe (same spec): its model is trained, from the copied teacher
+    renamed.write_text(STUDENT.replace("tiny_student", "other_student"))
+    other = FoldPlan(plan.teacher, (str(renamed),), precision="fp32", finetune=plan.finetune)
+    train_folds(tmp_path / "b", ["jackson"], fsdd, mnist, other, progress=False, shipped=shipped)
+    assert (tmp_path / "b" / "jackson" / "runs" / "other_student" / "model.safetensors").is_file()
+    assert not (tmp_path / "b" / "jackson" / "runs" / "tiny_teacher").exists()
 
 
 def test_eval_folds_reports_every_fold_its_mean_and_its_worst(folds, fsdd, mnist, tmp_path):

@@ -6,7 +6,9 @@ the teacher (pretrained with ``speaker`` as the test split, then fine-tuned from
 weights as the shipped teacher was) and the students distilled from *that* teacher (a teacher
 that heard the speaker would leak it into its students). The shipped models are the ``george`` fold; ``edge_sdk/assets/folds/`` holds the others.
 
-:func:`train_folds` trains what is missing (each run resumes where it stopped);
+:func:`train_folds` trains what is missing (each run resumes where it stopped, and a fold model
+already shipped in :data:`FOLDS_DIR` by the same recipe is copied, not trained again: a fold
+is hours on a CPU, so a fresh checkout carries on where the shipped folds end);
 :func:`fold_models` finds a model's fold copies; ``edge-sdk eval MODEL --folds`` evaluates
 each on its own held-out speaker and reports the mean and the worst fold.
 """
@@ -64,12 +66,33 @@ def fold_models(spec_name: str, root: str | Path | None = None) -> dict[str, Pat
     return dict(sorted(found.items()))
 
 
-def train_folds(out: str | Path, speakers, fsdd, mnist, plan: FoldPlan | None = None, progress: bool = True) -> dict[str, dict[str, str]]:
-    """Train ``plan``'s teacher (and its fine-tune) and students for each held-out speaker into
-    ``out/<speaker>/`` (``<spec name>.safetensors`` + sidecar, copied from each run's folder; the
-    first teacher stage stays in its run folder); resumable."""
+def _copy_model(src: Path, dest: Path) -> None:
+    """``src`` (``.safetensors``) and its sidecar to ``dest``, atomically, the sidecar first: a model file means done."""
     import shutil
 
+    for suffix in (".json", ".safetensors"):
+        shutil.copyfile(src.with_suffix(suffix), dest.with_suffix(suffix + ".tmp"))
+        dest.with_suffix(suffix + ".tmp").replace(dest.with_suffix(suffix))
+
+
+def _shipped_copy(shipped: Path | None, speaker: str, recipe) -> Path | None:
+    """The fold model ``shipped/<speaker>/<spec>`` when the same recipe trained it without ``speaker``."""
+    from edge_sdk.checkpoint import read_sidecar
+
+    f = shipped / speaker / f"{recipe.model.spec}.safetensors" if shipped else None
+    if f is None or not f.is_file():
+        return None
+    trained = read_sidecar(f).get("recipe") or {}
+    return f if trained.get("name") == recipe.name and trained.get("data", {}).get("test_speakers") == [speaker] else None
+
+
+def train_folds(
+    out: str | Path, speakers, fsdd, mnist, plan: FoldPlan | None = None, progress: bool = True, shipped: Path | None = FOLDS_DIR
+) -> dict[str, dict[str, str]]:
+    """Train ``plan``'s teacher (and its fine-tune) and students for each held-out speaker into
+    ``out/<speaker>/`` (``<spec name>.safetensors`` + sidecar, copied from each run's folder; the
+    first teacher stage stays in its run folder); resumable. A fold model in ``shipped`` that the
+    same recipe trained without the same speaker is copied instead (``shipped=None``: train all)."""
     from edge_sdk.recipe import load_recipe
     from edge_sdk.train.trainer import distill, pretrain
 
@@ -82,6 +105,13 @@ def train_folds(out: str | Path, speakers, fsdd, mnist, plan: FoldPlan | None = 
     for speaker in speakers:
         fold, done[speaker] = out / speaker, {}
         teacher = None
+        for name in stages[last_teacher:]:  # fold models the same recipes shipped: copied, not trained again
+            recipe = load_recipe(name)
+            dest = fold / f"{recipe.model.spec}.safetensors"
+            if not dest.is_file() and (copy := _shipped_copy(shipped, speaker, recipe)):
+                log.info("folds: %s without %s: the shipped %s", recipe.name, speaker, copy)
+                fold.mkdir(parents=True, exist_ok=True)
+                _copy_model(copy, dest)
         for i, name in enumerate(stages):
             recipe = load_recipe(name)
             recipe.data.test_speakers, recipe.train.max_minutes = [speaker], 0.0  # the same steps in every fold
@@ -99,9 +129,8 @@ def train_folds(out: str | Path, speakers, fsdd, mnist, plan: FoldPlan | None = 
                 resume = "auto" if (run / "checkpoints" / "last.json").exists() else False
                 log.info("folds: %s without %s", recipe.name, speaker)
                 (distill if i > last_teacher else pretrain)(recipe, run, fsdd, mnist, resume=resume, progress=progress)
-                for suffix in (".json", ".safetensors") if final == in_fold else ():  # the sidecar first: a model file means done
-                    shutil.copyfile(run / f"model{suffix}", final.with_suffix(suffix + ".tmp"))
-                    (final.with_suffix(suffix + ".tmp")).replace(final.with_suffix(suffix))
+                if final == in_fold:
+                    _copy_model(run / "model.safetensors", final)
             if i <= last_teacher:
                 teacher = final
             if final == in_fold:

@@ -11,7 +11,7 @@ __all__ = ["COMMANDS"]
 
 
 def run_folds(args) -> int:
-    from edge_sdk.train.folds import SPEAKERS, FoldPlan, train_folds
+    from edge_sdk.train.folds import FOLDS_DIR, SPEAKERS, FoldPlan, train_folds
 
     fsdd, mnist = resolve_data(args)
     speakers = tuple(args.speakers.split(",")) if args.speakers else SPEAKERS
@@ -19,7 +19,7 @@ def run_folds(args) -> int:
         raise EdgeSDKError(f"--speakers: {', '.join(unknown)} not in the corpus", f"use some of: {', '.join(SPEAKERS)}")
     finetune = args.finetune if args.finetune is not None else ("teacher_finetune" if args.teacher == "teacher" else "none")
     plan = FoldPlan(args.teacher, tuple(s for s in args.students.split(",") if s), args.precision, None if finetune == "none" else finetune)
-    done = train_folds(args.out, speakers, fsdd, mnist, plan, progress=not args.quiet)
+    done = train_folds(args.out, speakers, fsdd, mnist, plan, progress=not args.quiet, shipped=None if args.fresh else FOLDS_DIR)
     for speaker, models in done.items():
         print(f"without {speaker}: " + ", ".join(models))
     print(f"evaluate: edge-sdk eval MODEL --folds {args.out}")
@@ -34,6 +34,8 @@ def folds_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: teacher_finetune after the teacher recipe, none after another; 'none': no second stage)")  # fmt: skip
     p.add_argument("--students", default="distill_s,distill_xs", help="distillation recipes, each from the fold's teacher")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), help="override every recipe's [train] precision (fp32: CPUs without bf16 units)")
+    p.add_argument("--fresh", action="store_true", help="train every fold model, even one that edge_sdk/assets/folds ships "
+                   "(by default a fold model shipped by the same recipe is copied into --out, not trained again)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     data_args(p)
 
