@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_sdk.errors import EdgeSDKError
 from edge_sdk.models.shipped import shipped_models
 from edge_sdk.train.folds import FoldPlan, fold_models, train_folds
 
@@ -113,6 +114,20 @@ def test_eval_folds_reports_every_fold_its_mean_and_its_worst(folds, fsdd, mnist
     assert len(rows) == len(found)
     pointing = [r["pointing_acc"] for r in rows.values()]
     assert report["worst"]["pointing_acc"] == min(pointing) and report["mean"]["pointing_acc"] == pytest.approx(sum(pointing) / len(pointing))
+
+
+def test_the_folds_command_trains_each_stage_at_the_precision_given(folds, fsdd, mnist, tmp_path):
+    from edge_sdk.toolchain.cli import main
+
+    root = folds[0].parent  # the fixture's recipe files
+    args = ["folds", "--out", str(tmp_path), "--speakers", "jackson", "--teacher", str(root / "t.toml"), "--finetune", str(root / "f.toml"),
+            "--students", str(root / "s.toml"), "--precision", "fp32", "--fsdd", str(fsdd), "--mnist", str(mnist), "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    for spec in ("avnet_t.avdigits", "avnet_xs.avdigits"):
+        recipe = json.loads((tmp_path / "jackson" / f"{spec}.json").read_text())["recipe"]
+        assert recipe["train"]["precision"] == "fp32" and recipe["name"] == ("tiny_finetune" if spec == "avnet_t.avdigits" else "tiny_student")
+    with pytest.raises(EdgeSDKError, match="fold precision 'teacher_finetune'"):
+        FoldPlan("teacher", ("distill_s",), "fp32", "teacher_finetune")  # fields in order: teacher, students, finetune, precision
 
 
 def test_folds_of_an_unknown_speaker_are_refused(tmp_path):

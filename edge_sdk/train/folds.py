@@ -39,6 +39,10 @@ class FoldPlan:
     finetune: str | None = "teacher_finetune"  # None: the teacher is the pretraining recipe's model
     precision: str | None = None  # every recipe's [train] precision when set (fp32 where bf16 has no units)
 
+    def __post_init__(self):
+        if self.precision not in (None, "auto", "bf16", "fp32"):
+            raise EdgeSDKError(f"fold precision {self.precision!r}", 'use "auto", "bf16" or "fp32" (or None: each recipe\'s own)')
+
 
 def shipped_folds() -> dict[str, list[str]]:
     """Held-out speaker -> the models shipped in :data:`FOLDS_DIR` trained without that speaker."""

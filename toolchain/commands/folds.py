@@ -18,7 +18,8 @@ def run_folds(args) -> int:
     if unknown := [s for s in speakers if s not in SPEAKERS]:
         raise EdgeSDKError(f"--speakers: {', '.join(unknown)} not in the corpus", f"use some of: {', '.join(SPEAKERS)}")
     finetune = args.finetune if args.finetune is not None else ("teacher_finetune" if args.teacher == "teacher" else "none")
-    plan = FoldPlan(args.teacher, tuple(s for s in args.students.split(",") if s), args.precision, None if finetune == "none" else finetune)
+    students = tuple(s for s in args.students.split(",") if s)
+    plan = FoldPlan(args.teacher, students, finetune=None if finetune == "none" else finetune, precision=args.precision)
     done = train_folds(args.out, speakers, fsdd, mnist, plan, progress=not args.quiet, shipped=None if args.fresh else FOLDS_DIR)
     for speaker, models in done.items():
         print(f"without {speaker}: " + ", ".join(models))
