@@ -89,11 +89,11 @@ def test_fold_models_shipped_by_the_same_recipes_are_copied_not_trained(folds, f
     for spec, path in done["jackson"].items():
         assert Path(path).read_bytes() == (shipped / "jackson" / f"{spec}.safetensors").read_bytes()
     assert not (tmp_path / "a" / "jackson" / "runs").exists()  # nothing trained, not even the teacher's first stage
-    renamed = tmp_path / "s2.toml"  # another student recipe (same spec): its model is trained, from the copied teacher
-    renamed.write_text(STUDENT.replace("tiny_student", "other_student"))
-    other = FoldPlan(plan.teacher, (str(renamed),), precision="fp32", finetune=plan.finetune)
+    changed = tmp_path / "s2.toml"  # the student recipe of the same name, one setting changed: trained, from the copied teacher
+    changed.write_text(STUDENT.replace("warmup_steps = 1", "warmup_steps = 2"))
+    other = FoldPlan(plan.teacher, (str(changed),), precision="fp32", finetune=plan.finetune)
     train_folds(tmp_path / "b", ["jackson"], fsdd, mnist, other, progress=False, shipped=shipped)
-    assert (tmp_path / "b" / "jackson" / "runs" / "other_student" / "model.safetensors").is_file()
+    assert (tmp_path / "b" / "jackson" / "runs" / "tiny_student" / "model.safetensors").is_file()
     assert not (tmp_path / "b" / "jackson" / "runs" / "tiny_teacher").exists()
 
 

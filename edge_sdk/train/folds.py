@@ -15,6 +15,7 @@ each on its own held-out speaker and reports the mean and the worst fold.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,15 +80,35 @@ def _copy_model(src: Path, dest: Path) -> None:
         dest.with_suffix(suffix + ".tmp").replace(dest.with_suffix(suffix))
 
 
+def _settings(recipe: dict) -> dict:
+    """A recipe's settings without what differs between machines: file paths (the model's init,
+    the distillation teacher) and precision (bf16 where the CPU has the units, fp32 elsewhere)."""
+    d = json.loads(json.dumps(recipe))
+    d.get("model", {}).pop("init", None)
+    d.get("distill", {}).pop("teacher", None)
+    d.get("train", {}).pop("precision", None)
+    return d
+
+
 def _shipped_copy(shipped: Path | None, speaker: str, recipe) -> Path | None:
-    """The fold model ``shipped/<speaker>/<spec>`` when the same recipe trained it without ``speaker``."""
+    """The fold model ``shipped/<speaker>/<spec>`` when ``recipe`` (as a fold runs it) trained it:
+    the same settings, the same held-out speaker."""
     from edge_sdk.checkpoint import read_sidecar
 
     f = shipped / speaker / f"{recipe.model.spec}.safetensors" if shipped else None
     if f is None or not f.is_file():
         return None
-    trained = read_sidecar(f).get("recipe") or {}
-    return f if trained.get("name") == recipe.name and trained.get("data", {}).get("test_speakers") == [speaker] else None
+    return f if _settings(read_sidecar(f).get("recipe") or {}) == _settings(recipe.to_dict()) else None
+
+
+def _fold_recipe(name: str, speaker: str, plan: FoldPlan):
+    """Recipe ``name`` as a fold runs it: ``speaker`` held out, the same steps in every fold, the plan's precision."""
+    from edge_sdk.recipe import load_recipe
+
+    recipe = load_recipe(name)
+    recipe.data.test_speakers, recipe.train.max_minutes = [speaker], 0.0
+    recipe.train.precision = plan.precision or recipe.train.precision
+    return recipe
 
 
 def train_folds(
@@ -97,7 +118,6 @@ def train_folds(
     ``out/<speaker>/`` (``<spec name>.safetensors`` + sidecar, copied from each run's folder; the
     first teacher stage stays in its run folder); resumable. A fold model in ``shipped`` that the
     same recipe trained without the same speaker is copied instead (``shipped=None``: train all)."""
-    from edge_sdk.recipe import load_recipe
     from edge_sdk.train.trainer import distill, pretrain
 
     plan, out = plan or FoldPlan(), Path(out)
@@ -110,16 +130,14 @@ def train_folds(
         fold, done[speaker] = out / speaker, {}
         teacher = None
         for name in stages[last_teacher:]:  # fold models the same recipes shipped: copied, not trained again
-            recipe = load_recipe(name)
+            recipe = _fold_recipe(name, speaker, plan)
             dest = fold / f"{recipe.model.spec}.safetensors"
             if not dest.is_file() and (copy := _shipped_copy(shipped, speaker, recipe)):
                 log.info("folds: %s without %s: the shipped %s", recipe.name, speaker, copy)
                 fold.mkdir(parents=True, exist_ok=True)
                 _copy_model(copy, dest)
         for i, name in enumerate(stages):
-            recipe = load_recipe(name)
-            recipe.data.test_speakers, recipe.train.max_minutes = [speaker], 0.0  # the same steps in every fold
-            recipe.train.precision = plan.precision or recipe.train.precision
+            recipe = _fold_recipe(name, speaker, plan)
             if 0 < i <= last_teacher:
                 recipe.model.init = str(teacher)  # fine-tune this fold's pretrained model
             elif i:

@@ -36,7 +36,7 @@ def folds_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--students", default="distill_s,distill_xs", help="distillation recipes, each from the fold's teacher")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), help="override every recipe's [train] precision (fp32: CPUs without bf16 units)")
     p.add_argument("--fresh", action="store_true", help="train every fold model, even one that edge_sdk/assets/folds ships "
-                   "(by default a fold model shipped by the same recipe is copied into --out, not trained again)")  # fmt: skip
+                   "(by default a fold model shipped by the same recipe settings is copied into --out, not trained again)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     data_args(p)
 
