@@ -95,6 +95,13 @@ def test_fold_models_shipped_by_the_same_recipes_are_copied_not_trained(folds, f
     train_folds(tmp_path / "b", ["jackson"], fsdd, mnist, other, progress=False, shipped=shipped)
     assert (tmp_path / "b" / "jackson" / "runs" / "tiny_student" / "model.safetensors").is_file()
     assert not (tmp_path / "b" / "jackson" / "runs" / "tiny_teacher").exists()
+    teacher = tmp_path / "c" / "jackson" / "avnet_t.avdigits.safetensors"  # a teacher of its own in --out: no shipped student
+    teacher.parent.mkdir(parents=True)
+    for suffix in (".json", ".safetensors"):
+        teacher.with_suffix(suffix).write_bytes((tmp_path / "b" / "jackson" / f"avnet_t.avdigits{suffix}").read_bytes())
+    teacher.write_bytes(teacher.read_bytes()[:-4] + b"\0\0\0\0")  # other weights (the same size)
+    train_folds(tmp_path / "c", ["jackson"], fsdd, mnist, plan, progress=False, shipped=shipped)
+    assert (tmp_path / "c" / "jackson" / "runs" / "tiny_student" / "model.safetensors").is_file()
 
 
 def test_eval_folds_reports_every_fold_its_mean_and_its_worst(folds, fsdd, mnist, tmp_path):

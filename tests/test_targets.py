@@ -13,7 +13,7 @@ import pytest
 from edge_sdk.eval.evaluate import EvalConfig, evaluate
 from edge_sdk.models.shipped import resolve_model, shipped_models
 from edge_sdk.models.torch_runner import TorchTowers
-from edge_sdk.train.folds import SPEAKERS
+from edge_sdk.train.folds import SPEAKERS, fold_models
 
 pytestmark = pytest.mark.slow
 
@@ -56,8 +56,6 @@ def _fold_params() -> list:
 def test_shipped_students_stay_near_the_teacher_on_every_fold(speaker, fsdd, mnist):
     """Each fold's students against that fold's teacher on its own held-out speaker: the shipped
     models (george) and every localization fold shipped in edge_sdk/assets/folds."""
-    from edge_sdk.train.folds import fold_models
-
     _needs("avnet_t.avdigits", *STUDENT_GAP)
     teachers = fold_models("avnet_t.avdigits")
     if speaker not in teachers:
@@ -75,8 +73,6 @@ def test_shipped_students_stay_near_the_teacher_on_every_fold(speaker, fsdd, mni
 
 @pytest.mark.parametrize("name", ["avsync_t.avdigits", "avsync_s.avdigits"])
 def test_every_trained_sync_fold_holds_the_targets(name, fsdd, mnist):
-    from edge_sdk.train.folds import fold_models
-
     _needs(name)
     found = fold_models(name)  # the shipped model (george held out) and the shipped folds
     if len(found) < 2:

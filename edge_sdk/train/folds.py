@@ -15,6 +15,7 @@ each on its own held-out speaker and reports the mean and the worst fold.
 
 from __future__ import annotations
 
+import filecmp
 import json
 import logging
 from dataclasses import dataclass
@@ -83,7 +84,7 @@ def _copy_model(src: Path, dest: Path) -> None:
 def _settings(recipe: dict) -> dict:
     """A recipe's settings without what differs between machines: file paths (the model's init,
     the distillation teacher) and precision (bf16 where the CPU has the units, fp32 elsewhere)."""
-    d = json.loads(json.dumps(recipe))
+    d = json.loads(json.dumps(recipe))  # a deep copy with tuples as lists, as in a sidecar
     d.get("model", {}).pop("init", None)
     d.get("distill", {}).pop("teacher", None)
     d.get("train", {}).pop("precision", None)
@@ -132,10 +133,13 @@ def train_folds(
         for name in stages[last_teacher:]:  # fold models the same recipes shipped: copied, not trained again
             recipe = _fold_recipe(name, speaker, plan)
             dest = fold / f"{recipe.model.spec}.safetensors"
-            if not dest.is_file() and (copy := _shipped_copy(shipped, speaker, recipe)):
+            copy = _shipped_copy(shipped, speaker, recipe)
+            if copy is not None and not dest.is_file():
                 log.info("folds: %s without %s: the shipped %s", recipe.name, speaker, copy)
                 fold.mkdir(parents=True, exist_ok=True)
                 _copy_model(copy, dest)
+            if name == stages[last_teacher] and (copy is None or not filecmp.cmp(copy, dest, shallow=False)):
+                break  # the fold's teacher is not the shipped one: shipped students were distilled from another
         for i, name in enumerate(stages):
             recipe = _fold_recipe(name, speaker, plan)
             if 0 < i <= last_teacher:
